@@ -1,0 +1,43 @@
+# capbroker's tasks. `just demo` runs the example, `just test` the test suite.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+demo_dir := "target/demo"
+worker := "target/guests/wasm32-wasip2/release/worker.wasm"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every guest component in components/ for wasm32-wasip2.
+guests:
+    cd components && cargo build --release
+
+# Build the capbroker binary.
+build:
+    cargo build -p capbroker
+
+# Run the worker example on a fresh scratch folder.
+demo: guests build
+    rm -rf {{demo_dir}}
+    mkdir -p {{demo_dir}}/conf {{demo_dir}}/data/reports {{demo_dir}}/data/private
+    printf 'folder = reports\n' > {{demo_dir}}/conf/worker.conf
+    printf 'the quick brown fox\njumps over the lazy dog\n' > {{demo_dir}}/data/reports/fox.txt
+    printf 'capabilities, not ambient authority\n' > {{demo_dir}}/data/reports/motto.txt
+    printf 'the worker never reads this\n' > {{demo_dir}}/data/private/diary.txt
+    @echo '$ capbroker inspect {{worker}}'
+    @target/debug/capbroker inspect {{worker}}
+    @echo '$ capbroker run --dir cfg={{demo_dir}}/conf:ro --dir data={{demo_dir}}/data {{worker}}'
+    @target/debug/capbroker run --dir cfg={{demo_dir}}/conf:ro --dir data={{demo_dir}}/data {{worker}}
+    @echo '$ cat {{demo_dir}}/data/reports/summary.txt'
+    @cat {{demo_dir}}/data/reports/summary.txt
+
+# Run the whole test suite (the tests build the guests themselves, too).
+test: guests
+    cargo test --workspace
+
+# Format and lint everything.
+check:
+    cargo fmt --all --check
+    cd components && cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings

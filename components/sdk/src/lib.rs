@@ -1,0 +1,131 @@
+//! Write capbroker components in Rust.
+//!
+//! ```ignore
+//! use capbroker_sdk::{export, Grants, Guest, Request, Rights, Wants};
+//!
+//! struct App;
+//! impl Guest for App {
+//!     fn requests() -> Vec<Request> {
+//!         vec![Request::dir("data", Rights::READ | Rights::LIST, "what it is for")]
+//!     }
+//!     fn run(args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
+//!         let mut grants = Grants::from(grants);
+//!         let data = grants.dir("data").ok_or("no data")?;
+//!         let text = data.read_file("hello.txt").map_err(|e| e.message())?;
+//!         Ok(())
+//!     }
+//! }
+//! export!(App);
+//! ```
+//!
+//! Handles are RAII: dropping a `Dir` or `File` gives it up for good.
+
+/// The bindings wit-bindgen generates for the `app` world. They sit in a
+/// module of their own: at the crate root, the exported macro for world-level
+/// exports would clash with its own re-export.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "app",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "capbroker_sdk::bindings",
+    });
+}
+
+pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
+pub use bindings::capbroker::caps::grants::{Handle, Wants};
+pub use bindings::capbroker::caps::types::{Error, Rights};
+pub use bindings::{export, Grant, Guest, Request};
+
+impl Request {
+    /// A request for a directory with at most `rights`.
+    pub fn dir(name: &str, rights: Rights, about: &str) -> Request {
+        Request {
+            name: name.into(),
+            wants: Wants::Dir(rights),
+            optional: false,
+            about: about.into(),
+        }
+    }
+
+    /// The same request, marked optional.
+    pub fn optional(mut self) -> Request {
+        self.optional = true;
+        self
+    }
+}
+
+/// The grants `run` received, to take out by name.
+pub struct Grants(Vec<Grant>);
+
+impl From<Vec<Grant>> for Grants {
+    fn from(g: Vec<Grant>) -> Self {
+        Grants(g)
+    }
+}
+
+impl Grants {
+    /// Takes the directory granted as `name`, if the operator granted it.
+    pub fn dir(&mut self, name: &str) -> Option<Dir> {
+        let i = self.0.iter().position(|g| g.name == name)?;
+        match self.0.swap_remove(i).handle {
+            Handle::Dir(d) => Some(d),
+        }
+    }
+
+    /// The names of the grants not yet taken.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|g| g.name.as_str()).collect()
+    }
+}
+
+impl Error {
+    /// The error as a sentence, e.g. "denied: the handle lacks write".
+    /// (wit-bindgen's `Display` for it is its `Debug` form.)
+    pub fn message(&self) -> String {
+        match self {
+            Error::Denied(r) => format!("denied: the handle lacks {}", rights_list(*r)),
+            Error::Escape(p) => format!("escape: `{p}` leads outside the handle"),
+            Error::NotFound(p) => format!("not found: `{p}`"),
+            Error::Exists(p) => format!("exists: `{p}`"),
+            Error::NotDirectory(p) => format!("not a directory: `{p}`"),
+            Error::IsDirectory(p) => format!("is a directory: `{p}`"),
+            Error::NotEmpty(p) => format!("directory not empty: `{p}`"),
+            Error::Invalid(m) => format!("invalid: {m}"),
+            Error::LimitExceeded(m) => format!("limit exceeded: {m}"),
+            Error::Io(m) => format!("i/o error: {m}"),
+        }
+    }
+}
+
+impl Dir {
+    /// Reads a whole file as UTF-8 text.
+    pub fn read_string(&self, path: &str) -> Result<String, Error> {
+        let bytes = self.read_file(path)?;
+        String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("`{path}` is not UTF-8")))
+    }
+}
+
+/// Every right with the name the WIT and the command line give it.
+pub const RIGHT_NAMES: [(Rights, &str); 5] = [
+    (Rights::READ, "read"),
+    (Rights::WRITE, "write"),
+    (Rights::CREATE, "create"),
+    (Rights::LIST, "list"),
+    (Rights::REMOVE, "remove"),
+];
+
+/// Describes rights as the command line spells them, e.g. `read,list`.
+pub fn rights_list(r: Rights) -> String {
+    let v: Vec<&str> = RIGHT_NAMES
+        .iter()
+        .filter(|(x, _)| r.contains(*x))
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
+    }
+}

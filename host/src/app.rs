@@ -1,0 +1,278 @@
+//! Loading and running components that implement capbroker's `app` world.
+
+use std::path::Path;
+
+use wasmtime::bail;
+use wasmtime::component::{Component, Instance, Linker, ResourceTable};
+use wasmtime::error::Context;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{App, AppPre};
+use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
+use crate::grants::{self, GuestGrant, NamedGrant, Request};
+
+/// What one component instance may consume.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The most linear memory, in bytes, any one memory may grow to.
+    pub max_memory: usize,
+    /// The most entries the handle table holds at once (capbroker's handles
+    /// and WASI's streams together).
+    pub max_handles: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_memory: 256 << 20,
+            max_handles: 1024,
+        }
+    }
+}
+
+/// The store data of a capbroker component.
+pub struct State {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    broker: BrokerCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl BrokerView for State {
+    fn broker(&mut self) -> BrokerCtxView<'_> {
+        BrokerCtxView {
+            ctx: &mut self.broker,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl State {
+    /// How many entries the handle table holds now.
+    pub fn live_handles(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+}
+
+/// The engine and a linker with WASI and capbroker's interfaces.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+}
+
+impl Runtime {
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = crate::engine::new_engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        ctx::add_to_linker(&mut linker)?;
+        Ok(Runtime { engine, linker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, compiles and links the component at `path`.
+    pub fn load(&self, path: &Path) -> wasmtime::Result<AppComponent> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read component `{}`", path.display()))?;
+        self.load_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Compiles and links a component; `name` is how errors and the audit
+    /// trail refer to it.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<AppComponent> {
+        check_header(name, bytes)?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .with_context(|| format!("`{name}` is not a valid WebAssembly component"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .with_context(|| format!("`{name}` imports something capbroker does not provide"))?;
+        let pre = AppPre::new(pre).with_context(|| {
+            format!(
+                "`{name}` does not implement capbroker's `app` world (capbroker:caps/app@0.1.0)"
+            )
+        })?;
+        Ok(AppComponent {
+            name: component_name(name),
+            pre,
+        })
+    }
+}
+
+fn component_name(path: &str) -> String {
+    Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string())
+}
+
+/// Tells a core module or a non-wasm file apart from a component, to say
+/// which mistake was made.
+fn check_header(name: &str, bytes: &[u8]) -> wasmtime::Result<()> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("`{name}` is not a WebAssembly file (it does not start with `\\0asm`)");
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "`{name}` is a core WebAssembly module, not a component: build it for \
+             wasm32-wasip2, or wrap it with `wasm-tools component new`"
+        );
+    }
+    Ok(())
+}
+
+/// A compiled, linked component, ready to be instantiated many times.
+pub struct AppComponent {
+    name: String,
+    pre: AppPre<State>,
+}
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `run` returned `ok`.
+    Ok,
+    /// `run` returned an error with this message.
+    Failed(String),
+    /// The component called `wasi:cli/exit` with this code.
+    Exit(i32),
+}
+
+impl AppComponent {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn new_store(&self, limits: &Limits) -> Store<State> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_handles);
+        let wasi = WasiCtx::builder()
+            .inherit_stdout()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            table,
+            wasi,
+            broker: BrokerCtx::new(&self.name),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory)
+                .build(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    async fn instantiate(&self, limits: &Limits) -> wasmtime::Result<Started> {
+        let mut store = self.new_store(limits);
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+            .with_context(|| format!("cannot instantiate `{}`", self.name))?;
+        let app = App::new(&mut store, &instance)?;
+        Ok(Started {
+            store,
+            app,
+            instance,
+        })
+    }
+
+    /// The handles the component asks for, from its `requests` export.
+    pub async fn requests(&self) -> wasmtime::Result<Vec<Request>> {
+        let mut s = self.instantiate(&Limits::default()).await?;
+        s.requests().await
+    }
+
+    /// Instantiates the component and hands it the operator's grants,
+    /// fitted to its requests. Nothing runs yet but the `requests` export.
+    pub async fn start(&self, grants: &[NamedGrant], limits: &Limits) -> wasmtime::Result<Running> {
+        let mut started = self.instantiate(limits).await?;
+        let requests = started.requests().await?;
+        let fitted = grants::fit(&requests, grants)?;
+        let mut handles = Vec::with_capacity(fitted.len());
+        for g in &fitted {
+            let handle = g
+                .grant
+                .hand_over(&g.name, started.store.data_mut().broker())?;
+            handles.push(GuestGrant {
+                name: g.name.clone(),
+                handle,
+            });
+        }
+        Ok(Running {
+            store: started.store,
+            app: started.app,
+            instance: started.instance,
+            grants: Some(handles),
+        })
+    }
+}
+
+struct Started {
+    store: Store<State>,
+    app: App,
+    instance: Instance,
+}
+
+impl Started {
+    async fn requests(&mut self) -> wasmtime::Result<Vec<Request>> {
+        self.app
+            .call_requests(&mut self.store)
+            .await
+            .context("the component's `requests` export failed")
+    }
+}
+
+/// A started component holding its grants.
+pub struct Running {
+    store: Store<State>,
+    app: App,
+    instance: Instance,
+    grants: Option<Vec<GuestGrant>>,
+}
+
+impl Running {
+    /// Calls `run` with `args` and the grants. A trap is an `Err` that says
+    /// so; the host goes on.
+    pub async fn run(&mut self, args: &[String]) -> wasmtime::Result<Outcome> {
+        let Some(grants) = self.grants.take() else {
+            bail!("`run` was already called on this instance");
+        };
+        match self.app.call_run(&mut self.store, args, &grants).await {
+            Ok(Ok(())) => Ok(Outcome::Ok),
+            Ok(Err(msg)) => Ok(Outcome::Failed(msg)),
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) if exit.0 == 0 => Ok(Outcome::Ok),
+                Some(exit) => Ok(Outcome::Exit(exit.0)),
+                None => Err(e.context("the component trapped")),
+            },
+        }
+    }
+
+    pub fn store(&mut self) -> &mut Store<State> {
+        &mut self.store
+    }
+
+    /// The instance, for calling exports beyond the `app` world.
+    pub fn instance(&self) -> Instance {
+        self.instance
+    }
+}

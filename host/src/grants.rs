@@ -1,0 +1,216 @@
+//! The `grants` interface: how an operator's grant becomes a guest's handle.
+//!
+//! Every capability kind goes through the same life cycle:
+//! 1. the operator grants it (`--dir NAME=PATH[:RIGHTS]`, parsed by
+//!    [`Grant::parse`]);
+//! 2. it is fitted to what the component asked for in its `requests` export
+//!    ([`fit`]): a grant the component did not ask for is an error, and a
+//!    grant with more authority than asked for is narrowed to the request;
+//! 3. the host resource is opened and its handle pushed into the store's
+//!    table ([`Grant::hand_over`]), to reach the guest as an argument of `run`.
+//!
+//! A new kind adds a case to [`Grant`], [`Wants`] and [`Handle`] and a module
+//! with its host side, like [`crate::fs`].
+
+use std::path::PathBuf;
+
+use wasmtime::bail;
+use wasmtime::error::Context;
+
+pub use crate::bindings::capbroker::caps::grants::{Grant as GuestGrant, Handle, Request, Wants};
+use crate::ctx::BrokerCtxView;
+use crate::fs::{DirGrant, DirHandle};
+use crate::types::{parse_rights, Rights, RightsList};
+
+/// One capability the operator grants, by kind.
+#[derive(Clone, Debug)]
+pub enum Grant {
+    Dir(DirGrant),
+}
+
+/// An operator's grant under the name the component knows it by.
+#[derive(Clone, Debug)]
+pub struct NamedGrant {
+    pub name: String,
+    pub grant: Grant,
+}
+
+impl Grant {
+    /// The kind's name, as in the flag that grants it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Grant::Dir(_) => "dir",
+        }
+    }
+
+    /// Parses the value of a `--dir` flag: `NAME=PATH[:RIGHTS]`.
+    ///
+    /// A `:` suffix is read as rights only when it parses as rights, so host
+    /// paths that contain a colon still work.
+    pub fn parse_dir(spec: &str) -> wasmtime::Result<NamedGrant> {
+        let (name, rest) = split_name(spec, "--dir", "NAME=PATH[:RIGHTS]")?;
+        let (path, rights) = match rest.rsplit_once(':') {
+            Some((path, rights)) if !path.is_empty() => match parse_rights(rights) {
+                Ok(r) => (path, r),
+                Err(e) if looks_like_rights(rights) => {
+                    bail!("--dir {spec}: {e}")
+                }
+                Err(_) => (rest, Rights::all()),
+            },
+            _ => (rest, Rights::all()),
+        };
+        if path.is_empty() {
+            bail!("--dir {spec}: the host path is empty (expected NAME=PATH[:RIGHTS])");
+        }
+        Ok(NamedGrant {
+            name: name.to_string(),
+            grant: Grant::Dir(DirGrant {
+                host_path: PathBuf::from(path),
+                rights,
+            }),
+        })
+    }
+
+    /// Checks that the grant's host resource can be opened, before anything
+    /// is loaded, so that a bad path is reported first and alone.
+    pub fn check(&self) -> wasmtime::Result<()> {
+        match self {
+            Grant::Dir(d) => d.open().map(drop),
+        }
+    }
+
+    /// What the guest will hold: the operator's grant narrowed to `wants`.
+    /// Errors when the kinds differ or the grant lacks a right the component
+    /// needs.
+    fn fit(&self, name: &str, wants: &Wants) -> wasmtime::Result<Grant> {
+        match (self, wants) {
+            (Grant::Dir(d), Wants::Dir(wanted)) => {
+                let missing = *wanted & !d.rights;
+                if missing != Rights::empty() {
+                    bail!(
+                        "grant `{name}`: the component needs {} on it, but the operator \
+                         granted only {} (missing {})",
+                        RightsList(*wanted),
+                        RightsList(d.rights),
+                        RightsList(missing)
+                    );
+                }
+                Ok(Grant::Dir(DirGrant {
+                    host_path: d.host_path.clone(),
+                    rights: d.rights & *wanted,
+                }))
+            }
+        }
+    }
+
+    /// Opens the host resource and puts the guest's handle into the table.
+    pub fn hand_over(&self, name: &str, view: BrokerCtxView<'_>) -> wasmtime::Result<Handle> {
+        match self {
+            Grant::Dir(d) => {
+                let dir = d.open().with_context(|| format!("grant `{name}`"))?;
+                let handle = view
+                    .table
+                    .push(DirHandle::new(dir, d.rights, name))
+                    .with_context(|| format!("grant `{name}`: the handle table is full"))?;
+                view.ctx
+                    .audit
+                    .granted(name, &d.host_path.display().to_string(), d.rights);
+                Ok(Handle::Dir(handle))
+            }
+        }
+    }
+}
+
+impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {}
+
+fn wants_kind(w: &Wants) -> &'static str {
+    match w {
+        Wants::Dir(_) => "dir",
+    }
+}
+
+fn split_name<'a>(spec: &'a str, flag: &str, form: &str) -> wasmtime::Result<(&'a str, &'a str)> {
+    let Some((name, rest)) = spec.split_once('=') else {
+        bail!("{flag} {spec}: expected {form}");
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("{flag} {spec}: the name `{name}` must be letters, digits, `-` or `_`");
+    }
+    Ok((name, rest))
+}
+
+fn looks_like_rights(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && s.chars().all(|c| c.is_ascii_lowercase() || c == ',')
+}
+
+/// Matches the operator's grants to the component's requests. Every grant
+/// must answer a request of the same kind and carry the rights it asks for;
+/// every request that is not optional must be granted. Returns the grants
+/// narrowed to the requests, in the order the operator gave them.
+pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<NamedGrant>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut fitted = Vec::new();
+    for g in grants {
+        if !seen.insert(g.name.as_str()) {
+            bail!("grant `{}` is given twice", g.name);
+        }
+        let Some(request) = requests.iter().find(|r| r.name == g.name) else {
+            let known: Vec<String> = requests
+                .iter()
+                .map(|r| format!("{} ({})", r.name, wants_kind(&r.wants)))
+                .collect();
+            bail!(
+                "grant `{}`: the component does not ask for a handle by that name \
+                 (it asks for: {})",
+                g.name,
+                if known.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        if g.grant.kind() != wants_kind(&request.wants) {
+            bail!(
+                "grant `{}`: the component asks for a {} handle, not a {}",
+                g.name,
+                wants_kind(&request.wants),
+                g.grant.kind()
+            );
+        }
+        fitted.push(NamedGrant {
+            name: g.name.clone(),
+            grant: g.grant.fit(&g.name, &request.wants)?,
+        });
+    }
+    let missing: Vec<String> = requests
+        .iter()
+        .filter(|r| !r.optional && !seen.contains(r.name.as_str()))
+        .map(|r| describe_request(r))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the component needs grants the operator did not give: {}",
+            missing.join("; ")
+        );
+    }
+    Ok(fitted)
+}
+
+/// One request as the operator would grant it, e.g.
+/// `--dir data=PATH:read,list (where it keeps its state)`.
+pub fn describe_request(r: &Request) -> String {
+    let flag = match &r.wants {
+        Wants::Dir(rights) => format!("--dir {}=PATH:{}", r.name, RightsList(*rights)),
+    };
+    let optional = if r.optional { ", optional" } else { "" };
+    if r.about.is_empty() {
+        format!("{flag}{optional}")
+    } else {
+        format!("{flag} ({}{optional})", r.about)
+    }
+}

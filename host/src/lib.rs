@@ -1,0 +1,25 @@
+//! capbroker: a capability broker for WebAssembly components.
+//!
+//! A component holds explicit handles (directories, later sockets and the
+//! right to spawn), derives weaker ones from them and drops what it no longer
+//! needs; what it gives up it cannot get back. This library is the host side:
+//!
+//! - [`bindings`]: the WIT package `capbroker:caps` as Rust types;
+//! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
+//!   wasmtime embedder;
+//! - one module per WIT interface: [`types`], [`fs`], [`grants`];
+//! - [`app`]: loading and running components of the `app` world, as the
+//!   `capbroker` binary does;
+//! - [`audit`]: the record of grants, derivations, drops and denials.
+
+pub mod app;
+pub mod audit;
+pub mod bindings;
+pub mod ctx;
+pub mod engine;
+pub mod fs;
+pub mod grants;
+pub mod types;
+
+pub use app::{AppComponent, Limits, Outcome, Running, Runtime};
+pub use ctx::{add_to_linker, BrokerCtx, BrokerCtxView, BrokerView};

@@ -1,0 +1,180 @@
+//! The `types` interface: rights, and the error every capability call returns.
+
+use std::fmt;
+use std::io;
+
+use wasmtime::component::ResourceTableError;
+
+pub use crate::bindings::capbroker::caps::types::{Error, Rights};
+use crate::ctx::BrokerCtxView;
+
+/// Every right, with the name the WIT and the command line use for it.
+pub const RIGHT_NAMES: [(Rights, &str); 5] = [
+    (Rights::READ, "read"),
+    (Rights::WRITE, "write"),
+    (Rights::CREATE, "create"),
+    (Rights::LIST, "list"),
+    (Rights::REMOVE, "remove"),
+];
+
+/// `read` and `list`: what a `:ro` grant carries.
+pub fn read_only() -> Rights {
+    Rights::READ | Rights::LIST
+}
+
+/// Formats rights as the comma-separated list the command line accepts,
+/// e.g. `read,list`; no rights at all is `none`.
+pub struct RightsList(pub Rights);
+
+impl fmt::Display for RightsList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = RIGHT_NAMES
+            .iter()
+            .filter(|(r, _)| self.0.contains(*r))
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// Parses `ro`, `rw`, `all`, `none` or a comma-separated list of right names.
+pub fn parse_rights(spec: &str) -> Result<Rights, String> {
+    match spec {
+        "ro" => return Ok(read_only()),
+        "rw" | "all" => return Ok(Rights::all()),
+        "none" => return Ok(Rights::empty()),
+        _ => {}
+    }
+    let mut rights = Rights::empty();
+    for word in spec.split(',') {
+        let word = word.trim();
+        let (right, _) = RIGHT_NAMES
+            .iter()
+            .find(|(_, name)| *name == word)
+            .ok_or_else(|| {
+                format!(
+                    "unknown right `{word}` (rights are ro, rw, none, or a comma-separated \
+                     list of read, write, create, list, remove)"
+                )
+            })?;
+        rights |= *right;
+    }
+    Ok(rights)
+}
+
+/// Fails with `denied`, naming the missing rights, unless `held` contains all
+/// of `needed`.
+pub fn require(held: Rights, needed: Rights) -> Result<(), Error> {
+    let missing = needed & !held;
+    if missing == Rights::empty() {
+        Ok(())
+    } else {
+        Err(Error::Denied(missing))
+    }
+}
+
+/// Displays an [`Error`] for people (bindgen's `Display` is its `Debug`).
+pub struct Describe<'a>(pub &'a Error);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Error::Denied(r) => write!(f, "denied: the handle lacks {}", RightsList(*r)),
+            Error::Escape(p) => write!(f, "escape: `{p}` leads outside the handle"),
+            Error::NotFound(p) => write!(f, "not found: `{p}`"),
+            Error::Exists(p) => write!(f, "exists: `{p}`"),
+            Error::NotDirectory(p) => write!(f, "not a directory: `{p}`"),
+            Error::IsDirectory(p) => write!(f, "is a directory: `{p}`"),
+            Error::NotEmpty(p) => write!(f, "directory not empty: `{p}`"),
+            Error::Invalid(m) => write!(f, "invalid: {m}"),
+            Error::LimitExceeded(m) => write!(f, "limit exceeded: {m}"),
+            Error::Io(m) => write!(f, "i/o error: {m}"),
+        }
+    }
+}
+
+impl Error {
+    /// The WIT case name, for logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "denied",
+            Error::Escape(_) => "escape",
+            Error::NotFound(_) => "not-found",
+            Error::Exists(_) => "exists",
+            Error::NotDirectory(_) => "not-directory",
+            Error::IsDirectory(_) => "is-directory",
+            Error::NotEmpty(_) => "not-empty",
+            Error::Invalid(_) => "invalid",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::Io(_) => "io",
+        }
+    }
+
+    /// Maps a host I/O error on `path` to the guest's error. cap-std reports
+    /// an attempt to leave the directory as `PermissionDenied` with a fixed
+    /// message (and `openat2` as `EXDEV`, which cap-std maps to the same).
+    pub fn from_io(err: &io::Error, path: &str) -> Error {
+        let path = path.to_string();
+        match err.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(path),
+            io::ErrorKind::AlreadyExists => Error::Exists(path),
+            io::ErrorKind::NotADirectory => Error::NotDirectory(path),
+            io::ErrorKind::IsADirectory => Error::IsDirectory(path),
+            io::ErrorKind::DirectoryNotEmpty => Error::NotEmpty(path),
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidFilename => {
+                Error::Invalid(format!("`{path}`: {err}"))
+            }
+            io::ErrorKind::PermissionDenied if is_escape(err) => Error::Escape(path),
+            _ if err.raw_os_error() == Some(libc::ELOOP) => {
+                Error::Invalid(format!("`{path}`: too many levels of symbolic links"))
+            }
+            _ => Error::Io(format!("`{path}`: {err}")),
+        }
+    }
+}
+
+fn is_escape(err: &io::Error) -> bool {
+    err.to_string().contains("outside of the filesystem")
+}
+
+/// What a host function returns: an error for the guest, or a trap when the
+/// host itself is in a state it cannot explain (never because of guest input).
+#[derive(Debug)]
+pub enum HostError {
+    Guest(Error),
+    Trap(wasmtime::Error),
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+impl From<Error> for HostError {
+    fn from(e: Error) -> Self {
+        HostError::Guest(e)
+    }
+}
+
+impl From<ResourceTableError> for HostError {
+    fn from(e: ResourceTableError) -> Self {
+        match e {
+            // A full table is the guest's doing (it holds too many handles):
+            // an error value, never a trap.
+            ResourceTableError::Full => HostError::Guest(Error::LimitExceeded(
+                "the handle table is full: drop handles you no longer need".into(),
+            )),
+            other => HostError::Trap(wasmtime::Error::new(other)),
+        }
+    }
+}
+
+impl crate::bindings::capbroker::caps::types::Host for BrokerCtxView<'_> {
+    fn convert_error(&mut self, err: HostError) -> wasmtime::Result<Error> {
+        match err {
+            HostError::Guest(e) => Ok(e),
+            HostError::Trap(t) => Err(t),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The `capbroker` binary as an operator uses it: the example end to end,
+//! and a clear error, never a panic, for each kind of bad input.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{guest, Tree};
+
+fn capbroker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(args)
+        .output()
+        .expect("run capbroker")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts a clean refusal: exit code 2, the message on stderr, no panic.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "expected `{n}` in: {stderr}");
+    }
+}
+
+/// The worker example's folders: conf/worker.conf and data/reports/*.txt.
+fn worker_tree() -> Tree {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("conf")).unwrap();
+    std::fs::write(tree.path("conf/worker.conf"), "folder = reports\n").unwrap();
+    std::fs::create_dir_all(tree.path("data/reports")).unwrap();
+    std::fs::write(tree.path("data/reports/a.txt"), "one two\nthree\n").unwrap();
+    std::fs::write(tree.path("data/keep.txt"), "not the worker's").unwrap();
+    tree
+}
+
+fn arg(name: &str, p: &Path, rights: &str) -> String {
+    format!("{name}={}{rights}", p.display())
+}
+
+#[test]
+fn the_example_works_and_cannot_regain_what_it_dropped() {
+    let tree = worker_tree();
+    let worker = guest("worker");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &arg("cfg", &tree.path("conf"), ":ro"),
+        "--dir",
+        &arg("data", &tree.path("data"), ""),
+        worker.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("a.txt: 2 lines, 3 words"), "{stdout}");
+    assert!(stdout.contains("wrote summary.txt"), "{stdout}");
+    assert_eq!(stdout.matches("refused:").count(), 4, "{stdout}");
+    assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(tree.path("data/reports/summary.txt")).unwrap(),
+        "a.txt: 2 lines, 3 words\n"
+    );
+    // Denials are recorded with the component, the operation and the path.
+    assert!(stderr.contains("denied"), "{stderr}");
+    for needle in [
+        "component=worker",
+        "open-dir",
+        "read-file",
+        "/etc/passwd",
+        "attenuate",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "no `{needle}` in the audit output: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn inspect_lists_what_a_component_asks_for() {
+    let out = capbroker(&["inspect", guest("worker").to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("--dir cfg=PATH:read (reads worker.conf)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--dir data=PATH:read,write,create,list"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn grants_must_match_the_components_requests() {
+    let tree = worker_tree();
+    let worker = guest("worker");
+    let w = worker.to_str().unwrap();
+    let cfg = arg("cfg", &tree.path("conf"), ":ro");
+    let data = arg("data", &tree.path("data"), "");
+    // A grant name the component does not know.
+    let bogus = arg("bogus", &tree.path("data"), "");
+    let out = capbroker(&["run", "--dir", &cfg, "--dir", &data, "--dir", &bogus, w]);
+    assert_refused(
+        &out,
+        &["grant `bogus`", "does not ask for", "cfg (dir), data (dir)"],
+    );
+    // A request left ungranted.
+    let out = capbroker(&["run", "--dir", &data, w]);
+    assert_refused(&out, &["did not give", "--dir cfg=PATH:read"]);
+    // A grant without the rights the component needs.
+    let ro = arg("data", &tree.path("data"), ":ro");
+    let out = capbroker(&["run", "--dir", &cfg, "--dir", &ro, w]);
+    assert_refused(&out, &["grant `data`", "missing write,create"]);
+    // The same name twice.
+    let out = capbroker(&["run", "--dir", &cfg, "--dir", &cfg, "--dir", &data, w]);
+    assert_refused(&out, &["grant `cfg` is given twice"]);
+    // Nothing ran: the worker writes its summary first thing.
+    assert!(!tree.path("data/reports/summary.txt").exists());
+}
+
+#[test]
+fn bad_host_paths_are_clear_errors() {
+    let tree = worker_tree();
+    let w = guest("worker");
+    let missing = tree.path("no/such/dir");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &arg("cfg", &missing, ":ro"),
+        w.to_str().unwrap(),
+    ]);
+    assert_refused(
+        &out,
+        &["--dir cfg", "cannot open host directory", "no/such/dir"],
+    );
+    let file = tree.path("conf/worker.conf");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &arg("cfg", &file, ":ro"),
+        w.to_str().unwrap(),
+    ]);
+    assert_refused(&out, &["cannot open host directory", "worker.conf"]);
+}
+
+#[test]
+fn malformed_flags_are_clear_errors() {
+    let w = guest("worker");
+    let w = w.to_str().unwrap();
+    let out = capbroker(&["run", "--dir", "nonsense", w]);
+    assert_refused(&out, &["expected NAME=PATH[:RIGHTS]"]);
+    let out = capbroker(&["run", "--dir", "data=/tmp:read,fly", w]);
+    assert_refused(&out, &["unknown right `fly`"]);
+    let out = capbroker(&["run", "--dir", "da ta=/tmp", w]);
+    assert_refused(&out, &["the name `da ta`"]);
+    let out = capbroker(&["run", "--dir", "data=", w]);
+    assert_refused(&out, &["host path is empty"]);
+    let out = capbroker(&["run", "--max-memory", "12XB", w]);
+    assert_refused(&out, &["unknown size unit `XB`"]);
+    let out = capbroker(&["run", "--max-memory", "0", w]);
+    assert_refused(&out, &["zero"]);
+    let out = capbroker(&["run", "--max-handles", "3", w]);
+    assert_refused(&out, &["--max-handles"]);
+}
+
+#[test]
+fn files_that_are_not_capbroker_components_are_clear_errors() {
+    let tree = Tree::new();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = tree.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let out = capbroker(&["run", &write("text.wasm", b"hello, world")]);
+    assert_refused(&out, &["is not a WebAssembly file"]);
+    let out = capbroker(&["run", &write("module.wasm", b"\0asm\x01\0\0\0")]);
+    assert_refused(&out, &["is a core WebAssembly module, not a component"]);
+    let out = capbroker(&["run", &write("broken.wasm", b"\0asm\x0d\0\x01\0\xff\xff")]);
+    assert_refused(&out, &["is not a valid WebAssembly component"]);
+    let out = capbroker(&["run", &tree.path("absent.wasm").display().to_string()]);
+    assert_refused(&out, &["cannot read component", "absent.wasm"]);
+
+    // A component with no exports at all: the missing export is named.
+    let empty = wat::parse_str("(component)").unwrap();
+    let out = capbroker(&["run", &write("empty.wasm", &empty)]);
+    assert_refused(
+        &out,
+        &["does not implement capbroker's `app` world", "requests"],
+    );
+    // A component importing what capbroker does not provide: the import is named.
+    let foreign = wat::parse_str(
+        r#"(component (import "acme:rockets/launch@1.0.0" (instance (export "go" (func)))))"#,
+    )
+    .unwrap();
+    let out = capbroker(&["run", &write("foreign.wasm", &foreign)]);
+    assert_refused(&out, &["acme:rockets/launch@1.0.0"]);
+}
+
+#[test]
+fn a_gigabyte_streams_through_in_bounded_memory() {
+    let tree = Tree::new();
+    let size = 1u64 << 30;
+    let probe = guest("probe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args([
+            "run",
+            "--max-memory",
+            "16MiB",
+            "--dir",
+            &arg("data", &tree.root(), ""),
+            probe.to_str().unwrap(),
+            &format!("stream-write data big.bin {size} 1048576"),
+            "stream-read data big.bin 1048576",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait4 reports the peak resident memory of exactly this process.
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("=> ok:{size}:pattern:")),
+        "{stdout}"
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(
+        peak_mib < 200,
+        "capbroker peaked at {peak_mib} MiB streaming 1 GiB"
+    );
+    std::fs::remove_file(tree.path("root/big.bin")).unwrap();
+}

@@ -1,0 +1,215 @@
+//! What the integration tests share: the guest components, built from source
+//! once per test binary, a compiled copy of each, and a driver for the probe.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use capbroker::grants::{Grant, NamedGrant};
+use capbroker::{AppComponent, Limits, Outcome, Running, Runtime};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds every guest in components/ (once per process; cargo makes the
+/// later binaries' calls no-ops) and returns the folder of the .wasm files.
+pub fn guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet"])
+            .current_dir(root().join("components"))
+            .status()
+            .expect("cannot run cargo to build the guest components");
+        assert!(status.success(), "building the guest components failed");
+        root().join("target/guests/wasm32-wasip2/release")
+    })
+}
+
+pub fn guest(name: &str) -> PathBuf {
+    guests().join(format!("{name}.wasm"))
+}
+
+/// One runtime per test binary; compiling a component is the slow part.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new().expect("runtime"))
+}
+
+pub fn probe_component() -> &'static AppComponent {
+    static C: OnceLock<AppComponent> = OnceLock::new();
+    C.get_or_init(|| runtime().load(&guest("probe")).expect("load probe"))
+}
+
+/// `--dir` as the operator would write it.
+pub fn dir(spec: &str) -> NamedGrant {
+    Grant::parse_dir(spec).expect("grant spec")
+}
+
+pub fn dir_at(name: &str, path: &Path, rights: &str) -> NamedGrant {
+    dir(&format!("{name}={}:{rights}", path.display()))
+}
+
+/// The probe, started with some grants, taking one command at a time.
+pub struct Probe {
+    running: Running,
+}
+
+impl Probe {
+    pub async fn start(grants: &[NamedGrant]) -> Probe {
+        Self::start_with(grants, &Limits::default()).await
+    }
+
+    pub async fn start_with(grants: &[NamedGrant], limits: &Limits) -> Probe {
+        let mut running = probe_component()
+            .start(grants, limits)
+            .await
+            .expect("start probe");
+        assert_eq!(running.run(&[]).await.expect("run"), Outcome::Ok);
+        Probe { running }
+    }
+
+    /// Runs one probe command: `ok`, `ok:VALUE` or `err:CODE:DETAIL`.
+    pub async fn step(&mut self, command: &str) -> String {
+        let instance = self.running.instance();
+        let store = self.running.store();
+        let func = instance
+            .get_typed_func::<(String,), (String,)>(&mut *store, "step")
+            .expect("probe exports step");
+        let (out,) = func
+            .call_async(&mut *store, (command.to_string(),))
+            .await
+            .unwrap_or_else(|e| panic!("`{command}` trapped: {e:?}"));
+        out
+    }
+
+    /// Runs each command and asserts it printed the expected result prefix.
+    pub async fn expect(&mut self, cases: &[(&str, &str)]) {
+        for (command, want) in cases {
+            let got = self.step(command).await;
+            assert!(
+                got.starts_with(want),
+                "`{command}`: expected `{want}…`, got `{got}`"
+            );
+        }
+    }
+
+    pub fn live_handles(&mut self) -> usize {
+        self.running.store().data_mut().live_handles()
+    }
+}
+
+/// A scratch tree: `root/` with files in it, and `outside/secret` next to it
+/// that no grant should ever reach.
+pub struct Tree {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("root/sub/deeper")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("outside")).unwrap();
+        std::fs::write(tmp.path().join("root/hello.txt"), "hello").unwrap();
+        std::fs::write(tmp.path().join("root/sub/inner.txt"), "inner").unwrap();
+        std::fs::write(tmp.path().join("outside/secret"), "SECRET").unwrap();
+        Tree { tmp }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    pub fn outside(&self) -> PathBuf {
+        self.tmp.path().join("outside")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(rel)).ok()
+    }
+}
+
+/// Makes `openat2` fail with ENOSYS in the calling process from now on, so
+/// that cap-std falls back to its own path resolver (as it does on kernels
+/// without `openat2`). Meant for a `pre_exec` hook in a child process.
+///
+/// # Safety
+/// Async-signal-safe; only `prctl` calls with a filter on the stack.
+pub unsafe fn deny_openat2() -> std::io::Result<()> {
+    const SYS_OPENAT2: u32 = 437; // the same on every Linux architecture
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let filter = [
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }, // seccomp_data.nr
+        libc::sock_filter {
+            code: BPF_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: SYS_OPENAT2,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        || libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const _,
+        ) != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `openat2` works in this process.
+pub fn openat2_available() -> bool {
+    let how = [0u64; 3]; // struct open_how { flags, mode, resolve }
+    let fd = unsafe {
+        libc::syscall(
+            437,
+            libc::AT_FDCWD,
+            c".".as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        true
+    } else {
+        std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    }
+}
