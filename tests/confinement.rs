@@ -162,6 +162,7 @@ async fn a_symlink_swapped_in_during_use_never_reaches_outside() {
     assert!(swaps > 10, "the race barely ran ({swaps} swaps)");
     assert!(!got.contains("SECRET"), "a read reached outside: {got}");
     assert!(got.contains("ok=inside"), "no read succeeded at all: {got}");
+    assert!(got.contains("escape#"), "no read ever met the link: {got}");
 }
 
 #[tokio::test]

@@ -205,6 +205,20 @@ async fn attenuation_only_narrows() {
 }
 
 #[tokio::test]
+async fn a_grant_is_narrowed_to_what_the_component_asks_for() {
+    let tree = Tree::new();
+    // The probe asks for `a` with read,list only; the operator grants more.
+    let mut p = Probe::start(&[dir_at("a", &tree.root(), "rw")]).await;
+    p.expect(&[
+        ("rights a", "ok:read,list"),
+        ("write a hello.txt x", "err:denied:write,create"),
+        ("attenuate a read,write W", "err:denied:write"),
+    ])
+    .await;
+    assert_eq!(tree.read("root/hello.txt").as_deref(), Some("hello"));
+}
+
+#[tokio::test]
 async fn a_dropped_handle_is_freed_and_cannot_be_regained() {
     let tree = Tree::new();
     let mut p = Probe::start(&[
