@@ -48,7 +48,7 @@ impl Audit {
         match err {
             Error::Denied(_) | Error::Escape(_) | Error::LimitExceeded(_) => {
                 tracing::warn!(target: "capbroker::audit", component = %self.component, op,
-                    handle, path, rights = %RightsList(held), error = err.code(), "denied: {}", Describe(err))
+                    handle, path, rights = %RightsList(held), error = err.code(), "refused: {}", Describe(err))
             }
             _ => tracing::info!(target: "capbroker::audit", component = %self.component, op,
                 handle, path, error = err.code(), "failed: {}", Describe(err)),
