@@ -245,3 +245,40 @@ fn a_gigabyte_streams_through_in_bounded_memory() {
     );
     std::fs::remove_file(tree.path("root/big.bin")).unwrap();
 }
+
+#[test]
+fn a_trapping_or_oversized_guest_ends_with_a_clear_status() {
+    let tree = Tree::new();
+    let probe = guest("probe");
+    let data = arg("data", &tree.root(), "");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--max-memory",
+            "16MiB",
+            "--dir",
+            &data,
+            probe.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        capbroker(&args)
+    };
+    let out = run(&["trap"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the component trapped"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["alloc 64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("the component trapped"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Within the limit the same command works.
+    let out = run(&["alloc 4"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(&format!("alloc 4 => ok:{}", 4 << 20)));
+}

@@ -316,6 +316,12 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(v.join(","))
         }
         ["memory"] => Ok(memory_bytes().to_string()),
+        ["trap"] => panic!("the probe was asked to trap"),
+        // Allocates and touches `mib` MiB, to run into a memory limit.
+        ["alloc", mib] => {
+            let v = vec![1u8; mib.parse::<usize>().unwrap() << 20];
+            Ok(format!("{}", v.iter().map(|b| *b as usize).sum::<usize>()))
+        }
         // What the standard library reaches without handles: it must be nothing.
         ["ambient", addr] => {
             let fs = match std::fs::read_dir("/") {
