@@ -273,7 +273,7 @@ fn a_trapping_or_oversized_guest_ends_with_a_clear_status() {
     let out = run(&["alloc 64"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
-        text(&out.stderr).contains("the component trapped"),
+        text(&out.stderr).contains("the component ran out of memory"),
         "{}",
         text(&out.stderr)
     );

@@ -43,6 +43,7 @@ async fn an_embedder_adds_capbroker_to_its_own_linker() {
     std::fs::write(tree.path("root/reports/a.txt"), "x y\n").unwrap();
     std::fs::write(tree.path("root/worker.conf"), "folder = reports\n").unwrap();
 
+    // The embedder's own engine: no fuel or epochs, unlike capbroker's.
     let engine = Engine::new(&Config::new()).unwrap();
     let mut linker: Linker<MyState> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
@@ -53,7 +54,7 @@ async fn an_embedder_adds_capbroker_to_its_own_linker() {
         MyState {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().build(),
-            broker: BrokerCtx::new("embedded-worker"),
+            broker: BrokerCtx::new("embedded-worker", Default::default()),
         },
     );
     let app = App::instantiate_async(&mut store, &component, &linker)

@@ -1,42 +1,43 @@
-//! Loading and running components that implement capbroker's `app` world.
+//! Loading and running components: the operator's `app` (root) and the
+//! child components it may spawn.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use wasmtime::bail;
-use wasmtime::component::{Component, Instance, Linker, ResourceTable};
+use wasmtime::component::{Component, Instance, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{App, AppPre};
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
 use crate::grants::{self, GuestGrant, NamedGrant, Request};
+use crate::limits::{Limits, MemoryLimiter};
+use crate::spawn::Components;
 
-/// What one component instance may consume.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// The most linear memory, in bytes, any one memory may grow to.
-    pub max_memory: usize,
-    /// The most entries the handle table holds at once (capbroker's handles
-    /// and WASI's streams together).
-    pub max_handles: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_memory: 256 << 20,
-            max_handles: 1024,
-        }
-    }
-}
-
-/// The store data of a capbroker component.
+/// The store data of every capbroker component instance.
 pub struct State {
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     wasi: WasiCtx,
     broker: BrokerCtx,
-    limits: StoreLimits,
+    limiter: MemoryLimiter,
+}
+
+/// Instances whose store is alive, across the host process.
+static LIVE_INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many component instances (roots and child processes) hold a store
+/// right now: a child's is freed as soon as it ends.
+pub fn live_instances() -> usize {
+    LIVE_INSTANCES.load(Ordering::Acquire)
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        LIVE_INSTANCES.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl WasiView for State {
@@ -62,6 +63,44 @@ impl State {
     pub fn live_handles(&mut self) -> usize {
         self.table.iter_mut().count()
     }
+
+    /// Whether the instance tried to grow memory past its limit.
+    pub fn memory_limit_hit(&self) -> bool {
+        self.limiter.hit()
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.broker.audit.pid()
+    }
+}
+
+/// A store for one instance: no WASI authority but stdout and stderr,
+/// bounded memory, handles and fuel, and a yield to tokio at every epoch.
+pub(crate) fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<State> {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_handles);
+    let wasi = WasiCtx::builder()
+        .inherit_stdout()
+        .inherit_stderr()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
+    let state = State {
+        table,
+        wasi,
+        broker,
+        limiter: MemoryLimiter::new(limits.max_memory),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store
+        .set_fuel(limits.max_fuel.unwrap_or(u64::MAX))
+        .expect("fuel is enabled on capbroker's engine");
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store
 }
 
 /// The engine and a linker with WASI and capbroker's interfaces.
@@ -83,23 +122,16 @@ impl Runtime {
         &self.engine
     }
 
-    /// Reads, compiles and links the component at `path`.
+    /// Reads, compiles and links the `app` component at `path`.
     pub fn load(&self, path: &Path) -> wasmtime::Result<AppComponent> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read component `{}`", path.display()))?;
+        let bytes = read(path)?;
         self.load_bytes(&path.display().to_string(), &bytes)
     }
 
-    /// Compiles and links a component; `name` is how errors and the audit
-    /// trail refer to it.
+    /// Compiles and links an `app` component; `name` is how errors and the
+    /// audit trail refer to it.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<AppComponent> {
-        check_header(name, bytes)?;
-        let component = Component::from_binary(&self.engine, bytes)
-            .with_context(|| format!("`{name}` is not a valid WebAssembly component"))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .with_context(|| format!("`{name}` imports something capbroker does not provide"))?;
+        let pre = self.link(name, bytes)?;
         let pre = AppPre::new(pre).with_context(|| {
             format!(
                 "`{name}` does not implement capbroker's `app` world (capbroker:caps/app@0.1.0)"
@@ -110,9 +142,29 @@ impl Runtime {
             pre,
         })
     }
+
+    /// Reads, compiles and links a component to be spawned as a child.
+    /// Its entry export is checked at each spawn, which names it.
+    pub fn load_child(&self, path: &Path) -> wasmtime::Result<InstancePre<State>> {
+        self.link(&path.display().to_string(), &read(path)?)
+    }
+
+    fn link(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<InstancePre<State>> {
+        check_header(name, bytes)?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .with_context(|| format!("`{name}` is not a valid WebAssembly component"))?;
+        self.linker
+            .instantiate_pre(&component)
+            .with_context(|| format!("`{name}` imports something capbroker does not provide"))
+    }
 }
 
-fn component_name(path: &str) -> String {
+fn read(path: &Path) -> wasmtime::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read component `{}`", path.display()))
+}
+
+/// The name a component file goes by: its file stem.
+pub fn component_name(path: &str) -> String {
     Path::new(path)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -134,7 +186,7 @@ fn check_header(name: &str, bytes: &[u8]) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// A compiled, linked component, ready to be instantiated many times.
+/// A compiled, linked `app` component, ready to be instantiated many times.
 pub struct AppComponent {
     name: String,
     pre: AppPre<State>,
@@ -156,31 +208,18 @@ impl AppComponent {
         &self.name
     }
 
-    fn new_store(&self, limits: &Limits) -> Store<State> {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(limits.max_handles);
-        let wasi = WasiCtx::builder()
-            .inherit_stdout()
-            .inherit_stderr()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = State {
-            table,
-            wasi,
-            broker: BrokerCtx::new(&self.name),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory)
-                .build(),
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store
+    /// The linked component, to register it as spawnable.
+    pub fn instance_pre(&self) -> &InstancePre<State> {
+        self.pre.instance_pre()
     }
 
-    async fn instantiate(&self, limits: &Limits) -> wasmtime::Result<Started> {
-        let mut store = self.new_store(limits);
+    async fn instantiate(
+        &self,
+        limits: &Limits,
+        components: Arc<Components>,
+    ) -> wasmtime::Result<Started> {
+        let ctx = BrokerCtx::new(&self.name, components);
+        let mut store = new_store(self.pre.engine(), ctx, limits);
         let instance = self
             .pre
             .instance_pre()
@@ -197,14 +236,22 @@ impl AppComponent {
 
     /// The handles the component asks for, from its `requests` export.
     pub async fn requests(&self) -> wasmtime::Result<Vec<Request>> {
-        let mut s = self.instantiate(&Limits::default()).await?;
+        let mut s = self
+            .instantiate(&Limits::default(), Arc::new(Components::new()))
+            .await?;
         s.requests().await
     }
 
     /// Instantiates the component and hands it the operator's grants,
-    /// fitted to its requests. Nothing runs yet but the `requests` export.
-    pub async fn start(&self, grants: &[NamedGrant], limits: &Limits) -> wasmtime::Result<Running> {
-        let mut started = self.instantiate(limits).await?;
+    /// fitted to its requests; its spawners can start `components`.
+    /// Nothing runs yet but the `requests` export.
+    pub async fn start(
+        &self,
+        grants: &[NamedGrant],
+        limits: &Limits,
+        components: Arc<Components>,
+    ) -> wasmtime::Result<Running> {
+        let mut started = self.instantiate(limits, components).await?;
         let requests = started.requests().await?;
         let fitted = grants::fit(&requests, grants)?;
         let mut handles = Vec::with_capacity(fitted.len());
@@ -222,6 +269,7 @@ impl AppComponent {
             app: started.app,
             instance: started.instance,
             grants: Some(handles),
+            timeout: limits.timeout,
         })
     }
 }
@@ -247,6 +295,7 @@ pub struct Running {
     app: App,
     instance: Instance,
     grants: Option<Vec<GuestGrant>>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Running {
@@ -256,12 +305,23 @@ impl Running {
         let Some(grants) = self.grants.take() else {
             bail!("`run` was already called on this instance");
         };
-        match self.app.call_run(&mut self.store, args, &grants).await {
+        let call = self.app.call_run(&mut self.store, args, &grants);
+        let result = match self.timeout {
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(r) => r,
+                Err(_) => bail!("the component ran past its timeout of {t:?}"),
+            },
+            None => call.await,
+        };
+        match result {
             Ok(Ok(())) => Ok(Outcome::Ok),
             Ok(Err(msg)) => Ok(Outcome::Failed(msg)),
             Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 Some(exit) if exit.0 == 0 => Ok(Outcome::Ok),
                 Some(exit) => Ok(Outcome::Exit(exit.0)),
+                None if self.store.data().memory_limit_hit() => {
+                    Err(e.context("the component ran out of memory"))
+                }
                 None => Err(e.context("the component trapped")),
             },
         }

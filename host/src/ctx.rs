@@ -6,21 +6,44 @@
 //! every capbroker interface to them. Handles of all kinds, and WASI's own
 //! resources, live in that one table, so one bound covers them all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::audit::Audit;
 use crate::bindings::capbroker::caps as wit;
+use crate::mailbox::Mailbox;
+use crate::spawn::Components;
 
 /// What capbroker keeps for one component instance, besides its handles.
 pub struct BrokerCtx {
     pub(crate) audit: Audit,
+    /// What spawners granted to this instance can start.
+    pub(crate) components: Arc<Components>,
+    /// The queues to this instance's parent, if it is a child process.
+    pub(crate) mailbox: Option<Mailbox>,
 }
 
+/// Process ids, unique in this host process.
+static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+
 impl BrokerCtx {
-    /// State for the component known to the operator as `component`.
-    pub fn new(component: &str) -> Self {
+    /// State for a root instance of the component known to the operator as
+    /// `component`, which can spawn the `components` its spawners allow.
+    pub fn new(component: &str, components: Arc<Components>) -> Self {
         BrokerCtx {
-            audit: Audit::new(component),
+            audit: Audit::new(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
+            components,
+            mailbox: None,
+        }
+    }
+
+    /// State for a child process.
+    pub(crate) fn child(component: &str, components: Arc<Components>, mailbox: Mailbox) -> Self {
+        BrokerCtx {
+            mailbox: Some(mailbox),
+            ..BrokerCtx::new(component, components)
         }
     }
 
@@ -50,6 +73,9 @@ impl HasData for Broker {
 pub fn add_to_linker<T: BrokerView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wit::types::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::fs::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::spawn::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::grants::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::process::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::mailbox::add_to_linker::<T, Broker>(linker, T::broker)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use crate::bindings::capbroker::caps::fs::{
     Entry, EntryKind, Host, HostDir, HostFile, OpenFlags, Stat,
 };
 use crate::ctx::BrokerCtxView;
+use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{require, Error, HostError, HostResult, Rights};
 
 /// `read-file` refuses files larger than this; larger ones are streamed.
@@ -47,6 +48,7 @@ pub struct DirHandle {
     /// The grant name and the path below it (e.g. `data/uploads`), for the
     /// audit trail. Never used to resolve anything.
     label: Arc<str>,
+    lineage: Lineage,
 }
 
 impl DirHandle {
@@ -55,7 +57,23 @@ impl DirHandle {
             dir: Arc::new(dir),
             rights,
             label: label.into(),
+            lineage: Lineage::default(),
         }
+    }
+
+    /// A copy with the same rights, for another process (same lineage, so a
+    /// revocation reaches it too).
+    pub fn copy(&self, label: &str) -> DirHandle {
+        DirHandle {
+            dir: self.dir.clone(),
+            rights: self.rights,
+            label: label.into(),
+            lineage: self.lineage.clone(),
+        }
+    }
+
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
     }
 
     pub fn rights(&self) -> Rights {
@@ -91,6 +109,7 @@ impl DirHandle {
             dir,
             rights,
             label: self.child_label(path).into(),
+            lineage: self.lineage.clone(),
         })
     }
 
@@ -223,6 +242,7 @@ impl DirHandle {
             readable: flags.contains(OpenFlags::READ),
             writable: writes,
             label: self.child_label(path).into(),
+            lineage: self.lineage.clone(),
         })
     }
 
@@ -292,6 +312,7 @@ pub struct FileHandle {
     readable: bool,
     writable: bool,
     label: Arc<str>,
+    lineage: Lineage,
 }
 
 impl FileHandle {
@@ -369,7 +390,7 @@ impl BrokerCtxView<'_> {
         f: impl FnOnce(&DirHandle) -> Result<T, Error>,
     ) -> HostResult<T> {
         let dir = self.table.get(handle)?;
-        f(dir).map_err(|e| {
+        dir.lineage.check().and_then(|()| f(dir)).map_err(|e| {
             self.ctx.audit.refused(op, &dir.label, path, dir.rights, &e);
             HostError::Guest(e)
         })
@@ -382,7 +403,7 @@ impl BrokerCtxView<'_> {
         f: impl FnOnce(&mut FileHandle) -> Result<T, Error>,
     ) -> HostResult<T> {
         let file = self.table.get_mut(handle)?;
-        f(file).map_err(|e| {
+        file.lineage.check().and_then(|()| f(file)).map_err(|e| {
             let held = rights_of_file(file);
             self.ctx.audit.refused(op, &file.label, "", held, &e);
             HostError::Guest(e)
@@ -457,6 +478,32 @@ impl HostDir for BrokerCtxView<'_> {
         self.push_derived(&dir, "attenuate", ".", derived, |d| {
             (d.label.to_string(), d.rights)
         })
+    }
+
+    fn revocable(
+        &mut self,
+        dir: Resource<DirHandle>,
+    ) -> HostResult<(Resource<DirHandle>, Resource<RevokerHandle>)> {
+        let (copy, revoker) = self.on_dir(&dir, "revocable", ".", |d| {
+            let (lineage, revoker) = d.lineage.revocable();
+            Ok((
+                DirHandle {
+                    lineage,
+                    ..d.copy(&d.label)
+                },
+                revoker,
+            ))
+        })?;
+        let copy = self.push_derived(&dir, "revocable", ".", copy, |d| {
+            (d.label.to_string(), d.rights)
+        })?;
+        match self.table.push(revoker) {
+            Ok(r) => Ok((copy, r)),
+            Err(e) => {
+                self.table.delete(copy)?;
+                Err(e.into())
+            }
+        }
     }
 
     fn read_file(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<Vec<u8>> {

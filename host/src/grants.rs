@@ -18,14 +18,17 @@ use wasmtime::bail;
 use wasmtime::error::Context;
 
 pub use crate::bindings::capbroker::caps::grants::{Grant as GuestGrant, Handle, Request, Wants};
+
 use crate::ctx::BrokerCtxView;
 use crate::fs::{DirGrant, DirHandle};
+use crate::spawn::SpawnGrant;
 use crate::types::{parse_rights, Rights, RightsList};
 
 /// One capability the operator grants, by kind.
 #[derive(Clone, Debug)]
 pub enum Grant {
     Dir(DirGrant),
+    Spawner(SpawnGrant),
 }
 
 /// An operator's grant under the name the component knows it by.
@@ -40,7 +43,24 @@ impl Grant {
     pub fn kind(&self) -> &'static str {
         match self {
             Grant::Dir(_) => "dir",
+            Grant::Spawner(_) => "spawner",
         }
+    }
+
+    /// Parses the value of a `--spawn` flag: `NAME[=KEY=VALUE,…]`; see
+    /// [`SpawnGrant::parse`].
+    pub fn parse_spawn(spec: &str) -> wasmtime::Result<NamedGrant> {
+        let (name, rest) = match spec.split_once('=') {
+            Some(_) => split_name(spec, "--spawn", "NAME[=KEY=VALUE,…]")?,
+            None => (spec, ""),
+        };
+        check_name(spec, "--spawn", name)?;
+        let grant =
+            SpawnGrant::parse(rest).map_err(|e| wasmtime::format_err!("--spawn {spec}: {e}"))?;
+        Ok(NamedGrant {
+            name: name.to_string(),
+            grant: Grant::Spawner(grant),
+        })
     }
 
     /// Parses the value of a `--dir` flag: `NAME=PATH[:RIGHTS]`.
@@ -76,6 +96,7 @@ impl Grant {
     pub fn check(&self) -> wasmtime::Result<()> {
         match self {
             Grant::Dir(d) => d.open().map(drop),
+            Grant::Spawner(_) => Ok(()),
         }
     }
 
@@ -100,6 +121,12 @@ impl Grant {
                     rights: d.rights & *wanted,
                 }))
             }
+            (Grant::Spawner(s), Wants::Spawner) => Ok(Grant::Spawner(s.clone())),
+            (granted, _) => bail!(
+                "grant `{name}`: the component asks for a {} handle, not a {}",
+                wants_kind(wants),
+                granted.kind()
+            ),
         }
     }
 
@@ -112,10 +139,22 @@ impl Grant {
                     .table
                     .push(DirHandle::new(dir, d.rights, name))
                     .with_context(|| format!("grant `{name}`: the handle table is full"))?;
-                view.ctx
-                    .audit
-                    .granted(name, &d.host_path.display().to_string(), d.rights);
+                view.ctx.audit.granted(
+                    name,
+                    &d.host_path.display().to_string(),
+                    &RightsList(d.rights).to_string(),
+                );
                 Ok(Handle::Dir(handle))
+            }
+            Grant::Spawner(s) => {
+                let spawner = s.spawner(view.ctx.components.clone())?;
+                let detail = format!("{:?}", spawner.budget());
+                let handle = view
+                    .table
+                    .push(spawner)
+                    .with_context(|| format!("grant `{name}`: the handle table is full"))?;
+                view.ctx.audit.granted(name, "spawner", &detail);
+                Ok(Handle::Spawner(handle))
             }
         }
     }
@@ -126,6 +165,7 @@ impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {}
 fn wants_kind(w: &Wants) -> &'static str {
     match w {
         Wants::Dir(_) => "dir",
+        Wants::Spawner => "spawner",
     }
 }
 
@@ -133,6 +173,11 @@ fn split_name<'a>(spec: &'a str, flag: &str, form: &str) -> wasmtime::Result<(&'
     let Some((name, rest)) = spec.split_once('=') else {
         bail!("{flag} {spec}: expected {form}");
     };
+    check_name(spec, flag, name)?;
+    Ok((name, rest))
+}
+
+fn check_name(spec: &str, flag: &str, name: &str) -> wasmtime::Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -140,7 +185,7 @@ fn split_name<'a>(spec: &'a str, flag: &str, form: &str) -> wasmtime::Result<(&'
     {
         bail!("{flag} {spec}: the name `{name}` must be letters, digits, `-` or `_`");
     }
-    Ok((name, rest))
+    Ok(())
 }
 
 fn looks_like_rights(s: &str) -> bool {
@@ -206,6 +251,10 @@ pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<
 pub fn describe_request(r: &Request) -> String {
     let flag = match &r.wants {
         Wants::Dir(rights) => format!("--dir {}=PATH:{}", r.name, RightsList(*rights)),
+        Wants::Spawner => format!(
+            "--spawn {}=max-memory=SIZE,max-fuel=N,timeout=T,max-children=N",
+            r.name
+        ),
     };
     let optional = if r.optional { ", optional" } else { "" };
     if r.about.is_empty() {

@@ -7,7 +7,9 @@
 //! - [`bindings`]: the WIT package `capbroker:caps` as Rust types;
 //! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
 //!   wasmtime embedder;
-//! - one module per WIT interface: [`types`], [`fs`], [`grants`];
+//! - one module per WIT interface: [`types`] (with [`revoke`]), [`fs`],
+//!   [`spawn`], [`grants`], [`process`], [`mailbox`];
+//! - [`limits`]: what one process may consume;
 //! - [`app`]: loading and running components of the `app` world, as the
 //!   `capbroker` binary does;
 //! - [`audit`]: the record of grants, derivations, drops and denials.
@@ -19,7 +21,13 @@ pub mod ctx;
 pub mod engine;
 pub mod fs;
 pub mod grants;
+pub mod limits;
+pub mod mailbox;
+pub mod process;
+pub mod revoke;
+pub mod spawn;
 pub mod types;
 
-pub use app::{AppComponent, Limits, Outcome, Running, Runtime};
+pub use app::{AppComponent, Outcome, Running, Runtime};
 pub use ctx::{add_to_linker, BrokerCtx, BrokerCtxView, BrokerView};
+pub use limits::Limits;

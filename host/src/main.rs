@@ -5,7 +5,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use capbroker::grants::{describe_request, Grant, NamedGrant};
+use capbroker::spawn::{parse_duration, Components};
 use capbroker::{Limits, Outcome, Runtime};
 use clap::{Parser, Subcommand};
 use wasmtime::error::Context;
@@ -32,6 +35,28 @@ enum Command {
         #[arg(long = "dir", value_name = "NAME=PATH[:RIGHTS]", value_parser = Grant::parse_dir)]
         dirs: Vec<NamedGrant>,
 
+        /// Grant a spawner as NAME[=KEY=VALUE,...]. Keys: max-memory (per
+        /// child, default 64MiB), max-fuel (per child, default 1G), timeout
+        /// (per child, default 10s), max-children (alive at once, counting
+        /// grandchildren; default 16), components (names joined by `+`;
+        /// default all). May be repeated.
+        #[arg(long = "spawn", value_name = "NAME[=KEY=VALUE,...]", value_parser = Grant::parse_spawn)]
+        spawns: Vec<NamedGrant>,
+
+        /// Make the component at PATH spawnable under NAME. The component
+        /// being run is spawnable under its file name (and as `self`).
+        #[arg(long = "component", value_name = "NAME=PATH", value_parser = parse_component)]
+        components: Vec<(String, PathBuf)>,
+
+        /// The most fuel (about one unit per WebAssembly instruction) the
+        /// component may use; unlimited by default.
+        #[arg(long, value_name = "N")]
+        max_fuel: Option<u64>,
+
+        /// The most wall-clock time the component may run, e.g. 30s.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+
         /// The most linear memory the component may use, e.g. 64MiB.
         #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
         max_memory: usize,
@@ -55,30 +80,20 @@ enum Command {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (expected e.g. 65536, 64KiB, 256MiB, 1GiB)"))?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" => 1 << 10,
-        "M" | "MB" | "MiB" => 1 << 20,
-        "G" | "GB" | "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)"
-            ))
-        }
-    };
-    let size = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))?;
+    let size = capbroker::spawn::parse_size(s)?;
     if size == 0 {
         return Err("a memory limit of zero would stop any component from starting".into());
     }
     Ok(size)
+}
+
+fn parse_component(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("`{s}` is not NAME=PATH")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,8 +123,12 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
     match command {
         Command::Run {
             dirs,
+            spawns,
+            components,
             max_memory,
             max_handles,
+            max_fuel,
+            timeout,
             component,
             args,
         } => {
@@ -120,11 +139,24 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             }
             let rt = Runtime::new()?;
             let app = rt.load(&component)?;
+            let mut registry = Components::new();
+            registry.insert(app.name(), app.instance_pre().clone())?;
+            for (name, path) in &components {
+                let pre = rt
+                    .load_child(path)
+                    .with_context(|| format!("--component {name}"))?;
+                registry
+                    .insert(name, pre)
+                    .with_context(|| format!("--component {name}"))?;
+            }
             let limits = Limits {
                 max_memory,
                 max_handles: max_handles as usize,
+                max_fuel,
+                timeout,
             };
-            let mut running = app.start(&dirs, &limits).await?;
+            let grants: Vec<NamedGrant> = dirs.into_iter().chain(spawns).collect();
+            let mut running = app.start(&grants, &limits, Arc::new(registry)).await?;
             match running.run(&args).await {
                 Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),
                 Ok(Outcome::Failed(msg)) => {

@@ -93,6 +93,8 @@ impl fmt::Display for Describe<'_> {
             Error::Invalid(m) => write!(f, "invalid: {m}"),
             Error::LimitExceeded(m) => write!(f, "limit exceeded: {m}"),
             Error::Io(m) => write!(f, "i/o error: {m}"),
+            Error::Revoked => write!(f, "revoked: the handle was revoked"),
+            Error::Refused(m) => write!(f, "refused: {m}"),
         }
     }
 }
@@ -111,6 +113,8 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::LimitExceeded(_) => "limit-exceeded",
             Error::Io(_) => "io",
+            Error::Revoked => "revoked",
+            Error::Refused(_) => "refused",
         }
     }
 

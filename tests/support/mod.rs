@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use capbroker::grants::{Grant, NamedGrant};
+use capbroker::spawn::Components;
 use capbroker::{AppComponent, Limits, Outcome, Running, Runtime};
 
 pub fn root() -> PathBuf {
@@ -47,6 +50,26 @@ pub fn probe_component() -> &'static AppComponent {
     C.get_or_init(|| runtime().load(&guest("probe")).expect("load probe"))
 }
 
+/// What the probe may spawn: itself (as `probe` or `self`) and the worker
+/// example, which has no child entry point.
+pub fn components() -> Arc<Components> {
+    static C: OnceLock<Arc<Components>> = OnceLock::new();
+    C.get_or_init(|| {
+        let mut c = Components::new();
+        c.insert("probe", probe_component().instance_pre().clone())
+            .unwrap();
+        c.insert("worker", runtime().load_child(&guest("worker")).unwrap())
+            .unwrap();
+        Arc::new(c)
+    })
+    .clone()
+}
+
+/// `--spawn` as the operator would write it.
+pub fn spawner(spec: &str) -> NamedGrant {
+    Grant::parse_spawn(spec).expect("spawn spec")
+}
+
 /// `--dir` as the operator would write it.
 pub fn dir(spec: &str) -> NamedGrant {
     Grant::parse_dir(spec).expect("grant spec")
@@ -68,7 +91,7 @@ impl Probe {
 
     pub async fn start_with(grants: &[NamedGrant], limits: &Limits) -> Probe {
         let mut running = probe_component()
-            .start(grants, limits)
+            .start(grants, limits, components())
             .await
             .expect("start probe");
         assert_eq!(running.run(&[]).await.expect("run"), Outcome::Ok);

@@ -3,6 +3,10 @@
 //! the host file system between two calls. Given arguments, `run` runs each
 //! as a command and prints its result, for tests through the binary.
 //!
+//! It is a `service`: it can spawn itself, and as a child (`start`) it runs
+//! the `;`-separated commands of its input and returns their results, one
+//! per line.
+//!
 //! Results are `ok`, `ok:VALUE` or `err:CODE:DETAIL`.
 
 use std::cell::RefCell;
@@ -13,7 +17,7 @@ wit_bindgen::generate!({
     inline: "
         package capbroker:probe;
         world probe {
-            include capbroker:caps/app@0.1.0;
+            include capbroker:caps/service@0.1.0;
             /// Runs one command on the handles held; see the crate docs.
             export step: func(command: string) -> string;
         }
@@ -24,17 +28,39 @@ wit_bindgen::generate!({
         "capbroker:caps/types@0.1.0": capbroker_sdk::bindings::capbroker::caps::types,
         "capbroker:caps/fs@0.1.0": capbroker_sdk::bindings::capbroker::caps::fs,
         "capbroker:caps/grants@0.1.0": capbroker_sdk::bindings::capbroker::caps::grants,
+        "capbroker:caps/spawn@0.1.0": capbroker_sdk::bindings::capbroker::caps::spawn,
+        "capbroker:caps/process@0.1.0": capbroker_sdk::bindings::capbroker::caps::process,
+        "capbroker:caps/mailbox@0.1.0": capbroker_sdk::bindings::capbroker::caps::mailbox,
     },
 });
 
 use capbroker_sdk::{
-    rights_list, Dir, EntryKind, Error, File, Handle, OpenFlags, Rights, Wants, RIGHT_NAMES,
+    mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Handle, Limits,
+    OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
 };
 
 #[derive(Default)]
 struct Held {
     dirs: HashMap<String, Dir>,
     files: HashMap<String, File>,
+    spawners: HashMap<String, Spawner>,
+    procs: HashMap<String, Process>,
+    revokers: HashMap<String, Revoker>,
+}
+
+impl Held {
+    fn keep(&mut self, grants: Vec<Grant>) {
+        for g in grants {
+            match g.handle {
+                Handle::Dir(d) => {
+                    self.dirs.insert(g.name, d);
+                }
+                Handle::Spawner(s) => {
+                    self.spawners.insert(g.name, s);
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -63,18 +89,24 @@ impl Guest for Probe {
     }
 
     fn run(args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-        HELD.with(|h| {
-            let mut h = h.borrow_mut();
-            for g in grants {
-                match g.handle {
-                    Handle::Dir(d) => h.dirs.insert(g.name, d),
-                };
-            }
-        });
+        HELD.with(|h| h.borrow_mut().keep(grants));
         for a in args {
             println!("{a} => {}", Probe::step(a.clone()));
         }
         Ok(())
+    }
+
+    fn start(input: Vec<u8>, grants: Vec<Grant>) -> Result<Vec<u8>, String> {
+        HELD.with(|h| h.borrow_mut().keep(grants));
+        let input = String::from_utf8(input).map_err(|_| "input is not UTF-8")?;
+        let mut out = Vec::new();
+        for command in input.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+            if let Some(msg) = command.strip_prefix("fail ") {
+                return Err(msg.to_string());
+            }
+            out.push(Probe::step(command.to_string()));
+        }
+        Ok(out.join("\n").into_bytes())
     }
 
     fn step(command: String) -> String {
@@ -98,6 +130,8 @@ fn describe(e: &Error) -> String {
         Error::Invalid(m) => format!("invalid:{m}"),
         Error::LimitExceeded(m) => format!("limit-exceeded:{m}"),
         Error::Io(m) => format!("io:{m}"),
+        Error::Revoked => "revoked".to_string(),
+        Error::Refused(m) => format!("refused:{m}"),
     }
 }
 
@@ -144,6 +178,9 @@ fn pattern(i: u64) -> u8 {
 }
 
 fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
+    if let Some(rest) = command.strip_prefix("spawn ") {
+        return spawn_cmd(h, rest);
+    }
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
         ["rights", _] => Ok(rights_list(dir(&h.dirs, words[1])?.rights())),
@@ -317,6 +354,125 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         }
         ["memory"] => Ok(memory_bytes().to_string()),
         ["trap"] => panic!("the probe was asked to trap"),
+        ["loop"] => loop {
+            std::hint::black_box(0u64);
+        },
+        ["sleep", ms] => {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+            Ok(String::new())
+        }
+        // A child: answers every message from its parent, until none come.
+        ["echo"] => {
+            let mut n = 0;
+            while let Some(m) = mailbox::receive() {
+                let mut reply = b"echo:".to_vec();
+                reply.extend(m);
+                mailbox::send(&reply)?;
+                n += 1;
+            }
+            Ok(n.to_string())
+        }
+        ["send", msg] => mailbox::send(msg.as_bytes()).map(|_| String::new()),
+        ["recv"] => Ok(mailbox::receive()
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or("none".into())),
+        // A spawn bomb: spawn yourself four times with your spawner, then wait.
+        ["bomb", sp] => {
+            let spawner = h
+                .spawners
+                .get(*sp)
+                .ok_or_else(|| Error::Invalid("no spawner".into()))?;
+            let limits = spawner.budget().limits;
+            let share = [Share {
+                name: sp.to_string(),
+                handle: Shared::Spawner(spawner),
+            }];
+            let (mut spawned, mut refused) = (Vec::new(), 0);
+            for _ in 0..4 {
+                match spawn(
+                    spawner,
+                    "self",
+                    None,
+                    &share,
+                    limits,
+                    format!("bomb {sp}").as_bytes(),
+                ) {
+                    Ok(p) => spawned.push(p),
+                    Err(_) => refused += 1,
+                }
+            }
+            let n = spawned.len();
+            for p in spawned {
+                p.wait();
+            }
+            Ok(format!("spawned={n},refused={refused}"))
+        }
+        ["wait", p] => Ok(status(&proc(h, p)?.wait())),
+        ["kill", p] => {
+            proc(h, p)?.kill();
+            Ok(String::new())
+        }
+        ["psend", p, msg] => proc(h, p)?.send(msg.as_bytes()).map(|_| String::new()),
+        ["precv", p] => Ok(proc(h, p)?
+            .receive()
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or("none".into())),
+        ["pid", p] => Ok(proc(h, p)?.id().to_string()),
+        ["pdrop", p] => {
+            h.procs
+                .remove(*p)
+                .ok_or_else(|| Error::Invalid(format!("no process `{p}`")))?;
+            Ok(String::new())
+        }
+        ["budget", sp] => {
+            let b = spawner(h, sp)?.budget();
+            Ok(format!(
+                "{},{},{},{},{}",
+                b.limits.max_memory,
+                b.limits.max_fuel,
+                b.limits.timeout_ms,
+                b.max_children,
+                b.components.join("+")
+            ))
+        }
+        ["running", sp] => Ok(spawner(h, sp)?.running().to_string()),
+        ["attenuate-spawner", sp, limits, children, comps, new] => {
+            let s = spawner(h, sp)?;
+            let limits = parse_limits(limits, s);
+            let budget = capbroker_sdk::Budget {
+                limits,
+                max_children: children.parse().unwrap(),
+                components: comps.split('+').map(str::to_string).collect(),
+            };
+            let derived = s.attenuate(&budget)?;
+            h.spawners.insert(new.to_string(), derived);
+            Ok(String::new())
+        }
+        ["drop-spawner", sp] => {
+            h.spawners
+                .remove(*sp)
+                .ok_or_else(|| Error::Invalid(format!("no spawner `{sp}`")))?;
+            Ok(String::new())
+        }
+        ["revocable", name, new, rev] => {
+            if let Some(d) = h.dirs.get(*name) {
+                let (copy, r) = d.revocable()?;
+                h.dirs.insert(new.to_string(), copy);
+                h.revokers.insert(rev.to_string(), r);
+            } else {
+                let (copy, r) = spawner(h, name)?.revocable()?;
+                h.spawners.insert(new.to_string(), copy);
+                h.revokers.insert(rev.to_string(), r);
+            }
+            Ok(String::new())
+        }
+        ["revoke", rev] => {
+            h.revokers
+                .get(*rev)
+                .ok_or_else(|| Error::Invalid(format!("no revoker `{rev}`")))?
+                .revoke();
+            Ok(String::new())
+        }
         // Allocates and touches `mib` MiB, to run into a memory limit.
         ["alloc", mib] => {
             let v = vec![1u8; mib.parse::<usize>().unwrap() << 20];
@@ -340,6 +496,102 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         }
         _ => Err(Error::Invalid(format!("probe does not know `{command}`"))),
     }
+}
+
+/// `spawn SPAWNER COMPONENT[@ENTRY] LIMITS GRANTS NAME [INPUT…]`: LIMITS is
+/// `MEMORY,FUEL,MS` or `budget` (the spawner's own), GRANTS is `-` or
+/// handle names joined by `,`; the rest of the line is the child's input.
+/// `NAME*N` spawns N children and waits for them all, counting statuses.
+fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
+    let parts: Vec<&str> = rest.splitn(6, ' ').collect();
+    let [sp, comp, limits, grants, name] = parts[..5] else {
+        return Err(Error::Invalid(format!("bad spawn command `{rest}`")));
+    };
+    let input = parts.get(5).copied().unwrap_or("");
+    let s = spawner(h, sp)?;
+    let limits = parse_limits(limits, s);
+    let (comp, entry) = match comp.split_once('@') {
+        Some((c, e)) => (c, Some(e)),
+        None => (comp, None),
+    };
+    let names: Vec<&str> = if grants == "-" {
+        vec![]
+    } else {
+        grants.split(',').collect()
+    };
+    let mut shares = Vec::new();
+    for n in &names {
+        let handle = if let Some(d) = h.dirs.get(*n) {
+            Shared::Dir(d)
+        } else if let Some(s) = h.spawners.get(*n) {
+            Shared::Spawner(s)
+        } else {
+            return Err(Error::Invalid(format!("probe holds no handle `{n}`")));
+        };
+        shares.push(Share {
+            name: n.to_string(),
+            handle,
+        });
+    }
+    if let Some((_, count)) = name.split_once('*') {
+        let count: usize = count.parse().unwrap();
+        let mut procs = Vec::new();
+        for _ in 0..count {
+            procs.push(spawn(s, comp, entry, &shares, limits, input.as_bytes())?);
+        }
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for p in procs {
+            let st = status(&p.wait());
+            *counts
+                .entry(st.split(':').next().unwrap().to_string())
+                .or_default() += 1;
+        }
+        let mut v: Vec<String> = counts
+            .into_iter()
+            .map(|(k, c)| format!("{k}#{c}"))
+            .collect();
+        v.sort();
+        return Ok(v.join(","));
+    }
+    let p = spawn(s, comp, entry, &shares, limits, input.as_bytes())?;
+    h.procs.insert(name.to_string(), p);
+    Ok(String::new())
+}
+
+fn parse_limits(s: &str, sp: &Spawner) -> Limits {
+    if s == "budget" {
+        return sp.budget().limits;
+    }
+    let v: Vec<u64> = s.split(',').map(|x| x.parse().expect("limit")).collect();
+    Limits {
+        max_memory: v[0],
+        max_fuel: v[1],
+        timeout_ms: v[2],
+    }
+}
+
+fn status(s: &ExitStatus) -> String {
+    match s {
+        ExitStatus::Finished(out) => format!("finished:{}", String::from_utf8_lossy(out)),
+        ExitStatus::Failed(m) => format!("failed:{m}"),
+        ExitStatus::Trapped(m) => format!("trapped:{}", m.lines().next().unwrap_or("")),
+        ExitStatus::OutOfMemory => "out-of-memory".into(),
+        ExitStatus::OutOfCpu => "out-of-cpu".into(),
+        ExitStatus::TimedOut => "timed-out".into(),
+        ExitStatus::Killed => "killed".into(),
+    }
+}
+
+fn proc<'a>(h: &'a Held, name: &str) -> Result<&'a Process, Error> {
+    h.procs
+        .get(name)
+        .ok_or_else(|| Error::Invalid(format!("probe holds no process `{name}`")))
+}
+
+fn spawner<'a>(h: &'a Held, name: &str) -> Result<&'a Spawner, Error> {
+    h.spawners
+        .get(name)
+        .ok_or_else(|| Error::Invalid(format!("probe holds no spawner `{name}`")))
 }
 
 fn dir<'a>(dirs: &'a HashMap<String, Dir>, name: &str) -> Result<&'a Dir, Error> {

@@ -20,9 +20,10 @@
 //!
 //! Handles are RAII: dropping a `Dir` or `File` gives it up for good.
 
-/// The bindings wit-bindgen generates for the `app` world. They sit in a
-/// module of their own: at the crate root, the exported macro for world-level
-/// exports would clash with its own re-export.
+/// The bindings wit-bindgen generates for the `app` world, and the types
+/// of every capbroker interface. They sit in a module of their own: at the
+/// crate root, the exported macro for world-level exports would clash with
+/// its own re-export.
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -33,10 +34,55 @@ pub mod bindings {
     });
 }
 
+/// The `child` world: `export_child!(T)` for a component that only runs as
+/// a child process (`impl child::Guest for T`).
+pub mod child {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "child",
+        pub_export_macro: true,
+        export_macro_name: "export_child",
+        default_bindings_module: "capbroker_sdk::child",
+        with: {
+            "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
+            "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
+            "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
+            "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
+            "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
+            "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
+        },
+    });
+}
+
+/// The `service` world: `export_service!(T)` for a component that is run by
+/// the operator and also spawns itself (`impl service::Guest for T`).
+pub mod service {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "service",
+        pub_export_macro: true,
+        export_macro_name: "export_service",
+        default_bindings_module: "capbroker_sdk::service",
+        with: {
+            "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
+            "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
+            "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
+            "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
+            "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
+            "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
+        },
+    });
+}
+
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
-pub use bindings::capbroker::caps::grants::{Handle, Wants};
-pub use bindings::capbroker::caps::types::{Error, Rights};
+pub use bindings::capbroker::caps::grants::{Handle, Share, Shared, Wants};
+pub use bindings::capbroker::caps::mailbox;
+pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
+pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
+pub use bindings::capbroker::caps::types::{Error, Revoker, Rights};
 pub use bindings::{export, Grant, Guest, Request};
+pub use child::export_child;
+pub use service::export_service;
 
 impl Request {
     /// A request for a directory with at most `rights`.
@@ -44,6 +90,16 @@ impl Request {
         Request {
             name: name.into(),
             wants: Wants::Dir(rights),
+            optional: false,
+            about: about.into(),
+        }
+    }
+
+    /// A request for a spawner.
+    pub fn spawner(name: &str, about: &str) -> Request {
+        Request {
+            name: name.into(),
+            wants: Wants::Spawner,
             optional: false,
             about: about.into(),
         }
@@ -66,11 +122,37 @@ impl From<Vec<Grant>> for Grants {
 }
 
 impl Grants {
-    /// Takes the directory granted as `name`, if the operator granted it.
-    pub fn dir(&mut self, name: &str) -> Option<Dir> {
+    /// Takes the handle granted as `name`, if it was granted.
+    pub fn take(&mut self, name: &str) -> Option<Handle> {
         let i = self.0.iter().position(|g| g.name == name)?;
-        match self.0.swap_remove(i).handle {
+        Some(self.0.swap_remove(i).handle)
+    }
+
+    /// Takes the directory granted as `name`, if one was.
+    pub fn dir(&mut self, name: &str) -> Option<Dir> {
+        match self.take(name)? {
             Handle::Dir(d) => Some(d),
+            other => {
+                self.0.push(Grant {
+                    name: name.into(),
+                    handle: other,
+                });
+                None
+            }
+        }
+    }
+
+    /// Takes the spawner granted as `name`, if one was.
+    pub fn spawner(&mut self, name: &str) -> Option<Spawner> {
+        match self.take(name)? {
+            Handle::Spawner(s) => Some(s),
+            other => {
+                self.0.push(Grant {
+                    name: name.into(),
+                    handle: other,
+                });
+                None
+            }
         }
     }
 
@@ -95,7 +177,22 @@ impl Error {
             Error::Invalid(m) => format!("invalid: {m}"),
             Error::LimitExceeded(m) => format!("limit exceeded: {m}"),
             Error::Io(m) => format!("i/o error: {m}"),
+            Error::Revoked => "revoked: the handle was revoked".to_string(),
+            Error::Refused(m) => format!("refused: {m}"),
         }
+    }
+}
+
+impl Spawner {
+    /// Starts `component` with `input`, sharing copies of `grants`.
+    pub fn spawn(
+        &self,
+        component: &str,
+        grants: &[Share<'_>],
+        limits: Limits,
+        input: &[u8],
+    ) -> Result<Process, Error> {
+        spawn(self, component, None, grants, limits, input)
     }
 }
 

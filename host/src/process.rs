@@ -1,0 +1,293 @@
+//! The `process` interface: starting child processes, talking to them,
+//! waiting for them, killing them.
+//!
+//! A child runs as a tokio task with its own store and handle table. It
+//! ends alone, whatever it does: a trap, running out of memory or fuel, its
+//! timeout or a kill ends its task, drops its store (freeing its memory and
+//! handles) and gives back its slot in the spawners' budgets. Only then is
+//! its exit status published to the parent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use wasmtime::component::{InstancePre, Resource};
+use wasmtime::{Store, Trap};
+
+use crate::app::{new_store, State};
+use crate::bindings::capbroker::caps::grants::{Handle, Share, Shared};
+pub use crate::bindings::capbroker::caps::process::ExitStatus;
+use crate::bindings::capbroker::caps::process::{Host, HostProcess};
+use crate::ctx::{BrokerCtx, BrokerCtxView};
+use crate::grants::GuestGrant;
+use crate::limits::Limits;
+use crate::mailbox::Mailbox;
+use crate::spawn::{ChildLimits, SpawnerHandle};
+use crate::types::{Error, HostError, HostResult};
+
+/// How many messages wait in a mailbox before the sender waits.
+const MAILBOX_DEPTH: usize = 64;
+
+/// The parent's handle on a child process.
+pub struct ProcessHandle {
+    id: u64,
+    to_child: mpsc::Sender<Vec<u8>>,
+    from_child: mpsc::Receiver<Vec<u8>>,
+    status: watch::Receiver<Option<ExitStatus>>,
+    kill: Arc<Notify>,
+}
+
+impl Drop for ProcessHandle {
+    /// A parent that lets go of a child ends it: no process outlives the
+    /// last handle to it.
+    fn drop(&mut self) {
+        self.kill.notify_one();
+    }
+}
+
+/// A short word for an exit status, for the audit trail.
+pub fn status_word(s: &ExitStatus) -> &'static str {
+    match s {
+        ExitStatus::Finished(_) => "finished",
+        ExitStatus::Failed(_) => "failed",
+        ExitStatus::Trapped(_) => "trapped",
+        ExitStatus::OutOfMemory => "out-of-memory",
+        ExitStatus::OutOfCpu => "out-of-cpu",
+        ExitStatus::TimedOut => "timed-out",
+        ExitStatus::Killed => "killed",
+    }
+}
+
+impl BrokerCtxView<'_> {
+    /// Copies the shared handles for the child, by name.
+    fn copies_for_child(
+        &mut self,
+        grants: &[Share],
+        limits: &ChildLimits,
+    ) -> HostResult<Vec<(String, Copied)>> {
+        let mut out = Vec::with_capacity(grants.len());
+        for g in grants {
+            if out.iter().any(|(n, _): &(String, Copied)| *n == g.name) {
+                return Err(Error::Invalid(format!("grant `{}` is given twice", g.name)).into());
+            }
+            let copied = match &g.handle {
+                Shared::Dir(d) => {
+                    let d = self.table.get(d)?;
+                    d.lineage().check()?;
+                    Copied::Dir(d.copy(&g.name))
+                }
+                Shared::Spawner(s) => {
+                    let s = self.table.get(s)?;
+                    s.lineage().check()?;
+                    Copied::Spawner(s.copy_within(limits))
+                }
+            };
+            out.push((g.name.clone(), copied));
+        }
+        Ok(out)
+    }
+}
+
+enum Copied {
+    Dir(crate::fs::DirHandle),
+    Spawner(SpawnerHandle),
+}
+
+impl Host for BrokerCtxView<'_> {
+    fn spawn(
+        &mut self,
+        spawner: Resource<SpawnerHandle>,
+        component: String,
+        entry: Option<String>,
+        grants: Vec<Share>,
+        limits: ChildLimits,
+        input: Vec<u8>,
+    ) -> HostResult<Resource<ProcessHandle>> {
+        let result = self.spawn_child(spawner, &component, entry, &grants, limits, input);
+        if let Err(HostError::Guest(e)) = &result {
+            self.ctx.audit.refused(
+                "spawn",
+                "spawner",
+                &component,
+                crate::types::Rights::empty(),
+                e,
+            );
+        }
+        result
+    }
+}
+
+impl BrokerCtxView<'_> {
+    fn spawn_child(
+        &mut self,
+        spawner: Resource<SpawnerHandle>,
+        component: &str,
+        entry: Option<String>,
+        grants: &[Share],
+        limits: ChildLimits,
+        input: Vec<u8>,
+    ) -> HostResult<Resource<ProcessHandle>> {
+        let caller = self.ctx.audit.component().to_string();
+        let (pre, slot) = self
+            .table
+            .get(&spawner)?
+            .admit(&caller, component, &limits)?;
+        let name = if component == "self" {
+            caller.as_str()
+        } else {
+            component
+        };
+        let entry = entry.unwrap_or_else(|| "start".to_string());
+        if pre.component().get_export_index(None, &entry).is_none() {
+            return Err(
+                Error::Invalid(format!("component `{name}` has no export `{entry}`")).into(),
+            );
+        }
+        let copies = self.copies_for_child(grants, &limits)?;
+
+        let (to_child, child_inbox) = mpsc::channel(MAILBOX_DEPTH);
+        let (child_outbox, from_child) = mpsc::channel(MAILBOX_DEPTH);
+        let ctx = BrokerCtx::child(
+            name,
+            self.ctx.components.clone(),
+            Mailbox::new(child_inbox, child_outbox),
+        );
+        let pid = ctx.audit.pid();
+        let store_limits = Limits {
+            max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
+            max_fuel: Some(limits.max_fuel),
+            timeout: Some(Duration::from_millis(limits.timeout_ms)),
+            ..Limits::default()
+        };
+        let mut store = new_store(pre.engine(), ctx, &store_limits);
+        let mut child_grants = Vec::with_capacity(copies.len());
+        let mut names = Vec::with_capacity(copies.len());
+        for (grant_name, copied) in copies {
+            let table = &mut store.data_mut().table;
+            let handle = match copied {
+                Copied::Dir(d) => Handle::Dir(table.push(d)?),
+                Copied::Spawner(s) => Handle::Spawner(table.push(s)?),
+            };
+            names.push(grant_name.clone());
+            child_grants.push(GuestGrant {
+                name: grant_name,
+                handle,
+            });
+        }
+
+        let (status_tx, status) = watch::channel(None);
+        let kill = Arc::new(Notify::new());
+        let audit = self.ctx.audit.clone();
+        audit.spawned(pid, name, &names);
+        let run = {
+            let kill = kill.clone();
+            let timeout = store_limits.timeout.unwrap_or(Duration::MAX);
+            async move {
+                let status = tokio::select! {
+                    biased;
+                    _ = kill.notified() => ExitStatus::Killed,
+                    _ = tokio::time::sleep(timeout) => ExitStatus::TimedOut,
+                    s = run_child(&pre, &mut store, &entry, input, child_grants) => s,
+                };
+                // Free everything the child held before anyone hears it ended.
+                drop(store);
+                drop(slot);
+                audit.exited(pid, status_word(&status));
+                let _ = status_tx.send(Some(status));
+            }
+        };
+        tokio::spawn(run);
+        let handle = ProcessHandle {
+            id: pid,
+            to_child,
+            from_child,
+            status,
+            kill,
+        };
+        Ok(self.table.push(handle)?)
+    }
+}
+
+/// Instantiates the child and calls its entry point.
+async fn run_child(
+    pre: &InstancePre<State>,
+    store: &mut Store<State>,
+    entry: &str,
+    input: Vec<u8>,
+    grants: Vec<GuestGrant>,
+) -> ExitStatus {
+    let result = async {
+        let instance = pre.instantiate_async(&mut *store).await?;
+        let func = instance
+            .get_typed_func::<(Vec<u8>, Vec<GuestGrant>), (Result<Vec<u8>, String>,)>(
+                &mut *store,
+                entry,
+            )
+            .map_err(|e| {
+                e.context(format!(
+                    "export `{entry}` is not a child entry point \
+                     (func(input: list<u8>, grants: list<grant>) -> result<list<u8>, string>)"
+                ))
+            })?;
+        let (out,) = func.call_async(&mut *store, (input, grants)).await?;
+        Ok::<_, wasmtime::Error>(out)
+    }
+    .await;
+    match result {
+        Ok(Ok(out)) => ExitStatus::Finished(out),
+        Ok(Err(msg)) => ExitStatus::Failed(msg),
+        Err(e) => classify(&e, store),
+    }
+}
+
+/// Says why a child's call failed: its memory limit, its fuel, or a trap.
+fn classify(e: &wasmtime::Error, store: &Store<State>) -> ExitStatus {
+    if store.data().memory_limit_hit() {
+        return ExitStatus::OutOfMemory;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => ExitStatus::OutOfCpu,
+        _ => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) if exit.0 == 0 => ExitStatus::Finished(Vec::new()),
+            Some(exit) => ExitStatus::Failed(format!("exited with code {}", exit.0)),
+            None => ExitStatus::Trapped(format!("{e:#}")),
+        },
+    }
+}
+
+impl HostProcess for BrokerCtxView<'_> {
+    fn id(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&p)?.id)
+    }
+
+    async fn send(&mut self, p: Resource<ProcessHandle>, message: Vec<u8>) -> HostResult<()> {
+        let tx = self.table.get(&p)?.to_child.clone();
+        tx.send(message)
+            .await
+            .map_err(|_| Error::Invalid("the process has ended".into()).into())
+    }
+
+    async fn receive(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.table.get_mut(&p)?.from_child.recv().await)
+    }
+
+    async fn wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<ExitStatus> {
+        let mut status = self.table.get(&p)?.status.clone();
+        let ended = status
+            .wait_for(|s| s.is_some())
+            .await
+            .map_err(|_| wasmtime::format_err!("the process's task vanished"))?;
+        Ok(ended.clone().expect("waited for Some"))
+    }
+
+    fn kill(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
+        self.table.get(&p)?.kill.notify_one();
+        Ok(())
+    }
+
+    fn drop(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
+        let p = self.table.delete(p)?;
+        self.ctx.audit.dropped(&format!("process {}", p.id));
+        Ok(())
+    }
+}

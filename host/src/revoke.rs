@@ -1,0 +1,56 @@
+//! Revocation: a handle can be made revocable, and revoking it cuts off it
+//! and every handle derived from it, in every process.
+//!
+//! Each handle carries its [`Lineage`]: the revocation cells of the
+//! revocable handles it descends from. Deriving a handle copies the lineage;
+//! making it revocable adds a cell. Every call checks the cells first, so a
+//! revocation takes effect on the next call, wherever the handle went.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+
+use crate::bindings::capbroker::caps::types::HostRevoker;
+use crate::ctx::BrokerCtxView;
+use crate::types::Error;
+
+/// The revocation cells a handle depends on.
+#[derive(Clone, Default, Debug)]
+pub struct Lineage(Arc<[Arc<AtomicBool>]>);
+
+impl Lineage {
+    /// Fails with `revoked` if any revocable ancestor was revoked.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.0.iter().any(|cell| cell.load(Ordering::Acquire)) {
+            Err(Error::Revoked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The lineage of a new revocable handle derived from this one, and the
+    /// revoker for it.
+    pub fn revocable(&self) -> (Lineage, RevokerHandle) {
+        let cell = Arc::new(AtomicBool::new(false));
+        let mut cells: Vec<_> = self.0.iter().cloned().collect();
+        cells.push(cell.clone());
+        (Lineage(cells.into()), RevokerHandle(cell))
+    }
+}
+
+/// The host side of the WIT `revoker` resource.
+pub struct RevokerHandle(Arc<AtomicBool>);
+
+impl HostRevoker for BrokerCtxView<'_> {
+    fn revoke(&mut self, revoker: Resource<RevokerHandle>) -> wasmtime::Result<()> {
+        self.table.get(&revoker)?.0.store(true, Ordering::Release);
+        self.ctx.audit.revoked(revoker.rep());
+        Ok(())
+    }
+
+    fn drop(&mut self, revoker: Resource<RevokerHandle>) -> wasmtime::Result<()> {
+        self.table.delete(revoker)?;
+        Ok(())
+    }
+}
