@@ -282,3 +282,83 @@ fn a_trapping_or_oversized_guest_ends_with_a_clear_status() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains(&format!("alloc 4 => ok:{}", 4 << 20)));
 }
+
+#[test]
+fn spawning_through_the_binary() {
+    let probe = guest("probe");
+    let worker = guest("worker");
+    let component = format!("worker={}", worker.display());
+    let out = capbroker(&[
+        "run",
+        "--component",
+        &component,
+        "--spawn",
+        "sp=max-memory=16MiB,max-fuel=10M,timeout=2s,max-children=3,components=probe",
+        probe.to_str().unwrap(),
+        "budget sp",
+        "spawn sp self budget - P memory",
+        "wait P",
+        "spawn sp self budget - Q loop",
+        "wait Q",
+        "spawn sp worker budget - W memory",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("budget sp => ok:16777216,10000000,2000,3,probe\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wait P => ok:finished:ok:"), "{stdout}");
+    assert!(stdout.contains("wait Q => ok:out-of-cpu"), "{stdout}");
+    assert!(
+        stdout.contains("=> err:refused:component `worker`"),
+        "{stdout}"
+    );
+    // The audit trail names the child and how it ended.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("spawn"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_spawn_flags_are_clear_errors() {
+    let probe = guest("probe");
+    let p = probe.to_str().unwrap();
+    let out = capbroker(&["run", "--spawn", "sp=max-memory=0", p]);
+    assert_refused(&out, &["below one page"]);
+    let out = capbroker(&["run", "--spawn", "sp=bogus=1", p]);
+    assert_refused(&out, &["unknown key `bogus`"]);
+    let out = capbroker(&["run", "--spawn", "sp=timeout=2 weeks", p]);
+    assert_refused(&out, &["not a duration"]);
+    let out = capbroker(&["run", "--spawn", "sp=max-children=0", p]);
+    assert_refused(&out, &["max-children of 0"]);
+    let out = capbroker(&["run", "--spawn", "sp=components=nosuch", p]);
+    assert_refused(&out, &["there is no component `nosuch`"]);
+    let out = capbroker(&["run", "--component", "x=/no/such.wasm", p]);
+    assert_refused(&out, &["--component x", "cannot read component"]);
+    let tree = Tree::new();
+    let bogus = tree.path("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
+    let out = capbroker(&["run", "--component", &format!("x={}", bogus.display()), p]);
+    assert_refused(&out, &["core WebAssembly module"]);
+    let out = capbroker(&[
+        "run",
+        "--component",
+        &format!("self={}", probe.display()),
+        p,
+    ]);
+    assert_refused(&out, &["`self` is reserved"]);
+    let out = capbroker(&[
+        "run",
+        "--component",
+        &format!("probe={}", probe.display()),
+        p,
+    ]);
+    assert_refused(&out, &["two components are named `probe`"]);
+    // The worker asks for no spawner.
+    let w = guest("worker");
+    let out = capbroker(&["run", "--spawn", "sp", w.to_str().unwrap()]);
+    assert_refused(&out, &["grant `sp`: the component does not ask"]);
+}

@@ -85,6 +85,12 @@ impl Guest for Probe {
             optional: true,
             about: "test".into(),
         })
+        .chain([Request {
+            name: "sp".into(),
+            wants: Wants::Spawner,
+            optional: true,
+            about: "test".into(),
+        }])
         .collect()
     }
 
