@@ -76,7 +76,7 @@ impl State {
 
 /// A store for one instance: no WASI authority but stdout and stderr,
 /// bounded memory, handles and fuel, and a yield to tokio at every epoch.
-pub(crate) fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<State> {
+pub fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<State> {
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.max_handles);
     let wasi = WasiCtx::builder()

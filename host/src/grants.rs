@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
-pub use crate::bindings::capbroker::caps::grants::{Grant as GuestGrant, Handle, Request, Wants};
+pub use crate::bindings::capbroker::caps::grants::{
+    Grant as GuestGrant, Handle, Request, Share, Shared, Wants,
+};
 
 use crate::ctx::BrokerCtxView;
 use crate::fs::{DirGrant, DirHandle};

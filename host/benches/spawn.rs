@@ -1,0 +1,223 @@
+//! How much a capbroker spawn costs over bare wasmtime instantiation.
+//!
+//! Measures, in one run and on the same engine and child component
+//! (components/tiny):
+//! (a) bare `InstancePre::instantiate` with a fresh store;
+//! (b) a full capbroker spawn → run → exit of the child with two directory
+//!     handles shared, as `process.spawn` + `process.wait` do it;
+//! and prints p50/p99 of each, the ratio b/a, and spawns per second with
+//! every core busy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capbroker::app::{new_store, State};
+use capbroker::bindings::capbroker::caps::process::{ExitStatus, Host, HostProcess};
+use capbroker::fs::DirHandle;
+use capbroker::grants::{Share, Shared};
+use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
+use capbroker::types::Rights;
+use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
+use wasmtime::component::{InstancePre, Resource};
+use wasmtime::{Engine, Store};
+
+const ITERATIONS: usize = 20_000;
+const WARMUP: usize = 2_000;
+
+fn tiny() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "tiny"])
+        .current_dir(root.join("components"))
+        .status()
+        .expect("build the guest components");
+    assert!(status.success());
+    root.join("target/guests/wasm32-wasip2/release/tiny.wasm")
+}
+
+/// A parent's store holding a spawner and two directory handles.
+struct Parent {
+    store: Store<State>,
+    spawner: u32,
+    dirs: [u32; 2],
+}
+
+impl Parent {
+    fn new(engine: &Engine, components: &Arc<Components>, dir: &Path) -> Parent {
+        let ctx = BrokerCtx::new("bench", components.clone());
+        let mut store = new_store(engine, ctx, &Limits::default());
+        let grant = SpawnGrant {
+            max_children: 10_000,
+            ..SpawnGrant::default()
+        };
+        let view = store.data_mut().broker();
+        let spawner = view
+            .table
+            .push(grant.spawner(components.clone()).unwrap())
+            .unwrap()
+            .rep();
+        let open =
+            || cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()).unwrap();
+        let a = view
+            .table
+            .push(DirHandle::new(open(), Rights::all(), "a"))
+            .unwrap()
+            .rep();
+        let b = view
+            .table
+            .push(DirHandle::new(open(), Rights::READ, "b"))
+            .unwrap()
+            .rep();
+        Parent {
+            store,
+            spawner,
+            dirs: [a, b],
+        }
+    }
+
+    /// spawn → run → exit, as a guest's `spawn` and `wait` calls do it.
+    async fn spawn_and_wait(&mut self) {
+        let limits = ChildLimits {
+            max_memory: 16 << 20,
+            max_fuel: 10_000_000,
+            timeout_ms: 5_000,
+        };
+        let grants = vec![
+            Share {
+                name: "a".into(),
+                handle: Shared::Dir(Resource::new_borrow(self.dirs[0])),
+            },
+            Share {
+                name: "b".into(),
+                handle: Shared::Dir(Resource::new_borrow(self.dirs[1])),
+            },
+        ];
+        let mut view = self.store.data_mut().broker();
+        let p = Host::spawn(
+            &mut view,
+            Resource::new_borrow(self.spawner),
+            "tiny".into(),
+            None,
+            grants,
+            limits,
+            b"x".to_vec(),
+        )
+        .unwrap_or_else(|e| panic!("spawn failed: {e:?}"));
+        let status = HostProcess::wait(&mut view, Resource::new_borrow(p.rep()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&status, ExitStatus::Finished(out) if out == b"x2"),
+            "{status:?}"
+        );
+        HostProcess::drop(&mut view, p).unwrap();
+    }
+}
+
+async fn bare(engine: &Engine, components: &Arc<Components>, pre: &InstancePre<State>) {
+    let ctx = BrokerCtx::new("tiny", components.clone());
+    let mut store = new_store(engine, ctx, &Limits::default());
+    pre.instantiate_async(&mut store).await.unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+    println!(
+        "{label}: p50 {:>7.1} µs   p99 {:>7.1} µs",
+        micros(p50),
+        micros(p99)
+    );
+    p50
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let tiny = tiny();
+    let rt = Runtime::new().unwrap();
+    let pre = rt.load_child(&tiny).unwrap();
+    let mut components = Components::new();
+    components.insert("tiny", pre.clone()).unwrap();
+    let components = Arc::new(components);
+    let engine = rt.engine().clone();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Latency on one thread, so that no cross-thread wake-up is counted.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = single.block_on(async {
+        let mut parent = Parent::new(&engine, &components, dir.path());
+        for _ in 0..WARMUP {
+            bare(&engine, &components, &pre).await;
+            parent.spawn_and_wait().await;
+        }
+        let mut a = Vec::with_capacity(ITERATIONS);
+        let mut b = Vec::with_capacity(ITERATIONS);
+        // Interleave the two so that both see the same machine state.
+        for _ in 0..ITERATIONS {
+            let t = Instant::now();
+            bare(&engine, &components, &pre).await;
+            a.push(t.elapsed());
+            let t = Instant::now();
+            parent.spawn_and_wait().await;
+            b.push(t.elapsed());
+        }
+        (a, b)
+    });
+    println!(
+        "spawn benchmark: {} (tiny.wasm), {ITERATIONS} runs each",
+        tiny.display()
+    );
+    let a = report("(a) bare InstancePre::instantiate, fresh store       ", a);
+    let b = report("(b) capbroker spawn → run → exit, 2 handles shared  ", b);
+    println!(
+        "ratio b/a (p50): {:.2}   (target ≤ 1.5; p50 of b target < 30 µs)",
+        micros(b) / micros(a)
+    );
+
+    // Throughput with every core busy: one parent per core, spawning in a loop.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .unwrap();
+    let window = Duration::from_secs(3);
+    let total: usize = multi.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..cores {
+            let mut parent = Parent::new(&engine, &components, dir.path());
+            tasks.push(tokio::spawn(async move {
+                let end = Instant::now() + window;
+                let mut n = 0;
+                while Instant::now() < end {
+                    parent.spawn_and_wait().await;
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    println!(
+        "spawns per second on {cores} cores: {:.0}",
+        total as f64 / window.as_secs_f64()
+    );
+}
