@@ -4,6 +4,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 demo_dir := "target/demo"
 worker := "target/guests/wasm32-wasip2/release/worker.wasm"
+fanout := "target/guests/wasm32-wasip2/release/fanout.wasm"
 
 # List the recipes.
 default:
@@ -31,10 +32,19 @@ demo: guests build
     @target/debug/capbroker run --dir cfg={{demo_dir}}/conf:ro --dir data={{demo_dir}}/data {{worker}}
     @echo '$ cat {{demo_dir}}/data/reports/summary.txt'
     @cat {{demo_dir}}/data/reports/summary.txt
+    @echo
+    @echo '# One child process per file; spin.txt makes its child loop forever.'
+    printf 'spin\n' > {{demo_dir}}/data/reports/spin.txt
+    @echo '$ capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}'
+    @target/debug/capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}
 
 # Run the whole test suite (the tests build the guests themselves, too).
 test: guests
     cargo test --workspace
+
+# Spawn latency against bare instantiation, and spawns per second.
+bench: guests
+    cargo bench --bench spawn
 
 # Format and lint everything.
 check:

@@ -362,3 +362,33 @@ fn bad_spawn_flags_are_clear_errors() {
     let out = capbroker(&["run", "--spawn", "sp", w.to_str().unwrap()]);
     assert_refused(&out, &["grant `sp`: the component does not ask"]);
 }
+
+#[test]
+fn the_fanout_example_isolates_a_runaway_child() {
+    let tree = Tree::new();
+    let dir = tree.path("texts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "one two three\n").unwrap();
+    std::fs::write(dir.join("b.txt"), "four five\n").unwrap();
+    std::fs::write(dir.join("spin.txt"), "x\n").unwrap();
+    let fanout = guest("fanout");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &arg("data", &dir, ":ro"),
+        "--spawn",
+        "workers=max-children=8",
+        fanout.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("a.txt: 3 words (child said \"counting a.txt\")"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("b.txt: 2 words"), "{stdout}");
+    assert!(
+        stdout.contains("spin.txt: the child ran out of CPU"),
+        "{stdout}"
+    );
+}
