@@ -328,6 +328,10 @@ fn bad_spawn_flags_are_clear_errors() {
     let p = probe.to_str().unwrap();
     let out = capbroker(&["run", "--spawn", "sp=max-memory=0", p]);
     assert_refused(&out, &["below one page"]);
+    let out = capbroker(&["run", "--spawn", "sp=max-memory=100000GiB", p]);
+    assert_refused(&out, &["above 4GiB"]);
+    let out = capbroker(&["run", "--spawn", "sp=max-fuel=99999999999G", p]);
+    assert_refused(&out, &["not a count"]);
     let out = capbroker(&["run", "--spawn", "sp=bogus=1", p]);
     assert_refused(&out, &["unknown key `bogus`"]);
     let out = capbroker(&["run", "--spawn", "sp=timeout=2 weeks", p]);

@@ -19,6 +19,7 @@ async fn a_spawn_must_fit_the_budget_and_a_refusal_loses_nothing() {
         ("spawn sp self 65536,100000001,2001 data P memory", "err:refused:max-fuel: asked 100000001, allowed 100000000; timeout-ms: asked 2001, allowed 2000"),
         ("spawn sp self 1000,1000,1000 - P memory", "err:invalid:max-memory 1000 is below one page"),
         ("spawn sp self 65536,0,1000 - P memory", "err:invalid:max-fuel of 0"),
+        ("spawn sp self 18446744073709551615,1,1 - P memory", "err:invalid:max-memory 18446744073709551615 is above 4GiB"),
         ("spawn sp self 65536,1000,0 - P memory", "err:invalid:a timeout of 0 ms"),
         ("spawn sp nosuch budget - P memory", "err:invalid:there is no component `nosuch`"),
         ("spawn sp worker budget - P memory", "err:invalid:component `worker` has no export `start`"),

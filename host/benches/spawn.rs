@@ -6,7 +6,8 @@
 //! (b) a full capbroker spawn → run → exit of the child with two directory
 //!     handles shared, as `process.spawn` + `process.wait` do it;
 //! and prints p50/p99 of each, the ratio b/a, and spawns per second with
-//! every core busy.
+//! every core busy. Last, it measures what metering CPU with fuel costs
+//! against epochs alone, on a busy loop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +22,7 @@ use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
 use capbroker::types::Rights;
 use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
 use wasmtime::component::{InstancePre, Resource};
-use wasmtime::{Engine, Store};
+use wasmtime::{Config, Engine, Instance, Module, Store};
 
 const ITERATIONS: usize = 20_000;
 const WARMUP: usize = 2_000;
@@ -219,5 +220,55 @@ fn main() {
     println!(
         "spawns per second on {cores} cores: {:.0}",
         total as f64 / window.as_secs_f64()
+    );
+    fuel_against_epochs();
+}
+
+/// Runs a busy loop of `n` iterations as a core module on an engine with or
+/// without fuel (epochs on in both), and returns the best of five times.
+fn busy_loop(fuel: bool, n: i32) -> Duration {
+    let mut config = Config::new();
+    config.consume_fuel(fuel).epoch_interruption(true);
+    let engine = Engine::new(&config).unwrap();
+    let wasm = wat::parse_str(
+        r#"(module (func (export "spin") (param $n i32) (result i32)
+              (local $acc i32)
+              (loop $l
+                (local.set $acc (i32.add (i32.mul (local.get $acc) (i32.const 31)) (local.get $n)))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (br_if $l (local.get $n)))
+              (local.get $acc)))"#,
+    )
+    .unwrap();
+    let module = Module::new(&engine, wasm).unwrap();
+    (0..5)
+        .map(|_| {
+            let mut store = Store::new(&engine, ());
+            if fuel {
+                store.set_fuel(u64::MAX).unwrap();
+            }
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = Instance::new(&mut store, &module, &[]).unwrap();
+            let spin = instance
+                .get_typed_func::<i32, i32>(&mut store, "spin")
+                .unwrap();
+            let t = Instant::now();
+            std::hint::black_box(spin.call(&mut store, n).unwrap());
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+fn fuel_against_epochs() {
+    let n = 200_000_000;
+    let epochs = busy_loop(false, n);
+    let fuel = busy_loop(true, n);
+    println!(
+        "CPU metering, {n} loop iterations: epochs only {:.0} ms, fuel + epochs {:.0} ms \
+         (fuel costs {:+.0}%)",
+        epochs.as_secs_f64() * 1e3,
+        fuel.as_secs_f64() * 1e3,
+        (fuel.as_secs_f64() / epochs.as_secs_f64() - 1.0) * 100.0
     );
 }

@@ -184,8 +184,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Limits a process can start with at all.
+/// The most memory a 32-bit linear memory can have.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// Limits a process can start with at all, and that mean something.
 pub fn check_sane(l: &ChildLimits) -> Result<(), Error> {
+    if l.max_memory > MAX_MEMORY {
+        return Err(Error::Invalid(format!(
+            "max-memory {} is above 4GiB, the most a 32-bit memory can have",
+            l.max_memory
+        )));
+    }
     if l.max_memory < MIN_MEMORY {
         return Err(Error::Invalid(format!(
             "max-memory {} is below one page ({MIN_MEMORY} bytes)",
