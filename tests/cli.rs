@@ -396,3 +396,25 @@ fn the_fanout_example_isolates_a_runaway_child() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_root_component_has_limits_too() {
+    let probe = guest("probe");
+    let p = probe.to_str().unwrap();
+    let out = capbroker(&["run", "--timeout", "300ms", p, "loop"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("ran past its timeout of 300ms"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = capbroker(&["run", "--max-fuel", "1000000", p, "loop"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("ran out of fuel"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = capbroker(&["run", "--timeout", "soon", p]);
+    assert_refused(&out, &["not a duration"]);
+}

@@ -322,6 +322,9 @@ impl Running {
                 None if self.store.data().memory_limit_hit() => {
                     Err(e.context("the component ran out of memory"))
                 }
+                None if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) => {
+                    Err(e.context("the component ran out of fuel"))
+                }
                 None => Err(e.context("the component trapped")),
             },
         }

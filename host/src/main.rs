@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use capbroker::grants::{describe_request, Grant, NamedGrant};
-use capbroker::spawn::{parse_duration, Components};
+use capbroker::limits::parse_duration;
+use capbroker::spawn::Components;
 use capbroker::{Limits, Outcome, Runtime};
 use clap::{Parser, Subcommand};
 use wasmtime::error::Context;
@@ -80,7 +81,7 @@ enum Command {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    let size = capbroker::spawn::parse_size(s)?;
+    let size = capbroker::limits::parse_size(s)?;
     if size == 0 {
         return Err("a memory limit of zero would stop any component from starting".into());
     }

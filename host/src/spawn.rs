@@ -13,7 +13,7 @@ use crate::app::State;
 pub use crate::bindings::capbroker::caps::spawn::{Budget, Limits as ChildLimits};
 use crate::bindings::capbroker::caps::spawn::{Host, HostSpawner};
 use crate::ctx::BrokerCtxView;
-use crate::limits::MIN_MEMORY;
+use crate::limits::{parse_count, parse_duration, parse_size, MIN_MEMORY};
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostResult};
 
@@ -131,56 +131,6 @@ impl SpawnGrant {
             counter: Arc::new(Counter::new(self.max_children, None)),
             lineage: Lineage::default(),
         })
-    }
-}
-
-/// Parses sizes such as `65536`, `64KiB`, `256MiB` or `1GiB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (expected e.g. 65536, 64KiB, 256MiB, 1GiB)"))?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" => 1 << 10,
-        "M" | "MB" | "MiB" => 1 << 20,
-        "G" | "GB" | "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
-fn parse_count(s: &str) -> Result<u64, String> {
-    let (digits, mult) = match s.strip_suffix(['K', 'M', 'G']) {
-        Some(d) if s.ends_with('K') => (d, 1_000),
-        Some(d) if s.ends_with('M') => (d, 1_000_000),
-        Some(d) => (d, 1_000_000_000),
-        None => (s, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a count (expected e.g. 5000000, 500M, 2G)"))
-}
-
-/// Parses `500ms`, `2s` or `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("`{s}` is not a duration (expected e.g. 500ms, 2s, 1m)");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let n: u64 = s[..split].parse().map_err(|_| err())?;
-    match &s[split..] {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(err()),
     }
 }
 
