@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use capbroker::app::{new_store, State};
 use capbroker::bindings::capbroker::caps::process::{ExitStatus, Host, HostProcess};
 use capbroker::fs::DirHandle;
-use capbroker::grants::{Share, Shared};
+use capbroker::grants::{GuestGrant, Share, Shared};
 use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
 use capbroker::types::Rights;
 use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
@@ -123,6 +123,24 @@ async fn bare(engine: &Engine, components: &Arc<Components>, pre: &InstancePre<S
     pre.instantiate_async(&mut store).await.unwrap();
 }
 
+/// Bare instantiation and a call of the entry point, without grants: what
+/// running the child costs, whoever starts it.
+async fn bare_and_call(engine: &Engine, components: &Arc<Components>, pre: &InstancePre<State>) {
+    let ctx = BrokerCtx::new("tiny", components.clone());
+    let mut store = new_store(engine, ctx, &Limits::default());
+    let instance = pre.instantiate_async(&mut store).await.unwrap();
+    let start = instance
+        .get_typed_func::<(Vec<u8>, Vec<GuestGrant>), (Result<Vec<u8>, String>,)>(
+            &mut store, "start",
+        )
+        .unwrap();
+    let (out,) = start
+        .call_async(&mut store, (b"x".to_vec(), Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(out.unwrap(), b"x0");
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -157,7 +175,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (a, b) = single.block_on(async {
+    let (a, b, c) = single.block_on(async {
         let mut parent = Parent::new(&engine, &components, dir.path());
         for _ in 0..WARMUP {
             bare(&engine, &components, &pre).await;
@@ -165,7 +183,8 @@ fn main() {
         }
         let mut a = Vec::with_capacity(ITERATIONS);
         let mut b = Vec::with_capacity(ITERATIONS);
-        // Interleave the two so that both see the same machine state.
+        let mut c = Vec::with_capacity(ITERATIONS);
+        // Interleave them so that all see the same machine state.
         for _ in 0..ITERATIONS {
             let t = Instant::now();
             bare(&engine, &components, &pre).await;
@@ -173,8 +192,11 @@ fn main() {
             let t = Instant::now();
             parent.spawn_and_wait().await;
             b.push(t.elapsed());
+            let t = Instant::now();
+            bare_and_call(&engine, &components, &pre).await;
+            c.push(t.elapsed());
         }
-        (a, b)
+        (a, b, c)
     });
     println!(
         "spawn benchmark: {} (tiny.wasm), {ITERATIONS} runs each",
@@ -182,6 +204,7 @@ fn main() {
     );
     let a = report("(a) bare InstancePre::instantiate, fresh store       ", a);
     let b = report("(b) capbroker spawn → run → exit, 2 handles shared  ", b);
+    report("    for reference: bare instantiate + call `start`   ", c);
     println!(
         "ratio b/a (p50): {:.2}   (target ≤ 1.5; p50 of b target < 30 µs)",
         micros(b) / micros(a)
