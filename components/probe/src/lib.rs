@@ -125,19 +125,9 @@ impl Guest for Probe {
 }
 
 fn describe(e: &Error) -> String {
-    match e {
-        Error::Denied(r) => format!("denied:{}", rights_list(*r)),
-        Error::Escape(p) => format!("escape:{p}"),
-        Error::NotFound(p) => format!("not-found:{p}"),
-        Error::Exists(p) => format!("exists:{p}"),
-        Error::NotDirectory(p) => format!("not-directory:{p}"),
-        Error::IsDirectory(p) => format!("is-directory:{p}"),
-        Error::NotEmpty(p) => format!("not-empty:{p}"),
-        Error::Invalid(m) => format!("invalid:{m}"),
-        Error::LimitExceeded(m) => format!("limit-exceeded:{m}"),
-        Error::Io(m) => format!("io:{m}"),
-        Error::Revoked => "revoked".to_string(),
-        Error::Refused(m) => format!("refused:{m}"),
+    match e.detail() {
+        d if d.is_empty() => e.code().to_string(),
+        d => format!("{}:{d}", e.code()),
     }
 }
 

@@ -34,44 +34,38 @@ pub mod bindings {
     });
 }
 
+/// Bindings for another world over the same interfaces, so that its
+/// resources are the very types of [`bindings`].
+macro_rules! world_bindings {
+    ($world:literal, $export:literal, $module:literal) => {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: $world,
+            pub_export_macro: true,
+            export_macro_name: $export,
+            default_bindings_module: $module,
+            with: {
+                "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
+                "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
+                "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
+                "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
+                "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
+                "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
+            },
+        });
+    };
+}
+
 /// The `child` world: `export_child!(T)` for a component that only runs as
 /// a child process (`impl child::Guest for T`).
 pub mod child {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "child",
-        pub_export_macro: true,
-        export_macro_name: "export_child",
-        default_bindings_module: "capbroker_sdk::child",
-        with: {
-            "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
-            "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
-            "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
-            "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
-            "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
-            "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
-        },
-    });
+    world_bindings!("child", "export_child", "capbroker_sdk::child");
 }
 
 /// The `service` world: `export_service!(T)` for a component that is run by
 /// the operator and also spawns itself (`impl service::Guest for T`).
 pub mod service {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "service",
-        pub_export_macro: true,
-        export_macro_name: "export_service",
-        default_bindings_module: "capbroker_sdk::service",
-        with: {
-            "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
-            "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
-            "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
-            "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
-            "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
-            "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
-        },
-    });
+    world_bindings!("service", "export_service", "capbroker_sdk::service");
 }
 
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
@@ -163,6 +157,43 @@ impl Grants {
 }
 
 impl Error {
+    /// The WIT case name, e.g. `denied`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "denied",
+            Error::Escape(_) => "escape",
+            Error::NotFound(_) => "not-found",
+            Error::Exists(_) => "exists",
+            Error::NotDirectory(_) => "not-directory",
+            Error::IsDirectory(_) => "is-directory",
+            Error::NotEmpty(_) => "not-empty",
+            Error::Invalid(_) => "invalid",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::Io(_) => "io",
+            Error::Revoked => "revoked",
+            Error::Refused(_) => "refused",
+        }
+    }
+
+    /// The payload as text: the missing rights, the path or the message;
+    /// empty for `revoked`.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Denied(r) => rights_list(*r),
+            Error::Escape(s)
+            | Error::NotFound(s)
+            | Error::Exists(s)
+            | Error::NotDirectory(s)
+            | Error::IsDirectory(s)
+            | Error::NotEmpty(s)
+            | Error::Invalid(s)
+            | Error::LimitExceeded(s)
+            | Error::Io(s)
+            | Error::Refused(s) => s.clone(),
+            Error::Revoked => String::new(),
+        }
+    }
+
     /// The error as a sentence, e.g. "denied: the handle lacks write".
     /// (wit-bindgen's `Display` for it is its `Debug` form.)
     pub fn message(&self) -> String {
