@@ -8,6 +8,8 @@
 //! and prints p50/p99 of each, the ratio b/a, and spawns per second with
 //! every core busy. Last, it measures what metering CPU with fuel costs
 //! against epochs alone, on a busy loop.
+//!
+//! With `PROFILE_SPAWN=1` it only spawns, 300,000 times, for a profiler.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -170,6 +172,19 @@ fn main() {
     let engine = rt.engine().clone();
     let dir = tempfile::tempdir().unwrap();
 
+    if std::env::var_os("PROFILE_SPAWN").is_some() {
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        single.block_on(async {
+            let mut parent = Parent::new(&engine, &components, dir.path());
+            for _ in 0..300_000 {
+                parent.spawn_and_wait().await;
+            }
+        });
+        return;
+    }
     // Latency on one thread, so that no cross-thread wake-up is counted.
     let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
