@@ -7,21 +7,20 @@
 
 mod support;
 
-use std::sync::Mutex;
-
 use support::{dir_at, spawner, Probe, Tree};
+use tokio::sync::{Mutex, MutexGuard};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 const SP: &str = "sp=max-memory=16MiB,max-fuel=1000G,timeout=3s,max-children=200";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_way_of_ending_has_its_own_status() {
-    let _s = serial();
+    let _s = serial().await;
     let tree = Tree::new();
     let mut p = Probe::start(&[dir_at("data", &tree.root(), "rw"), spawner(SP)]).await;
     let mib16 = 16 << 20;
@@ -54,7 +53,7 @@ async fn each_way_of_ending_has_its_own_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_child_cannot_outrun_its_timeout() {
-    let _s = serial();
+    let _s = serial().await;
     // Fuel enough for minutes: only the timeout (and epoch yields) stop it.
     let mut p = Probe::start(&[spawner(
         "sp=max-memory=16MiB,max-fuel=1000G,timeout=60s,max-children=4",
@@ -74,7 +73,7 @@ async fn a_busy_child_cannot_outrun_its_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_children_end_alone_while_100_siblings_finish() {
-    let _s = serial();
+    let _s = serial().await;
     let tree = Tree::new();
     let mut p = Probe::start(&[dir_at("data", &tree.root(), "rw"), spawner(SP)]).await;
     p.expect(&[
@@ -111,7 +110,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_frees_what_an_ended_child_held() {
-    let _s = serial();
+    let _s = serial().await;
     let tree = Tree::new();
     let mut p = Probe::start(&[dir_at("data", &tree.root(), "rw"), spawner(SP)]).await;
     let instances = capbroker::app::live_instances();
@@ -167,7 +166,7 @@ async fn the_host_frees_what_an_ended_child_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailboxes_carry_messages_both_ways() {
-    let _s = serial();
+    let _s = serial().await;
     let mut p = Probe::start(&[spawner(SP)]).await;
     p.expect(&[
         ("recv", "ok:none"),
@@ -192,7 +191,7 @@ async fn mailboxes_carry_messages_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_gets_only_what_its_parent_shares() {
-    let _s = serial();
+    let _s = serial().await;
     let tree = Tree::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -237,7 +237,7 @@ pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<
     let missing: Vec<String> = requests
         .iter()
         .filter(|r| !r.optional && !seen.contains(r.name.as_str()))
-        .map(|r| describe_request(r))
+        .map(describe_request)
         .collect();
     if !missing.is_empty() {
         bail!(
