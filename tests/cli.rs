@@ -420,3 +420,49 @@ fn the_root_component_has_limits_too() {
     let out = capbroker(&["run", "--timeout", "soon", p]);
     assert_refused(&out, &["not a duration"]);
 }
+
+#[test]
+fn network_grants_through_the_binary() {
+    let probe = guest("probe");
+    let p = probe.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = capbroker(&[
+        "run",
+        "--listen",
+        &format!("web=127.0.0.1:{port}"),
+        "--connect",
+        "api=10.0.0.0/8:443,[fd00::]/8:8000-8099",
+        p,
+        &format!("listen web 127.0.0.1:{port} L"),
+        &format!("listen web 0.0.0.0:{port} L2"),
+        "ranges api",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("=> ok:127.0.0.1:{port}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("=> err:refused:0.0.0.0"), "{stdout}");
+    assert!(
+        stdout.contains("=> ok:10.0.0.0/8:443-443,fd00::/8:8000-8099"),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "the denial is not in the audit output"
+    );
+
+    let out = capbroker(&["run", "--listen", "web=nonsense", p]);
+    assert_refused(&out, &["is not ADDRESS[/PREFIX]:PORT[-PORT]"]);
+    let out = capbroker(&["run", "--connect", "api=10.0.0.0/33:80", p]);
+    assert_refused(&out, &["is not ADDRESS"]);
+    let out = capbroker(&["run", "--connect", "api=10.0.0.1:90-80", p]);
+    assert_refused(&out, &["the port range is empty"]);
+    let out = capbroker(&["run", "--listen", "web", p]);
+    assert_refused(&out, &["expected NAME=ADDRESS"]);
+}

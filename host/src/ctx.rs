@@ -73,6 +73,7 @@ impl HasData for Broker {
 pub fn add_to_linker<T: BrokerView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wit::types::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::fs::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::net::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::spawn::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::grants::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::process::add_to_linker::<T, Broker>(linker, T::broker)?;

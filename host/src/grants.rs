@@ -21,9 +21,12 @@ pub use crate::bindings::capbroker::caps::grants::{
     Grant as GuestGrant, Handle, Request, Share, Shared, Wants,
 };
 
+use wasmtime::component::{ResourceTable, ResourceTableError};
+
 use crate::ctx::BrokerCtxView;
 use crate::fs::{DirGrant, DirHandle};
-use crate::spawn::SpawnGrant;
+use crate::net::{ConnectRight, ListenRight, NetGrant, Reach, TcpStreamHandle};
+use crate::spawn::{SpawnGrant, SpawnerHandle};
 use crate::types::{parse_rights, Rights, RightsList};
 
 /// One capability the operator grants, by kind.
@@ -31,6 +34,30 @@ use crate::types::{parse_rights, Rights, RightsList};
 pub enum Grant {
     Dir(DirGrant),
     Spawner(SpawnGrant),
+    Listen(NetGrant),
+    Connect(NetGrant),
+}
+
+/// A host handle of any kind, before it is put into a store's table.
+pub enum HandleValue {
+    Dir(DirHandle),
+    Spawner(SpawnerHandle),
+    Listen(ListenRight),
+    Connect(ConnectRight),
+    TcpStream(TcpStreamHandle),
+}
+
+impl HandleValue {
+    /// Puts the handle into `table`, as the guest will see it.
+    pub fn push_into(self, table: &mut ResourceTable) -> Result<Handle, ResourceTableError> {
+        Ok(match self {
+            HandleValue::Dir(h) => Handle::Dir(table.push(h)?),
+            HandleValue::Spawner(h) => Handle::Spawner(table.push(h)?),
+            HandleValue::Listen(h) => Handle::Listen(table.push(h)?),
+            HandleValue::Connect(h) => Handle::Connect(table.push(h)?),
+            HandleValue::TcpStream(h) => Handle::TcpStream(table.push(h)?),
+        })
+    }
 }
 
 /// An operator's grant under the name the component knows it by.
@@ -46,7 +73,33 @@ impl Grant {
         match self {
             Grant::Dir(_) => "dir",
             Grant::Spawner(_) => "spawner",
+            Grant::Listen(_) => "listen",
+            Grant::Connect(_) => "connect",
         }
+    }
+
+    /// Parses the value of a `--listen` flag: `NAME=RANGE[,RANGE…]`, each
+    /// range `IP[/PREFIX]:PORT[-PORT]`.
+    pub fn parse_listen(spec: &str) -> wasmtime::Result<NamedGrant> {
+        Self::parse_net(spec, "--listen").map(|(name, g)| NamedGrant {
+            name,
+            grant: Grant::Listen(g),
+        })
+    }
+
+    /// Parses the value of a `--connect` flag, as `--listen`.
+    pub fn parse_connect(spec: &str) -> wasmtime::Result<NamedGrant> {
+        Self::parse_net(spec, "--connect").map(|(name, g)| NamedGrant {
+            name,
+            grant: Grant::Connect(g),
+        })
+    }
+
+    fn parse_net(spec: &str, flag: &str) -> wasmtime::Result<(String, NetGrant)> {
+        let (name, rest) = split_name(spec, flag, "NAME=ADDRESS[/PREFIX]:PORT[-PORT][,…]")?;
+        let grant =
+            NetGrant::parse(rest).map_err(|e| wasmtime::format_err!("{flag} {spec}: {e}"))?;
+        Ok((name.to_string(), grant))
     }
 
     /// Parses the value of a `--spawn` flag: `NAME[=KEY=VALUE,…]`; see
@@ -98,7 +151,7 @@ impl Grant {
     pub fn check(&self) -> wasmtime::Result<()> {
         match self {
             Grant::Dir(d) => d.open().map(drop),
-            Grant::Spawner(_) => Ok(()),
+            Grant::Spawner(_) | Grant::Listen(_) | Grant::Connect(_) => Ok(()),
         }
     }
 
@@ -123,7 +176,9 @@ impl Grant {
                     rights: d.rights & *wanted,
                 }))
             }
-            (Grant::Spawner(s), Wants::Spawner) => Ok(Grant::Spawner(s.clone())),
+            (Grant::Spawner(_), Wants::Spawner)
+            | (Grant::Listen(_), Wants::Listen)
+            | (Grant::Connect(_), Wants::Connect) => Ok(self.clone()),
             (granted, _) => bail!(
                 "grant `{name}`: the component asks for a {} handle, not a {}",
                 wants_kind(wants),
@@ -134,32 +189,47 @@ impl Grant {
 
     /// Opens the host resource and puts the guest's handle into the table.
     pub fn hand_over(&self, name: &str, view: BrokerCtxView<'_>) -> wasmtime::Result<Handle> {
-        match self {
+        let (value, target, detail) = match self {
             Grant::Dir(d) => {
                 let dir = d.open().with_context(|| format!("grant `{name}`"))?;
-                let handle = view
-                    .table
-                    .push(DirHandle::new(dir, d.rights, name))
-                    .with_context(|| format!("grant `{name}`: the handle table is full"))?;
-                view.ctx.audit.granted(
-                    name,
-                    &d.host_path.display().to_string(),
-                    &RightsList(d.rights).to_string(),
-                );
-                Ok(Handle::Dir(handle))
+                let target = d.host_path.display().to_string();
+                let detail = RightsList(d.rights).to_string();
+                (
+                    HandleValue::Dir(DirHandle::new(dir, d.rights, name)),
+                    target,
+                    detail,
+                )
             }
             Grant::Spawner(s) => {
                 let spawner = s.spawner(view.ctx.components.clone())?;
                 let detail = format!("{:?}", spawner.budget());
-                let handle = view
-                    .table
-                    .push(spawner)
-                    .with_context(|| format!("grant `{name}`: the handle table is full"))?;
-                view.ctx.audit.granted(name, "spawner", &detail);
-                Ok(Handle::Spawner(handle))
+                (HandleValue::Spawner(spawner), "spawner".into(), detail)
             }
-        }
+            Grant::Listen(g) => (
+                HandleValue::Listen(ListenRight(Reach::new(g))),
+                "listen".into(),
+                describe_net(g),
+            ),
+            Grant::Connect(g) => (
+                HandleValue::Connect(ConnectRight(Reach::new(g))),
+                "connect".into(),
+                describe_net(g),
+            ),
+        };
+        let handle = value
+            .push_into(view.table)
+            .with_context(|| format!("grant `{name}`: the handle table is full"))?;
+        view.ctx.audit.granted(name, &target, &detail);
+        Ok(handle)
     }
+}
+
+fn describe_net(g: &NetGrant) -> String {
+    g.ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {}
@@ -168,6 +238,8 @@ fn wants_kind(w: &Wants) -> &'static str {
     match w {
         Wants::Dir(_) => "dir",
         Wants::Spawner => "spawner",
+        Wants::Listen => "listen",
+        Wants::Connect => "connect",
     }
 }
 
@@ -257,6 +329,8 @@ pub fn describe_request(r: &Request) -> String {
             "--spawn {}=max-memory=SIZE,max-fuel=N,timeout=T,max-children=N",
             r.name
         ),
+        Wants::Listen => format!("--listen {}=ADDRESS:PORT", r.name),
+        Wants::Connect => format!("--connect {}=ADDRESS[/PREFIX]:PORT[-PORT]", r.name),
     };
     let optional = if r.optional { ", optional" } else { "" };
     if r.about.is_empty() {

@@ -7,7 +7,7 @@
 //! - [`bindings`]: the WIT package `capbroker:caps` as Rust types;
 //! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
 //!   wasmtime embedder;
-//! - one module per WIT interface: [`types`] (with [`revoke`]), [`fs`],
+//! - one module per WIT interface: [`types`] (with [`revoke`]), [`fs`], [`net`],
 //!   [`spawn`], [`grants`], [`process`], [`mailbox`];
 //! - [`limits`]: what one process may consume;
 //! - [`app`]: loading and running components of the `app` world, as the
@@ -23,6 +23,7 @@ pub mod fs;
 pub mod grants;
 pub mod limits;
 pub mod mailbox;
+pub mod net;
 pub mod process;
 pub mod revoke;
 pub mod spawn;

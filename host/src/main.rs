@@ -44,6 +44,18 @@ enum Command {
         #[arg(long = "spawn", value_name = "NAME[=KEY=VALUE,...]", value_parser = Grant::parse_spawn)]
         spawns: Vec<NamedGrant>,
 
+        /// Grant the right to listen on addresses, as
+        /// NAME=ADDRESS[/PREFIX]:PORT[-PORT][,...], e.g. web=127.0.0.1:8080.
+        /// IPv6 addresses go in brackets: [::1]:8080. May be repeated.
+        #[arg(long = "listen", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_listen)]
+        listens: Vec<NamedGrant>,
+
+        /// Grant the right to connect to addresses, as --listen, e.g.
+        /// api=10.0.0.0/8:443. Host names are resolved by the broker and only
+        /// their addresses inside the ranges are used. May be repeated.
+        #[arg(long = "connect", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_connect)]
+        connects: Vec<NamedGrant>,
+
         /// Make the component at PATH spawnable under NAME. The component
         /// being run is spawnable under its file name (and as `self`).
         #[arg(long = "component", value_name = "NAME=PATH", value_parser = parse_component)]
@@ -125,6 +137,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
         Command::Run {
             dirs,
             spawns,
+            listens,
+            connects,
             components,
             max_memory,
             max_handles,
@@ -156,7 +170,12 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 max_fuel,
                 timeout,
             };
-            let grants: Vec<NamedGrant> = dirs.into_iter().chain(spawns).collect();
+            let grants: Vec<NamedGrant> = dirs
+                .into_iter()
+                .chain(spawns)
+                .chain(listens)
+                .chain(connects)
+                .collect();
             let mut running = app.start(&grants, &limits, Arc::new(registry)).await?;
             match running.run(&args).await {
                 Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),

@@ -15,11 +15,11 @@ use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Store, Trap};
 
 use crate::app::{new_store, State};
-use crate::bindings::capbroker::caps::grants::{Handle, Share, Shared};
+use crate::bindings::capbroker::caps::grants::{Share, Shared};
 pub use crate::bindings::capbroker::caps::process::ExitStatus;
 use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
-use crate::grants::GuestGrant;
+use crate::grants::{GuestGrant, HandleValue};
 use crate::limits::Limits;
 use crate::mailbox::Mailbox;
 use crate::spawn::{ChildLimits, SpawnerHandle};
@@ -64,33 +64,43 @@ impl BrokerCtxView<'_> {
         &mut self,
         grants: &[Share],
         limits: &ChildLimits,
-    ) -> HostResult<Vec<(String, Copied)>> {
-        let mut out = Vec::with_capacity(grants.len());
+    ) -> HostResult<Vec<(String, HandleValue)>> {
+        let mut out: Vec<(String, HandleValue)> = Vec::with_capacity(grants.len());
         for g in grants {
-            if out.iter().any(|(n, _): &(String, Copied)| *n == g.name) {
+            if out.iter().any(|(n, _)| *n == g.name) {
                 return Err(Error::Invalid(format!("grant `{}` is given twice", g.name)).into());
             }
             let copied = match &g.handle {
-                Shared::Dir(d) => {
-                    let d = self.table.get(d)?;
-                    d.lineage().check()?;
-                    Copied::Dir(d.copy(&g.name))
+                Shared::Dir(h) => {
+                    let h = self.table.get(h)?;
+                    h.lineage().check()?;
+                    HandleValue::Dir(h.copy(&g.name))
                 }
-                Shared::Spawner(s) => {
-                    let s = self.table.get(s)?;
-                    s.lineage().check()?;
-                    Copied::Spawner(s.copy_within(limits))
+                Shared::Spawner(h) => {
+                    let h = self.table.get(h)?;
+                    h.lineage().check()?;
+                    HandleValue::Spawner(h.copy_within(limits))
+                }
+                Shared::Listen(h) => {
+                    let h = self.table.get(h)?;
+                    h.lineage().check()?;
+                    HandleValue::Listen(h.copy())
+                }
+                Shared::Connect(h) => {
+                    let h = self.table.get(h)?;
+                    h.lineage().check()?;
+                    HandleValue::Connect(h.copy())
+                }
+                Shared::TcpStream(h) => {
+                    let h = self.table.get(h)?;
+                    h.lineage().check()?;
+                    HandleValue::TcpStream(h.share()?)
                 }
             };
             out.push((g.name.clone(), copied));
         }
         Ok(out)
     }
-}
-
-enum Copied {
-    Dir(crate::fs::DirHandle),
-    Spawner(SpawnerHandle),
 }
 
 impl Host for BrokerCtxView<'_> {
@@ -163,11 +173,7 @@ impl BrokerCtxView<'_> {
         let mut child_grants = Vec::with_capacity(copies.len());
         let mut names = Vec::with_capacity(copies.len());
         for (grant_name, copied) in copies {
-            let table = &mut store.data_mut().table;
-            let handle = match copied {
-                Copied::Dir(d) => Handle::Dir(table.push(d)?),
-                Copied::Spawner(s) => Handle::Spawner(table.push(s)?),
-            };
+            let handle = copied.push_into(&mut store.data_mut().table)?;
             names.push(grant_name.clone());
             child_grants.push(GuestGrant {
                 name: grant_name,

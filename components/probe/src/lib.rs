@@ -27,6 +27,7 @@ wit_bindgen::generate!({
     with: {
         "capbroker:caps/types@0.1.0": capbroker_sdk::bindings::capbroker::caps::types,
         "capbroker:caps/fs@0.1.0": capbroker_sdk::bindings::capbroker::caps::fs,
+        "capbroker:caps/net@0.1.0": capbroker_sdk::bindings::capbroker::caps::net,
         "capbroker:caps/grants@0.1.0": capbroker_sdk::bindings::capbroker::caps::grants,
         "capbroker:caps/spawn@0.1.0": capbroker_sdk::bindings::capbroker::caps::spawn,
         "capbroker:caps/process@0.1.0": capbroker_sdk::bindings::capbroker::caps::process,
@@ -38,6 +39,7 @@ use capbroker_sdk::{
     mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Handle, Limits,
     OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
 };
+use capbroker_sdk::{AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream};
 
 #[derive(Default)]
 struct Held {
@@ -46,6 +48,10 @@ struct Held {
     spawners: HashMap<String, Spawner>,
     procs: HashMap<String, Process>,
     revokers: HashMap<String, Revoker>,
+    listens: HashMap<String, ListenRight>,
+    connects: HashMap<String, ConnectRight>,
+    listeners: HashMap<String, TcpListener>,
+    streams: HashMap<String, TcpStream>,
 }
 
 impl Held {
@@ -57,6 +63,15 @@ impl Held {
                 }
                 Handle::Spawner(s) => {
                     self.spawners.insert(g.name, s);
+                }
+                Handle::Listen(l) => {
+                    self.listens.insert(g.name, l);
+                }
+                Handle::Connect(c) => {
+                    self.connects.insert(g.name, c);
+                }
+                Handle::TcpStream(t) => {
+                    self.streams.insert(g.name, t);
                 }
             }
         }
@@ -85,12 +100,19 @@ impl Guest for Probe {
             optional: true,
             about: "test".into(),
         })
-        .chain([Request {
-            name: "sp".into(),
-            wants: Wants::Spawner,
-            optional: true,
-            about: "test".into(),
-        }])
+        .chain(
+            [
+                ("sp", Wants::Spawner),
+                ("web", Wants::Listen),
+                ("api", Wants::Connect),
+            ]
+            .map(|(name, wants)| Request {
+                name: name.into(),
+                wants,
+                optional: true,
+                about: "test".into(),
+            }),
+        )
         .collect()
     }
 
@@ -349,6 +371,71 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(v.join(","))
         }
         ["memory"] => Ok(memory_bytes().to_string()),
+        ["listen", r, addr, name] => {
+            let l = get(&h.listens, r)?.listen(addr)?;
+            let local = l.local_address();
+            h.listeners.insert(name.to_string(), l);
+            Ok(local)
+        }
+        ["connect", r, addr, name] => {
+            let s = get(&h.connects, r)?.connect(addr)?;
+            let peer = s.peer_address();
+            h.streams.insert(name.to_string(), s);
+            Ok(peer)
+        }
+        ["accept", l, name] => {
+            let s = get(&h.listeners, l)?.accept()?;
+            h.streams.insert(name.to_string(), s);
+            Ok(String::new())
+        }
+        ["sread", s, len] => {
+            let data = get(&h.streams, s)?.read(len.parse().unwrap())?;
+            Ok(String::from_utf8_lossy(&data).into_owned())
+        }
+        ["swrite", s, data] => get(&h.streams, s)?
+            .write(data.as_bytes())
+            .map(|_| String::new()),
+        ["sshut", s] => get(&h.streams, s)?.shutdown().map(|_| String::new()),
+        ["sdrop", s] => {
+            h.streams
+                .remove(*s)
+                .ok_or_else(|| Error::Invalid(format!("no stream `{s}`")))?;
+            Ok(String::new())
+        }
+        ["ranges", r] => {
+            let ranges = match h.listens.get(*r) {
+                Some(l) => l.ranges(),
+                None => get(&h.connects, r)?.ranges(),
+            };
+            Ok(ranges
+                .iter()
+                .map(|x| format!("{}:{}-{}", x.network, x.first_port, x.last_port))
+                .collect::<Vec<_>>()
+                .join(","))
+        }
+        // `net-attenuate R NETWORK:FIRST-LAST,… NEW`
+        ["net-attenuate", r, ranges, new] => {
+            let ranges: Vec<AddressRange> = ranges
+                .split(',')
+                .map(|x| {
+                    let (net, ports) = x.rsplit_once(':').unwrap();
+                    let (a, b) = ports.split_once('-').unwrap();
+                    AddressRange {
+                        network: net.into(),
+                        first_port: a.parse().unwrap(),
+                        last_port: b.parse().unwrap(),
+                    }
+                })
+                .collect();
+            if let Some(l) = h.listens.get(*r) {
+                let n = l.attenuate(&ranges)?;
+                h.listens.insert(new.to_string(), n);
+            } else {
+                let n = get(&h.connects, r)?.attenuate(&ranges)?;
+                h.connects.insert(new.to_string(), n);
+            }
+            Ok(String::new())
+        }
         ["trap"] => panic!("the probe was asked to trap"),
         ["loop"] => loop {
             std::hint::black_box(0u64);
@@ -451,7 +538,11 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(String::new())
         }
         ["revocable", name, new, rev] => {
-            if let Some(d) = h.dirs.get(*name) {
+            if let Some(l) = h.listens.get(*name) {
+                let (copy, r) = l.revocable()?;
+                h.listens.insert(new.to_string(), copy);
+                h.revokers.insert(rev.to_string(), r);
+            } else if let Some(d) = h.dirs.get(*name) {
                 let (copy, r) = d.revocable()?;
                 h.dirs.insert(new.to_string(), copy);
                 h.revokers.insert(rev.to_string(), r);
@@ -521,6 +612,12 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
             Shared::Dir(d)
         } else if let Some(s) = h.spawners.get(*n) {
             Shared::Spawner(s)
+        } else if let Some(t) = h.streams.get(*n) {
+            Shared::TcpStream(t)
+        } else if let Some(l) = h.listens.get(*n) {
+            Shared::Listen(l)
+        } else if let Some(c) = h.connects.get(*n) {
+            Shared::Connect(c)
         } else {
             return Err(Error::Invalid(format!("probe holds no handle `{n}`")));
         };
@@ -588,6 +685,11 @@ fn spawner<'a>(h: &'a Held, name: &str) -> Result<&'a Spawner, Error> {
     h.spawners
         .get(name)
         .ok_or_else(|| Error::Invalid(format!("probe holds no spawner `{name}`")))
+}
+
+fn get<'a, T>(map: &'a HashMap<String, T>, name: &str) -> Result<&'a T, Error> {
+    map.get(name)
+        .ok_or_else(|| Error::Invalid(format!("probe holds no handle `{name}`")))
 }
 
 fn dir<'a>(dirs: &'a HashMap<String, Dir>, name: &str) -> Result<&'a Dir, Error> {

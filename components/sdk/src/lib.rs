@@ -47,6 +47,7 @@ macro_rules! world_bindings {
             with: {
                 "capbroker:caps/types@0.1.0": crate::bindings::capbroker::caps::types,
                 "capbroker:caps/fs@0.1.0": crate::bindings::capbroker::caps::fs,
+                "capbroker:caps/net@0.1.0": crate::bindings::capbroker::caps::net,
                 "capbroker:caps/spawn@0.1.0": crate::bindings::capbroker::caps::spawn,
                 "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
                 "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
@@ -71,6 +72,9 @@ pub mod service {
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
 pub use bindings::capbroker::caps::grants::{Handle, Share, Shared, Wants};
 pub use bindings::capbroker::caps::mailbox;
+pub use bindings::capbroker::caps::net::{
+    AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream,
+};
 pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
 pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
 pub use bindings::capbroker::caps::types::{Error, Revoker, Rights};
@@ -84,6 +88,26 @@ impl Request {
         Request {
             name: name.into(),
             wants: Wants::Dir(rights),
+            optional: false,
+            about: about.into(),
+        }
+    }
+
+    /// A request for a listen right.
+    pub fn listen(name: &str, about: &str) -> Request {
+        Request {
+            name: name.into(),
+            wants: Wants::Listen,
+            optional: false,
+            about: about.into(),
+        }
+    }
+
+    /// A request for a connect right.
+    pub fn connect(name: &str, about: &str) -> Request {
+        Request {
+            name: name.into(),
+            wants: Wants::Connect,
             optional: false,
             about: about.into(),
         }
@@ -126,6 +150,48 @@ impl Grants {
     pub fn dir(&mut self, name: &str) -> Option<Dir> {
         match self.take(name)? {
             Handle::Dir(d) => Some(d),
+            other => {
+                self.0.push(Grant {
+                    name: name.into(),
+                    handle: other,
+                });
+                None
+            }
+        }
+    }
+
+    /// Takes the listen right granted as `name`, if one was.
+    pub fn listen(&mut self, name: &str) -> Option<ListenRight> {
+        match self.take(name)? {
+            Handle::Listen(l) => Some(l),
+            other => {
+                self.0.push(Grant {
+                    name: name.into(),
+                    handle: other,
+                });
+                None
+            }
+        }
+    }
+
+    /// Takes the connect right granted as `name`, if one was.
+    pub fn connect(&mut self, name: &str) -> Option<ConnectRight> {
+        match self.take(name)? {
+            Handle::Connect(c) => Some(c),
+            other => {
+                self.0.push(Grant {
+                    name: name.into(),
+                    handle: other,
+                });
+                None
+            }
+        }
+    }
+
+    /// Takes the TCP stream shared as `name`, if one was.
+    pub fn tcp_stream(&mut self, name: &str) -> Option<TcpStream> {
+        match self.take(name)? {
+            Handle::TcpStream(s) => Some(s),
             other => {
                 self.0.push(Grant {
                     name: name.into(),
