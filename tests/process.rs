@@ -44,9 +44,11 @@ async fn each_way_of_ending_has_its_own_status() {
         ),
         ("wait sleepy", "ok:timed-out"),
         ("spawn sp self budget - victim sleep 5000", "ok"),
+        ("try-wait victim", "ok:running"),
         ("kill victim", "ok"),
         ("wait victim", "ok:killed"),
         ("wait victim", "ok:killed"),
+        ("try-wait victim", "ok:killed"),
     ])
     .await;
 }

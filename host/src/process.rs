@@ -286,6 +286,10 @@ impl HostProcess for BrokerCtxView<'_> {
         Ok(ended.clone().expect("waited for Some"))
     }
 
+    fn try_wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<ExitStatus>> {
+        Ok(self.table.get(&p)?.status.borrow().clone())
+    }
+
     fn kill(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
         self.table.get(&p)?.kill.notify_one();
         Ok(())

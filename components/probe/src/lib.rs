@@ -491,6 +491,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(format!("spawned={n},refused={refused}"))
         }
         ["wait", p] => Ok(status(&proc(h, p)?.wait())),
+        ["try-wait", p] => Ok(proc(h, p)?
+            .try_wait()
+            .map(|s| status(&s))
+            .unwrap_or("running".into())),
         ["kill", p] => {
             proc(h, p)?.kill();
             Ok(String::new())
