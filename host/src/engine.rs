@@ -40,7 +40,7 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         // Reset the first pages of a reused slot in place instead of
         // returning them to the kernel: fewer page faults, madvise calls
         // and TLB shootdowns per spawn.
-        .linear_memory_keep_resident(64 << 10)
+        .linear_memory_keep_resident(256 << 10)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -13,6 +13,10 @@
 //! - Routes: `/` (the greeting), `/sandbox` (what a handler can reach:
 //!   nothing), `/upload/NAME`, and `/spin`, `/hog`, `/sleep`, which exhaust
 //!   CPU, memory and time on purpose.
+//! - With `isolate = no` in `server.conf`, the root answers every request
+//!   itself, one at a time, with no child processes: the load benchmark's
+//!   baseline (a runaway request then stalls everything, which is the point
+//!   of isolating them).
 
 use capbroker_sdk::{
     export_service, service, Dir, ExitStatus, Grant, Grants, Limits, Request, Rights, Share,
@@ -67,8 +71,26 @@ impl service::Guest for Server {
         let web = grants.listen("web").ok_or("no `web` grant")?;
         let listener = web.listen(addr).map_err(|e| e.message())?;
         drop(web);
-        let workers = grants.spawner("workers").ok_or("no `workers` grant")?;
         println!("serving on http://{}", listener.local_address());
+        if setting(&conf, "isolate") == Some("no") {
+            let mut input = greeting.into_bytes();
+            input.push(b'\n');
+            loop {
+                let Ok(client) = listener.accept() else {
+                    continue;
+                };
+                let reply = match read_request(&client) {
+                    Ok(request) => handle(
+                        &[input.as_slice(), &request].concat(),
+                        Grants::from(Vec::new()),
+                    ),
+                    Err(msg) => response(400, &msg),
+                };
+                let _ = client.write(&reply);
+                let _ = client.shutdown();
+            }
+        }
+        let workers = grants.spawner("workers").ok_or("no `workers` grant")?;
 
         let mut connections = Vec::new();
         loop {
