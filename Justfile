@@ -18,9 +18,12 @@ guests:
 build:
     cargo build -p capbroker
 
-# Run the worker example on a fresh scratch folder.
-demo: guests build
-    rm -rf {{demo_dir}}
+# Run the worker and fanout examples, then start the web server example.
+demo: examples serve
+
+# Run the worker and fanout examples on a fresh scratch folder.
+examples: guests build
+    rm -rf {{demo_dir}}/conf {{demo_dir}}/data
     mkdir -p {{demo_dir}}/conf {{demo_dir}}/data/reports {{demo_dir}}/data/private
     printf 'folder = reports\n' > {{demo_dir}}/conf/worker.conf
     printf 'the quick brown fox\njumps over the lazy dog\n' > {{demo_dir}}/data/reports/fox.txt
@@ -58,9 +61,13 @@ serve: guests build
 test: guests
     cargo test --workspace
 
-# Spawn latency against bare instantiation, and spawns per second.
+# Spawn latency against bare instantiation; the web server under load
+# against a long-lived instance and `wasmtime serve` (installed into
+# target/tools if missing).
 bench: guests
     cargo bench --bench spawn
+    test -x target/tools/bin/wasmtime || cargo install --locked wasmtime-cli@48.0.8 --root target/tools
+    cargo bench --bench web
 
 # Format and lint everything.
 check:
