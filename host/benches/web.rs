@@ -110,7 +110,8 @@ fn wasmtime_binary() -> Option<PathBuf> {
 fn wasmtime_serve(wasmtime: &Path, guests: &Path) -> (Server, u16) {
     let port = free_port();
     let child = Command::new(wasmtime)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        // `-S cli`: Rust's std imports wasi:cli, which serve links only on request.
+        .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
         .arg(guests.join("http_hello.wasm"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
