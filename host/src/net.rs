@@ -223,6 +223,73 @@ pub struct ListenRight(pub Reach);
 /// The right to connect to the addresses of its [`Reach`].
 pub struct ConnectRight(pub Reach);
 
+/// What listen and connect rights share: a reach, and how to wrap one.
+trait Right: Send + Sized + 'static {
+    const KIND: &'static str;
+    fn reach(&self) -> &Reach;
+    fn wrap(reach: Reach) -> Self;
+}
+
+impl Right for ListenRight {
+    const KIND: &'static str = "listen-right";
+    fn reach(&self) -> &Reach {
+        &self.0
+    }
+    fn wrap(reach: Reach) -> Self {
+        ListenRight(reach)
+    }
+}
+
+impl Right for ConnectRight {
+    const KIND: &'static str = "connect-right";
+    fn reach(&self) -> &Reach {
+        &self.0
+    }
+    fn wrap(reach: Reach) -> Self {
+        ConnectRight(reach)
+    }
+}
+
+impl BrokerCtxView<'_> {
+    fn ranges_of<R: Right>(&mut self, r: Resource<R>) -> wasmtime::Result<Vec<AddressRange>> {
+        Ok(self
+            .table
+            .get(&r)?
+            .reach()
+            .ranges
+            .iter()
+            .map(|r| r.to_wit())
+            .collect())
+    }
+
+    fn attenuate_right<R: Right>(
+        &mut self,
+        r: Resource<R>,
+        ranges: Vec<AddressRange>,
+    ) -> HostResult<Resource<R>> {
+        let reach = self.table.get(&r)?.reach();
+        match reach
+            .lineage
+            .check()
+            .and_then(|()| reach.attenuate(&ranges))
+        {
+            Ok(narrow) => Ok(self.table.push(R::wrap(narrow))?),
+            Err(e) => self.refuse(&format!("{}.attenuate", R::KIND), "", e),
+        }
+    }
+
+    fn revocable_right<R: Right>(
+        &mut self,
+        r: Resource<R>,
+    ) -> HostResult<(Resource<R>, Resource<RevokerHandle>)> {
+        let reach = self.table.get(&r)?.reach();
+        reach.lineage.check()?;
+        let (copy, revoker) = reach.revocable();
+        let copy = self.table.push(R::wrap(copy))?;
+        Ok((copy, self.table.push(revoker)?))
+    }
+}
+
 impl ListenRight {
     pub fn copy(&self) -> ListenRight {
         ListenRight(self.0.clone())
@@ -301,14 +368,7 @@ impl Host for BrokerCtxView<'_> {}
 
 impl HostListenRight for BrokerCtxView<'_> {
     fn ranges(&mut self, r: Resource<ListenRight>) -> wasmtime::Result<Vec<AddressRange>> {
-        Ok(self
-            .table
-            .get(&r)?
-            .0
-            .ranges
-            .iter()
-            .map(|r| r.to_wit())
-            .collect())
+        self.ranges_of(r)
     }
 
     fn attenuate(
@@ -316,26 +376,14 @@ impl HostListenRight for BrokerCtxView<'_> {
         r: Resource<ListenRight>,
         ranges: Vec<AddressRange>,
     ) -> HostResult<Resource<ListenRight>> {
-        let reach = &self.table.get(&r)?.0;
-        match reach
-            .lineage
-            .check()
-            .and_then(|()| reach.attenuate(&ranges))
-        {
-            Ok(narrow) => Ok(self.table.push(ListenRight(narrow))?),
-            Err(e) => self.refuse("listen-right.attenuate", "", e),
-        }
+        self.attenuate_right(r, ranges)
     }
 
     fn revocable(
         &mut self,
         r: Resource<ListenRight>,
     ) -> HostResult<(Resource<ListenRight>, Resource<RevokerHandle>)> {
-        let reach = &self.table.get(&r)?.0;
-        reach.lineage.check()?;
-        let (copy, revoker) = reach.revocable();
-        let copy = self.table.push(ListenRight(copy))?;
-        Ok((copy, self.table.push(revoker)?))
+        self.revocable_right(r)
     }
 
     fn listen(
@@ -376,14 +424,7 @@ impl HostListenRight for BrokerCtxView<'_> {
 
 impl HostConnectRight for BrokerCtxView<'_> {
     fn ranges(&mut self, r: Resource<ConnectRight>) -> wasmtime::Result<Vec<AddressRange>> {
-        Ok(self
-            .table
-            .get(&r)?
-            .0
-            .ranges
-            .iter()
-            .map(|r| r.to_wit())
-            .collect())
+        self.ranges_of(r)
     }
 
     fn attenuate(
@@ -391,26 +432,14 @@ impl HostConnectRight for BrokerCtxView<'_> {
         r: Resource<ConnectRight>,
         ranges: Vec<AddressRange>,
     ) -> HostResult<Resource<ConnectRight>> {
-        let reach = &self.table.get(&r)?.0;
-        match reach
-            .lineage
-            .check()
-            .and_then(|()| reach.attenuate(&ranges))
-        {
-            Ok(narrow) => Ok(self.table.push(ConnectRight(narrow))?),
-            Err(e) => self.refuse("connect-right.attenuate", "", e),
-        }
+        self.attenuate_right(r, ranges)
     }
 
     fn revocable(
         &mut self,
         r: Resource<ConnectRight>,
     ) -> HostResult<(Resource<ConnectRight>, Resource<RevokerHandle>)> {
-        let reach = &self.table.get(&r)?.0;
-        reach.lineage.check()?;
-        let (copy, revoker) = reach.revocable();
-        let copy = self.table.push(ConnectRight(copy))?;
-        Ok((copy, self.table.push(revoker)?))
+        self.revocable_right(r)
     }
 
     async fn connect(
