@@ -47,6 +47,20 @@ fn free_port() -> u16 {
 
 struct Server(Child);
 
+impl Server {
+    /// Starts `cmd` quietly and waits until it listens on `port`.
+    fn start(mut cmd: Command, port: u16) -> (Server, u16) {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        wait_for(port);
+        (server, port)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -74,25 +88,20 @@ fn capbroker(guests: &Path, dir: &Path, isolate: bool) -> (Server, u16) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
-        .args([
-            "run",
-            "--dir",
-            &format!("cfg={}:ro", conf.display()),
-            "--dir",
-            &format!("uploads={}", conf.join("uploads").display()),
-            "--listen",
-            &format!("web=127.0.0.1:{port}"),
-            "--spawn",
-            "workers=max-memory=64MiB,max-fuel=4G,timeout=10s,max-children=400",
-        ])
-        .arg(guests.join("web_server.wasm"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port);
-    (Server(child), port)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capbroker"));
+    cmd.args([
+        "run",
+        "--dir",
+        &format!("cfg={}:ro", conf.display()),
+        "--dir",
+        &format!("uploads={}", conf.join("uploads").display()),
+        "--listen",
+        &format!("web=127.0.0.1:{port}"),
+        "--spawn",
+        "workers=max-memory=64MiB,max-fuel=4G,timeout=10s,max-children=400",
+    ])
+    .arg(guests.join("web_server.wasm"));
+    Server::start(cmd, port)
 }
 
 fn wasmtime_binary() -> Option<PathBuf> {
@@ -109,16 +118,11 @@ fn wasmtime_binary() -> Option<PathBuf> {
 
 fn wasmtime_serve(wasmtime: &Path, guests: &Path) -> (Server, u16) {
     let port = free_port();
-    let child = Command::new(wasmtime)
-        // `-S cli`: Rust's std imports wasi:cli, which serve links only on request.
-        .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
-        .arg(guests.join("http_hello.wasm"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port);
-    (Server(child), port)
+    let mut cmd = Command::new(wasmtime);
+    // `-S cli`: Rust's std imports wasi:cli, which serve links only on request.
+    cmd.args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
+        .arg(guests.join("http_hello.wasm"));
+    Server::start(cmd, port)
 }
 
 /// One request on a new connection; the latency, if the answer was a 200.

@@ -20,6 +20,15 @@ use crate::types::{Error, HostError, HostResult, Rights};
 /// `tcp-stream.read` returns at most this many bytes per call.
 const MAX_READ: u32 = 1 << 20;
 
+/// Parses an IP network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
+fn parse_network(s: &str) -> Option<IpNet> {
+    if s.contains('/') {
+        s.parse().ok()
+    } else {
+        s.parse::<IpAddr>().ok().map(IpNet::from)
+    }
+}
+
 /// One range of addresses: a network and an inclusive port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
@@ -35,12 +44,7 @@ impl Range {
             format!("`{s}` is not ADDRESS[/PREFIX]:PORT[-PORT] (e.g. 127.0.0.1:8080, 10.0.0.0/8:443, [::1]:8000-8099)")
         };
         let (addr, ports) = s.rsplit_once(':').ok_or_else(bad)?;
-        let addr = addr.replace(['[', ']'], "");
-        let net = if addr.contains('/') {
-            addr.parse::<IpNet>().map_err(|_| bad())?
-        } else {
-            IpNet::from(addr.parse::<IpAddr>().map_err(|_| bad())?)
-        };
+        let net = parse_network(&addr.replace(['[', ']'], "")).ok_or_else(bad)?;
         let (first, last) = match ports.split_once('-') {
             Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
             None => {
@@ -58,12 +62,8 @@ impl Range {
     }
 
     fn from_wit(r: &AddressRange) -> Result<Range, Error> {
-        let net = if r.network.contains('/') {
-            r.network.parse::<IpNet>().ok()
-        } else {
-            r.network.parse::<IpAddr>().ok().map(IpNet::from)
-        }
-        .ok_or_else(|| Error::Invalid(format!("`{}` is not an IP network", r.network)))?;
+        let net = parse_network(&r.network)
+            .ok_or_else(|| Error::Invalid(format!("`{}` is not an IP network", r.network)))?;
         if r.first_port > r.last_port {
             return Err(Error::Invalid(format!(
                 "ports {}-{} are an empty range",

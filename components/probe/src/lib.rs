@@ -201,16 +201,16 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
     }
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
-        ["rights", _] => Ok(rights_list(dir(&h.dirs, words[1])?.rights())),
+        ["rights", _] => Ok(rights_list(held(&h.dirs, "dir", words[1])?.rights())),
         ["read", _, path] => {
-            let bytes = dir(&h.dirs, words[1])?.read_file(path)?;
+            let bytes = held(&h.dirs, "dir", words[1])?.read_file(path)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
-        ["write", _, path, content] => dir(&h.dirs, words[1])?
+        ["write", _, path, content] => held(&h.dirs, "dir", words[1])?
             .write_file(path, content.as_bytes())
             .map(|_| String::new()),
         ["list", _, path] => {
-            let entries = dir(&h.dirs, words[1])?.list(path)?;
+            let entries = held(&h.dirs, "dir", words[1])?.list(path)?;
             Ok(entries
                 .iter()
                 .map(|e| format!("{}={}", e.name, kind(e.kind)))
@@ -218,28 +218,28 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 .join(","))
         }
         ["stat", _, path] => {
-            let s = dir(&h.dirs, words[1])?.stat(path)?;
+            let s = held(&h.dirs, "dir", words[1])?.stat(path)?;
             Ok(format!("{}:{}", kind(s.kind), s.size))
         }
-        ["mkdir", _, path] => dir(&h.dirs, words[1])?
+        ["mkdir", _, path] => held(&h.dirs, "dir", words[1])?
             .create_dir(path)
             .map(|_| String::new()),
-        ["rm", _, path] => dir(&h.dirs, words[1])?
+        ["rm", _, path] => held(&h.dirs, "dir", words[1])?
             .remove_file(path)
             .map(|_| String::new()),
-        ["rmdir", _, path] => dir(&h.dirs, words[1])?
+        ["rmdir", _, path] => held(&h.dirs, "dir", words[1])?
             .remove_dir(path)
             .map(|_| String::new()),
-        ["rename", _, from, to] => dir(&h.dirs, words[1])?
+        ["rename", _, from, to] => held(&h.dirs, "dir", words[1])?
             .rename(from, to)
             .map(|_| String::new()),
         ["open-dir", _, path, rights, new] => {
-            let sub = dir(&h.dirs, words[1])?.open_dir(path, parse_rights(rights))?;
+            let sub = held(&h.dirs, "dir", words[1])?.open_dir(path, parse_rights(rights))?;
             h.dirs.insert(new.to_string(), sub);
             Ok(String::new())
         }
         ["attenuate", _, rights, new] => {
-            let sub = dir(&h.dirs, words[1])?.attenuate(parse_rights(rights))?;
+            let sub = held(&h.dirs, "dir", words[1])?.attenuate(parse_rights(rights))?;
             h.dirs.insert(new.to_string(), sub);
             Ok(String::new())
         }
@@ -250,7 +250,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(String::new())
         }
         ["open", _, path, flags, new] => {
-            let f = dir(&h.dirs, words[1])?.open_file(path, parse_flags(flags))?;
+            let f = held(&h.dirs, "dir", words[1])?.open_file(path, parse_flags(flags))?;
             h.files.insert(new.to_string(), f);
             Ok(String::new())
         }
@@ -292,7 +292,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         // Streams a file through in chunks; checks the pattern `stream-write`
         // writes and returns the byte count and the peak linear memory.
         ["stream-read", _, path, chunk] => {
-            let f = dir(&h.dirs, words[1])?.open_file(path, OpenFlags::READ)?;
+            let f = held(&h.dirs, "dir", words[1])?.open_file(path, OpenFlags::READ)?;
             let chunk: u32 = chunk.parse().unwrap();
             let mut total = 0u64;
             let mut pattern_ok = true;
@@ -315,7 +315,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             ))
         }
         ["stream-write", _, path, size, chunk] => {
-            let f = dir(&h.dirs, words[1])?.open_file(
+            let f = held(&h.dirs, "dir", words[1])?.open_file(
                 path,
                 OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
             )?;
@@ -335,7 +335,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         }
         // Derives handles until the host refuses; drops them all again.
         ["exhaust", _] => {
-            let base = dir(&h.dirs, words[1])?;
+            let base = held(&h.dirs, "dir", words[1])?;
             let mut held = Vec::new();
             let err = loop {
                 match base.attenuate(Rights::READ) {
@@ -357,7 +357,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         ["read-loop", _, path, n] => {
             let mut counts: HashMap<String, u32> = HashMap::new();
             for _ in 0..n.parse::<u32>().unwrap() {
-                let key = match dir(&h.dirs, words[1])?.read_file(path) {
+                let key = match held(&h.dirs, "dir", words[1])?.read_file(path) {
                     Ok(b) => format!("ok={}", String::from_utf8_lossy(&b)),
                     Err(e) => describe(&e).split(':').next().unwrap().to_string(),
                 };
@@ -372,30 +372,32 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         }
         ["memory"] => Ok(memory_bytes().to_string()),
         ["listen", r, addr, name] => {
-            let l = get(&h.listens, r)?.listen(addr)?;
+            let l = held(&h.listens, "handle", r)?.listen(addr)?;
             let local = l.local_address();
             h.listeners.insert(name.to_string(), l);
             Ok(local)
         }
         ["connect", r, addr, name] => {
-            let s = get(&h.connects, r)?.connect(addr)?;
+            let s = held(&h.connects, "handle", r)?.connect(addr)?;
             let peer = s.peer_address();
             h.streams.insert(name.to_string(), s);
             Ok(peer)
         }
         ["accept", l, name] => {
-            let s = get(&h.listeners, l)?.accept()?;
+            let s = held(&h.listeners, "handle", l)?.accept()?;
             h.streams.insert(name.to_string(), s);
             Ok(String::new())
         }
         ["sread", s, len] => {
-            let data = get(&h.streams, s)?.read(len.parse().unwrap())?;
+            let data = held(&h.streams, "handle", s)?.read(len.parse().unwrap())?;
             Ok(String::from_utf8_lossy(&data).into_owned())
         }
-        ["swrite", s, data] => get(&h.streams, s)?
+        ["swrite", s, data] => held(&h.streams, "handle", s)?
             .write(data.as_bytes())
             .map(|_| String::new()),
-        ["sshut", s] => get(&h.streams, s)?.shutdown().map(|_| String::new()),
+        ["sshut", s] => held(&h.streams, "handle", s)?
+            .shutdown()
+            .map(|_| String::new()),
         ["sdrop", s] => {
             h.streams
                 .remove(*s)
@@ -405,7 +407,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         ["ranges", r] => {
             let ranges = match h.listens.get(*r) {
                 Some(l) => l.ranges(),
-                None => get(&h.connects, r)?.ranges(),
+                None => held(&h.connects, "handle", r)?.ranges(),
             };
             Ok(ranges
                 .iter()
@@ -431,7 +433,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 let n = l.attenuate(&ranges)?;
                 h.listens.insert(new.to_string(), n);
             } else {
-                let n = get(&h.connects, r)?.attenuate(&ranges)?;
+                let n = held(&h.connects, "handle", r)?.attenuate(&ranges)?;
                 h.connects.insert(new.to_string(), n);
             }
             Ok(String::new())
@@ -490,21 +492,23 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             }
             Ok(format!("spawned={n},refused={refused}"))
         }
-        ["wait", p] => Ok(status(&proc(h, p)?.wait())),
-        ["try-wait", p] => Ok(proc(h, p)?
+        ["wait", p] => Ok(status(&held(&h.procs, "process", p)?.wait())),
+        ["try-wait", p] => Ok(held(&h.procs, "process", p)?
             .try_wait()
             .map(|s| status(&s))
             .unwrap_or("running".into())),
         ["kill", p] => {
-            proc(h, p)?.kill();
+            held(&h.procs, "process", p)?.kill();
             Ok(String::new())
         }
-        ["psend", p, msg] => proc(h, p)?.send(msg.as_bytes()).map(|_| String::new()),
-        ["precv", p] => Ok(proc(h, p)?
+        ["psend", p, msg] => held(&h.procs, "process", p)?
+            .send(msg.as_bytes())
+            .map(|_| String::new()),
+        ["precv", p] => Ok(held(&h.procs, "process", p)?
             .receive()
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .unwrap_or("none".into())),
-        ["pid", p] => Ok(proc(h, p)?.id().to_string()),
+        ["pid", p] => Ok(held(&h.procs, "process", p)?.id().to_string()),
         ["pdrop", p] => {
             h.procs
                 .remove(*p)
@@ -512,7 +516,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(String::new())
         }
         ["budget", sp] => {
-            let b = spawner(h, sp)?.budget();
+            let b = held(&h.spawners, "spawner", sp)?.budget();
             Ok(format!(
                 "{},{},{},{},{}",
                 b.limits.max_memory,
@@ -522,9 +526,9 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 b.components.join("+")
             ))
         }
-        ["running", sp] => Ok(spawner(h, sp)?.running().to_string()),
+        ["running", sp] => Ok(held(&h.spawners, "spawner", sp)?.running().to_string()),
         ["attenuate-spawner", sp, limits, children, comps, new] => {
-            let s = spawner(h, sp)?;
+            let s = held(&h.spawners, "spawner", sp)?;
             let limits = parse_limits(limits, s);
             let budget = capbroker_sdk::Budget {
                 limits,
@@ -551,7 +555,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 h.dirs.insert(new.to_string(), copy);
                 h.revokers.insert(rev.to_string(), r);
             } else {
-                let (copy, r) = spawner(h, name)?.revocable()?;
+                let (copy, r) = held(&h.spawners, "spawner", name)?.revocable()?;
                 h.spawners.insert(new.to_string(), copy);
                 h.revokers.insert(rev.to_string(), r);
             }
@@ -599,7 +603,7 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
         return Err(Error::Invalid(format!("bad spawn command `{rest}`")));
     };
     let input = parts.get(5).copied().unwrap_or("");
-    let s = spawner(h, sp)?;
+    let s = held(&h.spawners, "spawner", sp)?;
     let limits = parse_limits(limits, s);
     let (comp, entry) = match comp.split_once('@') {
         Some((c, e)) => (c, Some(e)),
@@ -679,26 +683,10 @@ fn status(s: &ExitStatus) -> String {
     }
 }
 
-fn proc<'a>(h: &'a Held, name: &str) -> Result<&'a Process, Error> {
-    h.procs
-        .get(name)
-        .ok_or_else(|| Error::Invalid(format!("probe holds no process `{name}`")))
-}
-
-fn spawner<'a>(h: &'a Held, name: &str) -> Result<&'a Spawner, Error> {
-    h.spawners
-        .get(name)
-        .ok_or_else(|| Error::Invalid(format!("probe holds no spawner `{name}`")))
-}
-
-fn get<'a, T>(map: &'a HashMap<String, T>, name: &str) -> Result<&'a T, Error> {
+/// The handle of `kind` the probe holds as `name`.
+fn held<'a, T>(map: &'a HashMap<String, T>, kind: &str, name: &str) -> Result<&'a T, Error> {
     map.get(name)
-        .ok_or_else(|| Error::Invalid(format!("probe holds no handle `{name}`")))
-}
-
-fn dir<'a>(dirs: &'a HashMap<String, Dir>, name: &str) -> Result<&'a Dir, Error> {
-    dirs.get(name)
-        .ok_or_else(|| Error::Invalid(format!("probe holds no dir `{name}`")))
+        .ok_or_else(|| Error::Invalid(format!("probe holds no {kind} `{name}`")))
 }
 
 fn memory_bytes() -> usize {

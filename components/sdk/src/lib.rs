@@ -146,11 +146,16 @@ impl Grants {
         Some(self.0.swap_remove(i).handle)
     }
 
-    /// Takes the directory granted as `name`, if one was.
-    pub fn dir(&mut self, name: &str) -> Option<Dir> {
-        match self.take(name)? {
-            Handle::Dir(d) => Some(d),
-            other => {
+    /// Takes the handle granted as `name` if `pick` accepts its kind; a
+    /// handle of another kind stays for a later taker.
+    fn take_as<T>(
+        &mut self,
+        name: &str,
+        pick: impl FnOnce(Handle) -> Result<T, Handle>,
+    ) -> Option<T> {
+        match pick(self.take(name)?) {
+            Ok(t) => Some(t),
+            Err(other) => {
                 self.0.push(Grant {
                     name: name.into(),
                     handle: other,
@@ -158,62 +163,46 @@ impl Grants {
                 None
             }
         }
+    }
+
+    /// Takes the directory granted as `name`, if one was.
+    pub fn dir(&mut self, name: &str) -> Option<Dir> {
+        self.take_as(name, |h| match h {
+            Handle::Dir(d) => Ok(d),
+            other => Err(other),
+        })
     }
 
     /// Takes the listen right granted as `name`, if one was.
     pub fn listen(&mut self, name: &str) -> Option<ListenRight> {
-        match self.take(name)? {
-            Handle::Listen(l) => Some(l),
-            other => {
-                self.0.push(Grant {
-                    name: name.into(),
-                    handle: other,
-                });
-                None
-            }
-        }
+        self.take_as(name, |h| match h {
+            Handle::Listen(l) => Ok(l),
+            other => Err(other),
+        })
     }
 
     /// Takes the connect right granted as `name`, if one was.
     pub fn connect(&mut self, name: &str) -> Option<ConnectRight> {
-        match self.take(name)? {
-            Handle::Connect(c) => Some(c),
-            other => {
-                self.0.push(Grant {
-                    name: name.into(),
-                    handle: other,
-                });
-                None
-            }
-        }
+        self.take_as(name, |h| match h {
+            Handle::Connect(c) => Ok(c),
+            other => Err(other),
+        })
     }
 
     /// Takes the TCP stream shared as `name`, if one was.
     pub fn tcp_stream(&mut self, name: &str) -> Option<TcpStream> {
-        match self.take(name)? {
-            Handle::TcpStream(s) => Some(s),
-            other => {
-                self.0.push(Grant {
-                    name: name.into(),
-                    handle: other,
-                });
-                None
-            }
-        }
+        self.take_as(name, |h| match h {
+            Handle::TcpStream(s) => Ok(s),
+            other => Err(other),
+        })
     }
 
     /// Takes the spawner granted as `name`, if one was.
     pub fn spawner(&mut self, name: &str) -> Option<Spawner> {
-        match self.take(name)? {
-            Handle::Spawner(s) => Some(s),
-            other => {
-                self.0.push(Grant {
-                    name: name.into(),
-                    handle: other,
-                });
-                None
-            }
-        }
+        self.take_as(name, |h| match h {
+            Handle::Spawner(s) => Ok(s),
+            other => Err(other),
+        })
     }
 
     /// The names of the grants not yet taken.
