@@ -201,3 +201,50 @@ async fn revoking_a_listen_right_stops_its_listeners() {
     ])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rights_narrow_and_revoke_like_listen_rights() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut p = Probe::start(&[connect(&format!("api=127.0.0.0/8:{port}"))]).await;
+    p.expect(&[
+        (
+            &format!("net-attenuate api 127.0.0.1:{port}-{port} N"),
+            "ok",
+        ),
+        (
+            &format!("ranges N"),
+            &format!("ok:127.0.0.1/32:{port}-{port}"),
+        ),
+        (
+            &format!("net-attenuate api 10.0.0.1:{port}-{port} X"),
+            "err:refused",
+        ),
+        (
+            &format!("net-attenuate N 127.0.0.2:{port}-{port} X"),
+            "err:refused",
+        ),
+        (
+            &format!("connect N 127.0.0.2:{port} S"),
+            "err:refused:127.0.0.2",
+        ),
+        ("revocable N C R", "ok"),
+        (
+            &format!("connect C 127.0.0.1:{port} S"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+        ("revoke R", "ok"),
+        (&format!("connect C 127.0.0.1:{port} S2"), "err:revoked"),
+        ("swrite S after", "err:revoked"),
+        (
+            &format!("net-attenuate C 127.0.0.1:{port}-{port} X"),
+            "err:revoked",
+        ),
+        // The right it was copied from is untouched.
+        (
+            &format!("connect N 127.0.0.1:{port} S3"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+    ])
+    .await;
+}

@@ -550,6 +550,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 let (copy, r) = l.revocable()?;
                 h.listens.insert(new.to_string(), copy);
                 h.revokers.insert(rev.to_string(), r);
+            } else if let Some(c) = h.connects.get(*name) {
+                let (copy, r) = c.revocable()?;
+                h.connects.insert(new.to_string(), copy);
+                h.revokers.insert(rev.to_string(), r);
             } else if let Some(d) = h.dirs.get(*name) {
                 let (copy, r) = d.revocable()?;
                 h.dirs.insert(new.to_string(), copy);
