@@ -212,10 +212,7 @@ async fn connect_rights_narrow_and_revoke_like_listen_rights() {
             &format!("net-attenuate api 127.0.0.1:{port}-{port} N"),
             "ok",
         ),
-        (
-            &format!("ranges N"),
-            &format!("ok:127.0.0.1/32:{port}-{port}"),
-        ),
+        ("ranges N", &format!("ok:127.0.0.1/32:{port}-{port}")),
         (
             &format!("net-attenuate api 10.0.0.1:{port}-{port} X"),
             "err:refused",
