@@ -9,7 +9,8 @@
 //! every core busy. Last, it measures what metering CPU with fuel costs
 //! against epochs alone, on a busy loop.
 //!
-//! With `PROFILE_SPAWN=1` it only spawns, 300,000 times, for a profiler.
+//! With `PROFILE_SPAWN=b` it only spawns (b), `PROFILE_COUNT` times
+//! (300,000 by default), for a profiler; `a` and `c` run the baselines.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -172,15 +173,20 @@ fn main() {
     let engine = rt.engine().clone();
     let dir = tempfile::tempdir().unwrap();
 
-    if std::env::var_os("PROFILE_SPAWN").is_some() {
+    if let Ok(what) = std::env::var("PROFILE_SPAWN") {
+        let n: usize = std::env::var("PROFILE_COUNT").map_or(300_000, |n| n.parse().unwrap());
         let single = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         single.block_on(async {
             let mut parent = Parent::new(&engine, &components, dir.path());
-            for _ in 0..300_000 {
-                parent.spawn_and_wait().await;
+            for _ in 0..n {
+                match what.as_str() {
+                    "a" => bare(&engine, &components, &pre).await,
+                    "c" => bare_and_call(&engine, &components, &pre).await,
+                    _ => parent.spawn_and_wait().await,
+                }
             }
         });
         return;
@@ -190,28 +196,36 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The parent runs as a task, as capbroker runs every component: a task
+    // woken by a task it spawned is rescheduled on the same thread.
     let (a, b, c) = single.block_on(async {
-        let mut parent = Parent::new(&engine, &components, dir.path());
-        for _ in 0..WARMUP {
-            bare(&engine, &components, &pre).await;
-            parent.spawn_and_wait().await;
-        }
-        let mut a = Vec::with_capacity(ITERATIONS);
-        let mut b = Vec::with_capacity(ITERATIONS);
-        let mut c = Vec::with_capacity(ITERATIONS);
-        // Interleave them so that all see the same machine state.
-        for _ in 0..ITERATIONS {
-            let t = Instant::now();
-            bare(&engine, &components, &pre).await;
-            a.push(t.elapsed());
-            let t = Instant::now();
-            parent.spawn_and_wait().await;
-            b.push(t.elapsed());
-            let t = Instant::now();
-            bare_and_call(&engine, &components, &pre).await;
-            c.push(t.elapsed());
-        }
-        (a, b, c)
+        let (engine, components, pre) = (engine.clone(), components.clone(), pre.clone());
+        let dir = dir.path().to_owned();
+        tokio::spawn(async move {
+            let mut parent = Parent::new(&engine, &components, &dir);
+            for _ in 0..WARMUP {
+                bare(&engine, &components, &pre).await;
+                parent.spawn_and_wait().await;
+            }
+            let mut a = Vec::with_capacity(ITERATIONS);
+            let mut b = Vec::with_capacity(ITERATIONS);
+            let mut c = Vec::with_capacity(ITERATIONS);
+            // Interleave them so that all see the same machine state.
+            for _ in 0..ITERATIONS {
+                let t = Instant::now();
+                bare(&engine, &components, &pre).await;
+                a.push(t.elapsed());
+                let t = Instant::now();
+                parent.spawn_and_wait().await;
+                b.push(t.elapsed());
+                let t = Instant::now();
+                bare_and_call(&engine, &components, &pre).await;
+                c.push(t.elapsed());
+            }
+            (a, b, c)
+        })
+        .await
+        .unwrap()
     });
     println!(
         "spawn benchmark: {} (tiny.wasm), {ITERATIONS} runs each",

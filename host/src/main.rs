@@ -123,7 +123,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    match runtime.block_on(dispatch(cli.command)) {
+    // The root component runs as a task, like its children: a child then
+    // starts on the parent's worker thread, and waking the parent when it
+    // ends is a local reschedule rather than a cross-thread wake-up.
+    let root = runtime.block_on(async { tokio::spawn(dispatch(cli.command)).await });
+    match root.unwrap_or_else(|e| Err(wasmtime::format_err!("the host task failed: {e}"))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("capbroker: error: {e:#}");

@@ -7,10 +7,13 @@
 //! handles) and gives back its slot in the spawners' budgets. Only then is
 //! its exit status published to the parent.
 
-use std::sync::Arc;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
 use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Store, Trap};
 
@@ -33,15 +36,27 @@ pub struct ProcessHandle {
     id: u64,
     to_child: mpsc::Sender<Vec<u8>>,
     from_child: mpsc::Receiver<Vec<u8>>,
-    status: watch::Receiver<Option<ExitStatus>>,
-    kill: Arc<Notify>,
+    /// The child ends when this fires, or when it closes because the
+    /// handle was dropped: no process outlives the last handle to it.
+    kill: Option<oneshot::Sender<()>>,
+    ended: oneshot::Receiver<ExitStatus>,
+    /// The exit status, once heard.
+    status: Option<ExitStatus>,
 }
 
-impl Drop for ProcessHandle {
-    /// A parent that lets go of a child ends it: no process outlives the
-    /// last handle to it.
-    fn drop(&mut self) {
-        self.kill.notify_one();
+impl ProcessHandle {
+    /// The exit status if the child has ended, without waiting.
+    fn poll_status(&mut self) -> wasmtime::Result<Option<&ExitStatus>> {
+        if self.status.is_none() {
+            match self.ended.try_recv() {
+                Ok(s) => self.status = Some(s),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    wasmtime::bail!("the task of process {} vanished", self.id)
+                }
+            }
+        }
+        Ok(self.status.as_ref())
     }
 }
 
@@ -181,25 +196,20 @@ impl BrokerCtxView<'_> {
             });
         }
 
-        let (status_tx, status) = watch::channel(None);
-        let kill = Arc::new(Notify::new());
+        let (status_tx, ended) = oneshot::channel();
+        let (kill, killed) = oneshot::channel();
         let audit = self.ctx.audit.clone();
         audit.spawned(pid, name, &names);
         let run = {
-            let kill = kill.clone();
-            let timeout = store_limits.timeout.unwrap_or(Duration::MAX);
+            let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
             async move {
-                let status = tokio::select! {
-                    biased;
-                    _ = kill.notified() => ExitStatus::Killed,
-                    _ = tokio::time::sleep(timeout) => ExitStatus::TimedOut,
-                    s = run_child(&pre, &mut store, &entry, input, child_grants) => s,
-                };
+                let child = run_child(&pre, &mut store, &entry, input, child_grants);
+                let status = supervise(child, killed, deadline).await;
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
                 drop(slot);
                 audit.exited(pid, status_word(&status));
-                let _ = status_tx.send(Some(status));
+                let _ = status_tx.send(status);
             }
         };
         tokio::spawn(run);
@@ -207,11 +217,46 @@ impl BrokerCtxView<'_> {
             id: pid,
             to_child,
             from_child,
-            status,
-            kill,
+            kill: Some(kill),
+            ended,
+            status: None,
         };
         Ok(self.table.push(handle)?)
     }
+}
+
+/// Runs `child` until it ends, is killed, or passes `deadline`.
+///
+/// The timer is armed only once the child first waits: a child that runs
+/// to its end in one go (most per-request children) never touches tokio's
+/// timer wheel. A busy child still waits at every epoch tick (see
+/// `new_store`), so its deadline holds.
+async fn supervise(
+    child: impl Future<Output = ExitStatus>,
+    mut killed: oneshot::Receiver<()>,
+    deadline: Instant,
+) -> ExitStatus {
+    let mut child = pin!(child);
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    poll_fn(|cx| {
+        if Pin::new(&mut killed).poll(cx).is_ready() {
+            return Poll::Ready(ExitStatus::Killed);
+        }
+        if let Some(timer) = timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(ExitStatus::TimedOut);
+            }
+        }
+        if let Poll::Ready(status) = child.as_mut().poll(cx) {
+            return Poll::Ready(status);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(ExitStatus::TimedOut),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Instantiates the child and calls its entry point.
@@ -278,20 +323,24 @@ impl HostProcess for BrokerCtxView<'_> {
     }
 
     async fn wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<ExitStatus> {
-        let mut status = self.table.get(&p)?.status.clone();
-        let ended = status
-            .wait_for(|s| s.is_some())
-            .await
-            .map_err(|_| wasmtime::format_err!("the process's task vanished"))?;
-        Ok(ended.clone().expect("waited for Some"))
+        let p = self.table.get_mut(&p)?;
+        if p.status.is_none() {
+            let status = (&mut p.ended)
+                .await
+                .map_err(|_| wasmtime::format_err!("the task of process {} vanished", p.id))?;
+            p.status = Some(status);
+        }
+        Ok(p.status.clone().expect("just set"))
     }
 
     fn try_wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<ExitStatus>> {
-        Ok(self.table.get(&p)?.status.borrow().clone())
+        Ok(self.table.get_mut(&p)?.poll_status()?.cloned())
     }
 
     fn kill(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
-        self.table.get(&p)?.kill.notify_one();
+        if let Some(kill) = self.table.get_mut(&p)?.kill.take() {
+            let _ = kill.send(());
+        }
         Ok(())
     }
 
