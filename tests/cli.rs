@@ -188,12 +188,16 @@ fn files_that_are_not_capbroker_components_are_clear_errors() {
     let out = capbroker(&["run", &tree.path("absent.wasm").display().to_string()]);
     assert_refused(&out, &["cannot read component", "absent.wasm"]);
 
-    // A component with no exports at all: the missing export is named.
+    // A component with no exports at all: both kinds it could have been are named.
     let empty = wat::parse_str("(component)").unwrap();
     let out = capbroker(&["run", &write("empty.wasm", &empty)]);
     assert_refused(
         &out,
-        &["does not implement capbroker's `app` world", "requests"],
+        &[
+            "is neither a capbroker app",
+            "nor a WASI command",
+            "wasi:cli/run",
+        ],
     );
     // A component importing what capbroker does not provide: the import is named.
     let foreign = wat::parse_str(

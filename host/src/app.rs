@@ -12,10 +12,13 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{App, AppPre};
+use crate::command::CommandComponent;
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
 use crate::grants::{self, GuestGrant, NamedGrant, Request};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::spawn::Components;
+use crate::wasi::{GuardedView, GuardedWasiView, WasiParts};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// The store data of every capbroker component instance.
 pub struct State {
@@ -49,6 +52,18 @@ impl WasiView for State {
     }
 }
 
+impl GuardedWasiView for State {
+    fn guarded(&mut self) -> GuardedView<'_> {
+        GuardedView {
+            wasi: WasiParts {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            },
+            state: &mut self.broker.wasi,
+        }
+    }
+}
+
 impl BrokerView for State {
     fn broker(&mut self) -> BrokerCtxView<'_> {
         BrokerCtxView {
@@ -77,8 +92,6 @@ impl State {
 /// A store for one instance: no WASI authority but stdout and stderr,
 /// bounded memory, handles and fuel, and a yield to tokio at every epoch.
 pub fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<State> {
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(limits.max_handles);
     let wasi = WasiCtx::builder()
         .inherit_stdout()
         .inherit_stderr()
@@ -86,6 +99,18 @@ pub fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<S
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
+    new_store_with_wasi(engine, broker, wasi, limits)
+}
+
+/// A store as [`new_store`] makes, with the given WASI context.
+pub fn new_store_with_wasi(
+    engine: &Engine,
+    broker: BrokerCtx,
+    wasi: WasiCtx,
+    limits: &Limits,
+) -> Store<State> {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_handles);
     LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
     let state = State {
         table,
@@ -113,7 +138,7 @@ impl Runtime {
     pub fn new() -> wasmtime::Result<Self> {
         let engine = crate::engine::new_engine()?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::wasi::add_to_linker(&mut linker)?;
         ctx::add_to_linker(&mut linker)?;
         Ok(Runtime { engine, linker })
     }
@@ -141,6 +166,31 @@ impl Runtime {
             name: component_name(name),
             pre,
         })
+    }
+
+    /// Reads, compiles and links a component of either kind.
+    pub fn load_any(&self, path: &Path) -> wasmtime::Result<Loaded> {
+        let name = path.display().to_string();
+        let pre = self.link(&name, &read(path)?)?;
+        if pre.component().get_export_index(None, "run").is_some() {
+            let pre = AppPre::new(pre).with_context(|| {
+                format!("`{name}` does not implement capbroker's `app` world (capbroker:caps/app@0.1.0)")
+            })?;
+            return Ok(Loaded::App(AppComponent {
+                name: component_name(&name),
+                pre,
+            }));
+        }
+        let pre = CommandPre::new(pre).with_context(|| {
+            format!(
+                "`{name}` is neither a capbroker app (it exports no `run` function) nor a \
+                 WASI command (it does not export `wasi:cli/run`)"
+            )
+        })?;
+        Ok(Loaded::Command(CommandComponent {
+            name: component_name(&name),
+            pre,
+        }))
     }
 
     /// Reads, compiles and links a component to be spawned as a child.
@@ -184,6 +234,14 @@ fn check_header(name: &str, bytes: &[u8]) -> wasmtime::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A component `capbroker run` can run.
+pub enum Loaded {
+    /// A capbroker app: handles as arguments to `run`.
+    App(AppComponent),
+    /// A plain `wasi:cli` command: standard WASI from the operator's grants.
+    Command(CommandComponent),
 }
 
 /// A compiled, linked `app` component, ready to be instantiated many times.

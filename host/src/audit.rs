@@ -49,6 +49,12 @@ impl Audit {
             handle, "dropped");
     }
 
+    /// The component gave up standard WASI authority for good.
+    pub fn pledged(&self, authority: &str) {
+        tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
+            authority, "pledged");
+    }
+
     /// The component revoked a handle it had made revocable.
     pub fn revoked(&self, revoker: u32) {
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,

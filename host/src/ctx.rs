@@ -14,7 +14,9 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use crate::audit::Audit;
 use crate::bindings::capbroker::caps as wit;
 use crate::mailbox::Mailbox;
+use crate::pledge::Pledges;
 use crate::spawn::Components;
+use crate::wasi::WasiState;
 
 /// What capbroker keeps for one component instance, besides its handles.
 pub struct BrokerCtx {
@@ -23,6 +25,10 @@ pub struct BrokerCtx {
     pub(crate) components: Arc<Components>,
     /// The queues to this instance's parent, if it is a child process.
     pub(crate) mailbox: Option<Mailbox>,
+    /// What the instance has given up with `pledge`.
+    pub(crate) pledges: Pledges,
+    /// The guards in front of standard WASI.
+    pub(crate) wasi: WasiState,
 }
 
 /// Process ids, unique in this host process.
@@ -36,6 +42,8 @@ impl BrokerCtx {
             audit: Audit::new(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
             components,
             mailbox: None,
+            pledges: Pledges::default(),
+            wasi: WasiState::default(),
         }
     }
 
@@ -45,6 +53,14 @@ impl BrokerCtx {
             mailbox: Some(mailbox),
             ..BrokerCtx::new(component, components)
         }
+    }
+
+    /// Gives the instance the operator's standard WASI grants; `pledges`
+    /// must be the ones its `WasiCtx` was built with.
+    pub fn with_wasi(mut self, wasi: WasiState, pledges: Pledges) -> Self {
+        self.wasi = wasi;
+        self.pledges = pledges;
+        self
     }
 
     pub fn audit(&self) -> &Audit {
@@ -78,5 +94,6 @@ pub fn add_to_linker<T: BrokerView + 'static>(linker: &mut Linker<T>) -> wasmtim
     wit::grants::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::process::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::mailbox::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::pledge::add_to_linker::<T, Broker>(linker, T::broker)?;
     Ok(())
 }

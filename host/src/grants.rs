@@ -123,7 +123,15 @@ impl Grant {
     /// A `:` suffix is read as rights only when it parses as rights, so host
     /// paths that contain a colon still work.
     pub fn parse_dir(spec: &str) -> wasmtime::Result<NamedGrant> {
-        let (name, rest) = split_name(spec, "--dir", "NAME=PATH[:RIGHTS]")?;
+        let Some((name, rest)) = spec.split_once('=') else {
+            bail!("--dir {spec}: expected NAME=PATH[:RIGHTS]");
+        };
+        // A WASI command's preopens are named by guest paths: `/data`, `.`.
+        let path_like = name.trim_start_matches('/').replace(['/', '.'], "_");
+        if path_like.is_empty() && name != "/" {
+            bail!("--dir {spec}: the name is empty (expected NAME=PATH[:RIGHTS])");
+        }
+        check_name(spec, "--dir", if name == "/" { "root" } else { &path_like })?;
         let (path, rights) = match rest.rsplit_once(':') {
             Some((path, rights)) if !path.is_empty() => match parse_rights(rights) {
                 Ok(r) => (path, r),

@@ -8,7 +8,9 @@
 //! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
 //!   wasmtime embedder;
 //! - one module per WIT interface: [`types`] (with [`revoke`]), [`fs`], [`net`],
-//!   [`spawn`], [`grants`], [`process`], [`mailbox`];
+//!   [`spawn`], [`grants`], [`process`], [`mailbox`], [`pledge`];
+//! - [`wasi`]: standard WASI from the operator's grants, behind the guards
+//!   that `pledge` narrows;
 //! - [`limits`]: what one process may consume;
 //! - [`app`]: loading and running components of the `app` world, as the
 //!   `capbroker` binary does;
@@ -17,6 +19,7 @@
 pub mod app;
 pub mod audit;
 pub mod bindings;
+pub mod command;
 pub mod ctx;
 pub mod engine;
 pub mod fs;
@@ -24,10 +27,12 @@ pub mod grants;
 pub mod limits;
 pub mod mailbox;
 pub mod net;
+pub mod pledge;
 pub mod process;
 pub mod revoke;
 pub mod spawn;
 pub mod types;
+pub mod wasi;
 
 pub use app::{AppComponent, Outcome, Running, Runtime};
 pub use ctx::{add_to_linker, BrokerCtx, BrokerCtxView, BrokerView};

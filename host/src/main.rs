@@ -7,11 +7,16 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
+use capbroker::app::Loaded;
+use capbroker::command::CommandOutcome;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
 use capbroker::limits::parse_duration;
+use capbroker::net::Reach;
 use capbroker::spawn::Components;
+use capbroker::wasi::WasiGrants;
 use capbroker::{Limits, Outcome, Runtime};
 use clap::{Parser, Subcommand};
+use wasmtime::bail;
 use wasmtime::error::Context;
 
 #[derive(Parser)]
@@ -25,14 +30,19 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run a component of capbroker's `app` world.
+    /// Run a component of capbroker's `app` world, or a plain `wasi:cli`
+    /// command.
     #[command(trailing_var_arg = true)]
     Run {
         /// Grant a host directory as NAME=PATH[:RIGHTS]. RIGHTS is `ro`
         /// (read,list), `rw` (all, the default), `none`, or a comma-separated
-        /// list of read, write, create, list, remove. May be repeated.
+        /// list of read, write, create, list, remove. For a WASI command,
+        /// NAME is the guest path it is preopened at (`data`, `/data`, `.`).
+        /// May be repeated.
         #[arg(long = "dir", value_name = "NAME=PATH[:RIGHTS]", value_parser = Grant::parse_dir)]
         dirs: Vec<NamedGrant>,
 
@@ -55,6 +65,15 @@ enum Command {
         /// their addresses inside the ranges are used. May be repeated.
         #[arg(long = "connect", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_connect)]
         connects: Vec<NamedGrant>,
+
+        /// Give a WASI command the environment variable KEY, with VALUE or
+        /// with the host's value. May be repeated.
+        #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+        envs: Vec<(String, String)>,
+
+        /// Let a WASI command read the host's standard input.
+        #[arg(long)]
+        stdin: bool,
 
         /// Make the component at PATH spawnable under NAME. The component
         /// being run is spawnable under its file name (and as `self`).
@@ -98,6 +117,20 @@ fn parse_size(s: &str) -> Result<usize, String> {
         return Err("a memory limit of zero would stop any component from starting".into());
     }
     Ok(size)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k.to_string(), v.to_string()),
+        None => (
+            s.to_string(),
+            std::env::var(s).map_err(|_| format!("`{s}` is not set in the host's environment"))?,
+        ),
+    };
+    if key.is_empty() {
+        return Err(format!("`{s}` has an empty name"));
+    }
+    Ok((key, value))
 }
 
 fn parse_component(s: &str) -> Result<(String, PathBuf), String> {
@@ -144,6 +177,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             listens,
             connects,
             components,
+            envs,
+            stdin,
             max_memory,
             max_handles,
             max_fuel,
@@ -157,7 +192,39 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .with_context(|| format!("--dir {}", g.name))?;
             }
             let rt = Runtime::new()?;
-            let app = rt.load(&component)?;
+            let limits = Limits {
+                max_memory,
+                max_handles: max_handles as usize,
+                max_fuel,
+                timeout,
+            };
+            let app = match rt.load_any(&component)? {
+                Loaded::App(app) => app,
+                Loaded::Command(command) => {
+                    if !spawns.is_empty() || !components.is_empty() {
+                        bail!("`{}` is a WASI command: --spawn and --component are for capbroker apps", command.name());
+                    }
+                    let grants = wasi_grants(dirs, listens, connects, envs, stdin);
+                    return match command.run(&grants, &args, &limits).await {
+                        Ok(CommandOutcome::Success) => Ok(ExitCode::SUCCESS),
+                        Ok(CommandOutcome::Exit(code)) => {
+                            Ok(ExitCode::from(code.clamp(1, 255) as u8))
+                        }
+                        Err(e) => {
+                            eprintln!("{}: {e:#}", command.name());
+                            // As `wasmtime run`, and as a native program that aborts.
+                            let trapped = e.downcast_ref::<wasmtime::Trap>().is_some();
+                            Ok(ExitCode::from(if trapped { 134 } else { 1 }))
+                        }
+                    };
+                }
+            };
+            if !envs.is_empty() || stdin {
+                bail!(
+                    "--env and --stdin are for WASI commands; `{}` is a capbroker app",
+                    app.name()
+                );
+            }
             let mut registry = Components::new();
             registry.insert(app.name(), app.instance_pre().clone())?;
             for (name, path) in &components {
@@ -168,12 +235,6 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .insert(name, pre)
                     .with_context(|| format!("--component {name}"))?;
             }
-            let limits = Limits {
-                max_memory,
-                max_handles: max_handles as usize,
-                max_fuel,
-                timeout,
-            };
             let grants: Vec<NamedGrant> = dirs
                 .into_iter()
                 .chain(spawns)
@@ -196,7 +257,17 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
         }
         Command::Inspect { component } => {
             let rt = Runtime::new()?;
-            let app = rt.load(&component)?;
+            let app = match rt.load_any(&component)? {
+                Loaded::App(app) => app,
+                Loaded::Command(command) => {
+                    println!(
+                        "{} is a WASI command: it gets nothing unless granted with \
+                         --dir GUEST=PATH[:RIGHTS], --env KEY[=VALUE], --stdin, --listen, --connect",
+                        command.name()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             let requests = app.requests().await?;
             if requests.is_empty() {
                 println!("{} asks for no handles", app.name());
@@ -207,4 +278,28 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The standard WASI grants of a command, from the flags.
+fn wasi_grants(
+    dirs: Vec<NamedGrant>,
+    listens: Vec<NamedGrant>,
+    connects: Vec<NamedGrant>,
+    env: Vec<(String, String)>,
+    stdin: bool,
+) -> WasiGrants {
+    let mut grants = WasiGrants {
+        env,
+        stdin,
+        ..WasiGrants::default()
+    };
+    for g in dirs.into_iter().chain(listens).chain(connects) {
+        match g.grant {
+            Grant::Dir(d) => grants.dirs.push((g.name, d)),
+            Grant::Listen(n) => grants.listen.push(Reach::new(&n)),
+            Grant::Connect(n) => grants.connect.push(Reach::new(&n)),
+            Grant::Spawner(_) => {}
+        }
+    }
+    grants
 }

@@ -154,7 +154,7 @@ impl Reach {
     }
 
     /// Checks one address: no IPv4-mapped IPv6 forms, and inside a range.
-    fn check(&self, addr: &SocketAddr) -> Result<(), Error> {
+    pub(crate) fn check(&self, addr: &SocketAddr) -> Result<(), Error> {
         if let IpAddr::V6(v6) = addr.ip() {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return Err(Error::Refused(format!(

@@ -152,6 +152,9 @@ impl BrokerCtxView<'_> {
         limits: ChildLimits,
         input: Vec<u8>,
     ) -> HostResult<Resource<ProcessHandle>> {
+        self.ctx
+            .pledges
+            .check(crate::pledge::Authority::SPAWN, "spawning")?;
         let caller = self.ctx.audit.component().to_string();
         let (pre, slot) = self
             .table

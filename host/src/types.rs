@@ -17,6 +17,24 @@ pub const RIGHT_NAMES: [(Rights, &str); 5] = [
     (Rights::REMOVE, "remove"),
 ];
 
+/// Rights as bits, one per entry of [`RIGHT_NAMES`], to keep in an atomic.
+pub fn rights_to_bits(r: Rights) -> u8 {
+    RIGHT_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(_, (f, _))| r.contains(*f))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+/// The inverse of [`rights_to_bits`].
+pub fn rights_from_bits(bits: u8) -> Rights {
+    RIGHT_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & 1 << i != 0)
+        .fold(Rights::empty(), |r, (_, (f, _))| r | *f)
+}
+
 /// `read` and `list`: what a `:ro` grant carries.
 pub fn read_only() -> Rights {
     Rights::READ | Rights::LIST

@@ -32,6 +32,7 @@ wit_bindgen::generate!({
         "capbroker:caps/spawn@0.1.0": capbroker_sdk::bindings::capbroker::caps::spawn,
         "capbroker:caps/process@0.1.0": capbroker_sdk::bindings::capbroker::caps::process,
         "capbroker:caps/mailbox@0.1.0": capbroker_sdk::bindings::capbroker::caps::mailbox,
+        "capbroker:caps/pledge@0.1.0": capbroker_sdk::bindings::capbroker::caps::pledge,
     },
 });
 
@@ -241,6 +242,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         ["attenuate", _, rights, new] => {
             let sub = held(&h.dirs, "dir", words[1])?.attenuate(parse_rights(rights))?;
             h.dirs.insert(new.to_string(), sub);
+            Ok(String::new())
+        }
+        ["pledge-spawn"] => {
+            capbroker_sdk::pledge::spawn();
             Ok(String::new())
         }
         ["drop", name] => {

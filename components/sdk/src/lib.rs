@@ -52,6 +52,7 @@ macro_rules! world_bindings {
                 "capbroker:caps/grants@0.1.0": crate::bindings::capbroker::caps::grants,
                 "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
                 "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
+                "capbroker:caps/pledge@0.1.0": crate::bindings::capbroker::caps::pledge,
             },
         });
     };
@@ -67,6 +68,41 @@ pub mod child {
 /// the operator and also spawns itself (`impl service::Guest for T`).
 pub mod service {
     world_bindings!("service", "export_service", "capbroker_sdk::service");
+}
+
+/// Giving up standard WASI authority for good, OpenBSD-style: one call
+/// each, e.g. `capbroker_sdk::pledge::filesystem()`. Afterwards `std::fs`
+/// (or `std::net`, `std::env`) returns permission errors; nothing traps and
+/// nothing restores the authority. See the WIT `pledge` interface.
+pub mod pledge {
+    pub use crate::bindings::capbroker::caps::pledge::{renounce, renounced, unveil, Authority};
+    use crate::{Error, Rights};
+
+    /// Gives up every preopened directory and every open file.
+    pub fn filesystem() {
+        renounce(Authority::FILESYSTEM)
+    }
+
+    /// Gives up opening sockets and every socket already open.
+    pub fn network() {
+        renounce(Authority::NETWORK)
+    }
+
+    /// Gives up the environment variables.
+    pub fn environment() {
+        renounce(Authority::ENVIRONMENT)
+    }
+
+    /// Gives up spawning child processes.
+    pub fn spawn() {
+        renounce(Authority::SPAWN)
+    }
+
+    /// Narrows the preopen `preopen` to `sub_path` below it, with at most
+    /// `rights`, for good.
+    pub fn unveil_dir(preopen: &str, sub_path: &str, rights: Rights) -> Result<(), Error> {
+        unveil(preopen, sub_path, rights)
+    }
 }
 
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};

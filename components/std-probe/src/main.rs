@@ -1,0 +1,173 @@
+//! A plain `wasi:cli` command written against Rust's standard library. Its
+//! arguments are steps, run in order; each prints one line, `ok …` or
+//! `err <kind> …`, and a failing step does not stop the next. Steps:
+//!
+//! - `read PATH`, `write PATH TEXT`, `create PATH`, `list DIR`, `mkdir DIR`,
+//!   `remove PATH`, `stat PATH`
+//! - `hold PATH`: open PATH for reading and writing and keep it;
+//!   `hold-write TEXT`, `hold-read`: use the kept file
+//! - `env KEY`
+//! - `connect ADDR`: connect and keep the stream; `send TEXT`: write to it
+//!   and read the echo
+//! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
+//!   (RIGHTS comma-separated: read, write, create, list, remove)
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+
+use capbroker_sdk::pledge;
+use capbroker_sdk::Rights;
+
+fn kind(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::PermissionDenied => "permission-denied",
+        ErrorKind::NotFound => "not-found",
+        ErrorKind::AlreadyExists => "exists",
+        _ => "other",
+    }
+}
+
+fn report(step: &str, r: std::io::Result<String>) {
+    match r {
+        Ok(s) => println!("ok {step} {s}"),
+        Err(e) => println!("err {} {step}: {e}", kind(&e)),
+    }
+}
+
+fn rights(s: &str) -> Rights {
+    s.split(',').fold(Rights::empty(), |r, w| {
+        r | match w {
+            "read" => Rights::READ,
+            "write" => Rights::WRITE,
+            "create" => Rights::CREATE,
+            "list" => Rights::LIST,
+            "remove" => Rights::REMOVE,
+            _ => Rights::empty(),
+        }
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut held: Option<File> = None;
+    let mut stream: Option<TcpStream> = None;
+    let mut i = 0;
+    let next = |i: &mut usize| {
+        *i += 1;
+        args.get(*i - 1).cloned().unwrap_or_default()
+    };
+    while i < args.len() {
+        let step = next(&mut i);
+        match step.as_str() {
+            "read" => {
+                let p = next(&mut i);
+                report(&step, fs::read_to_string(&p));
+            }
+            "write" => {
+                let (p, text) = (next(&mut i), next(&mut i));
+                report(&step, fs::write(&p, text).map(|()| p));
+            }
+            "create" => {
+                let p = next(&mut i);
+                report(&step, File::create_new(&p).map(|_| p));
+            }
+            "list" => {
+                let p = next(&mut i);
+                report(
+                    &step,
+                    fs::read_dir(&p).and_then(|d| {
+                        let mut names = d
+                            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        names.sort();
+                        Ok(names.join(","))
+                    }),
+                );
+            }
+            "mkdir" => {
+                let p = next(&mut i);
+                report(&step, fs::create_dir(&p).map(|()| p));
+            }
+            "remove" => {
+                let p = next(&mut i);
+                report(&step, fs::remove_file(&p).map(|()| p));
+            }
+            "stat" => {
+                let p = next(&mut i);
+                report(&step, fs::metadata(&p).map(|m| m.len().to_string()));
+            }
+            "hold" => {
+                let p = next(&mut i);
+                let f = OpenOptions::new().read(true).write(true).open(&p);
+                report(&step, f.map(|f| {
+                    held = Some(f);
+                    p
+                }));
+            }
+            "hold-write" => {
+                let text = next(&mut i);
+                let r = match held.as_mut() {
+                    Some(f) => f.write_all(text.as_bytes()).and_then(|()| f.flush()),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r.map(|()| text));
+            }
+            "hold-read" => {
+                let r = match held.as_mut() {
+                    Some(f) => f.seek(SeekFrom::Start(0)).and_then(|_| {
+                        let mut s = String::new();
+                        f.read_to_string(&mut s).map(|_| s)
+                    }),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r);
+            }
+            "env" => {
+                let k = next(&mut i);
+                report(
+                    &step,
+                    std::env::var(&k).map_err(|_| ErrorKind::NotFound.into()),
+                );
+            }
+            "connect" => {
+                let addr = next(&mut i);
+                report(&step, TcpStream::connect(&addr).map(|s| {
+                    stream = Some(s);
+                    addr
+                }));
+            }
+            "send" => {
+                let text = next(&mut i);
+                let r = match stream.as_mut() {
+                    Some(s) => s.write_all(text.as_bytes()).and_then(|()| {
+                        let mut buf = vec![0; text.len()];
+                        s.read_exact(&mut buf)?;
+                        Ok(String::from_utf8_lossy(&buf).into_owned())
+                    }),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r);
+            }
+            "pledge" => {
+                let what = next(&mut i);
+                match what.as_str() {
+                    "fs" => pledge::filesystem(),
+                    "net" => pledge::network(),
+                    "env" => pledge::environment(),
+                    "spawn" => pledge::spawn(),
+                    _ => {}
+                }
+                println!("ok pledge {what}");
+            }
+            "unveil" => {
+                let (pre, sub, r) = (next(&mut i), next(&mut i), next(&mut i));
+                match pledge::unveil_dir(&pre, &sub, rights(&r)) {
+                    Ok(()) => println!("ok unveil {pre} {sub}"),
+                    Err(e) => println!("err {} unveil: {}", e.code(), e.message()),
+                }
+            }
+            other => println!("err unknown-step {other}"),
+        }
+    }
+}

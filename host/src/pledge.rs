@@ -1,0 +1,103 @@
+//! The `pledge` interface: giving up standard WASI authority for good.
+//!
+//! What is given up is recorded in [`Pledges`], which the guards in
+//! [`crate::wasi`] (and the socket address check inside wasmtime-wasi)
+//! consult on every call; `renounce` also narrows every descriptor, stream
+//! and socket the instance already holds. Bits are only ever added.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+pub use crate::bindings::capbroker::caps::pledge::Authority;
+use crate::bindings::capbroker::caps::pledge::Host;
+use crate::ctx::BrokerCtxView;
+use crate::types::{Error, HostResult, Rights};
+
+/// What one instance has given up so far.
+#[derive(Clone, Default, Debug)]
+pub struct Pledges(Arc<AtomicU8>);
+
+impl Pledges {
+    pub fn renounced(&self) -> Authority {
+        from_bits(self.0.load(Ordering::Acquire))
+    }
+
+    fn renounce(&self, a: Authority) {
+        self.0.fetch_or(to_bits(a), Ordering::AcqRel);
+    }
+
+    /// `Err(refused)` if `a` has been given up.
+    pub fn check(&self, a: Authority, what: &str) -> Result<(), Error> {
+        if self.renounced().contains(a) {
+            Err(Error::Refused(format!("{what} was pledged away")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Every class of authority, with its name.
+const AUTHORITY_NAMES: [(Authority, &str); 4] = [
+    (Authority::FILESYSTEM, "filesystem"),
+    (Authority::NETWORK, "network"),
+    (Authority::ENVIRONMENT, "environment"),
+    (Authority::SPAWN, "spawn"),
+];
+
+fn to_bits(a: Authority) -> u8 {
+    AUTHORITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(_, (f, _))| a.contains(*f))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+fn from_bits(bits: u8) -> Authority {
+    AUTHORITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & 1 << i != 0)
+        .fold(Authority::empty(), |a, (_, (f, _))| a | *f)
+}
+
+/// Names for the audit trail.
+fn names(a: Authority) -> String {
+    AUTHORITY_NAMES
+        .iter()
+        .filter(|(f, _)| a.contains(*f))
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Host for BrokerCtxView<'_> {
+    fn renounce(&mut self, authority: Authority) -> wasmtime::Result<()> {
+        self.ctx.pledges.renounce(authority);
+        self.ctx.wasi.renounce(authority, self.table);
+        self.ctx.audit.pledged(&names(authority));
+        Ok(())
+    }
+
+    fn renounced(&mut self) -> wasmtime::Result<Authority> {
+        Ok(self.ctx.pledges.renounced())
+    }
+
+    fn unveil(&mut self, preopen: String, sub_path: String, rights: Rights) -> HostResult<()> {
+        let result = self
+            .ctx
+            .wasi
+            .fs
+            .unveil(self.table, &preopen, &sub_path, rights);
+        match &result {
+            Ok(()) => self
+                .ctx
+                .audit
+                .derived("unveil", &preopen, &sub_path, rights),
+            Err(e) => self
+                .ctx
+                .audit
+                .refused("unveil", &preopen, &sub_path, rights, e),
+        }
+        Ok(result?)
+    }
+}

@@ -1,0 +1,179 @@
+//! `wasi:sockets/tcp` for plain WASI programs, until they pledge the
+//! network away.
+//!
+//! Which addresses a socket may bind or connect to is wasmtime-wasi's
+//! `socket_addr_check`, set from the operator's ranges (see the parent
+//! module). This layer adds what that check cannot: after a pledge, every
+//! call on a socket opened earlier fails with `access-denied`, and the
+//! streams of connections made earlier fail with `EACCES`.
+
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::bindings::sockets::network::{
+    self, ErrorCode, IpAddressFamily, IpSocketAddress, Network,
+};
+use wasmtime_wasi::p2::bindings::sockets::tcp::{self, HostTcpSocket, ShutdownType};
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, DynPollable, SocketError, SocketResult, TcpSocket,
+};
+use wasmtime_wasi::sockets::WasiSocketsView;
+
+use super::fs::Gate;
+use super::streams::guard;
+use super::WasiParts;
+use crate::types::Rights;
+
+/// The network state of one instance: open until pledged away.
+pub struct WasiTcp {
+    gate: Gate,
+}
+
+impl Default for WasiTcp {
+    fn default() -> Self {
+        WasiTcp {
+            gate: Gate::new(Rights::all()),
+        }
+    }
+}
+
+impl WasiTcp {
+    pub fn renounce(&mut self, _table: &mut wasmtime::component::ResourceTable) {
+        self.gate.narrow(Rights::empty());
+    }
+
+    fn open(&self) -> SocketResult<()> {
+        self.gate
+            .check(Rights::empty())
+            .map_err(|_| ErrorCode::AccessDenied.into())
+    }
+}
+
+/// The guarded view the `wasi:sockets/tcp` host functions work through.
+pub struct TcpView<'a> {
+    pub(super) wasi: WasiParts<'a>,
+    pub(super) tcp: &'a mut WasiTcp,
+}
+
+type Streams = (Resource<DynInputStream>, Resource<DynOutputStream>);
+
+impl TcpView<'_> {
+    /// Puts the streams of a new connection behind the network gate.
+    fn guard(&mut self, (input, output): Streams) -> SocketResult<Streams> {
+        guard(self.wasi.table, &input, &self.tcp.gate, Rights::empty())?;
+        guard(self.wasi.table, &output, &self.tcp.gate, Rights::empty())?;
+        Ok((input, output))
+    }
+}
+
+impl tcp::Host for TcpView<'_> {}
+
+impl network::HostNetwork for TcpView<'_> {
+    fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
+        network::HostNetwork::drop(&mut self.wasi.sockets(), this)
+    }
+}
+
+impl network::Host for TcpView<'_> {
+    fn convert_error_code(&mut self, err: SocketError) -> wasmtime::Result<ErrorCode> {
+        network::Host::convert_error_code(&mut self.wasi.sockets(), err)
+    }
+
+    fn network_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        network::Host::network_error_code(&mut self.wasi.sockets(), err)
+    }
+}
+
+/// Methods that check the network gate, then do what wasmtime-wasi does.
+macro_rules! guarded {
+    ($(fn $name:ident(this $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(
+            fn $name(&mut self, this: Resource<TcpSocket> $(, $arg: $ty)*) -> $ret {
+                self.tcp.open()?;
+                self.wasi.sockets().$name(this $(, $arg)*)
+            }
+        )*
+    };
+}
+
+impl HostTcpSocket for TcpView<'_> {
+    async fn start_bind(
+        &mut self,
+        this: Resource<TcpSocket>,
+        network: Resource<Network>,
+        local_address: IpSocketAddress,
+    ) -> SocketResult<()> {
+        self.tcp.open()?;
+        self.wasi
+            .sockets()
+            .start_bind(this, network, local_address)
+            .await
+    }
+
+    async fn start_listen(&mut self, this: Resource<TcpSocket>) -> SocketResult<()> {
+        self.tcp.open()?;
+        self.wasi.sockets().start_listen(this).await
+    }
+
+    fn finish_connect(&mut self, this: Resource<TcpSocket>) -> SocketResult<Streams> {
+        self.tcp.open()?;
+        let streams = self.wasi.sockets().finish_connect(this)?;
+        self.guard(streams)
+    }
+
+    fn accept(
+        &mut self,
+        this: Resource<TcpSocket>,
+    ) -> SocketResult<(
+        Resource<TcpSocket>,
+        Resource<DynInputStream>,
+        Resource<DynOutputStream>,
+    )> {
+        self.tcp.open()?;
+        let (socket, input, output) = self.wasi.sockets().accept(this)?;
+        let (input, output) = self.guard((input, output))?;
+        Ok((socket, input, output))
+    }
+
+    fn is_listening(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<bool> {
+        self.wasi.sockets().is_listening(this)
+    }
+
+    fn address_family(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<IpAddressFamily> {
+        self.wasi.sockets().address_family(this)
+    }
+
+    fn subscribe(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<Resource<DynPollable>> {
+        self.wasi.sockets().subscribe(this)
+    }
+
+    fn drop(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<()> {
+        HostTcpSocket::drop(&mut self.wasi.sockets(), this)
+    }
+
+    // Everything else is refused once the network is pledged away.
+    guarded! {
+        fn finish_bind(this) -> SocketResult<()>;
+        fn start_connect(this, network: Resource<Network>, remote_address: IpSocketAddress) -> SocketResult<()>;
+        fn finish_listen(this) -> SocketResult<()>;
+        fn local_address(this) -> SocketResult<IpSocketAddress>;
+        fn remote_address(this) -> SocketResult<IpSocketAddress>;
+        fn set_listen_backlog_size(this, value: u64) -> SocketResult<()>;
+        fn keep_alive_enabled(this) -> SocketResult<bool>;
+        fn set_keep_alive_enabled(this, value: bool) -> SocketResult<()>;
+        fn keep_alive_idle_time(this) -> SocketResult<u64>;
+        fn set_keep_alive_idle_time(this, value: u64) -> SocketResult<()>;
+        fn keep_alive_interval(this) -> SocketResult<u64>;
+        fn set_keep_alive_interval(this, value: u64) -> SocketResult<()>;
+        fn keep_alive_count(this) -> SocketResult<u32>;
+        fn set_keep_alive_count(this, value: u32) -> SocketResult<()>;
+        fn hop_limit(this) -> SocketResult<u8>;
+        fn set_hop_limit(this, value: u8) -> SocketResult<()>;
+        fn receive_buffer_size(this) -> SocketResult<u64>;
+        fn set_receive_buffer_size(this, value: u64) -> SocketResult<()>;
+        fn send_buffer_size(this) -> SocketResult<u64>;
+        fn set_send_buffer_size(this, value: u64) -> SocketResult<()>;
+        fn shutdown(this, shutdown_type: ShutdownType) -> SocketResult<()>;
+    }
+}
