@@ -101,7 +101,10 @@ enum Command {
         /// The component (.wasm) to run.
         component: PathBuf,
 
-        /// Arguments passed to the component's `run`.
+        /// Arguments passed to the component (to an app's `run`, or as a
+        /// command's argv after its name). Everything after the component's
+        /// path is the component's, flags included.
+        #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// List the handles a component asks for, as the flags that grant them.

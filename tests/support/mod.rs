@@ -35,6 +35,34 @@ pub fn guests() -> &'static Path {
     })
 }
 
+/// A published Rust command-line tool, fetched from crates.io and built for
+/// wasm32-wasip2 by `cargo install` (once; later calls find it installed).
+/// Returns the path of its `.wasm`.
+pub fn published_tool(krate: &str, version: &str, bin: &str) -> PathBuf {
+    let root_dir = root().join("target/tools/wasip2");
+    let wasm = root_dir.join(format!("bin/{bin}.wasm"));
+    if !wasm.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .arg(format!("{krate}@{version}"))
+            .arg("--root")
+            .arg(&root_dir)
+            .arg("--target-dir")
+            .arg(root().join("target/tools/build"))
+            .status()
+            .expect("cannot run cargo install");
+        assert!(status.success(), "cargo install {krate}@{version} failed");
+    }
+    wasm
+}
+
 pub fn guest(name: &str) -> PathBuf {
     guests().join(format!("{name}.wasm"))
 }

@@ -11,6 +11,7 @@
 //!   and read the echo
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
+//! - `exit CODE`, `panic`, `stderr TEXT`
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -167,6 +168,9 @@ fn main() {
                     Err(e) => println!("err {} unveil: {}", e.code(), e.message()),
                 }
             }
+            "exit" => std::process::exit(next(&mut i).parse().unwrap_or(1)),
+            "panic" => panic!("told to"),
+            "stderr" => eprintln!("{}", next(&mut i)),
             other => println!("err unknown-step {other}"),
         }
     }

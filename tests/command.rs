@@ -1,0 +1,140 @@
+//! Plain `wasi:cli` commands under `capbroker run`: programs no one here
+//! wrote, and our own std-only probe, get exactly the operator's grants and
+//! behave as under `wasmtime run` (args, exit codes, stdout and stderr).
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{guest, published_tool, Tree};
+
+fn capbroker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(args)
+        .output()
+        .expect("run capbroker")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn rg() -> String {
+    published_tool("ripgrep", "15.2.0", "rg")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn ripgrep_works_inside_its_grant_and_is_refused_outside() {
+    let tree = Tree::new();
+    std::fs::write(tree.path("root/sub/notes.txt"), "a secret plan\n").unwrap();
+    let grant = format!("/data={}:ro", tree.root().display());
+    let rg = rg();
+
+    // Inside the grant: a recursive search, with its arguments.
+    let out = capbroker(&[
+        "run", "--dir", &grant, &rg, "--sort", "path", "-n", "e", "/data",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        stdout,
+        "/data/hello.txt:1:hello\n/data/sub/inner.txt:1:inner\n/data/sub/notes.txt:1:a secret plan\n"
+    );
+
+    // rg's own exit codes come through: 1 is "no match".
+    let out = capbroker(&["run", "--dir", &grant, &rg, "nothing-like-this", "/data"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+
+    // Outside the grant: `..`, the host path itself, and no grant at all.
+    for (grants, path) in [
+        (vec!["--dir", grant.as_str()], "/data/../outside"),
+        (
+            vec!["--dir", grant.as_str()],
+            tree.outside().to_str().unwrap(),
+        ),
+        (vec![], "/data"),
+    ] {
+        let mut args = vec!["run"];
+        args.extend(grants);
+        args.extend([rg.as_str(), "SECRET", path]);
+        let out = capbroker(&args);
+        // rg reports the error and finds nothing (exit 1 with its message).
+        assert_eq!(out.status.code(), Some(1), "{path}: {}", text(&out.stdout));
+        assert!(!text(&out.stdout).contains("SECRET"));
+        assert!(text(&out.stderr).contains("rg:"), "{}", text(&out.stderr));
+    }
+
+    // A read-only grant: rg can read, but nothing in the tree changes.
+    let out = capbroker(&["run", "--dir", &grant, &rg, "--files", "/data/sub"]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut files: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    files.sort();
+    assert_eq!(files, ["/data/sub/inner.txt", "/data/sub/notes.txt"]);
+}
+
+#[test]
+fn exit_codes_output_and_traps_are_those_of_wasmtime_run() {
+    let probe = guest("std-probe");
+    let probe = probe.to_str().unwrap();
+    // WASI 0.2's `exit` carries success or failure, not a code: any
+    // non-zero exit is 1, as under `wasmtime run`.
+    let out = capbroker(&["run", probe, "stderr", "to-stderr", "exit", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "to-stderr\n");
+    let out = capbroker(&["run", probe, "exit", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    // A panic is a trap: the message, and 134 as for a native abort.
+    let out = capbroker(&["run", probe, "panic"]);
+    assert_eq!(out.status.code(), Some(134));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("told to"), "{stderr}");
+    assert!(stderr.contains("the program trapped"), "{stderr}");
+}
+
+#[test]
+fn bad_grants_for_a_command_are_clear_errors() {
+    let probe = guest("std-probe");
+    let probe = probe.to_str().unwrap();
+    let tree = Tree::new();
+    let refused = |args: &[&str], needle: &str| {
+        let out = capbroker(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    refused(
+        &["run", "--spawn", "sp", probe],
+        "--spawn and --component are for capbroker apps",
+    );
+    refused(
+        &["run", "--env", "CAPBROKER_TEST_SURELY_UNSET", probe],
+        "is not set in the host's environment",
+    );
+    refused(&["run", "--env", "=x", probe], "has an empty name");
+    refused(
+        &[
+            "run",
+            "--dir",
+            &format!("/data={}", tree.path("nosuch").display()),
+            probe,
+        ],
+        "nosuch",
+    );
+    refused(
+        &[
+            "run",
+            "--dir",
+            &format!("/data={}:rwx", tree.root().display()),
+            probe,
+        ],
+        "unknown right",
+    );
+    // And a capbroker app refuses the command-only flags.
+    refused(
+        &["run", "--stdin", guest("worker").to_str().unwrap()],
+        "--env and --stdin are for WASI commands",
+    );
+}
