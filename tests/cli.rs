@@ -6,18 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{guest, Tree};
-
-fn capbroker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capbroker"))
-        .args(args)
-        .output()
-        .expect("run capbroker")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{capbroker, guest, text, Tree};
 
 /// Asserts a clean refusal: exit code 2, the message on stderr, no panic.
 fn assert_refused(out: &Output, needles: &[&str]) {

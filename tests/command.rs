@@ -4,20 +4,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
-use support::{guest, published_tool, Tree};
-
-fn capbroker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capbroker"))
-        .args(args)
-        .output()
-        .expect("run capbroker")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{capbroker, guest, published_tool, text, Tree};
 
 fn rg() -> String {
     published_tool("ripgrep", "15.2.0", "rg")

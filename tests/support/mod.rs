@@ -63,6 +63,18 @@ pub fn published_tool(krate: &str, version: &str, bin: &str) -> PathBuf {
     wasm
 }
 
+/// Runs the `capbroker` binary with `args`.
+pub fn capbroker(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(args)
+        .output()
+        .expect("run capbroker")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 pub fn guest(name: &str) -> PathBuf {
     guests().join(format!("{name}.wasm"))
 }
