@@ -26,6 +26,11 @@ wasmtime::component::bindgen!({
         "capbroker:caps/types.error" => crate::types::HostError,
     },
     with: {
+        // Standard WASI is wasmtime-wasi's: its descriptors are the ones
+        // `wasi-fs.to-descriptor` makes.
+        "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         "capbroker:caps/types.revoker": crate::revoke::RevokerHandle,
         "capbroker:caps/fs.dir": crate::fs::DirHandle,
         "capbroker:caps/fs.file": crate::fs::FileHandle,

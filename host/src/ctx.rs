@@ -95,5 +95,6 @@ pub fn add_to_linker<T: BrokerView + 'static>(linker: &mut Linker<T>) -> wasmtim
     wit::process::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::mailbox::add_to_linker::<T, Broker>(linker, T::broker)?;
     wit::pledge::add_to_linker::<T, Broker>(linker, T::broker)?;
+    wit::wasi_fs::add_to_linker::<T, Broker>(linker, T::broker)?;
     Ok(())
 }

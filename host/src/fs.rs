@@ -84,6 +84,11 @@ impl DirHandle {
         &self.label
     }
 
+    /// The directory itself, for bridging to standard WASI.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
     fn child_label(&self, path: &str) -> String {
         if path == "." {
             self.label.to_string()

@@ -33,12 +33,21 @@ wit_bindgen::generate!({
         "capbroker:caps/process@0.1.0": capbroker_sdk::bindings::capbroker::caps::process,
         "capbroker:caps/mailbox@0.1.0": capbroker_sdk::bindings::capbroker::caps::mailbox,
         "capbroker:caps/pledge@0.1.0": capbroker_sdk::bindings::capbroker::caps::pledge,
+        "capbroker:caps/wasi-fs@0.1.0": capbroker_sdk::bindings::capbroker::caps::wasi_fs,
+        "wasi:filesystem/types@0.2.12": capbroker_sdk::bindings::wasi::filesystem::types,
+        "wasi:io/error@0.2.12": capbroker_sdk::bindings::wasi::io::error,
+        "wasi:io/poll@0.2.12": capbroker_sdk::bindings::wasi::io::poll,
+        "wasi:io/streams@0.2.12": capbroker_sdk::bindings::wasi::io::streams,
+        "wasi:clocks/wall-clock@0.2.12": capbroker_sdk::bindings::wasi::clocks::wall_clock,
     },
 });
 
 use capbroker_sdk::{
     mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Handle, Limits,
     OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
+};
+use capbroker_sdk::wasi_fs::{
+    to_descriptor, Descriptor, DescriptorFlags, ErrorCode, OpenFlags as WasiOpen, PathFlags,
 };
 use capbroker_sdk::{AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream};
 
@@ -53,6 +62,7 @@ struct Held {
     connects: HashMap<String, ConnectRight>,
     listeners: HashMap<String, TcpListener>,
     streams: HashMap<String, TcpStream>,
+    descriptors: HashMap<String, Descriptor>,
 }
 
 impl Held {
@@ -191,6 +201,33 @@ fn kind(k: EntryKind) -> &'static str {
     }
 }
 
+/// A standard descriptor for the held dir `name`, with `rights`.
+fn descriptor(h: &Held, name: &str, rights: &str) -> Result<Descriptor, Error> {
+    to_descriptor(held(&h.dirs, "dir", name)?, parse_rights(rights))
+}
+
+fn wasi_read(d: &Descriptor, path: &str) -> Result<String, ErrorCode> {
+    let f = d.open_at(PathFlags::empty(), path, WasiOpen::empty(), DescriptorFlags::READ)?;
+    let (bytes, _) = f.read(1 << 20, 0)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn wasi_write(d: &Descriptor, path: &str, content: &[u8]) -> Result<String, ErrorCode> {
+    let f = d.open_at(
+        PathFlags::empty(),
+        path,
+        WasiOpen::CREATE | WasiOpen::TRUNCATE,
+        DescriptorFlags::WRITE,
+    )?;
+    f.write(content, 0)?;
+    Ok(String::new())
+}
+
+/// A WASI error code, as the probe reports errors (`err:wasi:CODE`).
+fn wasi_error(e: ErrorCode) -> Error {
+    Error::Io(format!("wasi {}", e.name()))
+}
+
 /// A small, fixed pattern so that streamed data can be checked.
 fn pattern(i: u64) -> u8 {
     (i % 251) as u8
@@ -243,6 +280,27 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             let sub = held(&h.dirs, "dir", words[1])?.attenuate(parse_rights(rights))?;
             h.dirs.insert(new.to_string(), sub);
             Ok(String::new())
+        }
+        // Through a standard WASI descriptor made from a handle.
+        ["wasi-read", _, rights, path] => {
+            let d = descriptor(h, words[1], rights)?;
+            wasi_read(&d, path).map_err(wasi_error)
+        }
+        ["wasi-write", _, rights, path, content] => {
+            let d = descriptor(h, words[1], rights)?;
+            wasi_write(&d, path, content.as_bytes()).map_err(wasi_error)
+        }
+        ["wasi-hold", _, rights, new] => {
+            let d = descriptor(h, words[1], rights)?;
+            h.descriptors.insert(new.to_string(), d);
+            Ok(String::new())
+        }
+        ["wasi-read-held", d, path] => {
+            let d = h
+                .descriptors
+                .get(*d)
+                .ok_or_else(|| Error::Invalid(format!("no descriptor `{d}`")))?;
+            wasi_read(d, path).map_err(wasi_error)
         }
         ["pledge-spawn"] => {
             capbroker_sdk::pledge::spawn();

@@ -28,6 +28,8 @@ pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "app",
+        // wasi:filesystem and what it uses, for `wasi-fs` descriptors.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "capbroker_sdk::bindings",
@@ -53,6 +55,12 @@ macro_rules! world_bindings {
                 "capbroker:caps/process@0.1.0": crate::bindings::capbroker::caps::process,
                 "capbroker:caps/mailbox@0.1.0": crate::bindings::capbroker::caps::mailbox,
                 "capbroker:caps/pledge@0.1.0": crate::bindings::capbroker::caps::pledge,
+                "capbroker:caps/wasi-fs@0.1.0": crate::bindings::capbroker::caps::wasi_fs,
+                "wasi:filesystem/types@0.2.12": crate::bindings::wasi::filesystem::types,
+                "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+                "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+                "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+                "wasi:clocks/wall-clock@0.2.12": crate::bindings::wasi::clocks::wall_clock,
             },
         });
     };
@@ -103,6 +111,16 @@ pub mod pledge {
     pub fn unveil_dir(preopen: &str, sub_path: &str, rights: Rights) -> Result<(), Error> {
         unveil(preopen, sub_path, rights)
     }
+}
+
+/// Standard `wasi:filesystem` descriptors made from capbroker handles:
+/// `to_descriptor(&dir, rights)` gives code written against the WASI API a
+/// descriptor with at most `dir`'s rights. There is no way back.
+pub mod wasi_fs {
+    pub use crate::bindings::capbroker::caps::wasi_fs::to_descriptor;
+    pub use crate::bindings::wasi::filesystem::types::{
+        Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags,
+    };
 }
 
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};

@@ -25,32 +25,51 @@ use wasmtime_wasi::{FsPerms, OpenMode};
 
 use super::streams::guard;
 use super::WasiParts;
-use crate::fs::DirGrant;
+use crate::fs::{DirGrant, DirHandle};
+use crate::revoke::Lineage;
 use crate::types::{rights_from_bits, rights_to_bits, Rights};
 
-/// Rights shared by a descriptor and everything opened from it.
+/// Rights shared by a descriptor and everything opened from it, and the
+/// revocable capbroker handles it descends from, if any.
 #[derive(Clone, Debug)]
-pub struct Gate(Arc<AtomicU8>);
+pub struct Gate {
+    bits: Arc<AtomicU8>,
+    lineage: Lineage,
+}
 
 impl Gate {
     pub fn new(rights: Rights) -> Gate {
-        Gate(Arc::new(AtomicU8::new(rights_to_bits(rights))))
+        Gate::with_lineage(rights, Lineage::default())
+    }
+
+    pub fn with_lineage(rights: Rights, lineage: Lineage) -> Gate {
+        Gate {
+            bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
+            lineage,
+        }
+    }
+
+    /// A gate of its own for something opened from this gate's descriptor:
+    /// its rights for now, and the same lineage.
+    fn derive(&self) -> Gate {
+        Gate::with_lineage(self.rights(), self.lineage.clone())
     }
 
     pub fn rights(&self) -> Rights {
-        rights_from_bits(self.0.load(Ordering::Acquire))
+        rights_from_bits(self.bits.load(Ordering::Acquire))
     }
 
     /// Keeps only `keep`. Nothing widens a gate.
     pub fn narrow(&self, keep: Rights) {
-        self.0.fetch_and(rights_to_bits(keep), Ordering::AcqRel);
+        self.bits.fetch_and(rights_to_bits(keep), Ordering::AcqRel);
     }
 
     /// `Ok` if the gate holds `need`, or any right at all when `need` is
-    /// empty (metadata calls); otherwise `EACCES`.
+    /// empty (metadata calls), and nothing it descends from was revoked;
+    /// otherwise `EACCES`.
     pub fn check(&self, need: Rights) -> Result<(), ErrorCode> {
         let held = self.rights();
-        if held.contains(need) && held != Rights::empty() {
+        if held.contains(need) && held != Rights::empty() && self.lineage.check().is_ok() {
             Ok(())
         } else {
             Err(ErrorCode::Access)
@@ -58,9 +77,12 @@ impl Gate {
     }
 }
 
-/// A preopened directory, as the operator granted it.
+/// A directory descriptors descend from: a preopen the operator granted,
+/// or a capbroker handle turned into a descriptor.
 struct Root {
-    guest_path: String,
+    /// The guest path of a preopen; `None` for a converted handle, which
+    /// `get-directories` does not list and `unveil` cannot name.
+    guest_path: Option<String>,
     dir: cap_std::fs::Dir,
     /// The most any descriptor under this root may hold from now on.
     gate: Gate,
@@ -96,7 +118,7 @@ impl WasiFs {
     /// Adds a preopen at `guest_path` for the operator's grant.
     pub fn preopen(&mut self, guest_path: &str, grant: &DirGrant) -> wasmtime::Result<()> {
         self.roots.push(Root {
-            guest_path: guest_path.to_string(),
+            guest_path: Some(guest_path.to_string()),
             dir: grant.open()?,
             gate: Gate::new(grant.rights),
             unveiled: None,
@@ -212,7 +234,7 @@ impl WasiFs {
         let i = self
             .roots
             .iter()
-            .position(|r| r.guest_path == guest_path)
+            .position(|r| r.guest_path.as_deref() == Some(guest_path))
             .ok_or_else(|| Error::NotFound(guest_path.to_string()))?;
         let root = &self.roots[i];
         let missing = rights & !root.gate.rights();
@@ -355,6 +377,9 @@ impl preopens::Host for FsView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
         let mut out = Vec::with_capacity(self.fs.roots.len());
         for (i, root) in self.fs.roots.iter().enumerate() {
+            let Some(guest_path) = &root.guest_path else {
+                continue;
+            };
             let rights = root.gate.rights();
             let dir = root.dir.try_clone()?.into_std_file();
             let fd = self.wasi.table.push(Descriptor::Dir(WasiDir::new(
@@ -368,10 +393,10 @@ impl preopens::Host for FsView<'_> {
                 Node {
                     root: i,
                     path: PathBuf::new(),
-                    gate: Gate::new(rights),
+                    gate: root.gate.derive(),
                 },
             );
-            out.push((fd, root.guest_path.clone()));
+            out.push((fd, guest_path.clone()));
         }
         Ok(out)
     }
@@ -546,7 +571,7 @@ impl HostDescriptor for FsView<'_> {
         flags: types::DescriptorFlags,
     ) -> FsResult<Resource<Descriptor>> {
         let r = self.fs.route(&fd, &path, open_needs(oflags, flags))?;
-        let rights = self.fs.node(&fd)?.gate.rights();
+        let gate = self.fs.node(&fd)?.gate.derive();
         let opened = self
             .wasi
             .filesystem()
@@ -557,7 +582,7 @@ impl HostDescriptor for FsView<'_> {
             Node {
                 root: r.root,
                 path: r.full,
-                gate: Gate::new(rights),
+                gate,
             },
         );
         Ok(opened)
@@ -707,5 +732,72 @@ impl HostDirectoryEntryStream for FsView<'_> {
     fn drop(&mut self, stream: Resource<types::DirectoryEntryStream>) -> wasmtime::Result<()> {
         self.fs.listings.remove(&stream.rep());
         HostDirectoryEntryStream::drop(&mut self.wasi.filesystem(), stream)
+    }
+}
+
+impl WasiFs {
+    /// A descriptor for a capbroker directory handle, with `rights` (which
+    /// it must hold): a root of its own, under the same revocations.
+    pub fn descriptor_for(
+        &mut self,
+        table: &mut wasmtime::component::ResourceTable,
+        dir: &DirHandle,
+        rights: Rights,
+    ) -> Result<Resource<Descriptor>, crate::types::Error> {
+        use crate::types::Error;
+        dir.lineage().check()?;
+        crate::types::require(dir.rights(), rights)?;
+        let file = dir.dir().try_clone().map_err(|e| Error::from_io(&e, "."))?;
+        let gate = Gate::with_lineage(rights, dir.lineage().clone());
+        let descriptor = Descriptor::Dir(WasiDir::new(
+            file.try_clone()
+                .map_err(|e| Error::from_io(&e, "."))?
+                .into_std_file(),
+            perms(rights),
+            open_mode(rights),
+            false,
+        ));
+        let fd = table
+            .push(descriptor)
+            .map_err(|e| Error::LimitExceeded(e.to_string()))?;
+        self.roots.push(Root {
+            guest_path: None,
+            dir: file,
+            gate: gate.clone(),
+            unveiled: None,
+        });
+        self.nodes.insert(
+            fd.rep(),
+            Node {
+                root: self.roots.len() - 1,
+                path: PathBuf::new(),
+                gate,
+            },
+        );
+        Ok(fd)
+    }
+}
+
+impl crate::bindings::capbroker::caps::wasi_fs::Host for crate::ctx::BrokerCtxView<'_> {
+    fn to_descriptor(
+        &mut self,
+        dir: Resource<DirHandle>,
+        rights: Rights,
+    ) -> crate::types::HostResult<Resource<Descriptor>> {
+        let handle = self.table.get(&dir)?;
+        let label = handle.label().to_string();
+        let handle = DirHandle::copy(handle, &label);
+        let result = self.ctx.wasi.fs.descriptor_for(self.table, &handle, rights);
+        match &result {
+            Ok(_) => self
+                .ctx
+                .audit
+                .derived("to-descriptor", &label, "wasi descriptor", rights),
+            Err(e) => self
+                .ctx
+                .audit
+                .refused("to-descriptor", &label, ".", handle.rights(), e),
+        }
+        Ok(result?)
     }
 }
