@@ -75,6 +75,92 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs a set-up command, failing the test with what it printed.
+fn run_tool(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// components/python/app.py built with componentize-py (installed from
+/// PyPI into a virtualenv under target/tools), once per test binary.
+pub fn python_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let src = root().join("components/python");
+        let venv = root().join("target/tools/python");
+        if !venv.join("bin/componentize-py").exists() {
+            run_tool(
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "python3 -m venv",
+            );
+            run_tool(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "--quiet", "-r"])
+                    .arg(src.join("requirements.txt")),
+                "pip install componentize-py",
+            );
+        }
+        let out = root().join("target/guests/python/app.wasm");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        run_tool(
+            Command::new(venv.join("bin/componentize-py"))
+                .arg("-d")
+                .arg(root().join("wit"))
+                .args(["-w", "app", "componentize", "-p"])
+                .arg(&src)
+                .arg("app")
+                .arg("-o")
+                .arg(&out),
+            "componentize-py",
+        );
+        out
+    })
+}
+
+/// components/js/app.js built with componentize-js (installed from the
+/// npm registry with the committed lock file under target/tools), once per
+/// test binary.
+pub fn js_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let src = root().join("components/js");
+        let tools = root().join("target/tools/js");
+        let bin = tools.join("node_modules/.bin/componentize-js");
+        if !bin.exists() {
+            std::fs::create_dir_all(&tools).unwrap();
+            for f in ["package.json", "package-lock.json"] {
+                std::fs::copy(src.join(f), tools.join(f)).unwrap();
+            }
+            run_tool(
+                Command::new("npm")
+                    .args(["ci", "--silent", "--no-audit", "--no-fund"])
+                    .current_dir(&tools),
+                "npm ci (componentize-js)",
+            );
+        }
+        let out = root().join("target/guests/js/app.wasm");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        // No wasi:http: capbroker does not grant it.
+        run_tool(
+            Command::new(bin)
+                .arg(src.join("app.js"))
+                .arg("--wit")
+                .arg(root().join("wit"))
+                .args(["-n", "app", "-d", "http", "fetch-event", "-o"])
+                .arg(&out),
+            "componentize-js",
+        );
+        out
+    })
+}
+
 pub fn guest(name: &str) -> PathBuf {
     guests().join(format!("{name}.wasm"))
 }
