@@ -11,6 +11,7 @@ use wasmtime::error::Context;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::audit::{AuditLog, ExitRecord};
 use crate::bindings::{App, AppPre};
 use crate::command::CommandComponent;
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
@@ -26,6 +27,9 @@ pub struct State {
     wasi: WasiCtx,
     broker: BrokerCtx,
     limiter: MemoryLimiter,
+    /// The fuel the store started with, and when, for the exit record.
+    fuel_start: u64,
+    started: std::time::Instant,
 }
 
 /// Instances whose store is alive, across the host process.
@@ -87,6 +91,26 @@ impl State {
     pub fn pid(&self) -> u64 {
         self.broker.audit.pid()
     }
+
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.broker.audit
+    }
+}
+
+/// What a store's instance consumed, and how it ended, for the audit log.
+pub fn exit_record(
+    store: &Store<State>,
+    status: String,
+    limit: Option<&'static str>,
+) -> ExitRecord {
+    let state = store.data();
+    ExitRecord {
+        status,
+        limit,
+        fuel_used: state.fuel_start - store.get_fuel().unwrap_or(0),
+        peak_memory: state.limiter.peak() as u64,
+        wall_us: state.started.elapsed().as_micros() as u64,
+    }
 }
 
 /// A store for one instance: no WASI authority but stdout and stderr,
@@ -112,16 +136,19 @@ pub fn new_store_with_wasi(
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.max_handles);
     LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
+    let fuel = limits.max_fuel.unwrap_or(u64::MAX);
     let state = State {
         table,
         wasi,
         broker,
         limiter: MemoryLimiter::new(limits.max_memory),
+        fuel_start: fuel,
+        started: std::time::Instant::now(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store
-        .set_fuel(limits.max_fuel.unwrap_or(u64::MAX))
+        .set_fuel(fuel)
         .expect("fuel is enabled on capbroker's engine");
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -132,6 +159,7 @@ pub fn new_store_with_wasi(
 pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
+    audit_log: Option<Arc<AuditLog>>,
 }
 
 impl Runtime {
@@ -140,11 +168,21 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker)?;
         ctx::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker })
+        Ok(Runtime {
+            engine,
+            linker,
+            audit_log: None,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Writes the audit events of every component loaded from now on (and
+    /// of their children) to `log`.
+    pub fn set_audit_log(&mut self, log: Arc<AuditLog>) {
+        self.audit_log = Some(log);
     }
 
     /// Reads, compiles and links the `app` component at `path`.
@@ -165,6 +203,7 @@ impl Runtime {
         Ok(AppComponent {
             name: component_name(name),
             pre,
+            audit_log: self.audit_log.clone(),
         })
     }
 
@@ -179,6 +218,7 @@ impl Runtime {
             return Ok(Loaded::App(AppComponent {
                 name: component_name(&name),
                 pre,
+                audit_log: self.audit_log.clone(),
             }));
         }
         let pre = CommandPre::new(pre).with_context(|| {
@@ -190,6 +230,7 @@ impl Runtime {
         Ok(Loaded::Command(CommandComponent {
             name: component_name(&name),
             pre,
+            audit_log: self.audit_log.clone(),
         }))
     }
 
@@ -248,6 +289,7 @@ pub enum Loaded {
 pub struct AppComponent {
     name: String,
     pre: AppPre<State>,
+    audit_log: Option<Arc<AuditLog>>,
 }
 
 /// How a run ended.
@@ -276,7 +318,7 @@ impl AppComponent {
         limits: &Limits,
         components: Arc<Components>,
     ) -> wasmtime::Result<Started> {
-        let ctx = BrokerCtx::new(&self.name, components);
+        let ctx = BrokerCtx::new(&self.name, components).with_audit_log(self.audit_log.clone());
         let mut store = new_store(self.pre.engine(), ctx, limits);
         let instance = self
             .pre
@@ -367,24 +409,26 @@ impl Running {
         let result = match self.timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
-                Err(_) => bail!("the component ran past its timeout of {t:?}"),
+                Err(_) => {
+                    let record = exit_record(&self.store, "timed-out".into(), Some("time"));
+                    self.store.data().audit().exited(&record);
+                    bail!("the component ran past its timeout of {t:?}")
+                }
             },
             None => call.await,
         };
-        match result {
-            Ok(Ok(())) => Ok(Outcome::Ok),
-            Ok(Err(msg)) => Ok(Outcome::Failed(msg)),
-            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) if exit.0 == 0 => Ok(Outcome::Ok),
-                Some(exit) => Ok(Outcome::Exit(exit.0)),
-                None if self.store.data().memory_limit_hit() => {
-                    Err(e.context("the component ran out of memory"))
-                }
-                None if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) => {
-                    Err(e.context("the component ran out of fuel"))
-                }
-                None => Err(e.context("the component trapped")),
-            },
+        let ended = Ended::of(result, &self.store);
+        let status = ended.status(|r| if r.is_ok() { "finished" } else { "failed" });
+        let record = exit_record(&self.store, status, ended.limit());
+        self.store.data().audit().exited(&record);
+        match ended {
+            Ended::Returned(Ok(())) => Ok(Outcome::Ok),
+            Ended::Returned(Err(msg)) => Ok(Outcome::Failed(msg)),
+            Ended::Exit(0) => Ok(Outcome::Ok),
+            Ended::Exit(code) => Ok(Outcome::Exit(code)),
+            Ended::OutOfMemory(e) => Err(e.context("the component ran out of memory")),
+            Ended::OutOfFuel(e) => Err(e.context("the component ran out of fuel")),
+            Ended::Trapped(e) => Err(e.context("the component trapped")),
         }
     }
 
@@ -395,5 +439,52 @@ impl Running {
     /// The instance, for calling exports beyond the `app` world.
     pub fn instance(&self) -> Instance {
         self.instance
+    }
+}
+
+/// How a call of a component's entry point ended.
+pub(crate) enum Ended<T> {
+    Returned(T),
+    /// It called `wasi:cli/exit`.
+    Exit(i32),
+    OutOfMemory(wasmtime::Error),
+    OutOfFuel(wasmtime::Error),
+    Trapped(wasmtime::Error),
+}
+
+impl<T> Ended<T> {
+    pub(crate) fn of(result: wasmtime::Result<T>, store: &Store<State>) -> Ended<T> {
+        match result {
+            Ok(v) => Ended::Returned(v),
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => Ended::Exit(exit.0),
+                None if store.data().memory_limit_hit() => Ended::OutOfMemory(e),
+                None if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) => {
+                    Ended::OutOfFuel(e)
+                }
+                None => Ended::Trapped(e),
+            },
+        }
+    }
+
+    /// The word for the audit log; `returned` names a return.
+    pub(crate) fn status(&self, returned: impl Fn(&T) -> &'static str) -> String {
+        match self {
+            Ended::Returned(v) => returned(v).into(),
+            Ended::Exit(0) => "finished".into(),
+            Ended::Exit(code) => format!("exit {code}"),
+            Ended::OutOfMemory(_) => "out-of-memory".into(),
+            Ended::OutOfFuel(_) => "out-of-cpu".into(),
+            Ended::Trapped(_) => "trapped".into(),
+        }
+    }
+
+    /// The limit that ended it, if one did.
+    pub(crate) fn limit(&self) -> Option<&'static str> {
+        match self {
+            Ended::OutOfMemory(_) => Some("memory"),
+            Ended::OutOfFuel(_) => Some("cpu"),
+            _ => None,
+        }
     }
 }

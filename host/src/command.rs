@@ -6,7 +6,8 @@ use std::sync::Arc;
 use wasmtime::error::Context;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::app::{new_store_with_wasi, State};
+use crate::app::{exit_record, new_store_with_wasi, Ended, State};
+use crate::audit::AuditLog;
 use crate::ctx::BrokerCtx;
 use crate::limits::Limits;
 use crate::pledge::Pledges;
@@ -17,6 +18,7 @@ use crate::wasi::WasiGrants;
 pub struct CommandComponent {
     pub(crate) name: String,
     pub(crate) pre: CommandPre<State>,
+    pub(crate) audit_log: Option<Arc<AuditLog>>,
 }
 
 /// How a command ended.
@@ -47,8 +49,9 @@ impl CommandComponent {
             .chain(args.iter().cloned())
             .collect();
         let (wasi, state) = grants.build(&argv, &pledges)?;
-        let broker =
-            BrokerCtx::new(&self.name, Arc::new(Components::new())).with_wasi(state, pledges);
+        let broker = BrokerCtx::new(&self.name, Arc::new(Components::new()))
+            .with_wasi(state, pledges)
+            .with_audit_log(self.audit_log.clone());
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);
         let command = self
             .pre
@@ -59,24 +62,25 @@ impl CommandComponent {
         let result = match limits.timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
-                Err(_) => wasmtime::bail!("the program ran past its timeout of {t:?}"),
+                Err(_) => {
+                    let record = exit_record(&store, "timed-out".into(), Some("time"));
+                    store.data().audit().exited(&record);
+                    wasmtime::bail!("the program ran past its timeout of {t:?}")
+                }
             },
             None => call.await,
         };
-        match result {
-            Ok(Ok(())) => Ok(CommandOutcome::Success),
-            Ok(Err(())) => Ok(CommandOutcome::Exit(1)),
-            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) if exit.0 == 0 => Ok(CommandOutcome::Success),
-                Some(exit) => Ok(CommandOutcome::Exit(exit.0)),
-                None if store.data().memory_limit_hit() => {
-                    Err(e.context("the program ran out of memory"))
-                }
-                None if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) => {
-                    Err(e.context("the program ran out of fuel"))
-                }
-                None => Err(e.context("the program trapped")),
-            },
+        let ended = Ended::of(result, &store);
+        let status = ended.status(|r| if r.is_ok() { "finished" } else { "exit 1" });
+        let record = exit_record(&store, status, ended.limit());
+        store.data().audit().exited(&record);
+        match ended {
+            Ended::Returned(Ok(())) | Ended::Exit(0) => Ok(CommandOutcome::Success),
+            Ended::Returned(Err(())) => Ok(CommandOutcome::Exit(1)),
+            Ended::Exit(code) => Ok(CommandOutcome::Exit(code)),
+            Ended::OutOfMemory(e) => Err(e.context("the program ran out of memory")),
+            Ended::OutOfFuel(e) => Err(e.context("the program ran out of fuel")),
+            Ended::Trapped(e) => Err(e.context("the program trapped")),
         }
     }
 }

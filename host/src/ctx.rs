@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditLog};
 use crate::bindings::capbroker::caps as wit;
 use crate::mailbox::Mailbox;
 use crate::pledge::Pledges;
@@ -47,12 +47,26 @@ impl BrokerCtx {
         }
     }
 
-    /// State for a child process.
-    pub(crate) fn child(component: &str, components: Arc<Components>, mailbox: Mailbox) -> Self {
+    /// State for a child process of the process `parent` audits.
+    pub(crate) fn child(
+        parent: &Audit,
+        component: &str,
+        components: Arc<Components>,
+        mailbox: Mailbox,
+    ) -> Self {
         BrokerCtx {
+            audit: parent.child(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
+            components,
             mailbox: Some(mailbox),
-            ..BrokerCtx::new(component, components)
+            pledges: Pledges::default(),
+            wasi: WasiState::default(),
         }
+    }
+
+    /// Also writes this instance's audit events to `log`.
+    pub fn with_audit_log(mut self, log: Option<Arc<AuditLog>>) -> Self {
+        self.audit = self.audit.with_log(log);
+        self
     }
 
     /// Gives the instance the operator's standard WASI grants; `pledges`

@@ -210,7 +210,15 @@ impl Grant {
             }
             Grant::Spawner(s) => {
                 let spawner = s.spawner(view.ctx.components.clone())?;
-                let detail = format!("{:?}", spawner.budget());
+                let b = spawner.budget();
+                let detail = format!(
+                    "max-memory={},max-fuel={},timeout={}ms,max-children={},components={}",
+                    b.limits.max_memory,
+                    b.limits.max_fuel,
+                    b.limits.timeout_ms,
+                    b.max_children,
+                    b.components.join("+")
+                );
                 (HandleValue::Spawner(spawner), "spawner".into(), detail)
             }
             Grant::Listen(g) => (

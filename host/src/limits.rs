@@ -38,6 +38,7 @@ pub const MIN_MEMORY: u64 = 64 << 10;
 pub struct MemoryLimiter {
     max_memory: usize,
     hit: bool,
+    peak: usize,
 }
 
 impl MemoryLimiter {
@@ -45,12 +46,18 @@ impl MemoryLimiter {
         MemoryLimiter {
             max_memory,
             hit: false,
+            peak: 0,
         }
     }
 
     /// Whether a growth was refused.
     pub fn hit(&self) -> bool {
         self.hit
+    }
+
+    /// The largest linear memory the instance has had, in bytes.
+    pub fn peak(&self) -> usize {
+        self.peak
     }
 }
 
@@ -68,6 +75,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use capbroker::app::Loaded;
+use capbroker::audit::{report, AuditLog};
 use capbroker::command::CommandOutcome;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
 use capbroker::limits::parse_duration;
@@ -75,6 +76,12 @@ enum Command {
         #[arg(long)]
         stdin: bool,
 
+        /// Write the audit log, as JSON Lines, to FILE (`-` for stderr):
+        /// grants, derivations, drops, pledges, spawns, denials,
+        /// revocations, limit hits and exits, for every process.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+
         /// Make the component at PATH spawnable under NAME. The component
         /// being run is spawnable under its file name (and as `self`).
         #[arg(long = "component", value_name = "NAME=PATH", value_parser = parse_component)]
@@ -111,6 +118,12 @@ enum Command {
     Inspect {
         /// The component (.wasm) to inspect.
         component: PathBuf,
+    },
+    /// Summarise an audit log written by `run --audit`: the process tree
+    /// with grants and exits, and the denials grouped by kind.
+    Audit {
+        /// The JSON Lines file.
+        file: PathBuf,
     },
 }
 
@@ -182,6 +195,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             components,
             envs,
             stdin,
+            audit,
             max_memory,
             max_handles,
             max_fuel,
@@ -194,7 +208,18 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .check()
                     .with_context(|| format!("--dir {}", g.name))?;
             }
-            let rt = Runtime::new()?;
+            let mut rt = Runtime::new()?;
+            if let Some(path) = audit {
+                let out: Box<dyn std::io::Write + Send> =
+                    if path.as_os_str() == "-" {
+                        Box::new(std::io::stderr())
+                    } else {
+                        Box::new(std::fs::File::create(&path).with_context(|| {
+                            format!("--audit: cannot create `{}`", path.display())
+                        })?)
+                    };
+                rt.set_audit_log(AuditLog::new(out));
+            }
             let limits = Limits {
                 max_memory,
                 max_handles: max_handles as usize,
@@ -257,6 +282,12 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Audit { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            print!("{}", report::summarise(&file.display().to_string(), &text)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { component } => {
             let rt = Runtime::new()?;

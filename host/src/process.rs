@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Store, Trap};
 
-use crate::app::{new_store, State};
+use crate::app::{exit_record, new_store, State};
 use crate::bindings::capbroker::caps::grants::{Share, Shared};
 pub use crate::bindings::capbroker::caps::process::ExitStatus;
 use crate::bindings::capbroker::caps::process::{Host, HostProcess};
@@ -176,6 +176,7 @@ impl BrokerCtxView<'_> {
         let (to_child, child_inbox) = mpsc::channel(MAILBOX_DEPTH);
         let (child_outbox, from_child) = mpsc::channel(MAILBOX_DEPTH);
         let ctx = BrokerCtx::child(
+            &self.ctx.audit,
             name,
             self.ctx.components.clone(),
             Mailbox::new(child_inbox, child_outbox),
@@ -201,17 +202,24 @@ impl BrokerCtxView<'_> {
 
         let (status_tx, ended) = oneshot::channel();
         let (kill, killed) = oneshot::channel();
-        let audit = self.ctx.audit.clone();
-        audit.spawned(pid, name, &names);
+        self.ctx.audit.spawned(pid, name, &names);
         let run = {
             let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
             async move {
                 let child = run_child(&pre, &mut store, &entry, input, child_grants);
                 let status = supervise(child, killed, deadline).await;
+                let limit = match status {
+                    ExitStatus::OutOfMemory => Some("memory"),
+                    ExitStatus::OutOfCpu => Some("cpu"),
+                    ExitStatus::TimedOut => Some("time"),
+                    _ => None,
+                };
+                let record = exit_record(&store, status_word(&status).to_string(), limit);
+                let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
                 drop(slot);
-                audit.exited(pid, status_word(&status));
+                child_audit.exited(&record);
                 let _ = status_tx.send(status);
             }
         };

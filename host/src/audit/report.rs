@@ -1,0 +1,156 @@
+//! `capbroker audit FILE`: a JSON Lines audit log, summarised: the process
+//! tree with each process's grants, pledges and exit, then the denials
+//! grouped by kind.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+#[derive(Default)]
+struct Process {
+    component: String,
+    parent: Option<u64>,
+    grants: Vec<String>,
+    handles: Vec<String>,
+    pledges: Vec<String>,
+    denials: u64,
+    exit: Option<String>,
+}
+
+#[derive(Default)]
+struct Group {
+    count: u64,
+    example: String,
+}
+
+/// Summarises the log `text` (the contents of `name`).
+pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
+    let mut procs: BTreeMap<u64, Process> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut suppressed = 0;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: Value = serde_json::from_str(line)
+            .map_err(|err| wasmtime::format_err!("{name}:{}: not a JSON object: {err}", i + 1))?;
+        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let (Some(event), Some(pid)) = (e.get("event").and_then(Value::as_str), e["pid"].as_u64())
+        else {
+            wasmtime::bail!(
+                "{name}:{}: not a capbroker audit event (no `event` or `pid`)",
+                i + 1
+            );
+        };
+        let p = procs.entry(pid).or_default();
+        p.component = field("component");
+        p.parent = e["parent"].as_u64();
+        match event {
+            "grant" => p
+                .grants
+                .push(format!("{} = {}", field("grant"), field("detail"))),
+            "pledge" => p.pledges.push(field("authority")),
+            "spawn" => {
+                let child = procs.entry(e["child"].as_u64().unwrap_or(0)).or_default();
+                child.parent = Some(pid);
+                child.component = field("child_component");
+                child.handles = e["handles"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            "exit" => {
+                p.exit = Some(format!(
+                    "{}, fuel {}, peak memory {} KiB, {:.1} ms",
+                    field("status"),
+                    e["fuel_used"].as_u64().unwrap_or(0),
+                    e["peak_memory"].as_u64().unwrap_or(0) >> 10,
+                    e["wall_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+                ))
+            }
+            "deny" | "fail" => {
+                p.denials += 1;
+                let g = groups.entry((field("error"), field("op"))).or_default();
+                g.count += 1;
+                if g.example.is_empty() {
+                    g.example = format!(
+                        "{} `{}` in {}: {}",
+                        field("handle"),
+                        field("path"),
+                        field("component"),
+                        field("message")
+                    );
+                }
+            }
+            "suppressed" => suppressed += e["count"].as_u64().unwrap_or(0),
+            _ => {}
+        }
+    }
+
+    let mut out = String::new();
+    writeln!(out, "processes").unwrap();
+    let roots: Vec<u64> = procs
+        .iter()
+        .filter(|(_, p)| p.parent.is_none_or(|parent| !procs.contains_key(&parent)))
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in roots {
+        tree(&procs, pid, 1, &mut out);
+    }
+    let total: u64 = groups.values().map(|g| g.count).sum();
+    writeln!(out, "denials and failures: {total}").unwrap();
+    for ((error, op), g) in &groups {
+        writeln!(
+            out,
+            "  {error:<14} {op:<16} ×{:<5} e.g. {}",
+            g.count, g.example
+        )
+        .unwrap();
+    }
+    if suppressed > 0 {
+        writeln!(
+            out,
+            "  and {suppressed} more left out of the log by its rate limit"
+        )
+        .unwrap();
+    }
+    Ok(out)
+}
+
+fn tree(procs: &BTreeMap<u64, Process>, pid: u64, depth: usize, out: &mut String) {
+    let p = &procs[&pid];
+    let pad = "  ".repeat(depth);
+    writeln!(out, "{pad}{pid} {}", p.component).unwrap();
+    for g in &p.grants {
+        writeln!(out, "{pad}  grant {g}").unwrap();
+    }
+    if !p.handles.is_empty() {
+        writeln!(
+            out,
+            "{pad}  handles from its parent: {}",
+            p.handles.join(", ")
+        )
+        .unwrap();
+    }
+    for a in &p.pledges {
+        writeln!(out, "{pad}  pledged {a}").unwrap();
+    }
+    if p.denials > 0 {
+        writeln!(out, "{pad}  {} denials and failures", p.denials).unwrap();
+    }
+    match &p.exit {
+        Some(e) => writeln!(out, "{pad}  exit: {e}").unwrap(),
+        None => writeln!(out, "{pad}  exit: not recorded").unwrap(),
+    }
+    for (child, c) in procs.iter() {
+        if c.parent == Some(pid) && *child != pid {
+            tree(procs, *child, depth + 1, out);
+        }
+    }
+}

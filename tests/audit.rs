@@ -1,0 +1,191 @@
+//! The audit log (`capbroker run --audit FILE`): JSON Lines with every
+//! grant, derivation, drop, spawn, denial, limit hit and exit, per process
+//! and in order; `capbroker audit FILE` summarises it; a flood of denials
+//! is rate-limited, not blocking.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{capbroker, guest, text, Tree};
+
+const SP: &str = "sp=max-memory=16MiB,max-fuel=10M,timeout=2s,max-children=3";
+
+fn events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect()
+}
+
+fn of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn every_process_is_logged_in_order_and_summarised() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let probe = guest("probe");
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        "--spawn",
+        SP,
+        probe.to_str().unwrap(),
+        "attenuate data read,list R",
+        "write R hello.txt no",
+        "read R ../outside/secret",
+        "spawn sp self budget R P read R hello.txt",
+        "wait P",
+        "spawn sp self budget - Q loop",
+        "wait Q",
+        "drop R",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = events(&log);
+
+    // Timestamps never go backwards; every event names its process.
+    let times: Vec<u64> = all.iter().map(|e| e["t_us"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(all
+        .iter()
+        .all(|e| e["pid"].is_u64() && e["component"] == "probe"));
+
+    let root = all[0]["pid"].as_u64().unwrap();
+    let grants = of(&all, "grant");
+    assert_eq!(grants.len(), 2, "{grants:#?}");
+    assert_eq!(grants[0]["grant"], "data");
+    assert_eq!(grants[0]["detail"], "read,write,create,list,remove");
+    assert!(grants[1]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("max-children=3"));
+    let derive = of(&all, "derive");
+    assert_eq!(derive[0]["op"], "attenuate");
+    assert_eq!(derive[0]["rights"], "read,list");
+
+    // Denials carry the operation, the path, the rights held and the missing ones.
+    let denials = of(&all, "deny");
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    assert_eq!(denials[0]["op"], "write-file");
+    assert_eq!(denials[0]["path"], "hello.txt");
+    assert_eq!(denials[0]["rights"], "read,list");
+    assert_eq!(denials[0]["missing"], "write,create");
+    assert_eq!(denials[1]["error"], "escape");
+
+    // Spawns name the child and the handles passed; each child's events
+    // name its parent; every process has one exit, with what it used.
+    let spawns = of(&all, "spawn");
+    assert_eq!(spawns.len(), 2);
+    assert_eq!(spawns[0]["handles"], serde_json::json!(["R"]));
+    let children: Vec<u64> = spawns
+        .iter()
+        .map(|s| s["child"].as_u64().unwrap())
+        .collect();
+    for child in &children {
+        let mine: Vec<&Value> = all.iter().filter(|e| e["pid"] == *child).collect();
+        assert!(mine.iter().all(|e| e["parent"] == root), "{mine:#?}");
+    }
+    let exits = of(&all, "exit");
+    assert_eq!(exits.len(), 3, "{exits:#?}");
+    let exit_of = |pid: u64| exits.iter().find(|e| e["pid"] == pid).unwrap();
+    assert_eq!(exit_of(children[0])["status"], "finished");
+    assert_eq!(exit_of(children[1])["status"], "out-of-cpu");
+    assert_eq!(exit_of(children[1])["fuel_used"], 10_000_000);
+    assert_eq!(exit_of(root)["status"], "finished");
+    assert!(exit_of(root)["peak_memory"].as_u64().unwrap() >= 64 << 10);
+    let limits = of(&all, "limit");
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0]["limit"], "cpu");
+    assert!(of(&all, "drop").iter().any(|d| d["handle"] == "data"));
+
+    // The summary: the tree, and the denials grouped.
+    let out = capbroker(&["audit", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    let want_child = format!(
+        "    {} probe\n      handles from its parent: R\n",
+        children[0]
+    );
+    assert!(summary.contains(&want_child), "{summary}");
+    assert!(
+        summary.contains("exit: out-of-cpu, fuel 10000000"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("denied         write-file       ×1"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("escape         read-file        ×1"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_flood_of_denials_is_rate_limited_and_counted() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let probe = guest("probe");
+    let grant = format!("ro={}:ro", tree.root().display());
+    let mut args = vec!["run", "--audit", log.to_str().unwrap(), "--dir", &grant];
+    let probe = probe.to_str().unwrap().to_string();
+    args.push(&probe);
+    let flood = vec!["write ro hello.txt x"; 5000];
+    args.extend(flood.iter().copied());
+    let started = Instant::now();
+    let out = capbroker(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let all = events(&log);
+    let written = of(&all, "deny").len() as u64;
+    let suppressed: u64 = of(&all, "suppressed")
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(written + suppressed, 5000, "{written} + {suppressed}");
+    assert!(written < 1000, "{written} denials written");
+    assert!(of(&all, "exit").len() == 1);
+}
+
+#[test]
+fn bad_audit_input_is_a_clear_error() {
+    let tree = Tree::new();
+    let bad = tree.path("bad.jsonl");
+    std::fs::write(&bad, "{\"event\":\"exit\",\"pid\":1}\nnot json\n").unwrap();
+    let out = capbroker(&["audit", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.jsonl:2: not a JSON object"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&bad, "{\"hello\":1}\n").unwrap();
+    let out = capbroker(&["audit", bad.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("bad.jsonl:1: not a capbroker audit event"));
+    let out = capbroker(&["audit", tree.path("absent.jsonl").to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        tree.path("no/such/dir/log.jsonl").to_str().unwrap(),
+        guest("worker").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--audit: cannot create"),
+        "{}",
+        text(&out.stderr)
+    );
+}
