@@ -125,3 +125,30 @@ fn bad_grants_for_a_command_are_clear_errors() {
         "--env and --stdin are for WASI commands",
     );
 }
+
+#[test]
+fn a_memory_bomb_under_the_default_limits_ends_within_its_cap() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let probe = guest("std-probe");
+    // No limit flags: the documented defaults apply.
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        probe.to_str().unwrap(),
+        "bomb",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(134), "{stderr}");
+    assert!(stderr.contains("the program ran out of memory"), "{stderr}");
+    let exit: serde_json::Value = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "exit")
+        .expect("an exit event");
+    assert_eq!(exit["status"], "out-of-memory");
+    let peak = exit["peak_memory"].as_u64().unwrap();
+    assert!(peak <= 256 << 20 && peak > 200 << 20, "peak {peak}");
+}

@@ -11,7 +11,7 @@
 //!   and read the echo
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
-//! - `exit CODE`, `panic`, `stderr TEXT`
+//! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -166,6 +166,13 @@ fn main() {
                 match pledge::unveil_dir(&pre, &sub, rights(&r)) {
                     Ok(()) => println!("ok unveil {pre} {sub}"),
                     Err(e) => println!("err {} unveil: {}", e.code(), e.message()),
+                }
+            }
+            "bomb" => {
+                // Allocates and touches memory until the broker says no.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
                 }
             }
             "exit" => std::process::exit(next(&mut i).parse().unwrap_or(1)),
