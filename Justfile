@@ -43,9 +43,6 @@ examples: guests build
 
 # Start the per-request-isolated web server example on 127.0.0.1:8080.
 serve: guests build
-    rm -rf {{demo_dir}}/web
-    mkdir -p {{demo_dir}}/web/conf {{demo_dir}}/web/uploads
-    printf 'listen = 127.0.0.1:8080\ngreeting = hello from a child process\n' > {{demo_dir}}/web/conf/server.conf
     @echo 'Try, in another terminal:'
     @echo '  curl -i http://127.0.0.1:8080/                 # a handler child answers'
     @echo '  curl -i http://127.0.0.1:8080/sandbox          # what a handler can reach: nothing'
@@ -54,8 +51,9 @@ serve: guests build
     @echo '  curl -i http://127.0.0.1:8080/spin             # 503: out of CPU'
     @echo '  curl -i http://127.0.0.1:8080/hog              # 503: out of memory'
     @echo '  curl -i http://127.0.0.1:8080/sleep            # 503: out of time'
-    @echo 'Uploads land in {{demo_dir}}/web/uploads. Ctrl-C stops the server.'
-    target/debug/capbroker run --dir cfg={{demo_dir}}/web/conf:ro --dir uploads={{demo_dir}}/web/uploads --listen web=127.0.0.1:8080 --spawn workers=max-memory=64MiB,max-fuel=4G,timeout=10s,max-children=300 target/guests/wasm32-wasip2/release/web_server.wasm
+    @echo 'Uploads land in components/examples/web-server/uploads. Ctrl-C stops the server.'
+    @echo '$ capbroker run -m components/examples/web-server/capbroker.toml'
+    target/debug/capbroker run -m components/examples/web-server/capbroker.toml
 
 # Run the whole test suite (the tests build the guests themselves, too).
 test: guests

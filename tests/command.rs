@@ -94,7 +94,7 @@ fn bad_grants_for_a_command_are_clear_errors() {
     };
     refused(
         &["run", "--spawn", "sp", probe],
-        "--spawn and --component are for capbroker apps",
+        "spawners and --component are for capbroker apps",
     );
     refused(
         &["run", "--env", "CAPBROKER_TEST_SURELY_UNSET", probe],

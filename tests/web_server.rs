@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{guest, Tree};
+use support::Tree;
 
 struct Server {
     child: Child,
@@ -39,18 +39,21 @@ impl Server {
             format!("listen = 127.0.0.1:{port}\ngreeting = hello, test\n"),
         )
         .unwrap();
+        // The example's own manifest, with the folders and the port this
+        // test uses instead of the manifest's.
+        support::guests(); // the manifest names the built component
+        let manifest = support::root().join("components/examples/web-server/capbroker.toml");
         let child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
             .args([
                 "run",
+                "-m",
+                manifest.to_str().unwrap(),
                 "--dir",
                 &format!("cfg={}:ro", tree.path("conf").display()),
                 "--dir",
                 &format!("uploads={}", tree.path("uploads").display()),
                 "--listen",
                 &format!("web=127.0.0.1:{port}"),
-                "--spawn",
-                "workers=max-memory=64MiB,max-fuel=4G,timeout=10s,max-children=300",
-                guest("web_server").to_str().unwrap(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

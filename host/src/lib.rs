@@ -26,6 +26,7 @@ pub mod fs;
 pub mod grants;
 pub mod limits;
 pub mod mailbox;
+pub mod manifest;
 pub mod net;
 pub mod pledge;
 pub mod process;

@@ -12,10 +12,11 @@ use capbroker::audit::{report, AuditLog};
 use capbroker::command::CommandOutcome;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
 use capbroker::limits::parse_duration;
+use capbroker::manifest::Config;
 use capbroker::net::Reach;
 use capbroker::spawn::Components;
 use capbroker::wasi::WasiGrants;
-use capbroker::{Limits, Outcome, Runtime};
+use capbroker::{Outcome, Runtime};
 use clap::{Parser, Subcommand};
 use wasmtime::bail;
 use wasmtime::error::Context;
@@ -96,17 +97,30 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
 
-        /// The most linear memory the component may use, e.g. 64MiB.
-        #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
-        max_memory: usize,
+        /// The most linear memory the component may use, e.g. 64MiB
+        /// (default 256MiB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<usize>,
 
         /// The most handles (and WASI resources) the component may hold at once.
-        #[arg(long, value_name = "N", default_value_t = Limits::default().max_handles as u64,
-              value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
-        max_handles: u64,
+        /// (Default 1024.)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+        max_handles: Option<u64>,
 
-        /// The component (.wasm) to run.
-        component: PathBuf,
+        /// Read grants, limits and the component from this manifest
+        /// (default: capbroker.toml next to the component, if there is
+        /// one). Flags add to it, or replace what has the same name.
+        #[arg(short = 'm', long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+
+        /// Print the configuration the manifest and the flags make, as a
+        /// manifest, and run nothing.
+        #[arg(long)]
+        print_config: bool,
+
+        /// The component (.wasm) to run. With -m and a manifest that names
+        /// the component, this and every later word are arguments.
+        component: Option<PathBuf>,
 
         /// Arguments passed to the component (to an app's `run`, or as a
         /// command's argv after its name). Everything after the component's
@@ -196,6 +210,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             envs,
             stdin,
             audit,
+            manifest,
+            print_config,
             max_memory,
             max_handles,
             max_fuel,
@@ -208,6 +224,54 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .check()
                     .with_context(|| format!("--dir {}", g.name))?;
             }
+            let flags = Config {
+                component,
+                args,
+                grants: dirs
+                    .into_iter()
+                    .chain(spawns)
+                    .chain(listens)
+                    .chain(connects)
+                    .collect(),
+                components,
+                env: envs,
+                stdin,
+                max_memory,
+                max_handles: max_handles.map(|n| n as usize),
+                max_fuel,
+                timeout,
+            };
+            // The manifest named with -m, or capbroker.toml next to the component.
+            let explicit = manifest.is_some();
+            let manifest = manifest.or_else(|| {
+                let beside = flags.component.as_ref()?.parent()?.join("capbroker.toml");
+                let found = beside.is_file().then_some(beside)?;
+                // Visible: a manifest found this way grants authority.
+                tracing::warn!(target: "capbroker::manifest", "using {}", found.display());
+                Some(found)
+            });
+            let config = match &manifest {
+                Some(path) => {
+                    let from_file = Config::load(path)?;
+                    let mut flags = flags;
+                    // With -m and a manifest that names the component, every
+                    // word after the flags is an argument.
+                    if explicit && from_file.component.is_some() {
+                        if let Some(first) = flags.component.take() {
+                            flags.args.insert(0, first.to_string_lossy().into_owned());
+                        }
+                    }
+                    from_file.merge(flags)
+                }
+                None => flags,
+            };
+            if print_config {
+                print!("{}", config.to_toml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(component) = config.component.clone() else {
+                bail!("no component to run: name one, or give a manifest (-m) with `component = \"...\"`");
+            };
             let mut rt = Runtime::new()?;
             if let Some(path) = audit {
                 let out: Box<dyn std::io::Write + Send> =
@@ -220,20 +284,20 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     };
                 rt.set_audit_log(AuditLog::new(out));
             }
-            let limits = Limits {
-                max_memory,
-                max_handles: max_handles as usize,
-                max_fuel,
-                timeout,
-            };
+            let limits = config.limits();
             let app = match rt.load_any(&component)? {
                 Loaded::App(app) => app,
                 Loaded::Command(command) => {
-                    if !spawns.is_empty() || !components.is_empty() {
-                        bail!("`{}` is a WASI command: --spawn and --component are for capbroker apps", command.name());
+                    if config
+                        .grants
+                        .iter()
+                        .any(|g| matches!(g.grant, Grant::Spawner(_)))
+                        || !config.components.is_empty()
+                    {
+                        bail!("`{}` is a WASI command: spawners and --component are for capbroker apps", command.name());
                     }
-                    let grants = wasi_grants(dirs, listens, connects, envs, stdin);
-                    return match command.run(&grants, &args, &limits).await {
+                    let grants = wasi_grants(config.grants, config.env, config.stdin);
+                    return match command.run(&grants, &config.args, &limits).await {
                         Ok(CommandOutcome::Success) => Ok(ExitCode::SUCCESS),
                         Ok(CommandOutcome::Exit(code)) => {
                             Ok(ExitCode::from(code.clamp(1, 255) as u8))
@@ -247,7 +311,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     };
                 }
             };
-            if !envs.is_empty() || stdin {
+            if !config.env.is_empty() || config.stdin {
                 bail!(
                     "--env and --stdin are for WASI commands; `{}` is a capbroker app",
                     app.name()
@@ -255,7 +319,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             }
             let mut registry = Components::new();
             registry.insert(app.name(), app.instance_pre().clone())?;
-            for (name, path) in &components {
+            for (name, path) in &config.components {
                 let pre = rt
                     .load_child(path)
                     .with_context(|| format!("--component {name}"))?;
@@ -263,14 +327,10 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .insert(name, pre)
                     .with_context(|| format!("--component {name}"))?;
             }
-            let grants: Vec<NamedGrant> = dirs
-                .into_iter()
-                .chain(spawns)
-                .chain(listens)
-                .chain(connects)
-                .collect();
-            let mut running = app.start(&grants, &limits, Arc::new(registry)).await?;
-            match running.run(&args).await {
+            let mut running = app
+                .start(&config.grants, &limits, Arc::new(registry))
+                .await?;
+            match running.run(&config.args).await {
                 Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),
                 Ok(Outcome::Failed(msg)) => {
                     eprintln!("{}: error: {msg}", app.name());
@@ -314,26 +374,20 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
     }
 }
 
-/// The standard WASI grants of a command, from the flags.
-fn wasi_grants(
-    dirs: Vec<NamedGrant>,
-    listens: Vec<NamedGrant>,
-    connects: Vec<NamedGrant>,
-    env: Vec<(String, String)>,
-    stdin: bool,
-) -> WasiGrants {
-    let mut grants = WasiGrants {
+/// The standard WASI grants of a command.
+fn wasi_grants(grants: Vec<NamedGrant>, env: Vec<(String, String)>, stdin: bool) -> WasiGrants {
+    let mut wasi = WasiGrants {
         env,
         stdin,
         ..WasiGrants::default()
     };
-    for g in dirs.into_iter().chain(listens).chain(connects) {
+    for g in grants {
         match g.grant {
-            Grant::Dir(d) => grants.dirs.push((g.name, d)),
-            Grant::Listen(n) => grants.listen.push(Reach::new(&n)),
-            Grant::Connect(n) => grants.connect.push(Reach::new(&n)),
+            Grant::Dir(d) => wasi.dirs.push((g.name, d)),
+            Grant::Listen(n) => wasi.listen.push(Reach::new(&n)),
+            Grant::Connect(n) => wasi.connect.push(Reach::new(&n)),
             Grant::Spawner(_) => {}
         }
     }
-    grants
+    wasi
 }
