@@ -303,10 +303,10 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                             Ok(ExitCode::from(code.clamp(1, 255) as u8))
                         }
                         Err(e) => {
+                            // A trap, as `wasmtime run` reports one: the
+                            // message and status 1.
                             eprintln!("{}: {e:#}", command.name());
-                            // As `wasmtime run`, and as a native program that aborts.
-                            let trapped = e.downcast_ref::<wasmtime::Trap>().is_some();
-                            Ok(ExitCode::from(if trapped { 134 } else { 1 }))
+                            Ok(ExitCode::from(1))
                         }
                     };
                 }
