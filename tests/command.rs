@@ -53,6 +53,22 @@ fn ripgrep_works_inside_its_grant_and_is_refused_outside() {
         assert!(text(&out.stderr).contains("rg:"), "{}", text(&out.stderr));
     }
 
+    // `inspect` says what it could use: files, not the network.
+    let out = capbroker(&["inspect", &rg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("rg is a plain WASI command"), "{stdout}");
+    assert!(
+        stdout.contains("files: --dir GUEST=PATH[:RIGHTS]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("network"), "{stdout}");
+    let probe = guest("std-probe");
+    let out = capbroker(&["inspect", probe.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("network: --listen, --connect"), "{stdout}");
+    assert!(stdout.contains("capbroker's pledge and unveil"), "{stdout}");
+
     // A read-only grant: rg can read, but nothing in the tree changes.
     let out = capbroker(&["run", "--dir", &grant, &rg, "--files", "/data/sub"]);
     assert_eq!(out.status.code(), Some(0));

@@ -36,6 +36,37 @@ impl CommandComponent {
         &self.name
     }
 
+    /// What the program imports, in the operator's terms: each kind of
+    /// standard WASI authority it could use, with the flag that grants it.
+    /// A program only gets what is granted; this says what is worth
+    /// granting.
+    pub fn wants(&self) -> Vec<&'static str> {
+        const KINDS: [(&str, &str); 6] = [
+            ("wasi:filesystem/", "files: --dir GUEST=PATH[:RIGHTS]"),
+            ("wasi:sockets/", "network: --listen, --connect"),
+            (
+                "wasi:cli/environment",
+                "environment variables and arguments: --env KEY[=VALUE]",
+            ),
+            ("wasi:cli/stdin", "standard input: --stdin"),
+            ("wasi:http/", "outgoing HTTP: not granted by capbroker"),
+            ("capbroker:caps/pledge", "capbroker's pledge and unveil"),
+        ];
+        let pre = self.pre.instance_pre();
+        let engine = pre.engine();
+        let imports: Vec<String> = pre
+            .component()
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        KINDS
+            .iter()
+            .filter(|(prefix, _)| imports.iter().any(|i| i.starts_with(prefix)))
+            .map(|(_, what)| *what)
+            .collect()
+    }
+
     /// Runs the command with `args` (after `argv[0]`, which is the
     /// component's name) and the operator's `grants`. A trap is an `Err`.
     pub async fn run(

@@ -355,10 +355,13 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 Loaded::App(app) => app,
                 Loaded::Command(command) => {
                     println!(
-                        "{} is a WASI command: it gets nothing unless granted with \
-                         --dir GUEST=PATH[:RIGHTS], --env KEY[=VALUE], --stdin, --listen, --connect",
+                        "{} is a plain WASI command (wasi:cli/run): it gets nothing unless \
+                         granted. It imports:",
                         command.name()
                     );
+                    for what in command.wants() {
+                        println!("  {what}");
+                    }
                     return Ok(ExitCode::SUCCESS);
                 }
             };
