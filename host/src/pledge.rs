@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub use crate::bindings::capbroker::caps::pledge::Authority;
 use crate::bindings::capbroker::caps::pledge::Host;
 use crate::ctx::BrokerCtxView;
-use crate::types::{Error, HostResult, Rights};
+use crate::types::{flags_from_bits, flags_to_bits, Error, HostResult, Rights};
 
 /// What one instance has given up so far.
 #[derive(Clone, Default, Debug)]
@@ -45,19 +45,11 @@ const AUTHORITY_NAMES: [(Authority, &str); 4] = [
 ];
 
 fn to_bits(a: Authority) -> u8 {
-    AUTHORITY_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(_, (f, _))| a.contains(*f))
-        .fold(0, |bits, (i, _)| bits | 1 << i)
+    flags_to_bits(&AUTHORITY_NAMES, a)
 }
 
 fn from_bits(bits: u8) -> Authority {
-    AUTHORITY_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & 1 << i != 0)
-        .fold(Authority::empty(), |a, (_, (f, _))| a | *f)
+    flags_from_bits(&AUTHORITY_NAMES, bits, Authority::empty())
 }
 
 /// Names for the audit trail.
@@ -73,7 +65,7 @@ fn names(a: Authority) -> String {
 impl Host for BrokerCtxView<'_> {
     fn renounce(&mut self, authority: Authority) -> wasmtime::Result<()> {
         self.ctx.pledges.renounce(authority);
-        self.ctx.wasi.renounce(authority, self.table);
+        self.ctx.wasi.renounce(authority);
         self.ctx.audit.pledged(&names(authority));
         Ok(())
     }

@@ -17,22 +17,36 @@ pub const RIGHT_NAMES: [(Rights, &str); 5] = [
     (Rights::REMOVE, "remove"),
 ];
 
-/// Rights as bits, one per entry of [`RIGHT_NAMES`], to keep in an atomic.
-pub fn rights_to_bits(r: Rights) -> u8 {
-    RIGHT_NAMES
-        .iter()
+/// WIT flags as bits, one per entry of `all`, to keep in an atomic.
+pub fn flags_to_bits<F>(all: &[(F, &str)], value: F) -> u8
+where
+    F: Copy + PartialEq + std::ops::BitAnd<Output = F>,
+{
+    all.iter()
         .enumerate()
-        .filter(|(_, (f, _))| r.contains(*f))
+        .filter(|(_, (f, _))| value & *f == *f)
         .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+/// The inverse of [`flags_to_bits`]; `none` is the empty set.
+pub fn flags_from_bits<F>(all: &[(F, &str)], bits: u8, none: F) -> F
+where
+    F: Copy + std::ops::BitOr<Output = F>,
+{
+    all.iter()
+        .enumerate()
+        .filter(|(i, _)| bits & 1 << i != 0)
+        .fold(none, |v, (_, (f, _))| v | *f)
+}
+
+/// Rights as bits, to keep in an atomic.
+pub fn rights_to_bits(r: Rights) -> u8 {
+    flags_to_bits(&RIGHT_NAMES, r)
 }
 
 /// The inverse of [`rights_to_bits`].
 pub fn rights_from_bits(bits: u8) -> Rights {
-    RIGHT_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & 1 << i != 0)
-        .fold(Rights::empty(), |r, (_, (f, _))| r | *f)
+    flags_from_bits(&RIGHT_NAMES, bits, Rights::empty())
 }
 
 /// `read` and `list`: what a `:ro` grant carries.

@@ -126,10 +126,6 @@ impl WasiFs {
         Ok(())
     }
 
-    pub fn has_preopens(&self) -> bool {
-        !self.roots.is_empty()
-    }
-
     /// Takes every right from every descriptor, stream and listing, and
     /// from the preopens themselves.
     pub fn renounce(&mut self) {

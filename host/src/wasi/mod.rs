@@ -106,12 +106,12 @@ fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAd
 
 impl WasiState {
     /// Gives up `authority` in everything this state guards.
-    pub fn renounce(&mut self, authority: Authority, table: &mut ResourceTable) {
+    pub fn renounce(&mut self, authority: Authority) {
         if authority.contains(Authority::FILESYSTEM) {
             self.fs.renounce();
         }
         if authority.contains(Authority::NETWORK) {
-            self.tcp.renounce(table);
+            self.tcp.renounce();
         }
         if authority.contains(Authority::ENVIRONMENT) {
             self.env.clear();

@@ -23,27 +23,29 @@ use super::WasiParts;
 use crate::types::Rights;
 
 /// The network state of one instance: open until pledged away.
+#[derive(Default)]
 pub struct WasiTcp {
-    gate: Gate,
-}
-
-impl Default for WasiTcp {
-    fn default() -> Self {
-        WasiTcp {
-            gate: Gate::new(Rights::all()),
-        }
-    }
+    /// Made at the first connection, so that the many instances that never
+    /// touch a socket (every child process) do not pay for it.
+    gate: Option<Gate>,
 }
 
 impl WasiTcp {
-    pub fn renounce(&mut self, _table: &mut wasmtime::component::ResourceTable) {
-        self.gate.narrow(Rights::empty());
+    fn gate(&mut self) -> &Gate {
+        self.gate.get_or_insert_with(|| Gate::new(Rights::all()))
+    }
+
+    pub fn renounce(&mut self) {
+        self.gate().narrow(Rights::empty());
     }
 
     fn open(&self) -> SocketResult<()> {
-        self.gate
-            .check(Rights::empty())
-            .map_err(|_| ErrorCode::AccessDenied.into())
+        match &self.gate {
+            Some(gate) => gate
+                .check(Rights::empty())
+                .map_err(|_| ErrorCode::AccessDenied.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -58,8 +60,9 @@ type Streams = (Resource<DynInputStream>, Resource<DynOutputStream>);
 impl TcpView<'_> {
     /// Puts the streams of a new connection behind the network gate.
     fn guard(&mut self, (input, output): Streams) -> SocketResult<Streams> {
-        guard(self.wasi.table, &input, &self.tcp.gate, Rights::empty())?;
-        guard(self.wasi.table, &output, &self.tcp.gate, Rights::empty())?;
+        let gate = self.tcp.gate().clone();
+        guard(self.wasi.table, &input, &gate, Rights::empty())?;
+        guard(self.wasi.table, &output, &gate, Rights::empty())?;
         Ok((input, output))
     }
 }
