@@ -223,7 +223,8 @@ impl BrokerCtxView<'_> {
                 let _ = status_tx.send(status);
             }
         };
-        tokio::spawn(run);
+        // Boxed first: the future is large, and tokio would copy it by value.
+        tokio::spawn(Box::pin(run));
         let handle = ProcessHandle {
             id: pid,
             to_child,
@@ -357,7 +358,7 @@ impl HostProcess for BrokerCtxView<'_> {
 
     fn drop(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
         let p = self.table.delete(p)?;
-        self.ctx.audit.dropped(&format!("process {}", p.id));
+        self.ctx.audit.dropped(format_args!("process {}", p.id));
         Ok(())
     }
 }

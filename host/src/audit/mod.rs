@@ -135,8 +135,11 @@ impl Audit {
         self.pid
     }
 
-    fn emit(&self, event: &str, mut fields: Value) {
+    /// Builds the event only when there is a log to write it to: spawning
+    /// and dropping handles must not pay for JSON nobody reads.
+    fn emit(&self, event: &str, fields: impl FnOnce() -> Value) {
         if let Some(log) = &self.log {
+            let mut fields = fields();
             fields["event"] = json!(event);
             fields["pid"] = json!(self.pid);
             fields["parent"] = json!(self.parent);
@@ -151,7 +154,7 @@ impl Audit {
             grant = name, target_path = target, detail, "granted");
         self.emit(
             "grant",
-            json!({ "grant": name, "target": target, "detail": detail }),
+            || json!({ "grant": name, "target": target, "detail": detail }),
         );
     }
 
@@ -159,31 +162,30 @@ impl Audit {
     pub fn derived(&self, op: &str, from: &str, to: &str, rights: Rights) {
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             op, from, to, rights = %RightsList(rights), "derived");
-        self.emit(
-            "derive",
-            json!({ "op": op, "from": from, "to": to, "rights": RightsList(rights).to_string() }),
+        self.emit("derive",
+            || json!({ "op": op, "from": from, "to": to, "rights": RightsList(rights).to_string() }),
         );
     }
 
     /// The component dropped a handle.
-    pub fn dropped(&self, handle: &str) {
+    pub fn dropped(&self, handle: impl std::fmt::Display) {
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
-            handle, "dropped");
-        self.emit("drop", json!({ "handle": handle }));
+            %handle, "dropped");
+        self.emit("drop", || json!({ "handle": handle.to_string() }));
     }
 
     /// The component gave up standard WASI authority for good.
     pub fn pledged(&self, authority: &str) {
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             authority, "pledged");
-        self.emit("pledge", json!({ "authority": authority }));
+        self.emit("pledge", || json!({ "authority": authority }));
     }
 
     /// The component revoked a handle it had made revocable.
     pub fn revoked(&self, revoker: u32) {
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             revoker, "revoked");
-        self.emit("revoke", json!({ "revoker": revoker }));
+        self.emit("revoke", || json!({ "revoker": revoker }));
     }
 
     /// The component started a child process.
@@ -192,7 +194,7 @@ impl Audit {
             child, child_component = component, grants = ?grants, "spawned");
         self.emit(
             "spawn",
-            json!({ "child": child, "child_component": component, "handles": grants }),
+            || json!({ "child": child, "child_component": component, "handles": grants }),
         );
     }
 
@@ -202,18 +204,17 @@ impl Audit {
             status = %exit.status, fuel = exit.fuel_used, peak_memory = exit.peak_memory,
             wall_us = exit.wall_us, "exited");
         if let Some(limit) = exit.limit {
-            self.emit("limit", json!({ "limit": limit }));
+            self.emit("limit", || json!({ "limit": limit }));
         }
         self.flush_suppressed();
-        self.emit(
-            "exit",
+        self.emit("exit", || {
             json!({
                 "status": exit.status,
                 "fuel_used": exit.fuel_used,
                 "peak_memory": exit.peak_memory,
                 "wall_us": exit.wall_us,
-            }),
-        );
+            })
+        });
     }
 
     /// A call was refused or failed. Refusals for want of rights, for
@@ -244,7 +245,7 @@ impl Audit {
             return;
         };
         if suppressed > 0 {
-            self.emit("suppressed", json!({ "count": suppressed }));
+            self.emit("suppressed", || json!({ "count": suppressed }));
         }
         let mut fields = json!({
             "op": op,
@@ -258,9 +259,9 @@ impl Audit {
             fields["missing"] = json!(RightsList(*missing).to_string());
         }
         if matches!(err, Error::LimitExceeded(_)) {
-            self.emit("limit", json!({ "limit": "handles", "op": op }));
+            self.emit("limit", || json!({ "limit": "handles", "op": op }));
         }
-        self.emit(if denial { "deny" } else { "fail" }, fields);
+        self.emit(if denial { "deny" } else { "fail" }, move || fields);
     }
 
     fn flush_suppressed(&self) {
@@ -269,7 +270,7 @@ impl Audit {
         };
         let n = std::mem::take(&mut denials.lock().unwrap_or_else(|e| e.into_inner()).suppressed);
         if n > 0 {
-            self.emit("suppressed", json!({ "count": n }));
+            self.emit("suppressed", || json!({ "count": n }));
         }
     }
 }
