@@ -5,7 +5,7 @@ mod support;
 
 use capbroker::bindings::App;
 use capbroker::fs::DirHandle;
-use capbroker::grants::{GuestGrant, Handle};
+use capbroker::grants::HandleValue;
 use capbroker::types::Rights;
 use capbroker::{BrokerCtx, BrokerCtxView, BrokerView};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -65,20 +65,14 @@ async fn an_embedder_adds_capbroker_to_its_own_linker() {
     let open = || cap_std::fs::Dir::open_ambient_dir(tree.root(), cap_std::ambient_authority());
     let mut grant = |name: &str, rights: Rights| {
         let dir = DirHandle::new(open().unwrap(), rights, name);
-        let handle = store.data_mut().broker().table.push(dir).unwrap();
-        GuestGrant {
-            name: name.into(),
-            handle: Handle::Dir(handle),
-        }
+        store.data_mut().broker.grant(name, HandleValue::Dir(dir));
     };
-    let grants = vec![
-        grant("cfg", Rights::READ),
-        grant(
-            "data",
-            Rights::READ | Rights::WRITE | Rights::CREATE | Rights::LIST,
-        ),
-    ];
-    let result = app.call_run(&mut store, &[], &grants).await.unwrap();
+    grant("cfg", Rights::READ);
+    grant(
+        "data",
+        Rights::READ | Rights::WRITE | Rights::CREATE | Rights::LIST,
+    );
+    let result = app.call_run(&mut store, &[]).await.unwrap();
     assert_eq!(result, Ok(()));
     assert_eq!(
         tree.read("root/reports/summary.txt").as_deref(),

@@ -4,6 +4,8 @@
 // handle on `sub`, drops `data`, and shows that every refused call surfaces
 // as a JS exception whose `payload` is capbroker's error.
 
+import { granted } from 'capbroker:caps/grants@0.1.0';
+
 const READ_LIST = { read: true, list: true };
 
 /** `denied(write)`, `escape(..)`: the error's kind and its detail. */
@@ -30,8 +32,8 @@ export function requests() {
   ];
 }
 
-export function run(args, grants) {
-  const data = grants.find((g) => g.name === 'data').handle.val;
+export function run(args) {
+  const data = granted().find((g) => g.name === 'data').handle.val;
   console.log(`read: ${text(data.readFile('hello.txt'))}`);
 
   const readOnly = data.attenuate(READ_LIST);

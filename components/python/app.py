@@ -29,8 +29,8 @@ class WitWorld(wit_world.WitWorld):
         rights = READ_LIST | types.Rights.WRITE
         return [g.Request("data", g.Wants_Dir(rights), False, "reads and attenuates it")]
 
-    def run(self, args, grants):
-        data = next(x.handle.value for x in grants if x.name == "data")
+    def run(self, args):
+        data = next(x.handle.value for x in g.granted() if x.name == "data")
         print("read:", data.read_file("hello.txt").decode())
 
         read_only = data.attenuate(READ_LIST)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use capbroker::app::{new_store, State};
 use capbroker::bindings::capbroker::caps::process::{ExitStatus, Host, HostProcess};
 use capbroker::fs::DirHandle;
-use capbroker::grants::{GuestGrant, Share, Shared};
+use capbroker::grants::{Share, Shared};
 use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
 use capbroker::types::Rights;
 use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
@@ -133,12 +133,10 @@ async fn bare_and_call(engine: &Engine, components: &Arc<Components>, pre: &Inst
     let mut store = new_store(engine, ctx, &Limits::default());
     let instance = pre.instantiate_async(&mut store).await.unwrap();
     let start = instance
-        .get_typed_func::<(Vec<u8>, Vec<GuestGrant>), (Result<Vec<u8>, String>,)>(
-            &mut store, "start",
-        )
+        .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut store, "start")
         .unwrap();
     let (out,) = start
-        .call_async(&mut store, (b"x".to_vec(), Vec::new()))
+        .call_async(&mut store, (b"x".to_vec(),))
         .await
         .unwrap();
     assert_eq!(out.unwrap(), b"x0");

@@ -15,7 +15,7 @@ use crate::audit::{AuditLog, ExitRecord};
 use crate::bindings::{App, AppPre};
 use crate::command::CommandComponent;
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
-use crate::grants::{self, GuestGrant, NamedGrant, Request};
+use crate::grants::{self, NamedGrant, Request};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::spawn::Components;
 use crate::wasi::{GuardedView, GuardedWasiView, WasiParts};
@@ -354,21 +354,15 @@ impl AppComponent {
         let mut started = self.instantiate(limits, components).await?;
         let requests = started.requests().await?;
         let fitted = grants::fit(&requests, grants)?;
-        let mut handles = Vec::with_capacity(fitted.len());
         for g in &fitted {
-            let handle = g
-                .grant
+            g.grant
                 .hand_over(&g.name, started.store.data_mut().broker())?;
-            handles.push(GuestGrant {
-                name: g.name.clone(),
-                handle,
-            });
         }
         Ok(Running {
             store: started.store,
             app: started.app,
             instance: started.instance,
-            grants: Some(handles),
+            ran: false,
             timeout: limits.timeout,
         })
     }
@@ -394,7 +388,7 @@ pub struct Running {
     store: Store<State>,
     app: App,
     instance: Instance,
-    grants: Option<Vec<GuestGrant>>,
+    ran: bool,
     timeout: Option<std::time::Duration>,
 }
 
@@ -402,10 +396,10 @@ impl Running {
     /// Calls `run` with `args` and the grants. A trap is an `Err` that says
     /// so; the host goes on.
     pub async fn run(&mut self, args: &[String]) -> wasmtime::Result<Outcome> {
-        let Some(grants) = self.grants.take() else {
+        if std::mem::replace(&mut self.ran, true) {
             bail!("`run` was already called on this instance");
-        };
-        let call = self.app.call_run(&mut self.store, args, &grants);
+        }
+        let call = self.app.call_run(&mut self.store, args);
         let result = match self.timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,

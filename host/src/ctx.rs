@@ -13,6 +13,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::audit::{Audit, AuditLog};
 use crate::bindings::capbroker::caps as wit;
+use crate::grants::HandleValue;
 use crate::mailbox::Mailbox;
 use crate::pledge::Pledges;
 use crate::spawn::Components;
@@ -29,6 +30,8 @@ pub struct BrokerCtx {
     pub(crate) pledges: Pledges,
     /// The guards in front of standard WASI.
     pub(crate) wasi: WasiState,
+    /// Granted handles the guest has not yet taken with `grants.granted`.
+    pub(crate) pending: Vec<(String, HandleValue)>,
 }
 
 /// Process ids, unique in this host process.
@@ -44,6 +47,7 @@ impl BrokerCtx {
             mailbox: None,
             pledges: Pledges::default(),
             wasi: WasiState::default(),
+            pending: Vec::new(),
         }
     }
 
@@ -53,6 +57,7 @@ impl BrokerCtx {
         component: &str,
         components: Arc<Components>,
         mailbox: Mailbox,
+        grants: Vec<(String, HandleValue)>,
     ) -> Self {
         BrokerCtx {
             audit: parent.child(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
@@ -60,6 +65,7 @@ impl BrokerCtx {
             mailbox: Some(mailbox),
             pledges: Pledges::default(),
             wasi: WasiState::default(),
+            pending: grants,
         }
     }
 
@@ -75,6 +81,12 @@ impl BrokerCtx {
         self.wasi = wasi;
         self.pledges = pledges;
         self
+    }
+
+    /// Hands the guest a handle the embedder made itself, under `name`:
+    /// the guest takes it with `grants.granted`.
+    pub fn grant(&mut self, name: impl Into<String>, handle: HandleValue) {
+        self.pending.push((name.into(), handle));
     }
 
     pub fn audit(&self) -> &Audit {

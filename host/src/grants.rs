@@ -6,8 +6,10 @@
 //! 2. it is fitted to what the component asked for in its `requests` export
 //!    ([`fit`]): a grant the component did not ask for is an error, and a
 //!    grant with more authority than asked for is narrowed to the request;
-//! 3. the host resource is opened and its handle pushed into the store's
-//!    table ([`Grant::hand_over`]), to reach the guest as an argument of `run`.
+//! 3. the host resource is opened and kept in the store's broker state
+//!    ([`Grant::hand_over`]);
+//! 4. the guest takes it with `grants.granted`, which pushes every pending
+//!    handle into the store's table once.
 //!
 //! A new kind adds a case to [`Grant`], [`Wants`] and [`Handle`] and a module
 //! with its host side, like [`crate::fs`].
@@ -195,8 +197,9 @@ impl Grant {
         }
     }
 
-    /// Opens the host resource and puts the guest's handle into the table.
-    pub fn hand_over(&self, name: &str, view: BrokerCtxView<'_>) -> wasmtime::Result<Handle> {
+    /// Opens the host resource and keeps it for the guest's
+    /// `grants.granted`.
+    pub fn hand_over(&self, name: &str, view: BrokerCtxView<'_>) -> wasmtime::Result<()> {
         let (value, target, detail) = match self {
             Grant::Dir(d) => {
                 let dir = d.open().with_context(|| format!("grant `{name}`"))?;
@@ -232,11 +235,9 @@ impl Grant {
                 describe_net(g),
             ),
         };
-        let handle = value
-            .push_into(view.table)
-            .with_context(|| format!("grant `{name}`: the handle table is full"))?;
         view.ctx.audit.granted(name, &target, &detail);
-        Ok(handle)
+        view.ctx.pending.push((name.to_string(), value));
+        Ok(())
     }
 }
 
@@ -248,7 +249,21 @@ fn describe_net(g: &NetGrant) -> String {
         .join(",")
 }
 
-impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {}
+impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {
+    fn granted(&mut self) -> wasmtime::Result<Vec<GuestGrant>> {
+        let pending = std::mem::take(&mut self.ctx.pending);
+        let mut out = Vec::with_capacity(pending.len());
+        for (name, value) in pending {
+            // The operator's limit on handles is below what was granted:
+            // the component cannot start as configured.
+            let handle = value.push_into(self.table).with_context(|| {
+                format!("grant `{name}`: the handle table is full (raise max-handles)")
+            })?;
+            out.push(GuestGrant { name, handle });
+        }
+        Ok(out)
+    }
+}
 
 fn wants_kind(w: &Wants) -> &'static str {
     match w {

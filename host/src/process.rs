@@ -22,7 +22,7 @@ use crate::bindings::capbroker::caps::grants::{Share, Shared};
 pub use crate::bindings::capbroker::caps::process::ExitStatus;
 use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
-use crate::grants::{GuestGrant, HandleValue};
+use crate::grants::HandleValue;
 use crate::limits::Limits;
 use crate::mailbox::Mailbox;
 use crate::spawn::{ChildLimits, SpawnerHandle};
@@ -175,11 +175,13 @@ impl BrokerCtxView<'_> {
 
         let (to_child, child_inbox) = mpsc::channel(MAILBOX_DEPTH);
         let (child_outbox, from_child) = mpsc::channel(MAILBOX_DEPTH);
+        let names: Vec<String> = copies.iter().map(|(n, _)| n.clone()).collect();
         let ctx = BrokerCtx::child(
             &self.ctx.audit,
             name,
             self.ctx.components.clone(),
             Mailbox::new(child_inbox, child_outbox),
+            copies,
         );
         let pid = ctx.audit.pid();
         let store_limits = Limits {
@@ -189,16 +191,6 @@ impl BrokerCtxView<'_> {
             ..Limits::default()
         };
         let mut store = new_store(pre.engine(), ctx, &store_limits);
-        let mut child_grants = Vec::with_capacity(copies.len());
-        let mut names = Vec::with_capacity(copies.len());
-        for (grant_name, copied) in copies {
-            let handle = copied.push_into(&mut store.data_mut().table)?;
-            names.push(grant_name.clone());
-            child_grants.push(GuestGrant {
-                name: grant_name,
-                handle,
-            });
-        }
 
         let (status_tx, ended) = oneshot::channel();
         let (kill, killed) = oneshot::channel();
@@ -206,7 +198,7 @@ impl BrokerCtxView<'_> {
         let run = {
             let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
             async move {
-                let child = run_child(&pre, &mut store, &entry, input, child_grants);
+                let child = run_child(&pre, &mut store, &entry, input);
                 let status = supervise(child, killed, deadline).await;
                 let limit = match status {
                     ExitStatus::OutOfMemory => Some("memory"),
@@ -277,22 +269,18 @@ async fn run_child(
     store: &mut Store<State>,
     entry: &str,
     input: Vec<u8>,
-    grants: Vec<GuestGrant>,
 ) -> ExitStatus {
     let result = async {
         let instance = pre.instantiate_async(&mut *store).await?;
         let func = instance
-            .get_typed_func::<(Vec<u8>, Vec<GuestGrant>), (Result<Vec<u8>, String>,)>(
-                &mut *store,
-                entry,
-            )
+            .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut *store, entry)
             .map_err(|e| {
                 e.context(format!(
                     "export `{entry}` is not a child entry point \
-                     (func(input: list<u8>, grants: list<grant>) -> result<list<u8>, string>)"
+                     (func(input: list<u8>) -> result<list<u8>, string>)"
                 ))
             })?;
-        let (out,) = func.call_async(&mut *store, (input, grants)).await?;
+        let (out,) = func.call_async(&mut *store, (input,)).await?;
         Ok::<_, wasmtime::Error>(out)
     }
     .await;

@@ -42,12 +42,12 @@ wit_bindgen::generate!({
     },
 });
 
-use capbroker_sdk::{
-    mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Handle, Limits,
-    OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
-};
 use capbroker_sdk::wasi_fs::{
     to_descriptor, Descriptor, DescriptorFlags, ErrorCode, OpenFlags as WasiOpen, PathFlags,
+};
+use capbroker_sdk::{
+    granted, mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Grant, Handle,
+    Limits, OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
 };
 use capbroker_sdk::{AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream};
 
@@ -127,16 +127,16 @@ impl Guest for Probe {
         .collect()
     }
 
-    fn run(args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-        HELD.with(|h| h.borrow_mut().keep(grants));
+    fn run(args: Vec<String>) -> Result<(), String> {
+        HELD.with(|h| h.borrow_mut().keep(granted()));
         for a in args {
             println!("{a} => {}", Probe::step(a.clone()));
         }
         Ok(())
     }
 
-    fn start(input: Vec<u8>, grants: Vec<Grant>) -> Result<Vec<u8>, String> {
-        HELD.with(|h| h.borrow_mut().keep(grants));
+    fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
+        HELD.with(|h| h.borrow_mut().keep(granted()));
         let input = String::from_utf8(input).map_err(|_| "input is not UTF-8")?;
         let mut out = Vec::new();
         for command in input.split(';').map(str::trim).filter(|c| !c.is_empty()) {
@@ -207,7 +207,12 @@ fn descriptor(h: &Held, name: &str, rights: &str) -> Result<Descriptor, Error> {
 }
 
 fn wasi_read(d: &Descriptor, path: &str) -> Result<String, ErrorCode> {
-    let f = d.open_at(PathFlags::empty(), path, WasiOpen::empty(), DescriptorFlags::READ)?;
+    let f = d.open_at(
+        PathFlags::empty(),
+        path,
+        WasiOpen::empty(),
+        DescriptorFlags::READ,
+    )?;
     let (bytes, _) = f.read(1 << 20, 0)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
@@ -501,6 +506,8 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             }
             Ok(String::new())
         }
+        // Handles are handed over once: asking again gets nothing back.
+        ["granted"] => Ok(format!("{} more", granted().len())),
         ["trap"] => panic!("the probe was asked to trap"),
         ["loop"] => loop {
             std::hint::black_box(0u64);

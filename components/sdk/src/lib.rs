@@ -8,8 +8,8 @@
 //!     fn requests() -> Vec<Request> {
 //!         vec![Request::dir("data", Rights::READ | Rights::LIST, "what it is for")]
 //!     }
-//!     fn run(args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-//!         let mut grants = Grants::from(grants);
+//!     fn run(args: Vec<String>) -> Result<(), String> {
+//!         let mut grants = Grants::granted();
 //!         let data = grants.dir("data").ok_or("no data")?;
 //!         let text = data.read_file("hello.txt").map_err(|e| e.message())?;
 //!         Ok(())
@@ -124,7 +124,7 @@ pub mod wasi_fs {
 }
 
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
-pub use bindings::capbroker::caps::grants::{Handle, Share, Shared, Wants};
+pub use bindings::capbroker::caps::grants::{granted, Grant, Handle, Share, Shared, Wants};
 pub use bindings::capbroker::caps::mailbox;
 pub use bindings::capbroker::caps::net::{
     AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream,
@@ -132,7 +132,7 @@ pub use bindings::capbroker::caps::net::{
 pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
 pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
 pub use bindings::capbroker::caps::types::{Error, Revoker, Rights};
-pub use bindings::{export, Grant, Guest, Request};
+pub use bindings::{export, Guest, Request};
 pub use child::export_child;
 pub use service::export_service;
 
@@ -184,8 +184,16 @@ impl Request {
     }
 }
 
-/// The grants `run` received, to take out by name.
+/// The handles granted to this component, to take out by name.
 pub struct Grants(Vec<Grant>);
+
+impl Grants {
+    /// Takes over the handles granted to this component (see the WIT
+    /// `grants.granted`): the first call gets them all, later calls none.
+    pub fn granted() -> Grants {
+        Grants(granted())
+    }
+}
 
 impl From<Vec<Grant>> for Grants {
     fn from(g: Vec<Grant>) -> Self {

@@ -101,10 +101,13 @@ fn main() {
             "hold" => {
                 let p = next(&mut i);
                 let f = OpenOptions::new().read(true).write(true).open(&p);
-                report(&step, f.map(|f| {
-                    held = Some(f);
-                    p
-                }));
+                report(
+                    &step,
+                    f.map(|f| {
+                        held = Some(f);
+                        p
+                    }),
+                );
             }
             "hold-write" => {
                 let text = next(&mut i);
@@ -133,10 +136,13 @@ fn main() {
             }
             "connect" => {
                 let addr = next(&mut i);
-                report(&step, TcpStream::connect(&addr).map(|s| {
-                    stream = Some(s);
-                    addr
-                }));
+                report(
+                    &step,
+                    TcpStream::connect(&addr).map(|s| {
+                        stream = Some(s);
+                        addr
+                    }),
+                );
             }
             "send" => {
                 let text = next(&mut i);

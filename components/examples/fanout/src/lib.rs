@@ -5,8 +5,8 @@
 //! ends alone (out of CPU) while the others finish.
 
 use capbroker_sdk::{
-    export_service, mailbox, service, EntryKind, ExitStatus, Grant, Grants, Limits, Request,
-    Rights, Share, Shared,
+    export_service, mailbox, service, EntryKind, ExitStatus, Grants, Limits, Request, Rights,
+    Share, Shared,
 };
 
 struct Fanout;
@@ -23,8 +23,8 @@ impl service::Guest for Fanout {
         ]
     }
 
-    fn run(_args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-        let mut grants = Grants::from(grants);
+    fn run(_args: Vec<String>) -> Result<(), String> {
+        let mut grants = Grants::granted();
         let data = grants.dir("data").ok_or("no `data` grant")?;
         let workers = grants.spawner("workers").ok_or("no `workers` grant")?;
         let files: Vec<String> = data
@@ -71,8 +71,8 @@ impl service::Guest for Fanout {
         Ok(())
     }
 
-    fn start(input: Vec<u8>, grants: Vec<Grant>) -> Result<Vec<u8>, String> {
-        let data = Grants::from(grants).dir("data").ok_or("no `data` grant")?;
+    fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
+        let data = Grants::granted().dir("data").ok_or("no `data` grant")?;
         let name = String::from_utf8(input).map_err(|_| "bad file name")?;
         mailbox::send(format!("counting {name}").as_bytes()).map_err(|e| e.message())?;
         if name == "spin.txt" {

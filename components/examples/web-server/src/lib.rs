@@ -19,8 +19,8 @@
 //!   of isolating them).
 
 use capbroker_sdk::{
-    export_service, service, Dir, ExitStatus, Grant, Grants, Limits, Request, Rights, Share,
-    Shared, Spawner, TcpStream,
+    export_service, service, Dir, ExitStatus, Grants, Limits, Request, Rights, Share, Shared,
+    Spawner, TcpStream,
 };
 
 /// What a connection child may use: enough to read a request and wait.
@@ -56,8 +56,8 @@ impl service::Guest for Server {
         ]
     }
 
-    fn run(_args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-        let mut grants = Grants::from(grants);
+    fn run(_args: Vec<String>) -> Result<(), String> {
+        let mut grants = Grants::granted();
         let cfg = grants.dir("cfg").ok_or("no `cfg` grant")?;
         let conf = cfg.read_string("server.conf").map_err(|e| e.message())?;
         drop(cfg);
@@ -126,8 +126,8 @@ impl service::Guest for Server {
         }
     }
 
-    fn start(input: Vec<u8>, grants: Vec<Grant>) -> Result<Vec<u8>, String> {
-        let mut grants = Grants::from(grants);
+    fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
+        let mut grants = Grants::granted();
         match grants.tcp_stream("client") {
             Some(client) => {
                 let uploads = grants.dir("uploads").ok_or("no uploads")?;

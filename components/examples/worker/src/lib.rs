@@ -7,7 +7,7 @@
 //! 4. It goes on working: it summarises every `.txt` file in its folder into
 //!    `summary.txt`, then shows that what it dropped is out of reach.
 
-use capbroker_sdk::{export, Dir, EntryKind, Grant, Grants, Guest, Request, Rights};
+use capbroker_sdk::{export, Dir, EntryKind, Grants, Guest, Request, Rights};
 
 struct Worker;
 
@@ -23,8 +23,8 @@ impl Guest for Worker {
         ]
     }
 
-    fn run(_args: Vec<String>, grants: Vec<Grant>) -> Result<(), String> {
-        let mut grants = Grants::from(grants);
+    fn run(_args: Vec<String>) -> Result<(), String> {
+        let mut grants = Grants::granted();
         let cfg = grants.dir("cfg").ok_or("no `cfg` grant")?;
         let data = grants.dir("data").ok_or("no `data` grant")?;
 
