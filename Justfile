@@ -55,6 +55,13 @@ serve: guests build
     @echo '$ capbroker run -m components/examples/web-server/capbroker.toml'
     target/debug/capbroker run -m components/examples/web-server/capbroker.toml
 
+# Compose the read-only adapter in front of APP into OUT (wac and
+# wasm-tools are installed into target/tools if missing).
+sandbox APP OUT: guests
+    test -x target/tools/bin/wac || cargo install --locked wac-cli@0.12.0 --no-default-features --features wit --root target/tools
+    test -x target/tools/bin/wasm-tools || cargo install --locked wasm-tools@1.263.0 --no-default-features --features component,validate,print,parse --root target/tools
+    PATH="$PWD/target/tools/bin:$PATH" components/adapters/sandbox {{APP}} target/guests/wasm32-wasip2/release/read_only_adapter.wasm {{OUT}}
+
 # Run the whole test suite (the tests build the guests themselves, too).
 test: guests
     cargo test --workspace

@@ -27,7 +27,7 @@ def code(err: Err) -> str:
 class WitWorld(wit_world.WitWorld):
     def requests(self):
         rights = READ_LIST | types.Rights.WRITE
-        return [g.Request("data", g.Wants_Dir(rights), False, "reads and attenuates it")]
+        return [types.Request("data", types.Wants_Dir(rights), False, "reads and attenuates it")]
 
     def run(self, args):
         data = next(x.handle.value for x in g.granted() if x.name == "data")

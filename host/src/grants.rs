@@ -19,9 +19,8 @@ use std::path::PathBuf;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
-pub use crate::bindings::capbroker::caps::grants::{
-    Grant as GuestGrant, Handle, Request, Share, Shared, Wants,
-};
+pub use crate::bindings::capbroker::caps::grants::{Grant as GuestGrant, Handle, Share, Shared};
+pub use crate::bindings::capbroker::caps::types::{Request, Wants};
 
 use wasmtime::component::{ResourceTable, ResourceTableError};
 

@@ -362,3 +362,45 @@ pub fn openat2_available() -> bool {
         std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
     }
 }
+
+/// A Rust command-line tool for the host, installed from crates.io into
+/// target/tools/bin by `cargo install --locked` (once; later calls find
+/// it). Returns the path of the binary.
+pub fn host_tool(krate: &str, version: &str, bin: &str, features: &[&str]) -> PathBuf {
+    // Tests in one binary run on several threads: install one at a time.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let tools = root().join("target/tools");
+    let exe = tools.join("bin").join(bin);
+    if !exe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["install", "--locked", "--quiet"])
+            .arg(format!("{krate}@{version}"))
+            .arg("--root")
+            .arg(&tools)
+            .arg("--target-dir")
+            .arg(tools.join("build"));
+        if !features.is_empty() {
+            cmd.args(["--no-default-features", "--features", &features.join(",")]);
+        }
+        run_tool(&mut cmd, &format!("cargo install {krate}@{version}"));
+    }
+    exe
+}
+
+/// `wac`, the component composition tool.
+pub fn wac() -> PathBuf {
+    // Without the registry client: compositions here use local files only.
+    host_tool("wac-cli", "0.12.0", "wac", &["wit"])
+}
+
+/// `wasm-tools`, with what the tests use of it.
+pub fn wasm_tools() -> PathBuf {
+    host_tool(
+        "wasm-tools",
+        "1.263.0",
+        "wasm-tools",
+        &["component", "validate", "print", "parse"],
+    )
+}

@@ -124,15 +124,15 @@ pub mod wasi_fs {
 }
 
 pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
-pub use bindings::capbroker::caps::grants::{granted, Grant, Handle, Share, Shared, Wants};
+pub use bindings::capbroker::caps::grants::{granted, Grant, Handle, Share, Shared};
 pub use bindings::capbroker::caps::mailbox;
 pub use bindings::capbroker::caps::net::{
     AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream,
 };
 pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
 pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
-pub use bindings::capbroker::caps::types::{Error, Revoker, Rights};
-pub use bindings::{export, Guest, Request};
+pub use bindings::capbroker::caps::types::{Error, Request, Revoker, Rights, Wants};
+pub use bindings::{export, Guest};
 pub use child::export_child;
 pub use service::export_service;
 
