@@ -16,6 +16,7 @@ use crate::bindings::{App, AppPre};
 use crate::command::CommandComponent;
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
 use crate::grants::{self, NamedGrant, Request};
+use crate::learn::Learner;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::spawn::Components;
 use crate::wasi::{GuardedView, GuardedWasiView, WasiParts};
@@ -204,6 +205,7 @@ impl Runtime {
             name: component_name(name),
             pre,
             audit_log: self.audit_log.clone(),
+            learner: None,
         })
     }
 
@@ -219,6 +221,7 @@ impl Runtime {
                 name: component_name(&name),
                 pre,
                 audit_log: self.audit_log.clone(),
+                learner: None,
             }));
         }
         let pre = CommandPre::new(pre).with_context(|| {
@@ -290,6 +293,7 @@ pub struct AppComponent {
     name: String,
     pre: AppPre<State>,
     audit_log: Option<Arc<AuditLog>>,
+    learner: Option<Arc<Learner>>,
 }
 
 /// How a run ended.
@@ -304,6 +308,12 @@ pub enum Outcome {
 }
 
 impl AppComponent {
+    /// Records what instances started from now on (and their children)
+    /// use, for `capbroker run --learn`.
+    pub fn learn_with(&mut self, learner: Arc<Learner>) {
+        self.learner = Some(learner);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -318,7 +328,9 @@ impl AppComponent {
         limits: &Limits,
         components: Arc<Components>,
     ) -> wasmtime::Result<Started> {
-        let ctx = BrokerCtx::new(&self.name, components).with_audit_log(self.audit_log.clone());
+        let ctx = BrokerCtx::new(&self.name, components)
+            .with_audit_log(self.audit_log.clone())
+            .with_learner(self.learner.clone());
         let mut store = new_store(self.pre.engine(), ctx, limits);
         let instance = self
             .pre

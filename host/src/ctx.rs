@@ -14,6 +14,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use crate::audit::{Audit, AuditLog};
 use crate::bindings::capbroker::caps as wit;
 use crate::grants::HandleValue;
+use crate::learn::Learner;
 use crate::mailbox::Mailbox;
 use crate::pledge::Pledges;
 use crate::spawn::Components;
@@ -32,6 +33,9 @@ pub struct BrokerCtx {
     pub(crate) wasi: WasiState,
     /// Granted handles the guest has not yet taken with `grants.granted`.
     pub(crate) pending: Vec<(String, HandleValue)>,
+    /// `capbroker learn`'s recorder, handed to every handle granted here and
+    /// to every child.
+    pub(crate) learner: Option<Arc<Learner>>,
 }
 
 /// Process ids, unique in this host process.
@@ -48,6 +52,7 @@ impl BrokerCtx {
             pledges: Pledges::default(),
             wasi: WasiState::default(),
             pending: Vec::new(),
+            learner: None,
         }
     }
 
@@ -66,7 +71,14 @@ impl BrokerCtx {
             pledges: Pledges::default(),
             wasi: WasiState::default(),
             pending: grants,
+            learner: None,
         }
+    }
+
+    /// Records what this instance and its children use, for `capbroker learn`.
+    pub fn with_learner(mut self, learner: Option<Arc<Learner>>) -> Self {
+        self.learner = learner;
+        self
     }
 
     /// Also writes this instance's audit events to `log`.

@@ -5,7 +5,7 @@
 //! outside it; the rights checks here decide what may be done inside.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -17,6 +17,7 @@ use crate::bindings::capbroker::caps::fs::{
     Entry, EntryKind, Host, HostDir, HostFile, OpenFlags, Stat,
 };
 use crate::ctx::BrokerCtxView;
+use crate::learn::Learner;
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{require, Error, HostError, HostResult, Rights};
 
@@ -30,6 +31,10 @@ pub const MAX_READ_CHUNK: u32 = 1 << 20;
 pub struct DirGrant {
     pub host_path: PathBuf,
     pub rights: Rights,
+    /// `[dir.NAME.paths]`: the paths below the directory the handle may
+    /// reach, each with the most rights it may use there (and below it).
+    /// `None`: the whole directory.
+    pub paths: Option<Vec<(PathBuf, Rights)>>,
 }
 
 impl DirGrant {
@@ -41,10 +46,131 @@ impl DirGrant {
     }
 }
 
+/// Where a handle is below its grant's root, which paths there the
+/// operator let it reach, and who records what it is used for.
+#[derive(Clone, Default)]
+pub struct Place {
+    /// The handle's directory, relative to the grant's root.
+    base: PathBuf,
+    /// See [`DirGrant::paths`]; relative to the grant's root.
+    scope: Option<Arc<[(PathBuf, Rights)]>>,
+    /// `capbroker learn`'s recorder and the grant's name.
+    learn: Option<(Arc<Learner>, Arc<str>)>,
+}
+
+impl Place {
+    /// The root of grant `name`, reaching `paths` (all when `None`).
+    pub fn root(
+        name: &str,
+        paths: Option<&[(PathBuf, Rights)]>,
+        learn: Option<Arc<Learner>>,
+    ) -> Place {
+        Place {
+            base: PathBuf::new(),
+            scope: paths.map(Into::into),
+            learn: learn.map(|l| (l, name.into())),
+        }
+    }
+
+    /// `path` relative to the grant's root, if it stays below it.
+    fn below(&self, path: &str) -> Option<PathBuf> {
+        join_below(&self.base, path)
+    }
+
+    /// Whether `need` may be used on `path`. Within a scope, the path must
+    /// lie at or below an entry whose rights hold `need`, and no link may
+    /// stand on the way (a link could lead to a path the scope hides).
+    fn check(&self, dir: &Dir, path: &str, need: Rights) -> Result<(), Error> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let p = self.below(path).ok_or_else(|| Error::Escape(path.into()))?;
+        let have = scope
+            .iter()
+            .filter(|(e, _)| p.starts_with(e))
+            .fold(Rights::empty(), |have, (_, r)| have | *r);
+        if !have.contains(need) {
+            return Err(Error::Denied(need & !have));
+        }
+        no_links(dir, path)
+    }
+
+    /// Whether a handle on the directory `path` may be made: it must lead
+    /// towards or into what the scope shows.
+    fn check_dir(&self, dir: &Dir, path: &str) -> Result<(), Error> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let p = self.below(path).ok_or_else(|| Error::Escape(path.into()))?;
+        if !scope
+            .iter()
+            .any(|(e, _)| p.starts_with(e) || e.starts_with(&p))
+        {
+            return Err(Error::Denied(Rights::all()));
+        }
+        no_links(dir, path)
+    }
+
+    /// Notes, for `capbroker learn`, that `rights` were used on `path`.
+    fn used(&self, path: &str, rights: Rights) {
+        if let (Some((learner, grant)), Some(p)) = (&self.learn, self.below(path)) {
+            learner.dir(grant, p, rights);
+        }
+    }
+
+    fn at(&self, path: &str) -> Place {
+        Place {
+            base: self.below(path).unwrap_or_else(|| self.base.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+/// `base` joined with a guest's relative `path`, `.` and `..` resolved
+/// lexically; `None` if the path is absolute or climbs above `base`'s root.
+pub(crate) fn join_below(base: &Path, path: &str) -> Option<PathBuf> {
+    let mut out = base.to_path_buf();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Refuses a path with a symbolic link in it, checked component by
+/// component from the handle's directory.
+fn no_links(dir: &Dir, path: &str) -> Result<(), Error> {
+    let mut prefix = PathBuf::new();
+    for c in Path::new(path).components() {
+        prefix.push(c);
+        if let Component::Normal(_) = c {
+            match dir.symlink_metadata(&prefix) {
+                Ok(m) if m.is_symlink() => {
+                    return Err(Error::Escape(format!(
+                        "{path} (a link, on a handle narrowed to some paths)"
+                    )))
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A directory handle: an open directory and the rights over it.
 pub struct DirHandle {
     dir: Arc<Dir>,
     rights: Rights,
+    place: Place,
     /// The grant name and the path below it (e.g. `data/uploads`), for the
     /// audit trail. Never used to resolve anything.
     label: Arc<str>,
@@ -56,9 +182,21 @@ impl DirHandle {
         DirHandle {
             dir: Arc::new(dir),
             rights,
+            place: Place::default(),
             label: label.into(),
             lineage: Lineage::default(),
         }
+    }
+
+    /// The same handle, at `place` below its grant's root.
+    pub fn at(mut self, place: Place) -> Self {
+        self.place = place;
+        self
+    }
+
+    /// Whether the handle reaches only some paths below its directory.
+    pub fn is_scoped(&self) -> bool {
+        self.place.scope.is_some()
     }
 
     /// A copy with the same rights, for another process (same lineage, so a
@@ -67,6 +205,7 @@ impl DirHandle {
         DirHandle {
             dir: self.dir.clone(),
             rights: self.rights,
+            place: self.place.clone(),
             label: label.into(),
             lineage: self.lineage.clone(),
         }
@@ -101,6 +240,11 @@ impl DirHandle {
     /// subset of this handle's.
     fn derive(&self, path: &str, rights: Rights) -> Result<DirHandle, Error> {
         require(self.rights, rights)?;
+        self.place.check_dir(&self.dir, path)?;
+        if path != "." {
+            // A sub-directory opened and left unused must open next time.
+            self.place.used(path, Rights::empty());
+        }
         let dir = if path == "." {
             self.dir.clone()
         } else {
@@ -113,6 +257,7 @@ impl DirHandle {
         Ok(DirHandle {
             dir,
             rights,
+            place: self.place.at(path),
             label: self.child_label(path).into(),
             lineage: self.lineage.clone(),
         })
@@ -139,6 +284,7 @@ impl DirHandle {
 
     fn read_file(&self, path: &str) -> Result<Vec<u8>, Error> {
         require(self.rights, Rights::READ)?;
+        self.place.check(&self.dir, path, Rights::READ)?;
         let file = self.open_regular(path, OpenOptions::new().read(true))?;
         let len = file.metadata().map_err(|e| Error::from_io(&e, path))?.len();
         if len > MAX_WHOLE_FILE {
@@ -157,6 +303,7 @@ impl DirHandle {
                 "`{path}` grew past {MAX_WHOLE_FILE} bytes"
             )));
         }
+        self.place.used(path, Rights::READ);
         Ok(data)
     }
 
@@ -178,6 +325,16 @@ impl DirHandle {
             need |= Rights::READ;
         }
         require(self.rights, need)?;
+        // Within a scope, an existing file needs `write` where creating
+        // one needs `create`; both are learned, so that a run that finds
+        // the file it made last time still may write it.
+        let exists = self.dir.symlink_metadata(path).is_ok();
+        let scoped_need = if exists {
+            need & !Rights::CREATE
+        } else {
+            need & !Rights::WRITE
+        };
+        self.place.check(&self.dir, path, scoped_need)?;
         let new_only = create
             && (flags.contains(OpenFlags::EXCLUSIVE) || !self.rights.contains(Rights::WRITE));
         let mut opts = OpenOptions::new();
@@ -190,12 +347,21 @@ impl DirHandle {
         } else {
             opts.create(create);
         }
-        match self.open_regular(path, &mut opts) {
+        let opened = match self.open_regular(path, &mut opts) {
             Err(Error::Exists(_)) if new_only && !flags.contains(OpenFlags::EXCLUSIVE) => {
                 Err(Error::Denied(Rights::WRITE))
             }
             other => other,
+        };
+        if opened.is_ok() {
+            let learned = if create {
+                need | (self.rights & Rights::WRITE)
+            } else {
+                need
+            };
+            self.place.used(path, learned);
         }
+        opened
     }
 
     fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), Error> {
@@ -240,7 +406,10 @@ impl DirHandle {
             self.open_for_write(path, flags)?
         } else {
             require(self.rights, Rights::READ)?;
-            self.open_regular(path, OpenOptions::new().read(true))?
+            self.place.check(&self.dir, path, Rights::READ)?;
+            let file = self.open_regular(path, OpenOptions::new().read(true))?;
+            self.place.used(path, Rights::READ);
+            file
         };
         Ok(FileHandle {
             file,
@@ -253,6 +422,7 @@ impl DirHandle {
 
     fn list(&self, path: &str) -> Result<Vec<Entry>, Error> {
         require(self.rights, Rights::LIST)?;
+        self.place.check(&self.dir, path, Rights::LIST)?;
         let io = |e: std::io::Error| Error::from_io(&e, path);
         let entries = if path == "." {
             self.dir.entries()
@@ -269,45 +439,60 @@ impl DirHandle {
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        self.place.used(path, Rights::LIST);
         Ok(out)
     }
 
     fn stat(&self, path: &str) -> Result<Stat, Error> {
         require(self.rights, Rights::LIST)?;
+        self.place.check(&self.dir, path, Rights::LIST)?;
         let meta = if path == "." {
             self.dir.dir_metadata()
         } else {
             self.dir.metadata(path)
         };
-        Ok(stat_of(&meta.map_err(|e| Error::from_io(&e, path))?))
+        let stat = stat_of(&meta.map_err(|e| Error::from_io(&e, path))?);
+        self.place.used(path, Rights::LIST);
+        Ok(stat)
+    }
+
+    /// Checks `need` on `path`, runs `op`, and notes the use when it worked.
+    fn simple(
+        &self,
+        path: &str,
+        need: Rights,
+        op: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        require(self.rights, need)?;
+        self.place.check(&self.dir, path, need)?;
+        op().map_err(|e| Error::from_io(&e, path))?;
+        self.place.used(path, need);
+        Ok(())
     }
 
     fn create_dir(&self, path: &str) -> Result<(), Error> {
-        require(self.rights, Rights::CREATE)?;
-        self.dir
-            .create_dir(path)
-            .map_err(|e| Error::from_io(&e, path))
+        self.simple(path, Rights::CREATE, || self.dir.create_dir(path))
     }
 
     fn remove_file(&self, path: &str) -> Result<(), Error> {
-        require(self.rights, Rights::REMOVE)?;
-        self.dir
-            .remove_file(path)
-            .map_err(|e| Error::from_io(&e, path))
+        self.simple(path, Rights::REMOVE, || self.dir.remove_file(path))
     }
 
     fn remove_dir(&self, path: &str) -> Result<(), Error> {
-        require(self.rights, Rights::REMOVE)?;
-        self.dir
-            .remove_dir(path)
-            .map_err(|e| Error::from_io(&e, path))
+        self.simple(path, Rights::REMOVE, || self.dir.remove_dir(path))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        require(self.rights, Rights::REMOVE | Rights::CREATE)?;
+        let need = Rights::REMOVE | Rights::CREATE;
+        require(self.rights, need)?;
+        self.place.check(&self.dir, from, Rights::REMOVE)?;
+        self.place.check(&self.dir, to, Rights::CREATE)?;
         self.dir
             .rename(from, &self.dir, to)
-            .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")))
+            .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")))?;
+        self.place.used(from, Rights::REMOVE);
+        self.place.used(to, Rights::CREATE);
+        Ok(())
     }
 }
 

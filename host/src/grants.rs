@@ -25,7 +25,7 @@ pub use crate::bindings::capbroker::caps::types::{Request, Wants};
 use wasmtime::component::{ResourceTable, ResourceTableError};
 
 use crate::ctx::BrokerCtxView;
-use crate::fs::{DirGrant, DirHandle};
+use crate::fs::{DirGrant, DirHandle, Place};
 use crate::net::{ConnectRight, ListenRight, NetGrant, Reach, TcpStreamHandle};
 use crate::spawn::{SpawnGrant, SpawnerHandle};
 use crate::types::{parse_rights, Rights, RightsList};
@@ -151,6 +151,7 @@ impl Grant {
             grant: Grant::Dir(DirGrant {
                 host_path: PathBuf::from(path),
                 rights,
+                paths: None,
             }),
         })
     }
@@ -183,6 +184,7 @@ impl Grant {
                 Ok(Grant::Dir(DirGrant {
                     host_path: d.host_path.clone(),
                     rights: d.rights & *wanted,
+                    paths: d.paths.clone(),
                 }))
             }
             (Grant::Spawner(_), Wants::Spawner)
@@ -204,8 +206,9 @@ impl Grant {
                 let dir = d.open().with_context(|| format!("grant `{name}`"))?;
                 let target = d.host_path.display().to_string();
                 let detail = RightsList(d.rights).to_string();
+                let place = Place::root(name, d.paths.as_deref(), view.ctx.learner.clone());
                 (
-                    HandleValue::Dir(DirHandle::new(dir, d.rights, name)),
+                    HandleValue::Dir(DirHandle::new(dir, d.rights, name).at(place)),
                     target,
                     detail,
                 )
@@ -224,12 +227,16 @@ impl Grant {
                 (HandleValue::Spawner(spawner), "spawner".into(), detail)
             }
             Grant::Listen(g) => (
-                HandleValue::Listen(ListenRight(Reach::new(g))),
+                HandleValue::Listen(ListenRight(
+                    Reach::new(g).learned_by(view.ctx.learner.clone(), name),
+                )),
                 "listen".into(),
                 describe_net(g),
             ),
             Grant::Connect(g) => (
-                HandleValue::Connect(ConnectRight(Reach::new(g))),
+                HandleValue::Connect(ConnectRight(
+                    Reach::new(g).learned_by(view.ctx.learner.clone(), name),
+                )),
                 "connect".into(),
                 describe_net(g),
             ),

@@ -24,6 +24,7 @@ pub mod ctx;
 pub mod engine;
 pub mod fs;
 pub mod grants;
+pub mod learn;
 pub mod limits;
 pub mod mailbox;
 pub mod manifest;

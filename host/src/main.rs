@@ -11,6 +11,7 @@ use capbroker::app::Loaded;
 use capbroker::audit::{report, AuditLog};
 use capbroker::command::CommandOutcome;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
+use capbroker::learn::Learner;
 use capbroker::limits::parse_duration;
 use capbroker::manifest::Config;
 use capbroker::net::Reach;
@@ -113,6 +114,14 @@ enum Command {
         #[arg(short = 'm', long, value_name = "FILE")]
         manifest: Option<PathBuf>,
 
+        /// Learning mode: run as usual, record what the app and its
+        /// children actually use, and write to FILE the manifest that grants
+        /// only that (the paths used below each directory, with the rights
+        /// used there; the addresses used; the components spawned, with
+        /// twice their peak memory, fuel and time).
+        #[arg(long, value_name = "FILE")]
+        learn: Option<PathBuf>,
+
         /// Print the configuration the manifest and the flags make, as a
         /// manifest, and run nothing.
         #[arg(long)]
@@ -211,6 +220,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             stdin,
             audit,
             manifest,
+            learn,
             print_config,
             max_memory,
             max_handles,
@@ -288,6 +298,12 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             let app = match rt.load_any(&component)? {
                 Loaded::App(app) => app,
                 Loaded::Command(command) => {
+                    if learn.is_some() {
+                        bail!(
+                            "--learn is for capbroker apps; `{}` is a WASI command",
+                            command.name()
+                        );
+                    }
                     if config
                         .grants
                         .iter()
@@ -327,10 +343,30 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .insert(name, pre)
                     .with_context(|| format!("--component {name}"))?;
             }
+            let mut app = app;
+            let learner = learn.as_ref().map(|_| {
+                let l = Learner::new();
+                app.learn_with(l.clone());
+                l
+            });
             let mut running = app
                 .start(&config.grants, &limits, Arc::new(registry))
                 .await?;
-            match running.run(&config.args).await {
+            let outcome = running.run(&config.args).await;
+            drop(running);
+            if let (Some(path), Some(learner)) = (&learn, &learner) {
+                // Wait for children still running, so their use counts.
+                learner.settle().await;
+                let requests = app.requests().await?;
+                let text = learner.manifest(&config.absolute(), &requests);
+                std::fs::write(path, text)
+                    .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+                if !matches!(outcome, Ok(Outcome::Ok)) {
+                    eprintln!("capbroker: the run did not succeed: the manifest may lack what the rest of it needs");
+                }
+                eprintln!("capbroker: wrote {}", path.display());
+            }
+            match outcome {
                 Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),
                 Ok(Outcome::Failed(msg)) => {
                     eprintln!("{}: error: {msg}", app.name());

@@ -57,6 +57,8 @@ struct LimitsSpec {
 struct DirSpec {
     path: Spanned<String>,
     rights: Option<Spanned<Words>>,
+    /// The paths below `path` the handle reaches, each with its rights.
+    paths: Option<BTreeMap<String, Spanned<Words>>>,
 }
 
 #[derive(Deserialize)]
@@ -199,7 +201,44 @@ impl Config {
                     .map_err(|e| src.at(r.span(), format!("[dir.{name}] rights: {e}")))?,
             };
             let host_path = base.join(d.path.get_ref());
-            let grant = DirGrant { host_path, rights };
+            let paths = match d.paths {
+                None => None,
+                Some(map) => {
+                    let mut paths = Vec::new();
+                    for (p, r) in map {
+                        let below = below_root(&p).ok_or_else(|| {
+                            src.at(
+                                r.span(),
+                                format!(
+                                    "[dir.{name}.paths] `{p}`: expected a path below the \
+                                     directory (relative, without `..`)"
+                                ),
+                            )
+                        })?;
+                        let path_rights = parse_rights(&r.get_ref().joined()).map_err(|e| {
+                            src.at(r.span(), format!("[dir.{name}.paths] `{p}`: {e}"))
+                        })?;
+                        let beyond = path_rights & !rights;
+                        if beyond != crate::types::Rights::empty() {
+                            return Err(src.at(
+                                r.span(),
+                                format!(
+                                    "[dir.{name}.paths] `{p}`: {} is not in the directory's rights ({})",
+                                    RightsList(beyond),
+                                    RightsList(rights)
+                                ),
+                            ));
+                        }
+                        paths.push((below, path_rights));
+                    }
+                    Some(paths)
+                }
+            };
+            let grant = DirGrant {
+                host_path,
+                rights,
+                paths,
+            };
             grant
                 .open()
                 .map_err(|e| src.at(d.path.span(), format!("[dir.{name}] path: {e:#}")))?;
@@ -304,6 +343,30 @@ impl Config {
         }
     }
 
+    /// The same configuration with every path made absolute, so that a
+    /// manifest written from it can live anywhere.
+    pub fn absolute(&self) -> Config {
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = Config {
+            component: self.component.as_deref().map(abs),
+            args: self.args.clone(),
+            grants: self.grants.clone(),
+            components: self
+                .components
+                .iter()
+                .map(|(n, p)| (n.clone(), abs(p)))
+                .collect(),
+            env: self.env.clone(),
+            ..*self
+        };
+        for g in &mut c.grants {
+            if let Grant::Dir(d) = &mut g.grant {
+                d.host_path = abs(&d.host_path);
+            }
+        }
+        c
+    }
+
     /// The configuration as a manifest, with absolute host paths and every
     /// default filled in (`capbroker run --print-config`).
     pub fn to_toml(&self) -> String {
@@ -361,6 +424,18 @@ impl Config {
                     writeln!(out, "\n[dir.{}]", q(&g.name)).unwrap();
                     writeln!(out, "path = {}", q(&d.host_path.display().to_string())).unwrap();
                     writeln!(out, "rights = {}", q(&RightsList(d.rights).to_string())).unwrap();
+                    if let Some(paths) = &d.paths {
+                        writeln!(out, "\n[dir.{}.paths]", q(&g.name)).unwrap();
+                        for (p, r) in paths {
+                            let p = if p.as_os_str().is_empty() {
+                                ".".to_string()
+                            } else {
+                                p.display().to_string()
+                            };
+                            writeln!(out, "{} = {}", q(&p), q(&RightsList(*r).to_string()))
+                                .unwrap();
+                        }
+                    }
                 }
                 Grant::Listen(_) | Grant::Connect(_) => {}
                 Grant::Spawner(s) => {
@@ -389,4 +464,10 @@ impl Config {
         }
         out
     }
+}
+
+/// A manifest path below a directory grant's root, normalized (`.` is the
+/// root itself); `None` when it is absolute or climbs out.
+fn below_root(p: &str) -> Option<PathBuf> {
+    crate::fs::join_below(Path::new(""), p)
 }

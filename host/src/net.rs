@@ -14,6 +14,7 @@ use crate::bindings::capbroker::caps::net::{
     Host, HostConnectRight, HostListenRight, HostTcpListener, HostTcpStream,
 };
 use crate::ctx::BrokerCtxView;
+use crate::learn::Learner;
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostError, HostResult, Rights};
 
@@ -135,6 +136,8 @@ impl NetGrant {
 pub struct Reach {
     ranges: Arc<[Range]>,
     lineage: Lineage,
+    /// `capbroker learn`'s recorder and the grant's name.
+    learn: Option<(Arc<Learner>, Arc<str>)>,
 }
 
 impl Reach {
@@ -142,7 +145,14 @@ impl Reach {
         Reach {
             ranges: grant.ranges.clone().into(),
             lineage: Lineage::default(),
+            learn: None,
         }
+    }
+
+    /// The same reach, its uses noted by `learner` for grant `name`.
+    pub fn learned_by(mut self, learner: Option<Arc<Learner>>, name: &str) -> Reach {
+        self.learn = learner.map(|l| (l, name.into()));
+        self
     }
 
     fn describe(&self) -> String {
@@ -164,6 +174,9 @@ impl Reach {
             }
         }
         if self.ranges.iter().any(|r| r.contains(addr)) {
+            if let Some((learner, grant)) = &self.learn {
+                learner.net(grant, addr.to_string());
+            }
             Ok(())
         } else {
             Err(Error::Refused(format!(
@@ -188,6 +201,7 @@ impl Reach {
         Ok(Reach {
             ranges: ranges.into(),
             lineage: self.lineage.clone(),
+            learn: self.learn.clone(),
         })
     }
 
@@ -212,6 +226,7 @@ impl Reach {
             Reach {
                 ranges: self.ranges.clone(),
                 lineage,
+                learn: self.learn.clone(),
             },
             revoker,
         )

@@ -184,6 +184,11 @@ impl BrokerCtxView<'_> {
             copies,
         );
         let pid = ctx.audit.pid();
+        let learner = self.ctx.learner.clone();
+        let ctx = ctx.with_learner(learner.clone());
+        if let Some(l) = &learner {
+            l.spawned(component);
+        }
         let store_limits = Limits {
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
             max_fuel: Some(limits.max_fuel),
@@ -212,6 +217,9 @@ impl BrokerCtxView<'_> {
                 drop(store);
                 drop(slot);
                 child_audit.exited(&record);
+                if let Some(l) = &learner {
+                    l.exited(&record);
+                }
                 let _ = status_tx.send(status);
             }
         };

@@ -10,7 +10,9 @@
 //! narrowed.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::fs::join_below as join;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -143,25 +145,6 @@ impl WasiFs {
     fn node(&self, fd: &Resource<Descriptor>) -> Result<&Node, ErrorCode> {
         self.nodes.get(&fd.rep()).ok_or(ErrorCode::BadDescriptor)
     }
-}
-
-/// `base` joined with the guest's relative `path`, `.` and `..` resolved
-/// lexically; `None` if the path is absolute or climbs above the root.
-fn join(base: &Path, path: &str) -> Option<PathBuf> {
-    let mut out = base.to_path_buf();
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(s) => out.push(s),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
 }
 
 fn path_str(p: &Path) -> String {
@@ -743,6 +726,12 @@ impl WasiFs {
         use crate::types::Error;
         dir.lineage().check()?;
         crate::types::require(dir.rights(), rights)?;
+        if dir.is_scoped() {
+            // A WASI descriptor resolves paths itself, around the scope.
+            return Err(Error::Refused(
+                "a handle narrowed to some paths cannot become a WASI descriptor".into(),
+            ));
+        }
         let file = dir.dir().try_clone().map_err(|e| Error::from_io(&e, "."))?;
         let gate = Gate::with_lineage(rights, dir.lineage().clone());
         let descriptor = Descriptor::Dir(WasiDir::new(

@@ -1,0 +1,304 @@
+//! Learning mode: `capbroker run --learn FILE` writes a manifest that grants
+//! only what the run used. Re-running on the same input under it works;
+//! anything the app did not do while learning is refused. Children's use
+//! counts for the grants they were shared.
+
+mod support;
+
+use std::path::Path;
+
+use support::{capbroker, guests, text, Tree};
+
+/// Runs `capbroker` with `args`; returns stdout, failing on a non-zero exit.
+fn ok(args: &[&str]) -> String {
+    let out = capbroker(args);
+    assert!(
+        out.status.success(),
+        "capbroker {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn probe() -> String {
+    guests().join("probe.wasm").display().to_string()
+}
+
+fn manifest(tree: &Tree) -> String {
+    tree.path("learned.toml").display().to_string()
+}
+
+fn learned(tree: &Tree) -> String {
+    std::fs::read_to_string(tree.path("learned.toml")).expect("the learned manifest")
+}
+
+#[test]
+fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
+    let tree = Tree::new();
+    let grant = format!("data={}:rw", tree.root().display());
+    let steps = [
+        "read data hello.txt",
+        "write data out.txt x",
+        "open-dir data sub read,list S",
+        "list S .",
+        "read S inner.txt",
+    ];
+    let (m, p) = (manifest(&tree), probe());
+    let mut args = vec!["run", "--learn", &m, "--dir", &grant, &p];
+    args.extend_from_slice(&steps);
+    let first = ok(&args);
+    let expected = "read data hello.txt => ok:hello\n\
+                    write data out.txt x => ok\n\
+                    open-dir data sub read,list S => ok\n\
+                    list S . => ok:deeper=dir,inner.txt=file\n\
+                    read S inner.txt => ok:inner\n";
+    assert_eq!(first, expected);
+
+    let toml = learned(&tree);
+    for line in [
+        "[dir.\"data\".paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
+         \"sub\" = \"list\"\n\"sub/inner.txt\" = \"read\"\n",
+        &format!(
+            "path = \"{}\"",
+            std::fs::canonicalize(tree.root()).unwrap().display()
+        ),
+        "args = [\"read data hello.txt\",",
+    ] {
+        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
+    }
+
+    // The same run under the learned manifest: the same output (out.txt
+    // now exists, and may be written again).
+    assert_eq!(ok(&["run", "-m", &m]), expected);
+
+    // Anything else is refused, and nothing changes on disk.
+    let other = ok(&[
+        "run",
+        "-m",
+        &m,
+        "read data out.txt",
+        "write data hello.txt y",
+        "write data new.txt y",
+        "list data .",
+        "read data sub/deeper/../inner.txt",
+        "rm data out.txt",
+        "open-dir data sub read,list S",
+        "read S ../hello.txt",
+        "wasi-read data read hello.txt",
+    ]);
+    let refused = "read data out.txt => err:denied:read\n\
+                   write data hello.txt y => err:denied:write\n\
+                   write data new.txt y => err:denied:create\n\
+                   list data . => err:denied:list\n\
+                   read data sub/deeper/../inner.txt => ok:inner\n\
+                   rm data out.txt => err:denied:remove\n\
+                   open-dir data sub read,list S => ok\n\
+                   read S ../hello.txt => err:escape:../hello.txt\n\
+                   wasi-read data read hello.txt => err:refused:a handle narrowed to some paths cannot become a WASI descriptor\n";
+    assert_eq!(other, refused);
+    assert_eq!(tree.read("root/hello.txt").as_deref(), Some("hello"));
+    assert!(!tree.path("root/new.txt").exists());
+    assert_eq!(tree.read("root/out.txt").as_deref(), Some("x"));
+}
+
+#[test]
+fn a_link_cannot_reach_what_the_learned_paths_hide() {
+    let tree = Tree::new();
+    std::os::unix::fs::symlink("../hello.txt", tree.path("root/sub/link")).unwrap();
+    let grant = format!("data={}:rw", tree.root().display());
+    let (m, p) = (manifest(&tree), probe());
+    ok(&[
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        &p,
+        "read data sub/inner.txt",
+    ]);
+    // `sub` is visible, `hello.txt` is not; the link in `sub` leads there.
+    let out = ok(&["run", "-m", &m, "read data sub/link", "read data hello.txt"]);
+    assert!(
+        out.starts_with("read data sub/link => err:denied:read\n")
+            || out.starts_with("read data sub/link => err:escape"),
+        "{out}"
+    );
+    assert!(
+        out.contains("read data hello.txt => err:denied:read\n"),
+        "{out}"
+    );
+
+    // Written by hand: all of `sub` is visible, so only the link check
+    // stands between the app and `hello.txt`.
+    let hand = tree.path("hand.toml");
+    std::fs::write(
+        &hand,
+        format!(
+            "component = {:?}\n[dir.data]\npath = {:?}\n\n[dir.data.paths]\n\"sub\" = \"read,list\"\n",
+            probe(),
+            tree.root().display().to_string()
+        ),
+    )
+    .unwrap();
+    let hand = hand.display().to_string();
+    let out = ok(&[
+        "run",
+        "-m",
+        &hand,
+        "read data sub/inner.txt",
+        "read data sub/link",
+    ]);
+    assert_eq!(
+        out,
+        "read data sub/inner.txt => ok:inner\n\
+         read data sub/link => err:escape:sub/link (a link, on a handle narrowed to some paths)\n"
+    );
+    // A path outside the directory is a manifest error, with its place.
+    std::fs::write(
+        tree.path("bad.toml"),
+        format!(
+            "[dir.data]\npath = {:?}\n[dir.data.paths]\n\"../x\" = \"read\"\n",
+            tree.root().display().to_string()
+        ),
+    )
+    .unwrap();
+    let bad = capbroker(&[
+        "run",
+        "-m",
+        tree.path("bad.toml").to_str().unwrap(),
+        &probe(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("[dir.data.paths] `../x`: expected a path below the directory"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn learning_covers_children_and_their_budgets() {
+    let tree = Tree::new();
+    let grant = format!("data={}:rw", tree.root().display());
+    let spawn = "sp=max-memory=32MiB,max-fuel=100M,timeout=5s,max-children=8";
+    let worker = format!("worker={}", guests().join("worker.wasm").display());
+    let (m, p) = (manifest(&tree), probe());
+    let steps = ["spawn sp probe budget data P read data hello.txt", "wait P"];
+    let mut args = vec![
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        "--spawn",
+        spawn,
+        "--component",
+        &worker,
+        &p,
+    ];
+    args.extend_from_slice(&steps);
+    let expected = "spawn sp probe budget data P read data hello.txt => ok\n\
+                    wait P => ok:finished:ok:hello\n";
+    assert_eq!(ok(&args), expected);
+
+    let toml = learned(&tree);
+    for line in [
+        "[dir.\"data\".paths]\n\"hello.txt\" = \"read\"\n",
+        "max-children = 2\ncomponents = [\"probe\"]",
+        "# spawn.sp: 1 children, at most 1 at once",
+    ] {
+        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
+    }
+    assert!(
+        !toml.contains("\"worker\""),
+        "an unused component stays out:\n{toml}"
+    );
+    // The learned budget: twice the peaks, within what was granted.
+    let memory: u64 = field(&toml, "[spawn.\"sp\"]", "max-memory");
+    assert!(memory > 0 && memory <= 32 << 20, "{memory}");
+    let fuel: u64 = field(&toml, "[spawn.\"sp\"]", "max-fuel");
+    assert!(fuel > 0 && fuel < 100_000_000, "{fuel}");
+
+    // Same input, same result; a child doing something else is refused.
+    assert_eq!(ok(&["run", "-m", &m]), expected);
+    let other = ok(&[
+        "run",
+        "-m",
+        &m,
+        "spawn sp probe budget data P read data sub/inner.txt",
+        "wait P",
+        "spawn sp worker budget - Q x",
+    ]);
+    assert!(
+        other.contains("wait P => ok:finished:err:denied:read\n"),
+        "{other}"
+    );
+    assert!(
+        other
+            .contains("spawn sp worker budget - Q x => err:invalid:there is no component `worker`"),
+        "{other}"
+    );
+}
+
+/// The number after `key = ` in the table that starts with `table`.
+fn field(toml: &str, table: &str, key: &str) -> u64 {
+    let at = toml.find(table).expect("the table");
+    let line = toml[at..]
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .expect("the key");
+    line[key.len() + 3..].trim().parse().expect("a number")
+}
+
+#[test]
+fn learning_is_for_apps() {
+    let tree = Tree::new();
+    let m = manifest(&tree);
+    let std_probe = guests().join("std-probe.wasm");
+    let out = capbroker(&["run", "--learn", &m, std_probe.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--learn is for capbroker apps"));
+    assert!(!Path::new(&m).exists());
+}
+
+#[test]
+fn learning_narrows_network_grants_to_the_addresses_used() {
+    let tree = Tree::new();
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let (m, p) = (manifest(&tree), probe());
+    let grant = format!("data={}:rw", tree.root().display());
+    let step = format!("connect api 127.0.0.1:{pa} S");
+    ok(&[
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        "--connect",
+        "api=127.0.0.0/8:1-65535",
+        &p,
+        &step,
+    ]);
+    let toml = learned(&tree);
+    assert!(
+        toml.contains(&format!("connect.\"api\" = [\"127.0.0.1:{pa}\"]")),
+        "{toml}"
+    );
+    let other = format!("connect api 127.0.0.1:{pb} T");
+    let out = ok(&["run", "-m", &m, &step, &other]);
+    assert!(
+        out.contains(&format!("{step} => ok:127.0.0.1:{pa}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{other} => err:refused:127.0.0.1:{pb} is outside the grant"
+        )),
+        "{out}"
+    );
+}
