@@ -57,21 +57,24 @@ impl BrokerCtx {
     }
 
     /// State for a child process of the process `parent` audits.
+    /// It can spawn what its parent can, is learned from if the parent is,
+    /// and takes `grants` with `grants.granted`.
     pub(crate) fn child(
-        parent: &Audit,
+        parent: &BrokerCtx,
         component: &str,
-        components: Arc<Components>,
         mailbox: Mailbox,
         grants: Vec<(String, HandleValue)>,
     ) -> Self {
         BrokerCtx {
-            audit: parent.child(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
-            components,
+            audit: parent
+                .audit
+                .child(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
+            components: parent.components.clone(),
             mailbox: Some(mailbox),
             pledges: Pledges::default(),
             wasi: WasiState::default(),
             pending: grants,
-            learner: None,
+            learner: parent.learner.clone(),
         }
     }
 

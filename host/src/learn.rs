@@ -172,7 +172,10 @@ impl Learner {
                         }
                         let spec: Vec<String> = used.into_iter().collect();
                         writeln!(notes, "# {}: used {}", g.name, spec.join(", ")).unwrap();
-                        let exact = NetGrant::parse(&spec.join(",")).unwrap_or_else(|_| n.clone());
+                        let exact = NetGrant::parse(&spec.join(",")).unwrap_or_else(|e| {
+                            writeln!(notes, "# {}: kept as granted ({e})", g.name).unwrap();
+                            n.clone()
+                        });
                         match &g.grant {
                             Grant::Listen(_) => Grant::Listen(exact),
                             _ => Grant::Connect(exact),

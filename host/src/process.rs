@@ -177,15 +177,13 @@ impl BrokerCtxView<'_> {
         let (child_outbox, from_child) = mpsc::channel(MAILBOX_DEPTH);
         let names: Vec<String> = copies.iter().map(|(n, _)| n.clone()).collect();
         let ctx = BrokerCtx::child(
-            &self.ctx.audit,
+            self.ctx,
             name,
-            self.ctx.components.clone(),
             Mailbox::new(child_inbox, child_outbox),
             copies,
         );
         let pid = ctx.audit.pid();
-        let learner = self.ctx.learner.clone();
-        let ctx = ctx.with_learner(learner.clone());
+        let learner = ctx.learner.clone();
         if let Some(l) = &learner {
             l.spawned(component);
         }
