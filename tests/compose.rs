@@ -231,6 +231,15 @@ fn dummy(name: &str, wit: &str) -> PathBuf {
     out
 }
 
+/// Asserts that a tool run failed, saying `what`.
+fn fails_saying(o: Output, what: &str) {
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(what),
+        "wanted `{what}`, got: {err}"
+    );
+}
+
 /// An app that imports a version of `fs` capbroker does not provide.
 fn needs_v2() -> PathBuf {
     dummy(
@@ -257,11 +266,9 @@ fn composition_mismatches_name_the_interface() {
          world adapter { export fs; }",
     );
     let o = sandboxed(&probe, &bad, &v2);
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(
-        err.contains("the instance has no export named `capbroker:caps/fs@0.1.0`"),
-        "{err}"
+    fails_saying(
+        o,
+        "the instance has no export named `capbroker:caps/fs@0.1.0`",
     );
 
     // An adapter whose `fs` has the right name and the wrong shape.
@@ -292,36 +299,28 @@ fn composition_mismatches_name_the_interface() {
         "-o",
         bad.to_str().unwrap(),
     ]);
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(
-        err.contains("mismatched instantiation argument `capbroker:caps/fs@0.1.0`"),
-        "{err}"
+    fails_saying(
+        o,
+        "mismatched instantiation argument `capbroker:caps/fs@0.1.0`",
     );
     // The recipe wires every handle-carrying interface the app imports, so
     // an adapter that leaves one out is an error too, not a way around it.
     let o = sandboxed(&probe, &bad, &shape);
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(
-        err.contains("the instance has no export named `capbroker:caps/net@0.1.0`"),
-        "{err}"
+    fails_saying(
+        o,
+        "the instance has no export named `capbroker:caps/net@0.1.0`",
     );
 
     // An app that imports another version of a handle-carrying interface
     // is refused by the recipe rather than left half-wrapped.
-    let o = sandboxed(&needs_v2(), &bad, &adapter());
-    assert!(!o.status.success());
-    assert!(
-        text(&o.stderr)
-            .contains("imports capbroker:caps/fs@0.2.0; this script wires capbroker:caps/fs@0.1.0"),
-        "{}",
-        text(&o.stderr)
+    let needs = needs_v2();
+    fails_saying(
+        sandboxed(&needs, &bad, &adapter()),
+        "imports capbroker:caps/fs@0.2.0; this script wires capbroker:caps/fs@0.1.0",
     );
 
     // A composed component that imports what capbroker does not provide:
     // `capbroker run` refuses it, naming the import, and runs nothing.
-    let needs = needs_v2();
     let o = capbroker(&["run", needs.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(
