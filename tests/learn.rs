@@ -174,6 +174,28 @@ fn a_link_cannot_reach_what_the_learned_paths_hide() {
         "{}",
         text(&bad.stderr)
     );
+    // So are rights for a path beyond the directory's own.
+    std::fs::write(
+        tree.path("bad.toml"),
+        format!(
+            "[dir.data]\npath = {:?}\nrights = \"read\"\n[dir.data.paths]\n\"x\" = \"write\"\n",
+            tree.root().display().to_string()
+        ),
+    )
+    .unwrap();
+    let bad = capbroker(&[
+        "run",
+        "-m",
+        tree.path("bad.toml").to_str().unwrap(),
+        &probe(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr)
+            .contains("[dir.data.paths] `x`: write is not in the directory's rights (read)"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 #[test]
