@@ -9,8 +9,12 @@
 //! every core busy. Last, it measures what metering CPU with fuel costs
 //! against epochs alone, on a busy loop.
 //!
+//! For reference it also times instantiation and a call of the entry point,
+//! without handles and with the child handed the same two: what is left
+//! of (b) above the latter is the spawn machinery itself.
+//!
 //! With `PROFILE_SPAWN=b` it only spawns (b), `PROFILE_COUNT` times
-//! (300,000 by default), for a profiler; `a` and `c` run the baselines.
+//! (300,000 by default), for a profiler; `a`, `c` and `g` run the others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use capbroker::app::{new_store, State};
 use capbroker::bindings::capbroker::caps::process::{ExitStatus, Host, HostProcess};
 use capbroker::fs::DirHandle;
-use capbroker::grants::{Share, Shared};
+use capbroker::grants::{HandleValue, Share, Shared};
 use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
 use capbroker::types::Rights;
 use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
@@ -126,10 +130,20 @@ async fn bare(engine: &Engine, components: &Arc<Components>, pre: &InstancePre<S
     pre.instantiate_async(&mut store).await.unwrap();
 }
 
-/// Bare instantiation and a call of the entry point, without grants: what
-/// running the child costs, whoever starts it.
-async fn bare_and_call(engine: &Engine, components: &Arc<Components>, pre: &InstancePre<State>) {
-    let ctx = BrokerCtx::new("tiny", components.clone());
+/// Bare instantiation and a call of the entry point: what running the child
+/// costs, whoever starts it. With `dirs`, the child is handed copies of
+/// them, as in (b).
+async fn bare_and_call(
+    engine: &Engine,
+    components: &Arc<Components>,
+    pre: &InstancePre<State>,
+    dirs: Option<&[DirHandle; 2]>,
+) {
+    let mut ctx = BrokerCtx::new("tiny", components.clone());
+    if let Some([a, b]) = dirs {
+        ctx.grant("a", HandleValue::Dir(a.copy("a")));
+        ctx.grant("b", HandleValue::Dir(b.copy("b")));
+    }
     let mut store = new_store(engine, ctx, &Limits::default());
     let instance = pre.instantiate_async(&mut store).await.unwrap();
     let start = instance
@@ -139,7 +153,16 @@ async fn bare_and_call(engine: &Engine, components: &Arc<Components>, pre: &Inst
         .call_async(&mut store, (b"x".to_vec(),))
         .await
         .unwrap();
-    assert_eq!(out.unwrap(), b"x0");
+    assert_eq!(out.unwrap(), if dirs.is_some() { b"x2" } else { b"x0" });
+}
+
+/// Two handles on `dir`, for the child to be handed copies of.
+fn open_two(dir: &Path) -> [DirHandle; 2] {
+    let open = || {
+        let d = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority());
+        DirHandle::new(d.unwrap(), Rights::all(), "d")
+    };
+    [open(), open()]
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -183,10 +206,12 @@ fn main() {
             // As a task, as below: the way capbroker runs components.
             tokio::spawn(async move {
                 let mut parent = Parent::new(&engine, &components, &dir);
+                let dirs = open_two(&dir);
                 for _ in 0..n {
                     match what.as_str() {
                         "a" => bare(&engine, &components, &pre).await,
-                        "c" => bare_and_call(&engine, &components, &pre).await,
+                        "c" => bare_and_call(&engine, &components, &pre, None).await,
+                        "g" => bare_and_call(&engine, &components, &pre, Some(&dirs)).await,
                         _ => parent.spawn_and_wait().await,
                     }
                 }
@@ -204,11 +229,12 @@ fn main() {
         .unwrap();
     // The parent runs as a task, as capbroker runs every component: a task
     // woken by a task it spawned is rescheduled on the same thread.
-    let (a, b, c) = single.block_on(async {
+    let (a, b, c, g) = single.block_on(async {
         let (engine, components, pre) = (engine.clone(), components.clone(), pre.clone());
         let dir = dir.path().to_owned();
         tokio::spawn(async move {
             let mut parent = Parent::new(&engine, &components, &dir);
+            let dirs = open_two(&dir);
             for _ in 0..WARMUP {
                 bare(&engine, &components, &pre).await;
                 parent.spawn_and_wait().await;
@@ -216,6 +242,7 @@ fn main() {
             let mut a = Vec::with_capacity(ITERATIONS);
             let mut b = Vec::with_capacity(ITERATIONS);
             let mut c = Vec::with_capacity(ITERATIONS);
+            let mut g = Vec::with_capacity(ITERATIONS);
             // Interleave them so that all see the same machine state.
             for _ in 0..ITERATIONS {
                 let t = Instant::now();
@@ -225,10 +252,13 @@ fn main() {
                 parent.spawn_and_wait().await;
                 b.push(t.elapsed());
                 let t = Instant::now();
-                bare_and_call(&engine, &components, &pre).await;
+                bare_and_call(&engine, &components, &pre, None).await;
                 c.push(t.elapsed());
+                let t = Instant::now();
+                bare_and_call(&engine, &components, &pre, Some(&dirs)).await;
+                g.push(t.elapsed());
             }
-            (a, b, c)
+            (a, b, c, g)
         })
         .await
         .unwrap()
@@ -240,6 +270,7 @@ fn main() {
     let a = report("(a) bare InstancePre::instantiate, fresh store       ", a);
     let b = report("(b) capbroker spawn → run → exit, 2 handles shared  ", b);
     report("    for reference: bare instantiate + call `start`   ", c);
+    report("      … and the child takes the same 2 handles       ", g);
     println!(
         "ratio b/a (p50): {:.2}   (target ≤ 1.5; p50 of b target < 30 µs)",
         micros(b) / micros(a)

@@ -1,31 +1,178 @@
 //! The `mailbox` interface: a process's side of the messages it exchanges
-//! with its parent.
+//! with its parent, and the link both sides share.
+//!
+//! One link per child holds both queues: a spawn allocates it once, where
+//! two channels would cost four allocations for mailboxes most per-request
+//! children never use.
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use crate::bindings::capbroker::caps::mailbox::Host;
 use crate::ctx::BrokerCtxView;
 use crate::types::{Error, HostResult};
 
-/// The two queues between a child and its parent.
-pub struct Mailbox {
-    from_parent: mpsc::Receiver<Vec<u8>>,
-    to_parent: mpsc::Sender<Vec<u8>>,
+/// How many messages wait in a mailbox before the sender waits.
+pub const DEPTH: usize = 64;
+
+/// Which end of a link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Parent,
+    Child,
 }
 
-impl Mailbox {
-    pub fn new(from_parent: mpsc::Receiver<Vec<u8>>, to_parent: mpsc::Sender<Vec<u8>>) -> Self {
-        Mailbox {
-            from_parent,
-            to_parent,
+/// The messages in one direction, and whether their sender is gone.
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Vec<u8>>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+/// Wakes the receiver when a message arrives, the sender when space frees.
+#[derive(Default)]
+struct Signals {
+    message: Notify,
+    space: Notify,
+}
+
+#[derive(Default)]
+struct Link {
+    /// `[to child, to parent]`.
+    queues: Mutex<[Queue; 2]>,
+    signals: [Signals; 2],
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, [Queue; 2]> {
+        // The queues hold plain data: a panic elsewhere leaves them whole.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One side's access to a link; cheap to clone, so that a call can wait
+/// without holding the handle it came from.
+#[derive(Clone)]
+pub struct Port {
+    link: Arc<Link>,
+    side: Side,
+}
+
+impl Port {
+    /// The direction this side sends in, and the one it receives from.
+    fn directions(&self) -> (usize, usize) {
+        match self.side {
+            Side::Parent => (0, 1),
+            Side::Child => (1, 0),
         }
+    }
+
+    /// Queues `message`, waiting while the queue is full. Gives the message
+    /// back if the other side is gone.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), Vec<u8>> {
+        let (out, _) = self.directions();
+        let signals = &self.link.signals[out];
+        loop {
+            // Registered before looking, so that a wake-up in between counts.
+            let mut space = pin!(signals.space.notified());
+            space.as_mut().enable();
+            {
+                let mut queues = self.link.lock();
+                let q = &mut queues[out];
+                if q.receiver_gone {
+                    return Err(message);
+                }
+                if q.messages.len() < DEPTH {
+                    q.messages.push_back(message);
+                    drop(queues);
+                    signals.message.notify_one();
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// The next message, waiting for one; `None` once the other side is
+    /// gone and every message it sent has been read.
+    pub async fn receive(&self) -> Option<Vec<u8>> {
+        let (_, inbound) = self.directions();
+        let signals = &self.link.signals[inbound];
+        loop {
+            let mut arrived = pin!(signals.message.notified());
+            arrived.as_mut().enable();
+            {
+                let mut queues = self.link.lock();
+                let q = &mut queues[inbound];
+                if let Some(m) = q.messages.pop_front() {
+                    drop(queues);
+                    signals.space.notify_one();
+                    return Some(m);
+                }
+                if q.sender_gone {
+                    return None;
+                }
+            }
+            arrived.await;
+        }
+    }
+}
+
+/// A side of a link that tells the other when it is dropped.
+pub struct End(Port);
+
+impl End {
+    pub fn port(&self) -> Port {
+        self.0.clone()
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        let (out, inbound) = self.0.directions();
+        let link = &self.0.link;
+        {
+            let mut queues = link.lock();
+            queues[out].sender_gone = true;
+            queues[inbound].receiver_gone = true;
+        }
+        link.signals[out].message.notify_waiters();
+        link.signals[inbound].space.notify_waiters();
+    }
+}
+
+/// A new link: the parent's end and the child's.
+pub fn link() -> (End, End) {
+    let link = Arc::new(Link::default());
+    (
+        End(Port {
+            link: link.clone(),
+            side: Side::Parent,
+        }),
+        End(Port {
+            link,
+            side: Side::Child,
+        }),
+    )
+}
+
+/// A child's side of the link with its parent.
+pub struct Mailbox(End);
+
+impl Mailbox {
+    pub fn new(end: End) -> Self {
+        Mailbox(end)
     }
 }
 
 impl Host for BrokerCtxView<'_> {
     async fn receive(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(match self.ctx.mailbox.as_mut() {
-            Some(m) => m.from_parent.recv().await,
+        Ok(match self.ctx.mailbox.as_ref() {
+            Some(m) => m.0.port().receive().await,
             None => None,
         })
     }
@@ -34,9 +181,77 @@ impl Host for BrokerCtxView<'_> {
         let Some(m) = self.ctx.mailbox.as_ref() else {
             return Err(Error::Invalid("this process has no parent to send to".into()).into());
         };
-        let tx = m.to_parent.clone();
-        tx.send(message)
+        m.0.port()
+            .send(message)
             .await
             .map_err(|_| Error::Invalid("the parent no longer listens".into()).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_arrive_in_order_both_ways() {
+        let (parent, child) = link();
+        parent.port().send(b"a".to_vec()).await.unwrap();
+        parent.port().send(b"b".to_vec()).await.unwrap();
+        child.port().send(b"c".to_vec()).await.unwrap();
+        assert_eq!(child.port().receive().await.unwrap(), b"a");
+        assert_eq!(child.port().receive().await.unwrap(), b"b");
+        assert_eq!(parent.port().receive().await.unwrap(), b"c");
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_makes_the_sender_wait() {
+        let (parent, child) = link();
+        for i in 0..DEPTH {
+            parent.port().send(vec![i as u8]).await.unwrap();
+        }
+        let port = parent.port();
+        let blocked = tokio::spawn(async move { port.send(vec![255]).await });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished(), "sent into a full mailbox");
+        assert_eq!(child.port().receive().await.unwrap(), vec![0]);
+        blocked.await.unwrap().unwrap();
+        for i in 1..DEPTH {
+            assert_eq!(child.port().receive().await.unwrap(), vec![i as u8]);
+        }
+        assert_eq!(child.port().receive().await.unwrap(), vec![255]);
+    }
+
+    #[tokio::test]
+    async fn a_gone_side_ends_receiving_after_what_it_sent() {
+        let (parent, child) = link();
+        child.port().send(b"last".to_vec()).await.unwrap();
+        let port = parent.port();
+        drop(child);
+        assert_eq!(port.receive().await.unwrap(), b"last");
+        assert_eq!(port.receive().await, None);
+        assert_eq!(port.send(b"x".to_vec()).await, Err(b"x".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_when_the_sender_goes() {
+        let (parent, child) = link();
+        let port = parent.port();
+        let waiting = tokio::spawn(async move { port.receive().await });
+        tokio::task::yield_now().await;
+        drop(child);
+        assert_eq!(waiting.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_wakes_when_the_receiver_goes() {
+        let (parent, child) = link();
+        for _ in 0..DEPTH {
+            parent.port().send(vec![0]).await.unwrap();
+        }
+        let port = parent.port();
+        let waiting = tokio::spawn(async move { port.send(vec![1]).await });
+        tokio::task::yield_now().await;
+        drop(child);
+        assert_eq!(waiting.await.unwrap(), Err(vec![1]));
     }
 }

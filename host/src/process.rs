@@ -7,12 +7,13 @@
 //! handles) and gives back its slot in the spawners' budgets. Only then is
 //! its exit status published to the parent.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Store, Trap};
@@ -24,18 +25,14 @@ use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
 use crate::grants::HandleValue;
 use crate::limits::Limits;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{self, End, Mailbox};
 use crate::spawn::{ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
-
-/// How many messages wait in a mailbox before the sender waits.
-const MAILBOX_DEPTH: usize = 64;
 
 /// The parent's handle on a child process.
 pub struct ProcessHandle {
     id: u64,
-    to_child: mpsc::Sender<Vec<u8>>,
-    from_child: mpsc::Receiver<Vec<u8>>,
+    mailbox: End,
     /// The child ends when this fires, or when it closes because the
     /// handle was dropped: no process outlives the last handle to it.
     kill: Option<oneshot::Sender<()>>,
@@ -155,34 +152,30 @@ impl BrokerCtxView<'_> {
         self.ctx
             .pledges
             .check(crate::pledge::Authority::SPAWN, "spawning")?;
-        let caller = self.ctx.audit.component().to_string();
+        let caller = self.ctx.audit.component_name().clone();
         let (pre, slot) = self
             .table
             .get(&spawner)?
             .admit(&caller, component, &limits)?;
         let name = if component == "self" {
-            caller.as_str()
+            &*caller
         } else {
             component
         };
-        let entry = entry.unwrap_or_else(|| "start".to_string());
-        if pre.component().get_export_index(None, &entry).is_none() {
+        let entry = entry.map_or(Cow::Borrowed("start"), Cow::Owned);
+        if pre.component().get_export_index(None, &*entry).is_none() {
             return Err(
                 Error::Invalid(format!("component `{name}` has no export `{entry}`")).into(),
             );
         }
         let copies = self.copies_for_child(grants, &limits)?;
 
-        let (to_child, child_inbox) = mpsc::channel(MAILBOX_DEPTH);
-        let (child_outbox, from_child) = mpsc::channel(MAILBOX_DEPTH);
-        let names: Vec<String> = copies.iter().map(|(n, _)| n.clone()).collect();
-        let ctx = BrokerCtx::child(
-            self.ctx,
-            name,
-            Mailbox::new(child_inbox, child_outbox),
-            copies,
-        );
+        let (parent_end, child_end) = mailbox::link();
+        let ctx = BrokerCtx::child(self.ctx, name, Mailbox::new(child_end), copies);
         let pid = ctx.audit.pid();
+        self.ctx.audit.spawned(pid, name, || {
+            ctx.pending.iter().map(|(n, _)| n.as_str()).collect()
+        });
         let learner = ctx.learner.clone();
         if let Some(l) = &learner {
             l.spawned(component);
@@ -197,7 +190,6 @@ impl BrokerCtxView<'_> {
 
         let (status_tx, ended) = oneshot::channel();
         let (kill, killed) = oneshot::channel();
-        self.ctx.audit.spawned(pid, name, &names);
         let run = {
             let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
             async move {
@@ -225,8 +217,7 @@ impl BrokerCtxView<'_> {
         tokio::spawn(Box::pin(run));
         let handle = ProcessHandle {
             id: pid,
-            to_child,
-            from_child,
+            mailbox: parent_end,
             kill: Some(kill),
             ended,
             status: None,
@@ -318,14 +309,15 @@ impl HostProcess for BrokerCtxView<'_> {
     }
 
     async fn send(&mut self, p: Resource<ProcessHandle>, message: Vec<u8>) -> HostResult<()> {
-        let tx = self.table.get(&p)?.to_child.clone();
-        tx.send(message)
+        let port = self.table.get(&p)?.mailbox.port();
+        port.send(message)
             .await
             .map_err(|_| Error::Invalid("the process has ended".into()).into())
     }
 
     async fn receive(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.table.get_mut(&p)?.from_child.recv().await)
+        let port = self.table.get(&p)?.mailbox.port();
+        Ok(port.receive().await)
     }
 
     async fn wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<ExitStatus> {

@@ -204,14 +204,18 @@ impl Counter {
 
     /// Takes one child slot at every level, or none.
     fn acquire(self: &Arc<Self>) -> Result<Slot, Error> {
-        let mut taken: Vec<&Arc<Counter>> = Vec::new();
         let mut level = Some(self);
         while let Some(c) = level {
             let prev = c.live.fetch_add(1, Ordering::AcqRel);
-            taken.push(c);
             if prev >= c.max {
-                for t in taken {
-                    t.live.fetch_sub(1, Ordering::AcqRel);
+                // Give back what this level and those below it took.
+                let mut undo = Some(self);
+                while let Some(u) = undo {
+                    u.live.fetch_sub(1, Ordering::AcqRel);
+                    if Arc::ptr_eq(u, c) {
+                        break;
+                    }
+                    undo = u.parent.as_ref();
                 }
                 return Err(Error::LimitExceeded(format!(
                     "max-children: {} children are alive, the budget allows {}",

@@ -131,6 +131,10 @@ impl Audit {
         &self.component
     }
 
+    pub fn component_name(&self) -> &Arc<str> {
+        &self.component
+    }
+
     pub fn pid(&self) -> u64 {
         self.pid
     }
@@ -189,12 +193,14 @@ impl Audit {
     }
 
     /// The component started a child process.
-    pub fn spawned(&self, child: u64, component: &str, grants: &[String]) {
+    /// `grants` names the handles given; called only if the event is
+    /// written somewhere.
+    pub fn spawned<'a>(&self, child: u64, component: &str, grants: impl Fn() -> Vec<&'a str>) {
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
-            child, child_component = component, grants = ?grants, "spawned");
+            child, child_component = component, grants = ?grants(), "spawned");
         self.emit(
             "spawn",
-            || json!({ "child": child, "child_component": component, "handles": grants }),
+            || json!({ "child": child, "child_component": component, "handles": grants() }),
         );
     }
 
