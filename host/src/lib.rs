@@ -12,8 +12,9 @@
 //! - [`wasi`]: standard WASI from the operator's grants, behind the guards
 //!   that `pledge` narrows;
 //! - [`limits`]: what one process may consume;
-//! - [`app`]: loading and running components of the `app` world, as the
-//!   `capbroker` binary does;
+//! - [`app`]: loading and running components of the `app` world, and
+//!   [`launch`]: running one from a manifest, as the `capbroker` binary and
+//!   the containerd shim do;
 //! - [`audit`]: the record of grants, derivations, drops and denials.
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod ctx;
 pub mod engine;
 pub mod fs;
 pub mod grants;
+pub mod launch;
 pub mod learn;
 pub mod limits;
 pub mod mailbox;

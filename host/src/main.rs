@@ -5,21 +5,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use capbroker::app::Loaded;
-use capbroker::audit::{report, AuditLog};
-use capbroker::command::CommandOutcome;
+use capbroker::audit::report;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
-use capbroker::learn::Learner;
+use capbroker::launch::Launch;
 use capbroker::limits::parse_duration;
 use capbroker::manifest::Config;
-use capbroker::net::Reach;
-use capbroker::spawn::Components;
-use capbroker::wasi::WasiGrants;
-use capbroker::{Outcome, Runtime};
+use capbroker::Runtime;
 use clap::{Parser, Subcommand};
-use wasmtime::bail;
 use wasmtime::error::Context;
 
 #[derive(Parser)]
@@ -279,105 +272,15 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 print!("{}", config.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
-            let Some(component) = config.component.clone() else {
-                bail!("no component to run: name one, or give a manifest (-m) with `component = \"...\"`");
-            };
-            let mut rt = Runtime::new()?;
-            if let Some(path) = audit {
-                let out: Box<dyn std::io::Write + Send> =
-                    if path.as_os_str() == "-" {
-                        Box::new(std::io::stderr())
-                    } else {
-                        Box::new(std::fs::File::create(&path).with_context(|| {
-                            format!("--audit: cannot create `{}`", path.display())
-                        })?)
-                    };
-                rt.set_audit_log(AuditLog::new(out));
+            let code = Launch {
+                config,
+                audit,
+                learn,
+                env_from_container: false,
             }
-            let limits = config.limits();
-            let app = match rt.load_any(&component)? {
-                Loaded::App(app) => app,
-                Loaded::Command(command) => {
-                    if learn.is_some() {
-                        bail!(
-                            "--learn is for capbroker apps; `{}` is a WASI command",
-                            command.name()
-                        );
-                    }
-                    if config
-                        .grants
-                        .iter()
-                        .any(|g| matches!(g.grant, Grant::Spawner(_)))
-                        || !config.components.is_empty()
-                    {
-                        bail!("`{}` is a WASI command: spawners and --component are for capbroker apps", command.name());
-                    }
-                    let grants = wasi_grants(config.grants, config.env, config.stdin);
-                    return match command.run(&grants, &config.args, &limits).await {
-                        Ok(CommandOutcome::Success) => Ok(ExitCode::SUCCESS),
-                        Ok(CommandOutcome::Exit(code)) => {
-                            Ok(ExitCode::from(code.clamp(1, 255) as u8))
-                        }
-                        Err(e) => {
-                            // A trap, as `wasmtime run` reports one: the
-                            // message and status 1.
-                            eprintln!("{}: {e:#}", command.name());
-                            Ok(ExitCode::from(1))
-                        }
-                    };
-                }
-            };
-            if !config.env.is_empty() || config.stdin {
-                bail!(
-                    "--env and --stdin are for WASI commands; `{}` is a capbroker app",
-                    app.name()
-                );
-            }
-            let mut registry = Components::new();
-            registry.insert(app.name(), app.instance_pre().clone())?;
-            for (name, path) in &config.components {
-                let pre = rt
-                    .load_child(path)
-                    .with_context(|| format!("--component {name}"))?;
-                registry
-                    .insert(name, pre)
-                    .with_context(|| format!("--component {name}"))?;
-            }
-            let mut app = app;
-            let learner = learn.as_ref().map(|_| {
-                let l = Learner::new();
-                app.learn_with(l.clone());
-                l
-            });
-            let mut running = app
-                .start(&config.grants, &limits, Arc::new(registry))
-                .await?;
-            let outcome = running.run(&config.args).await;
-            drop(running);
-            if let (Some(path), Some(learner)) = (&learn, &learner) {
-                // Wait for children still running, so their use counts.
-                learner.settle().await;
-                let requests = app.requests().await?;
-                let text = learner.manifest(&config.absolute(), &requests);
-                std::fs::write(path, text)
-                    .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
-                if !matches!(outcome, Ok(Outcome::Ok)) {
-                    eprintln!("capbroker: the run did not succeed: the manifest may lack what the rest of it needs");
-                }
-                eprintln!("capbroker: wrote {}", path.display());
-            }
-            match outcome {
-                Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),
-                Ok(Outcome::Failed(msg)) => {
-                    eprintln!("{}: error: {msg}", app.name());
-                    Ok(ExitCode::from(1))
-                }
-                Ok(Outcome::Exit(code)) => Ok(ExitCode::from(code.clamp(1, 255) as u8)),
-                Err(e) => {
-                    eprintln!("{}: {e:#}", app.name());
-                    Ok(ExitCode::from(1))
-                }
-            }
+            .run()
+            .await?;
+            Ok(ExitCode::from(code))
         }
         Command::Audit { file } => {
             let text = std::fs::read_to_string(&file)
@@ -411,22 +314,4 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The standard WASI grants of a command.
-fn wasi_grants(grants: Vec<NamedGrant>, env: Vec<(String, String)>, stdin: bool) -> WasiGrants {
-    let mut wasi = WasiGrants {
-        env,
-        stdin,
-        ..WasiGrants::default()
-    };
-    for g in grants {
-        match g.grant {
-            Grant::Dir(d) => wasi.dirs.push((g.name, d)),
-            Grant::Listen(n) => wasi.listen.push(Reach::new(&n)),
-            Grant::Connect(n) => wasi.connect.push(Reach::new(&n)),
-            Grant::Spawner(_) => {}
-        }
-    }
-    wasi
 }

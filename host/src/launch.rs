@@ -1,0 +1,169 @@
+//! Running a component from a [`Config`], as `capbroker run` does and as
+//! the containerd shim does inside a container.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::bail;
+use wasmtime::error::Context;
+
+use crate::app::Loaded;
+use crate::audit::AuditLog;
+use crate::command::CommandOutcome;
+use crate::grants::{Grant, NamedGrant};
+use crate::learn::Learner;
+use crate::manifest::Config;
+use crate::net::Reach;
+use crate::spawn::Components;
+use crate::wasi::WasiGrants;
+use crate::{Outcome, Runtime};
+
+/// One run of a component: what is granted, and what is recorded.
+pub struct Launch {
+    pub config: Config,
+    /// Write the audit log, as JSON Lines, to this file (`-` for stderr).
+    pub audit: Option<PathBuf>,
+    /// Learning mode: write the manifest of what the run used to this file.
+    pub learn: Option<PathBuf>,
+    /// The environment came with the container rather than from the
+    /// operator: an app, which has no environment, runs without it instead
+    /// of being refused.
+    pub env_from_container: bool,
+}
+
+impl Launch {
+    /// Runs the component to its end and gives its exit status: 0, 1 for a
+    /// failure or a trap (said on stderr), or the code a command exited
+    /// with. An error is the operator's: a component that cannot be loaded,
+    /// a grant that cannot be made.
+    pub async fn run(self) -> wasmtime::Result<u8> {
+        let Launch {
+            config,
+            audit,
+            learn,
+            env_from_container,
+        } = self;
+        let Some(component) = config.component.clone() else {
+            bail!(
+                "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
+            );
+        };
+        let mut rt = Runtime::new()?;
+        if let Some(path) = audit {
+            let out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
+                )
+            };
+            rt.set_audit_log(AuditLog::new(out));
+        }
+        let limits = config.limits();
+        let app = match rt.load_any(&component)? {
+            Loaded::App(app) => app,
+            Loaded::Command(command) => {
+                if learn.is_some() {
+                    bail!(
+                        "--learn is for capbroker apps; `{}` is a WASI command",
+                        command.name()
+                    );
+                }
+                if config
+                    .grants
+                    .iter()
+                    .any(|g| matches!(g.grant, Grant::Spawner(_)))
+                    || !config.components.is_empty()
+                {
+                    bail!(
+                        "`{}` is a WASI command: spawners and --component are for capbroker apps",
+                        command.name()
+                    );
+                }
+                let grants = wasi_grants(config.grants, config.env, config.stdin);
+                return match command.run(&grants, &config.args, &limits).await {
+                    Ok(CommandOutcome::Success) => Ok(0),
+                    Ok(CommandOutcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+                    Err(e) => {
+                        // A trap, as `wasmtime run` reports one: the message
+                        // and status 1.
+                        eprintln!("{}: {e:#}", command.name());
+                        Ok(1)
+                    }
+                };
+            }
+        };
+        if (!config.env.is_empty() && !env_from_container) || config.stdin {
+            bail!(
+                "--env and --stdin are for WASI commands; `{}` is a capbroker app",
+                app.name()
+            );
+        }
+        let mut registry = Components::new();
+        registry.insert(app.name(), app.instance_pre().clone())?;
+        for (name, path) in &config.components {
+            let pre = rt
+                .load_child(path)
+                .with_context(|| format!("--component {name}"))?;
+            registry
+                .insert(name, pre)
+                .with_context(|| format!("--component {name}"))?;
+        }
+        let mut app = app;
+        let learner = learn.as_ref().map(|_| {
+            let l = Learner::new();
+            app.learn_with(l.clone());
+            l
+        });
+        let mut running = app
+            .start(&config.grants, &limits, Arc::new(registry))
+            .await?;
+        let outcome = running.run(&config.args).await;
+        drop(running);
+        if let (Some(path), Some(learner)) = (&learn, &learner) {
+            // Wait for children still running, so their use counts.
+            learner.settle().await;
+            let requests = app.requests().await?;
+            let text = learner.manifest(&config.absolute(), &requests);
+            std::fs::write(path, text)
+                .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+            if !matches!(outcome, Ok(Outcome::Ok)) {
+                eprintln!(
+                    "capbroker: the run did not succeed: the manifest may lack what the rest of it needs"
+                );
+            }
+            eprintln!("capbroker: wrote {}", path.display());
+        }
+        match outcome {
+            Ok(Outcome::Ok) => Ok(0),
+            Ok(Outcome::Failed(msg)) => {
+                eprintln!("{}: error: {msg}", app.name());
+                Ok(1)
+            }
+            Ok(Outcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+            Err(e) => {
+                eprintln!("{}: {e:#}", app.name());
+                Ok(1)
+            }
+        }
+    }
+}
+
+/// The standard WASI grants of a command.
+fn wasi_grants(grants: Vec<NamedGrant>, env: Vec<(String, String)>, stdin: bool) -> WasiGrants {
+    let mut wasi = WasiGrants {
+        env,
+        stdin,
+        ..WasiGrants::default()
+    };
+    for g in grants {
+        match g.grant {
+            Grant::Dir(d) => wasi.dirs.push((g.name, d)),
+            Grant::Listen(n) => wasi.listen.push(Reach::new(&n)),
+            Grant::Connect(n) => wasi.connect.push(Reach::new(&n)),
+            Grant::Spawner(_) => {}
+        }
+    }
+    wasi
+}
