@@ -63,8 +63,23 @@ sandbox APP OUT: guests
     PATH="$PWD/target/tools/bin:$PATH" components/adapters/sandbox {{APP}} target/guests/wasm32-wasip2/release/read_only_adapter.wasm {{OUT}}
 
 # Run the whole test suite (the tests build the guests themselves, too).
-test: guests
+test: guests system-packages
     cargo test --workspace
+
+# libseccomp, pkg-config and protoc build the containerd shim; containerd
+# and runc run its tests. From Debian's packages, as root or with sudo:
+# Install the shim's build and test packages from Debian if missing.
+system-packages:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if pkg-config --exists libseccomp 2>/dev/null && command -v protoc >/dev/null \
+        && command -v containerd >/dev/null && command -v runc >/dev/null; then
+        exit 0
+    fi
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+        libseccomp-dev pkg-config protobuf-compiler containerd runc
 
 # Spawn latency against bare instantiation; the web server under load
 # against a long-lived instance and `wasmtime serve` (installed into

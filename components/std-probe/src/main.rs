@@ -11,7 +11,8 @@
 //!   and read the echo
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
-//! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end)
+//! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
+//!   `sleep MS`
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -182,6 +183,11 @@ fn main() {
                 }
             }
             "exit" => std::process::exit(next(&mut i).parse().unwrap_or(1)),
+            "sleep" => {
+                let ms = next(&mut i).parse().unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                println!("ok sleep {ms}");
+            }
             "panic" => panic!("told to"),
             "stderr" => eprintln!("{}", next(&mut i)),
             other => println!("err unknown-step {other}"),
