@@ -83,11 +83,12 @@ system-packages:
 
 # Spawn latency against bare instantiation; the web server under load
 # against a long-lived instance and `wasmtime serve` (installed into
-# target/tools if missing).
-bench: guests
+# target/tools if missing); containers through the shim against runc.
+bench: guests system-packages
     cargo bench --bench spawn
     test -x target/tools/bin/wasmtime || cargo install --locked wasmtime-cli@48.0.8 --root target/tools
     cargo bench --bench web
+    cargo bench -p containerd-shim-capbroker --bench containers
 
 # Format and lint everything.
 check:

@@ -1,38 +1,22 @@
 //! The containerd shim, end to end: each test starts its own containerd
 //! (its own root, state, socket and config; never the system's), imports
 //! images built here with `ctr image import`, runs them with
-//! `ctr run --runtime io.containerd.capbroker.v1`, and stops containerd at
-//! its end. containerd, runc and ctr are installed from Debian's packages
-//! when missing.
+//! `ctr run --runtime io.containerd.capbroker.v1` or through the CRI API
+//! as the kubelet does, and stops containerd at its end. containerd, runc
+//! and ctr are installed from Debian's packages when missing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use containerd_shim_capbroker::image::Image;
-use containerd_shim_capbroker::local::{Containerd, RUNTIME};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use containerd_shim_capbroker::local::{guest_component, static_program, Containerd, RUNTIME};
 
 /// The std-probe guest (a plain `wasi:cli` command), built once.
 fn std_probe() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "-p", "std-probe"])
-            .current_dir(root().join("components"))
-            .status()
-            .expect("cannot run cargo to build the guest components");
-        assert!(status.success(), "building std-probe failed");
-        std::fs::read(root().join("target/guests/wasm32-wasip2/release/std-probe.wasm")).unwrap()
-    })
+    BYTES.get_or_init(|| guest_component("std-probe").unwrap())
 }
 
 /// A containerd of the test's own that runs this build's shim.
@@ -239,4 +223,237 @@ fn bad_images_end_with_a_clear_message_and_the_shim_carries_on() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("granted words"));
+}
+
+/// The pod sandbox's "pause" container: waits for a signal.
+fn pause_program(dir: &Path) -> Vec<u8> {
+    let source = "#include <signal.h>\n#include <unistd.h>\n\
+        static void stop(int s) { (void)s; _exit(0); }\n\
+        int main(void) { signal(SIGTERM, stop); signal(SIGINT, stop); for (;;) pause(); }\n";
+    static_program(dir, "pause", source).unwrap()
+}
+
+mod cri {
+    //! The path the kubelet takes: containerd's CRI API over its socket.
+
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use hyper_util::rt::TokioIo;
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use k8s_cri::v1::*;
+    use tonic::transport::{Channel, Endpoint, Uri};
+    use tower::service_fn;
+
+    pub async fn connect(socket: &Path) -> RuntimeServiceClient<Channel> {
+        let socket = socket.to_owned();
+        let channel = Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("cannot connect to containerd's CRI");
+        RuntimeServiceClient::new(channel)
+    }
+
+    /// A pod on the node's network (so that no CNI is needed), its logs
+    /// under `logs`.
+    pub fn pod(name: &str, logs: &Path) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn container(
+        name: &str,
+        image: &str,
+        command: &[&str],
+        env: &[(&str, &str)],
+    ) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            envs: env
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the container to exit; its exit code.
+    pub async fn exit_code(client: &mut RuntimeServiceClient<Channel>, id: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = client
+                .container_status(ContainerStatusRequest {
+                    container_id: id.into(),
+                    verbose: false,
+                })
+                .await
+                .expect("ContainerStatus")
+                .into_inner()
+                .status
+                .expect("a status");
+            if status.state == ContainerState::ContainerExited as i32 {
+                return status.exit_code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container did not exit: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// One pod with one container, as the kubelet runs it: RunPodSandbox
+/// with the `capbroker` runtime handler, CreateContainer, StartContainer,
+/// the container's exit, its log, then the pod stopped and removed.
+/// Gives the exit code and the log.
+async fn run_pod(ctd: &Containerd, pod: &str, command: &[&str]) -> (i32, String) {
+    use k8s_cri::v1::{
+        CreateContainerRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+        RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    };
+
+    let logs = ctd.scratch().join("pods").join(pod);
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut client = cri::connect(&ctd.socket()).await;
+    let pod_config = cri::pod(pod, &logs);
+    let sandbox = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: "capbroker".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", ctd.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let id = client
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(cri::container(
+                "main",
+                "docker.io/capbroker/granted:1",
+                command,
+                &[("GREETING", "from the pod spec")],
+            )),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", ctd.log()))
+        .into_inner()
+        .container_id;
+    client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", ctd.log()));
+    let code = cri::exit_code(&mut client, &id).await;
+    let log = std::fs::read_to_string(logs.join("main.log")).unwrap_or_default();
+    client
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", ctd.log()));
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", ctd.log()));
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", ctd.log()));
+    (code, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_runs_pods_with_the_capbroker_runtime_handler() {
+    use containerd_shim_capbroker::local::{CRI_NAMESPACE, PAUSE_IMAGE};
+
+    let ctd = start();
+    let mut pause = Image::new(PAUSE_IMAGE);
+    pause
+        .add_executable("/pause", pause_program(ctd.scratch()))
+        .unwrap();
+    pause.entrypoint = vec!["/pause".into()];
+    ctd.import_into(CRI_NAMESPACE, &pause).unwrap();
+    ctd.import_into(
+        CRI_NAMESPACE,
+        &granted_image("docker.io/capbroker/granted:1"),
+    )
+    .unwrap();
+
+    let (code, log) = run_pod(
+        &ctd,
+        "probe",
+        &[
+            "/std-probe.wasm",
+            "read",
+            "/data/granted.txt",
+            "read",
+            "/secret.txt",
+            "env",
+            "GREETING",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{log}\n{}", ctd.log());
+    // CRI's log format: time, stream, tag, then the line.
+    assert!(
+        log.contains(" stdout F ok read") && log.contains("granted words"),
+        "{log}"
+    );
+    assert!(!log.contains("secret words"), "{log}");
+    assert!(log.contains("from the pod spec"), "{log}");
+
+    // A bad container ends with its reason in its log…
+    let (code, log) = run_pod(&ctd, "missing", &["/nothing-here.wasm"]).await;
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains(" stderr F capbroker: error:") && log.contains("/nothing-here.wasm"),
+        "{log}"
+    );
+    // …and the next pod runs as usual.
+    let (code, log) = run_pod(&ctd, "again", &["/std-probe.wasm", "exit", "0"]).await;
+    assert_eq!(code, 0, "{log}");
 }

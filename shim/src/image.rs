@@ -19,7 +19,8 @@ const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub struct Image {
     /// e.g. `docker.io/library/hello:latest`.
     pub name: String,
-    files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Each file's bytes and mode.
+    files: BTreeMap<PathBuf, (Vec<u8>, u32)>,
     /// The entrypoint: the component's path in the image, then arguments.
     pub entrypoint: Vec<String>,
     /// `KEY=VALUE`, as the image config's `Env`.
@@ -36,6 +37,16 @@ impl Image {
 
     /// Puts `bytes` at the absolute path `at` in the image.
     pub fn add(&mut self, at: &str, bytes: Vec<u8>) -> Result<&mut Image> {
+        self.add_with_mode(at, bytes, 0o644)
+    }
+
+    /// Puts a program at `at`: a native one, for a container that is not a
+    /// component (a pod's sandbox, say).
+    pub fn add_executable(&mut self, at: &str, bytes: Vec<u8>) -> Result<&mut Image> {
+        self.add_with_mode(at, bytes, 0o755)
+    }
+
+    fn add_with_mode(&mut self, at: &str, bytes: Vec<u8>, mode: u32) -> Result<&mut Image> {
         let path = Path::new(at);
         let relative = path
             .strip_prefix("/")
@@ -47,7 +58,7 @@ impl Image {
         {
             bail!("`{at}`: not a plain path to a file");
         }
-        self.files.insert(relative.to_owned(), bytes);
+        self.files.insert(relative.to_owned(), (bytes, mode));
         Ok(self)
     }
 
@@ -123,8 +134,8 @@ impl Image {
             h.set_size(0);
             tar.append_data(&mut h, folder, std::io::empty())?;
         }
-        for (path, bytes) in &self.files {
-            append(&mut tar, &path.to_string_lossy(), bytes, 0o644)?;
+        for (path, (bytes, mode)) in &self.files {
+            append(&mut tar, &path.to_string_lossy(), bytes, *mode)?;
         }
         Ok(tar.into_inner()?)
     }

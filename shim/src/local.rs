@@ -15,6 +15,13 @@ use crate::image::Image;
 /// The runtime name containerd maps to `containerd-shim-capbroker-v1`.
 pub const RUNTIME: &str = "io.containerd.capbroker.v1";
 
+/// The image of pods' sandbox containers: there is no registry to pull
+/// Kubernetes' own from, so a test builds and imports one under this name.
+pub const PAUSE_IMAGE: &str = "docker.io/capbroker/pause:1";
+
+/// The containerd namespace CRI (and so the kubelet) works in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
 /// Installs containerd and runc from Debian's packages if they are missing.
 fn ensure_installed() -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
@@ -80,6 +87,7 @@ state = "{d}/state"
   path = "{d}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
+  sandbox_image = "{PAUSE_IMAGE}"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.capbroker]
@@ -119,10 +127,15 @@ state = "{d}/state"
 
     /// `ctr` against this containerd, in the namespace `capbroker-test`.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
+        self.ctr_in("capbroker-test", args)
+    }
+
+    /// `ctr` against this containerd, in `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", "capbroker-test"])
+            .args(["--namespace", namespace])
             .args(args);
         cmd
     }
@@ -136,9 +149,17 @@ state = "{d}/state"
 
     /// Writes `image` as a tarball and imports it.
     pub fn import(&self, image: &Image) -> Result<()> {
+        self.import_into("capbroker-test", image)
+    }
+
+    /// Writes `image` as a tarball and imports it into `namespace`.
+    pub fn import_into(&self, namespace: &str, image: &Image) -> Result<()> {
         let tarball = self.dir.path().join("image.tar");
         image.write(std::fs::File::create(&tarball)?)?;
-        let out = self.ctr(&["image", "import", &tarball.to_string_lossy()]);
+        let out = self
+            .ctr_in(namespace, &["image", "import", &tarball.to_string_lossy()])
+            .stdin(Stdio::null())
+            .output()?;
         ensure!(
             out.status.success(),
             "ctr image import: {}",
@@ -186,4 +207,39 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// A static native program built from C `source` with the C compiler: a
+/// Linux container needs nothing else in its image (a pod's pause
+/// container, a native baseline).
+pub fn static_program(dir: &Path, name: &str, source: &str) -> Result<Vec<u8>> {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source)?;
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .context("cannot run cc")?;
+    ensure!(status.success(), "cc -static {name}.c failed");
+    Ok(std::fs::read(out)?)
+}
+
+/// The guest program `name` of this repository's `components/` (a
+/// command, whose `.wasm` keeps its name), built from source for
+/// wasm32-wasip2; cargo makes later calls cheap.
+pub fn guest_component(name: &str) -> Result<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the shim crate has no parent folder")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", name])
+        .current_dir(root.join("components"))
+        .status()
+        .context("cannot run cargo to build the guest components")?;
+    ensure!(status.success(), "building the guest `{name}` failed");
+    let wasm = root.join(format!("target/guests/wasm32-wasip2/release/{name}.wasm"));
+    std::fs::read(&wasm).with_context(|| format!("cannot read `{}`", wasm.display()))
 }

@@ -123,6 +123,31 @@ fn run(launch: Launch) -> anyhow::Result<u8> {
     .map_err(|_| anyhow::anyhow!("the component's thread panicked"))?
 }
 
+/// With `CAPBROKER_SHIM_TRACE=FILE` in containerd's environment, the shim
+/// and the containers it starts append their `tracing` events (libcontainer's
+/// among them) to FILE, for when containerd's log says too little.
+fn trace_to_file() {
+    let Some(path) = std::env::var_os("CAPBROKER_SHIM_TRACE") else {
+        return;
+    };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    // Not `init`: that would also claim the `log` facade, which runwasi
+    // sets up for containerd's own log.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
 fn main() {
+    trace_to_file();
     CapbrokerShim::run(None);
 }
