@@ -457,3 +457,51 @@ async fn cri_runs_pods_with_the_capbroker_runtime_handler() {
     let (code, log) = run_pod(&ctd, "again", &["/std-probe.wasm", "exit", "0"]).await;
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn an_app_runs_with_its_manifest_and_the_container_environment_aside() {
+    let ctd = start();
+    let mut image = Image::new("docker.io/capbroker/worker:1");
+    image
+        .add("/worker.wasm", guest_component("worker").unwrap())
+        .unwrap();
+    image
+        .add(
+            "/capbroker.toml",
+            b"[dir.cfg]\npath = \"/conf\"\nrights = \"ro\"\n\n\
+              [dir.data]\npath = \"/data\"\nrights = \"rw\"\n"
+                .to_vec(),
+        )
+        .unwrap();
+    image
+        .add("/conf/worker.conf", b"folder = reports\n".to_vec())
+        .unwrap();
+    image
+        .add("/data/reports/fox.txt", b"the quick brown fox\n".to_vec())
+        .unwrap();
+    image.entrypoint = vec!["/worker.wasm".into()];
+    ctd.import(&image).unwrap();
+
+    // The container always has an environment (PATH at least); an app has
+    // none to give it, and runs all the same.
+    let out = ctd.run(
+        "docker.io/capbroker/worker:1",
+        "worker",
+        &["--env", "X=1"],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("fox.txt: 1 lines, 4 words"), "{stdout}");
+    assert!(stdout.contains("wrote summary.txt"), "{stdout}");
+    // The image's /etc/passwd is as far out of reach as the node's.
+    assert!(
+        stdout.contains("refused: read /etc/passwd: escape"),
+        "{stdout}"
+    );
+}
