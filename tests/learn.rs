@@ -153,48 +153,37 @@ fn a_link_cannot_reach_what_the_learned_paths_hide() {
         "read data sub/inner.txt => ok:inner\n\
          read data sub/link => err:escape:sub/link (a link, on a handle narrowed to some paths)\n"
     );
-    // A path outside the directory is a manifest error, with its place.
-    std::fs::write(
-        tree.path("bad.toml"),
-        format!(
-            "[dir.data]\npath = {:?}\n[dir.data.paths]\n\"../x\" = \"read\"\n",
-            tree.root().display().to_string()
-        ),
-    )
-    .unwrap();
-    let bad = capbroker(&[
-        "run",
-        "-m",
-        tree.path("bad.toml").to_str().unwrap(),
-        &probe(),
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        text(&bad.stderr).contains("[dir.data.paths] `../x`: expected a path below the directory"),
-        "{}",
-        text(&bad.stderr)
+    // A manifest error, with its place: `paths` is the `[dir.data.paths]`
+    // table's body, under a directory with `rights`.
+    let refused = |rights: &str, paths: &str, says: &str| {
+        std::fs::write(
+            tree.path("bad.toml"),
+            format!(
+                "[dir.data]\npath = {:?}\nrights = {rights:?}\n[dir.data.paths]\n{paths}\n",
+                tree.root().display().to_string()
+            ),
+        )
+        .unwrap();
+        let bad = capbroker(&[
+            "run",
+            "-m",
+            tree.path("bad.toml").to_str().unwrap(),
+            &probe(),
+        ]);
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(text(&bad.stderr).contains(says), "{}", text(&bad.stderr));
+    };
+    // A path outside the directory…
+    refused(
+        "rw",
+        "\"../x\" = \"read\"",
+        "[dir.data.paths] `../x`: expected a path below the directory",
     );
-    // So are rights for a path beyond the directory's own.
-    std::fs::write(
-        tree.path("bad.toml"),
-        format!(
-            "[dir.data]\npath = {:?}\nrights = \"read\"\n[dir.data.paths]\n\"x\" = \"write\"\n",
-            tree.root().display().to_string()
-        ),
-    )
-    .unwrap();
-    let bad = capbroker(&[
-        "run",
-        "-m",
-        tree.path("bad.toml").to_str().unwrap(),
-        &probe(),
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        text(&bad.stderr)
-            .contains("[dir.data.paths] `x`: write is not in the directory's rights (read)"),
-        "{}",
-        text(&bad.stderr)
+    // …and rights for a path beyond the directory's own.
+    refused(
+        "read",
+        "\"x\" = \"write\"",
+        "[dir.data.paths] `x`: write is not in the directory's rights (read)",
     );
 }
 

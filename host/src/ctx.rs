@@ -15,7 +15,7 @@ use crate::audit::{Audit, AuditLog};
 use crate::bindings::capbroker::caps as wit;
 use crate::grants::HandleValue;
 use crate::learn::Learner;
-use crate::mailbox::Mailbox;
+use crate::mailbox::End;
 use crate::pledge::Pledges;
 use crate::spawn::Components;
 use crate::wasi::WasiState;
@@ -26,7 +26,7 @@ pub struct BrokerCtx {
     /// What spawners granted to this instance can start.
     pub(crate) components: Arc<Components>,
     /// The queues to this instance's parent, if it is a child process.
-    pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) mailbox: Option<End>,
     /// What the instance has given up with `pledge`.
     pub(crate) pledges: Pledges,
     /// The guards in front of standard WASI.
@@ -62,7 +62,7 @@ impl BrokerCtx {
     pub(crate) fn child(
         parent: &BrokerCtx,
         component: &str,
-        mailbox: Mailbox,
+        mailbox: End,
         grants: Vec<(String, HandleValue)>,
     ) -> Self {
         BrokerCtx {

@@ -122,7 +122,8 @@ impl Port {
     }
 }
 
-/// A side of a link that tells the other when it is dropped.
+/// A side of a link that tells the other when it is dropped: the parent's
+/// is in its process handle, the child's in its `BrokerCtx`.
 pub struct End(Port);
 
 impl End {
@@ -160,19 +161,10 @@ pub fn link() -> (End, End) {
     )
 }
 
-/// A child's side of the link with its parent.
-pub struct Mailbox(End);
-
-impl Mailbox {
-    pub fn new(end: End) -> Self {
-        Mailbox(end)
-    }
-}
-
 impl Host for BrokerCtxView<'_> {
     async fn receive(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(match self.ctx.mailbox.as_ref() {
-            Some(m) => m.0.port().receive().await,
+            Some(m) => m.port().receive().await,
             None => None,
         })
     }
@@ -181,7 +173,7 @@ impl Host for BrokerCtxView<'_> {
         let Some(m) = self.ctx.mailbox.as_ref() else {
             return Err(Error::Invalid("this process has no parent to send to".into()).into());
         };
-        m.0.port()
+        m.port()
             .send(message)
             .await
             .map_err(|_| Error::Invalid("the parent no longer listens".into()).into())

@@ -25,7 +25,7 @@ use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
 use crate::grants::HandleValue;
 use crate::limits::Limits;
-use crate::mailbox::{self, End, Mailbox};
+use crate::mailbox::{self, End};
 use crate::spawn::{ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
@@ -152,7 +152,7 @@ impl BrokerCtxView<'_> {
         self.ctx
             .pledges
             .check(crate::pledge::Authority::SPAWN, "spawning")?;
-        let caller = self.ctx.audit.component_name().clone();
+        let caller = self.ctx.audit.component().clone();
         let (pre, slot) = self
             .table
             .get(&spawner)?
@@ -171,7 +171,7 @@ impl BrokerCtxView<'_> {
         let copies = self.copies_for_child(grants, &limits)?;
 
         let (parent_end, child_end) = mailbox::link();
-        let ctx = BrokerCtx::child(self.ctx, name, Mailbox::new(child_end), copies);
+        let ctx = BrokerCtx::child(self.ctx, name, child_end, copies);
         let pid = ctx.audit.pid();
         self.ctx.audit.spawned(pid, name, || {
             ctx.pending.iter().map(|(n, _)| n.as_str()).collect()

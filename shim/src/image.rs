@@ -64,7 +64,9 @@ impl Image {
 
     /// Takes the file at `at` out of the image.
     pub fn remove(&mut self, at: &str) {
-        self.files.remove(Path::new(at.trim_start_matches('/')));
+        if let Ok(relative) = Path::new(at).strip_prefix("/") {
+            self.files.remove(relative);
+        }
     }
 
     /// Writes the image as an OCI image layout tarball.

@@ -127,11 +127,7 @@ impl Audit {
         }
     }
 
-    pub fn component(&self) -> &str {
-        &self.component
-    }
-
-    pub fn component_name(&self) -> &Arc<str> {
+    pub fn component(&self) -> &Arc<str> {
         &self.component
     }
 
