@@ -49,6 +49,16 @@ async fn each_way_of_ending_has_its_own_status() {
         ("wait victim", "ok:killed"),
         ("wait victim", "ok:killed"),
         ("try-wait victim", "ok:killed"),
+        // A spawn runs its child's first stretch itself, but hands a busy
+        // child over by the next epoch tick: the spawn returns, the child
+        // still runs, and the parent can end it.
+        (
+            &format!("spawn sp self {mib16},1000000000000,3000 - spinner loop"),
+            "ok",
+        ),
+        ("try-wait spinner", "ok:running"),
+        ("kill spinner", "ok"),
+        ("wait spinner", "ok:killed"),
     ])
     .await;
 }

@@ -112,6 +112,7 @@ impl Parent {
             limits,
             b"x".to_vec(),
         )
+        .await
         .unwrap_or_else(|e| panic!("spawn failed: {e:?}"));
         let status = HostProcess::wait(&mut view, Resource::new_borrow(p.rep()))
             .await
@@ -163,6 +164,26 @@ fn open_two(dir: &Path) -> [DirHandle; 2] {
         DirHandle::new(d.unwrap(), Rights::all(), "d")
     };
     [open(), open()]
+}
+
+/// A xorshift generator, enough to shuffle the order of four measurements.
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -243,20 +264,24 @@ fn main() {
             let mut b = Vec::with_capacity(ITERATIONS);
             let mut c = Vec::with_capacity(ITERATIONS);
             let mut g = Vec::with_capacity(ITERATIONS);
-            // Interleave them so that all see the same machine state.
+            // Interleave them so that all see the same machine state, in a
+            // new order each round: what runs just before a measurement
+            // changes its time (caches, branch predictors, the allocator's
+            // free slots), and a fixed order would favour some over others.
+            let mut order = [0, 1, 2, 3];
+            let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15);
             for _ in 0..ITERATIONS {
-                let t = Instant::now();
-                bare(&engine, &components, &pre).await;
-                a.push(t.elapsed());
-                let t = Instant::now();
-                parent.spawn_and_wait().await;
-                b.push(t.elapsed());
-                let t = Instant::now();
-                bare_and_call(&engine, &components, &pre, None).await;
-                c.push(t.elapsed());
-                let t = Instant::now();
-                bare_and_call(&engine, &components, &pre, Some(&dirs)).await;
-                g.push(t.elapsed());
+                rng.shuffle(&mut order);
+                for &which in &order {
+                    let t = Instant::now();
+                    match which {
+                        0 => bare(&engine, &components, &pre).await,
+                        1 => parent.spawn_and_wait().await,
+                        2 => bare_and_call(&engine, &components, &pre, None).await,
+                        _ => bare_and_call(&engine, &components, &pre, Some(&dirs)).await,
+                    }
+                    [&mut a, &mut b, &mut c, &mut g][which].push(t.elapsed());
+                }
             }
             (a, b, c, g)
         })

@@ -1,6 +1,7 @@
 //! Loading and running components: the operator's `app` (root) and the
 //! child components it may spawn.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -101,12 +102,12 @@ impl State {
 /// What a store's instance consumed, and how it ended, for the audit log.
 pub fn exit_record(
     store: &Store<State>,
-    status: String,
+    status: impl Into<Cow<'static, str>>,
     limit: Option<&'static str>,
 ) -> ExitRecord {
     let state = store.data();
     ExitRecord {
-        status,
+        status: status.into(),
         limit,
         fuel_used: state.fuel_start - store.get_fuel().unwrap_or(0),
         peak_memory: state.limiter.peak() as u64,
@@ -416,7 +417,7 @@ impl Running {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let record = exit_record(&self.store, "timed-out".into(), Some("time"));
+                    let record = exit_record(&self.store, "timed-out", Some("time"));
                     self.store.data().audit().exited(&record);
                     bail!("the component ran past its timeout of {t:?}")
                 }
@@ -474,11 +475,11 @@ impl<T> Ended<T> {
     }
 
     /// The word for the audit log; `returned` names a return.
-    pub(crate) fn status(&self, returned: impl Fn(&T) -> &'static str) -> String {
+    pub(crate) fn status(&self, returned: impl Fn(&T) -> &'static str) -> Cow<'static, str> {
         match self {
             Ended::Returned(v) => returned(v).into(),
             Ended::Exit(0) => "finished".into(),
-            Ended::Exit(code) => format!("exit {code}"),
+            Ended::Exit(code) => format!("exit {code}").into(),
             Ended::OutOfMemory(_) => "out-of-memory".into(),
             Ended::OutOfFuel(_) => "out-of-cpu".into(),
             Ended::Trapped(_) => "trapped".into(),

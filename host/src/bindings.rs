@@ -2,13 +2,15 @@
 //!
 //! Most imports are synchronous: short, bounded file-system operations.
 //! The ones that wait on another process (messages, exit) are async, so the
-//! waiting guest yields its thread. Exports are async so that every guest
+//! waiting guest yields its thread; so is `spawn`, which runs the child's
+//! first stretch itself (see `process`). Exports are async so that every guest
 //! runs as a future on tokio and can be interleaved with the others.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "service",
     imports: {
+        "capbroker:caps/process.spawn": async | trappable,
         "capbroker:caps/process.[method]process.send": async | trappable,
         "capbroker:caps/process.[method]process.receive": async | trappable,
         "capbroker:caps/process.[method]process.wait": async | trappable,

@@ -94,7 +94,7 @@ impl CommandComponent {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let record = exit_record(&store, "timed-out".into(), Some("time"));
+                    let record = exit_record(&store, "timed-out", Some("time"));
                     store.data().audit().exited(&record);
                     wasmtime::bail!("the program ran past its timeout of {t:?}")
                 }

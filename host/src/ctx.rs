@@ -61,7 +61,7 @@ impl BrokerCtx {
     /// and takes `grants` with `grants.granted`.
     pub(crate) fn child(
         parent: &BrokerCtx,
-        component: &str,
+        component: Arc<str>,
         mailbox: End,
         grants: Vec<(String, HandleValue)>,
     ) -> Self {

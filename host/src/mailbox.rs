@@ -1,12 +1,13 @@
 //! The `mailbox` interface: a process's side of the messages it exchanges
 //! with its parent, and the link both sides share.
 //!
-//! One link per child holds both queues: a spawn allocates it once, where
-//! two channels would cost four allocations for mailboxes most per-request
-//! children never use.
+//! One link per child holds both queues and the parent's kill: a spawn
+//! allocates it once, where channels would cost an allocation each for
+//! mailboxes most per-request children never use.
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -45,6 +46,10 @@ struct Link {
     /// `[to child, to parent]`.
     queues: Mutex<[Queue; 2]>,
     signals: [Signals; 2],
+    /// Set, and `kill` notified, when the parent kills the child or lets
+    /// go of it.
+    killed: AtomicBool,
+    kill: Notify,
 }
 
 impl Link {
@@ -120,6 +125,15 @@ impl Port {
             arrived.await;
         }
     }
+
+    /// Resolves once the parent has killed the child or let go of it.
+    pub async fn killed(&self) {
+        let mut kill = pin!(self.link.kill.notified());
+        kill.as_mut().enable();
+        if !self.link.killed.load(Ordering::Acquire) {
+            kill.await;
+        }
+    }
 }
 
 /// A side of a link that tells the other when it is dropped: the parent's
@@ -129,6 +143,15 @@ pub struct End(Port);
 impl End {
     pub fn port(&self) -> Port {
         self.0.clone()
+    }
+
+    /// Ends the child (from the parent's end; a child cannot kill itself
+    /// this way).
+    pub fn kill(&self) {
+        if self.0.side == Side::Parent {
+            self.0.link.killed.store(true, Ordering::Release);
+            self.0.link.kill.notify_waiters();
+        }
     }
 }
 
@@ -143,6 +166,8 @@ impl Drop for End {
         }
         link.signals[out].message.notify_waiters();
         link.signals[inbound].space.notify_waiters();
+        // No process outlives its parent's last handle to it.
+        self.kill();
     }
 }
 
@@ -232,6 +257,26 @@ mod tests {
         tokio::task::yield_now().await;
         drop(child);
         assert_eq!(waiting.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_child_hears_a_kill_and_the_parent_letting_go() {
+        let (parent, child) = link();
+        let port = child.port();
+        let waiting = tokio::spawn(async move { port.killed().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "killed before any kill");
+        child.kill();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a child killed itself");
+        parent.kill();
+        waiting.await.unwrap();
+        // Heard even by a child that starts listening afterwards.
+        child.port().killed().await;
+
+        let (parent, child) = link();
+        drop(parent);
+        child.port().killed().await;
     }
 
     #[tokio::test]

@@ -1,21 +1,30 @@
 //! The `process` interface: starting child processes, talking to them,
 //! waiting for them, killing them.
 //!
-//! A child runs as a tokio task with its own store and handle table. It
-//! ends alone, whatever it does: a trap, running out of memory or fuel, its
-//! timeout or a kill ends its task, drops its store (freeing its memory and
-//! handles) and gives back its slot in the spawners' budgets. Only then is
-//! its exit status published to the parent.
+//! A child runs with its own store and handle table. It ends alone,
+//! whatever it does: a trap, running out of memory or fuel, its timeout or a
+//! kill ends its run, drops its store (freeing its memory and handles) and
+//! gives back its slot in the spawners' budgets. Only then is its exit
+//! status published to the parent.
+//!
+//! A spawn starts the child at once, on the spawning thread, and runs it
+//! until it first waits: on a message, a timer, or the next epoch tick,
+//! which every running guest yields at (see `engine`). Only a child still
+//! running then becomes a tokio task of its own. Most per-request children
+//! finish in that first stretch, and so never pay for a task, its
+//! scheduling or the wake-up of their parent (Python's asyncio calls this
+//! an eager task). The parent waits at most one tick for its spawn to
+//! return, and children still run concurrently with each other and with it.
 
 use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, Sleep};
-use wasmtime::component::{InstancePre, Resource};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Resource};
 use wasmtime::{Store, Trap};
 
 use crate::app::{exit_record, new_store, State};
@@ -25,35 +34,53 @@ use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
 use crate::grants::HandleValue;
 use crate::limits::Limits;
-use crate::mailbox::{self, End};
-use crate::spawn::{ChildLimits, SpawnerHandle};
+use crate::mailbox::{self, End, Port};
+use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
 /// The parent's handle on a child process.
 pub struct ProcessHandle {
     id: u64,
+    /// The parent's end of the link to the child: its mailbox, and its
+    /// kill, which dropping the handle also sends.
     mailbox: End,
-    /// The child ends when this fires, or when it closes because the
-    /// handle was dropped: no process outlives the last handle to it.
-    kill: Option<oneshot::Sender<()>>,
-    ended: oneshot::Receiver<ExitStatus>,
+    /// The child's task, if it outlived its first stretch.
+    task: Option<JoinHandle<ExitStatus>>,
     /// The exit status, once heard.
     status: Option<ExitStatus>,
 }
 
 impl ProcessHandle {
     /// The exit status if the child has ended, without waiting.
-    fn poll_status(&mut self) -> wasmtime::Result<Option<&ExitStatus>> {
-        if self.status.is_none() {
-            match self.ended.try_recv() {
-                Ok(s) => self.status = Some(s),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    wasmtime::bail!("the task of process {} vanished", self.id)
-                }
+    fn try_status(&mut self) -> wasmtime::Result<Option<&ExitStatus>> {
+        if let Some(task) = self.task.as_mut().filter(|t| t.is_finished()) {
+            // A finished task is ready at the first poll.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(ended) = Pin::new(task).poll(&mut cx) {
+                self.ended(ended)?;
             }
         }
         Ok(self.status.as_ref())
+    }
+
+    /// The exit status, waiting for the child to end.
+    async fn wait(&mut self) -> wasmtime::Result<&ExitStatus> {
+        if let Some(task) = self.task.as_mut() {
+            let ended = task.await;
+            self.ended(ended)?;
+        }
+        Ok(self
+            .status
+            .as_ref()
+            .expect("a process without a task has ended"))
+    }
+
+    fn ended(&mut self, ended: Result<ExitStatus, JoinError>) -> wasmtime::Result<()> {
+        self.task = None;
+        let status = ended
+            .map_err(|e| wasmtime::format_err!("the task of process {} failed: {e}", self.id))?;
+        self.status = Some(status);
+        Ok(())
     }
 }
 
@@ -74,7 +101,7 @@ impl BrokerCtxView<'_> {
     /// Copies the shared handles for the child, by name.
     fn copies_for_child(
         &mut self,
-        grants: &[Share],
+        grants: Vec<Share>,
         limits: &ChildLimits,
     ) -> HostResult<Vec<(String, HandleValue)>> {
         let mut out: Vec<(String, HandleValue)> = Vec::with_capacity(grants.len());
@@ -109,14 +136,14 @@ impl BrokerCtxView<'_> {
                     HandleValue::TcpStream(h.share()?)
                 }
             };
-            out.push((g.name.clone(), copied));
+            out.push((g.name, copied));
         }
         Ok(out)
     }
 }
 
 impl Host for BrokerCtxView<'_> {
-    fn spawn(
+    async fn spawn(
         &mut self,
         spawner: Resource<SpawnerHandle>,
         component: String,
@@ -125,7 +152,9 @@ impl Host for BrokerCtxView<'_> {
         limits: ChildLimits,
         input: Vec<u8>,
     ) -> HostResult<Resource<ProcessHandle>> {
-        let result = self.spawn_child(spawner, &component, entry, &grants, limits, input);
+        let result = self
+            .spawn_child(spawner, &component, entry, grants, limits, input)
+            .await;
         if let Err(HostError::Guest(e)) = &result {
             self.ctx.audit.refused(
                 "spawn",
@@ -140,40 +169,38 @@ impl Host for BrokerCtxView<'_> {
 }
 
 impl BrokerCtxView<'_> {
-    fn spawn_child(
+    async fn spawn_child(
         &mut self,
         spawner: Resource<SpawnerHandle>,
         component: &str,
         entry: Option<String>,
-        grants: &[Share],
+        grants: Vec<Share>,
         limits: ChildLimits,
         input: Vec<u8>,
     ) -> HostResult<Resource<ProcessHandle>> {
         self.ctx
             .pledges
             .check(crate::pledge::Authority::SPAWN, "spawning")?;
-        let caller = self.ctx.audit.component().clone();
-        let (pre, slot) = self
-            .table
-            .get(&spawner)?
-            .admit(&caller, component, &limits)?;
-        let name = if component == "self" {
-            &*caller
-        } else {
-            component
-        };
+        let Admitted { name, pre, slot } =
+            self.table
+                .get(&spawner)?
+                .admit(self.ctx.audit.component(), component, &limits)?;
         let entry = entry.map_or(Cow::Borrowed("start"), Cow::Owned);
-        if pre.component().get_export_index(None, &*entry).is_none() {
+        let Some(export) = pre.component().get_export_index(None, &*entry) else {
             return Err(
                 Error::Invalid(format!("component `{name}` has no export `{entry}`")).into(),
             );
-        }
+        };
+        let entry = Entry {
+            name: entry,
+            export,
+        };
         let copies = self.copies_for_child(grants, &limits)?;
 
         let (parent_end, child_end) = mailbox::link();
-        let ctx = BrokerCtx::child(self.ctx, name, child_end, copies);
+        let ctx = BrokerCtx::child(self.ctx, name.clone(), child_end, copies);
         let pid = ctx.audit.pid();
-        self.ctx.audit.spawned(pid, name, || {
+        self.ctx.audit.spawned(pid, &name, || {
             ctx.pending.iter().map(|(n, _)| n.as_str()).collect()
         });
         let learner = ctx.learner.clone();
@@ -188,20 +215,23 @@ impl BrokerCtxView<'_> {
         };
         let mut store = new_store(pre.engine(), ctx, &store_limits);
 
-        let (status_tx, ended) = oneshot::channel();
-        let (kill, killed) = oneshot::channel();
+        let link = parent_end.port();
         let run = {
             let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
             async move {
-                let child = run_child(&pre, &mut store, &entry, input);
-                let status = supervise(child, killed, deadline).await;
+                let status = {
+                    // Pinned where it is made: the future is large, and
+                    // every move of it is a copy.
+                    let child = pin!(run_child(&pre, &mut store, &entry, input));
+                    supervise(child, &link, deadline).await
+                };
                 let limit = match status {
                     ExitStatus::OutOfMemory => Some("memory"),
                     ExitStatus::OutOfCpu => Some("cpu"),
                     ExitStatus::TimedOut => Some("time"),
                     _ => None,
                 };
-                let record = exit_record(&store, status_word(&status).to_string(), limit);
+                let record = exit_record(&store, status_word(&status), limit);
                 let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
@@ -210,46 +240,56 @@ impl BrokerCtxView<'_> {
                 if let Some(l) = &learner {
                     l.exited(&record);
                 }
-                let _ = status_tx.send(status);
+                status
             }
         };
-        // Boxed first: the future is large, and tokio would copy it by value.
-        tokio::spawn(Box::pin(run));
+        // Pinned on the heap, so that it can move to a task of its own if it
+        // does not end in its first stretch.
+        let mut run = Box::pin(run);
+        let (task, status) = match poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+            Poll::Ready(status) => (None, Some(status)),
+            Poll::Pending => (Some(tokio::spawn(run)), None),
+        };
         let handle = ProcessHandle {
             id: pid,
             mailbox: parent_end,
-            kill: Some(kill),
-            ended,
-            status: None,
+            task,
+            status,
         };
         Ok(self.table.push(handle)?)
     }
 }
 
-/// Runs `child` until it ends, is killed, or passes `deadline`.
+/// Runs `child` until it ends, is killed through `link`, or passes
+/// `deadline`.
 ///
-/// The timer is armed only once the child first waits: a child that runs
-/// to its end in one go (most per-request children) never touches tokio's
-/// timer wheel. A busy child still waits at every epoch tick (see
-/// `new_store`), so its deadline holds.
+/// The kill is listened for and the timer armed only once the child first
+/// waits: until then its parent is still in `spawn` and cannot kill it, and
+/// a child that runs to its end in one go (most per-request children) never
+/// touches tokio's timer wheel. A busy child still waits at every epoch tick
+/// (see `new_store`), so its deadline holds.
 async fn supervise(
-    child: impl Future<Output = ExitStatus>,
-    mut killed: oneshot::Receiver<()>,
+    mut child: Pin<&mut impl Future<Output = ExitStatus>>,
+    link: &Port,
     deadline: Instant,
 ) -> ExitStatus {
-    let mut child = pin!(child);
+    let mut killed = pin!(link.killed());
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     poll_fn(|cx| {
-        if Pin::new(&mut killed).poll(cx).is_ready() {
-            return Poll::Ready(ExitStatus::Killed);
-        }
+        // Once it has waited, a killed or late child is not run any more.
         if let Some(timer) = timer.as_mut() {
+            if killed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(ExitStatus::Killed);
+            }
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(ExitStatus::TimedOut);
             }
         }
         if let Poll::Ready(status) = child.as_mut().poll(cx) {
             return Poll::Ready(status);
+        }
+        if killed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(ExitStatus::Killed);
         }
         let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         match timer.as_mut().poll(cx) {
@@ -260,21 +300,29 @@ async fn supervise(
     .await
 }
 
+/// A child's entry point: its name, and where it is in the component, found
+/// once at the spawn so that the child need not look it up by name.
+struct Entry {
+    name: Cow<'static, str>,
+    export: ComponentExportIndex,
+}
+
 /// Instantiates the child and calls its entry point.
 async fn run_child(
     pre: &InstancePre<State>,
     store: &mut Store<State>,
-    entry: &str,
+    entry: &Entry,
     input: Vec<u8>,
 ) -> ExitStatus {
     let result = async {
         let instance = pre.instantiate_async(&mut *store).await?;
         let func = instance
-            .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut *store, entry)
+            .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut *store, &entry.export)
             .map_err(|e| {
                 e.context(format!(
-                    "export `{entry}` is not a child entry point \
-                     (func(input: list<u8>) -> result<list<u8>, string>)"
+                    "export `{}` is not a child entry point \
+                     (func(input: list<u8>) -> result<list<u8>, string>)",
+                    entry.name
                 ))
             })?;
         let (out,) = func.call_async(&mut *store, (input,)).await?;
@@ -321,24 +369,15 @@ impl HostProcess for BrokerCtxView<'_> {
     }
 
     async fn wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<ExitStatus> {
-        let p = self.table.get_mut(&p)?;
-        if p.status.is_none() {
-            let status = (&mut p.ended)
-                .await
-                .map_err(|_| wasmtime::format_err!("the task of process {} vanished", p.id))?;
-            p.status = Some(status);
-        }
-        Ok(p.status.clone().expect("just set"))
+        Ok(self.table.get_mut(&p)?.wait().await?.clone())
     }
 
     fn try_wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<ExitStatus>> {
-        Ok(self.table.get_mut(&p)?.poll_status()?.cloned())
+        Ok(self.table.get_mut(&p)?.try_status()?.cloned())
     }
 
     fn kill(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
-        if let Some(kill) = self.table.get_mut(&p)?.kill.take() {
-            let _ = kill.send(());
-        }
+        self.table.get(&p)?.mailbox.kill();
         Ok(())
     }
 

@@ -17,8 +17,11 @@ use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostResult};
 
 /// The components a broker can start as child processes, by name.
+///
+/// Names are shared with the audit trails of the processes that run them,
+/// so that a spawn does not copy its child's name.
 #[derive(Default)]
-pub struct Components(BTreeMap<String, InstancePre<State>>);
+pub struct Components(BTreeMap<Arc<str>, InstancePre<State>>);
 
 impl Components {
     pub fn new() -> Self {
@@ -30,7 +33,7 @@ impl Components {
         if name == "self" {
             bail!("`self` is reserved: it names the component that spawns");
         }
-        if self.0.insert(name.to_string(), pre).is_some() {
+        if self.0.insert(name.into(), pre).is_some() {
             bail!("two components are named `{name}`");
         }
         Ok(())
@@ -40,8 +43,13 @@ impl Components {
         self.0.get(name)
     }
 
+    /// The component named `name`, and the name as the map shares it.
+    fn entry(&self, name: &str) -> Option<(&Arc<str>, &InstancePre<State>)> {
+        self.0.get_key_value(name)
+    }
+
     pub fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
+        self.0.keys().map(|n| n.to_string()).collect()
     }
 }
 
@@ -301,16 +309,17 @@ impl SpawnerHandle {
     }
 
     /// Checks a spawn against the budget and takes a child slot. `caller`
-    /// is the calling component's name, which `self` stands for.
+    /// is the calling component's name, which `self` stands for. Gives the
+    /// child's name and its compiled component.
     pub(crate) fn admit(
         &self,
-        caller: &str,
+        caller: &Arc<str>,
         component: &str,
         limits: &ChildLimits,
-    ) -> Result<(InstancePre<State>, Slot), Error> {
+    ) -> Result<Admitted, Error> {
         self.lineage.check()?;
         let name = if component == "self" {
-            caller
+            &**caller
         } else {
             component
         };
@@ -324,16 +333,26 @@ impl SpawnerHandle {
                 ))
             });
         }
-        let pre = self
+        let (name, pre) = self
             .components
-            .get(name)
-            .ok_or_else(|| Error::Invalid(format!("there is no component `{name}`")))?
-            .clone();
+            .entry(name)
+            .ok_or_else(|| Error::Invalid(format!("there is no component `{name}`")))?;
         check_sane(limits)?;
         check_within(limits, &self.budget.limits)?;
         let slot = self.counter.acquire()?;
-        Ok((pre, slot))
+        Ok(Admitted {
+            name: name.clone(),
+            pre: pre.clone(),
+            slot,
+        })
     }
+}
+
+/// A spawn the budget allows: what to run, and the slot it holds.
+pub(crate) struct Admitted {
+    pub name: Arc<str>,
+    pub pre: InstancePre<State>,
+    pub slot: Slot,
 }
 
 impl BrokerCtxView<'_> {

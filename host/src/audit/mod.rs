@@ -8,6 +8,7 @@
 //! out is counted and reported in a `suppressed` event, and the guest is
 //! never made to wait for the log.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -120,7 +121,7 @@ impl Audit {
     }
 
     /// The trail of a child process `pid` of this one, into the same log.
-    pub fn child(&self, component: &str, pid: u64) -> Audit {
+    pub fn child(&self, component: Arc<str>, pid: u64) -> Audit {
         Audit {
             parent: Some(self.pid),
             ..Audit::new(component, pid).with_log(self.log.clone())
@@ -281,7 +282,7 @@ impl Audit {
 pub struct ExitRecord {
     /// `finished`, `failed`, `trapped`, `out-of-memory`, `out-of-cpu`,
     /// `timed-out`, `killed`, or `exit N` for a command's exit code.
-    pub status: String,
+    pub status: Cow<'static, str>,
     /// Which limit ended it, if one did: `memory`, `cpu`, `time`.
     pub limit: Option<&'static str>,
     pub fuel_used: u64,
