@@ -44,44 +44,55 @@ pub struct ProcessHandle {
     /// The parent's end of the link to the child: its mailbox, and its
     /// kill, which dropping the handle also sends.
     mailbox: End,
-    /// The child's task, if it outlived its first stretch.
-    task: Option<JoinHandle<ExitStatus>>,
-    /// The exit status, once heard.
-    status: Option<ExitStatus>,
+    exit: Exit,
+}
+
+/// Where a child's exit status is.
+enum Exit {
+    /// With the task of a child that outlived its first stretch.
+    Running(JoinHandle<ExitStatus>),
+    /// Heard.
+    Ended(ExitStatus),
 }
 
 impl ProcessHandle {
     /// The exit status if the child has ended, without waiting.
-    fn try_status(&mut self) -> wasmtime::Result<Option<&ExitStatus>> {
-        if let Some(task) = self.task.as_mut().filter(|t| t.is_finished()) {
-            // A finished task is ready at the first poll.
-            let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(ended) = Pin::new(task).poll(&mut cx) {
-                self.ended(ended)?;
+    fn try_status(&mut self) -> Option<&ExitStatus> {
+        if let Exit::Running(task) = &mut self.exit {
+            if !task.is_finished() {
+                return None;
             }
+            // A finished task is ready at the first poll.
+            let Poll::Ready(ended) = Pin::new(task).poll(&mut Context::from_waker(Waker::noop()))
+            else {
+                return None;
+            };
+            self.exit = Exit::Ended(lost_if_failed(ended, self.id));
         }
-        Ok(self.status.as_ref())
+        self.wait_now()
     }
 
     /// The exit status, waiting for the child to end.
-    async fn wait(&mut self) -> wasmtime::Result<&ExitStatus> {
-        if let Some(task) = self.task.as_mut() {
+    async fn wait(&mut self) -> &ExitStatus {
+        if let Exit::Running(task) = &mut self.exit {
             let ended = task.await;
-            self.ended(ended)?;
+            self.exit = Exit::Ended(lost_if_failed(ended, self.id));
         }
-        Ok(self
-            .status
-            .as_ref()
-            .expect("a process without a task has ended"))
+        self.wait_now().expect("the child has just ended")
     }
 
-    fn ended(&mut self, ended: Result<ExitStatus, JoinError>) -> wasmtime::Result<()> {
-        self.task = None;
-        let status = ended
-            .map_err(|e| wasmtime::format_err!("the task of process {} failed: {e}", self.id))?;
-        self.status = Some(status);
-        Ok(())
+    fn wait_now(&self) -> Option<&ExitStatus> {
+        match &self.exit {
+            Exit::Ended(status) => Some(status),
+            Exit::Running(_) => None,
+        }
     }
+}
+
+/// Only a bug in the broker ends a child's task without a status; the parent
+/// hears of it as the child's trap rather than trapping itself.
+fn lost_if_failed(ended: Result<ExitStatus, JoinError>, id: u64) -> ExitStatus {
+    ended.unwrap_or_else(|e| ExitStatus::Trapped(format!("capbroker lost process {id}: {e}")))
 }
 
 /// A short word for an exit status, for the audit trail.
@@ -246,15 +257,14 @@ impl BrokerCtxView<'_> {
         // Pinned on the heap, so that it can move to a task of its own if it
         // does not end in its first stretch.
         let mut run = Box::pin(run);
-        let (task, status) = match poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
-            Poll::Ready(status) => (None, Some(status)),
-            Poll::Pending => (Some(tokio::spawn(run)), None),
+        let exit = match poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+            Poll::Ready(status) => Exit::Ended(status),
+            Poll::Pending => Exit::Running(tokio::spawn(run)),
         };
         let handle = ProcessHandle {
             id: pid,
             mailbox: parent_end,
-            task,
-            status,
+            exit,
         };
         Ok(self.table.push(handle)?)
     }
@@ -369,11 +379,11 @@ impl HostProcess for BrokerCtxView<'_> {
     }
 
     async fn wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<ExitStatus> {
-        Ok(self.table.get_mut(&p)?.wait().await?.clone())
+        Ok(self.table.get_mut(&p)?.wait().await.clone())
     }
 
     fn try_wait(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<ExitStatus>> {
-        Ok(self.table.get_mut(&p)?.try_status()?.cloned())
+        Ok(self.table.get_mut(&p)?.try_status().cloned())
     }
 
     fn kill(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<()> {
