@@ -313,13 +313,13 @@ impl SpawnerHandle {
     /// child's name and its compiled component.
     pub(crate) fn admit(
         &self,
-        caller: &Arc<str>,
+        caller: &str,
         component: &str,
         limits: &ChildLimits,
     ) -> Result<Admitted, Error> {
         self.lineage.check()?;
         let name = if component == "self" {
-            &**caller
+            caller
         } else {
             component
         };
