@@ -69,7 +69,7 @@ impl ProcessHandle {
             };
             self.exit = Exit::Ended(lost_if_failed(ended, self.id));
         }
-        self.wait_now()
+        self.heard()
     }
 
     /// The exit status, waiting for the child to end.
@@ -78,10 +78,11 @@ impl ProcessHandle {
             let ended = task.await;
             self.exit = Exit::Ended(lost_if_failed(ended, self.id));
         }
-        self.wait_now().expect("the child has just ended")
+        self.heard().expect("the child has just ended")
     }
 
-    fn wait_now(&self) -> Option<&ExitStatus> {
+    /// The exit status, if it has been heard.
+    fn heard(&self) -> Option<&ExitStatus> {
         match &self.exit {
             Exit::Ended(status) => Some(status),
             Exit::Running(_) => None,
@@ -286,28 +287,39 @@ async fn supervise(
     let mut killed = pin!(link.killed());
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     poll_fn(|cx| {
-        // Once it has waited, a killed or late child is not run any more.
         if let Some(timer) = timer.as_mut() {
-            if killed.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(ExitStatus::Killed);
+            // Once it has waited, a killed or late child is not run any more.
+            if let Some(end) = stopped(killed.as_mut(), timer.as_mut(), cx) {
+                return Poll::Ready(end);
             }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(ExitStatus::TimedOut);
-            }
+            return child.as_mut().poll(cx);
         }
         if let Poll::Ready(status) = child.as_mut().poll(cx) {
             return Poll::Ready(status);
         }
-        if killed.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(ExitStatus::Killed);
-        }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(ExitStatus::TimedOut),
-            Poll::Pending => Poll::Pending,
+        // Its first wait: from here on, listen for the kill and the clock.
+        let timer = timer.insert(Box::pin(tokio::time::sleep_until(deadline)));
+        match stopped(killed.as_mut(), timer.as_mut(), cx) {
+            Some(end) => Poll::Ready(end),
+            None => Poll::Pending,
         }
     })
     .await
+}
+
+/// How a waiting child ends from outside, if it does: killed, or late.
+fn stopped(
+    killed: Pin<&mut impl Future<Output = ()>>,
+    timer: Pin<&mut Sleep>,
+    cx: &mut Context<'_>,
+) -> Option<ExitStatus> {
+    if killed.poll(cx).is_ready() {
+        Some(ExitStatus::Killed)
+    } else if timer.poll(cx).is_ready() {
+        Some(ExitStatus::TimedOut)
+    } else {
+        None
+    }
 }
 
 /// A child's entry point: its name, and where it is in the component, found
