@@ -66,6 +66,8 @@ impl GuardedWasiView for State {
                 table: &mut self.table,
             },
             state: &mut self.broker.wasi,
+            audit: &self.broker.audit,
+            pledges: &self.broker.pledges,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The `fs` interface: directory and file handles, backed by cap-std.
 //!
-//! Every path a guest passes is resolved by cap-std relative to the handle's
-//! open directory, so `..`, absolute paths and symbolic links can never lead
-//! outside it; the rights checks here decide what may be done inside.
+//! Every path a guest passes is resolved by cap-std relative to a directory
+//! the handle may reach (its own, or for a `[dir.NAME.paths]` grant the
+//! descriptor of one of those paths), so `..`, absolute paths and symbolic
+//! links can never lead outside it. Whether an operation is allowed is
+//! asked of [`crate::authority::decide`]; nothing here decides on its own.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -13,13 +15,18 @@ use cap_std::fs::{Dir, File, Metadata, OpenOptions, OpenOptionsExt};
 use wasmtime::component::Resource;
 use wasmtime::error::Context;
 
+use cap_primitives::fs::FollowSymlinks;
+
+use crate::audit::Audit;
+use crate::authority::{decide, Allowed, Op, OpenIntent, Subject};
 use crate::bindings::capbroker::caps::fs::{
     Entry, EntryKind, Host, HostDir, HostFile, OpenFlags, Stat,
 };
 use crate::ctx::BrokerCtxView;
 use crate::learn::Learner;
+use crate::pledge::Pledges;
 use crate::revoke::{Lineage, RevokerHandle};
-use crate::types::{require, Error, HostError, HostResult, Rights};
+use crate::types::{Error, HostError, HostResult, Rights};
 
 /// `read-file` refuses files larger than this; larger ones are streamed.
 pub const MAX_WHOLE_FILE: u64 = 64 << 20;
@@ -46,28 +53,21 @@ impl DirGrant {
     }
 }
 
-/// Where a handle is below its grant's root, which paths there the
-/// operator let it reach, and who records what it is used for.
+/// Where a handle is below its grant's root, and who records what it is
+/// used for.
 #[derive(Clone, Default)]
 pub struct Place {
     /// The handle's directory, relative to the grant's root.
     base: PathBuf,
-    /// See [`DirGrant::paths`]; relative to the grant's root.
-    scope: Option<Arc<[(PathBuf, Rights)]>>,
     /// `capbroker learn`'s recorder and the grant's name.
     learn: Option<(Arc<Learner>, Arc<str>)>,
 }
 
 impl Place {
-    /// The root of grant `name`, reaching `paths` (all when `None`).
-    pub fn root(
-        name: &str,
-        paths: Option<&[(PathBuf, Rights)]>,
-        learn: Option<Arc<Learner>>,
-    ) -> Place {
+    /// The root of grant `name`.
+    pub fn root(name: &str, learn: Option<Arc<Learner>>) -> Place {
         Place {
             base: PathBuf::new(),
-            scope: paths.map(Into::into),
             learn: learn.map(|l| (l, name.into())),
         }
     }
@@ -75,56 +75,6 @@ impl Place {
     /// `path` relative to the grant's root, if it stays below it.
     fn below(&self, path: &str) -> Option<PathBuf> {
         join_below(&self.base, path)
-    }
-
-    /// Whether `need` may be used on `path`. Within a scope, the path must
-    /// lie at or below an entry whose rights hold `need`, and no link may
-    /// stand on the way (a link could lead to a path the scope hides).
-    fn check(&self, dir: &Dir, path: &str, need: Rights) -> Result<(), Error> {
-        let Some(scope) = &self.scope else {
-            return Ok(());
-        };
-        let p = self.below(path).ok_or_else(|| Error::Escape(path.into()))?;
-        let have = scope
-            .iter()
-            .filter(|(e, _)| p.starts_with(e))
-            .fold(Rights::empty(), |have, (_, r)| have | *r);
-        if !have.contains(need) {
-            return Err(Error::Denied(need & !have));
-        }
-        no_links(dir, path)
-    }
-
-    /// As [`Place::check`] for opening `path` to write: within a scope, an
-    /// existing file needs `write` where creating one needs `create`. (Both
-    /// are learned, so that a run that finds the file it made last time
-    /// still may write it.)
-    fn check_write(&self, dir: &Dir, path: &str, need: Rights) -> Result<(), Error> {
-        if self.scope.is_none() {
-            return Ok(());
-        }
-        let need = if dir.symlink_metadata(path).is_ok() {
-            need & !Rights::CREATE
-        } else {
-            need & !Rights::WRITE
-        };
-        self.check(dir, path, need)
-    }
-
-    /// Whether a handle on the directory `path` may be made: it must lead
-    /// towards or into what the scope shows.
-    fn check_dir(&self, dir: &Dir, path: &str) -> Result<(), Error> {
-        let Some(scope) = &self.scope else {
-            return Ok(());
-        };
-        let p = self.below(path).ok_or_else(|| Error::Escape(path.into()))?;
-        if !scope
-            .iter()
-            .any(|(e, _)| p.starts_with(e) || e.starts_with(&p))
-        {
-            return Err(Error::Denied(Rights::all()));
-        }
-        no_links(dir, path)
     }
 
     /// Notes, for `capbroker learn`, that `rights` were used on `path`.
@@ -135,10 +85,6 @@ impl Place {
     }
 
     fn at(&self, path: &str) -> Place {
-        if self.scope.is_none() && self.learn.is_none() {
-            // Nobody asks where the handle is: spare the path.
-            return self.clone();
-        }
         Place {
             base: self.below(path).unwrap_or_else(|| self.base.clone()),
             ..self.clone()
@@ -165,30 +111,218 @@ pub(crate) fn join_below(base: &Path, path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Refuses a path with a symbolic link in it, checked component by
-/// component from the handle's directory.
-fn no_links(dir: &Dir, path: &str) -> Result<(), Error> {
-    let mut prefix = PathBuf::new();
-    for c in Path::new(path).components() {
-        prefix.push(c);
-        if let Component::Normal(_) = c {
-            match dir.symlink_metadata(&prefix) {
-                Ok(m) if m.is_symlink() => {
-                    return Err(Error::Escape(format!(
-                        "{path} (a link, on a handle narrowed to some paths)"
-                    )))
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    }
-    Ok(())
+/// Opens the directory `name` in `dir` without following a symbolic link
+/// there (links on the way are still resolved inside `dir`).
+fn open_dir_nofollow(dir: &Dir, name: &Path) -> std::io::Result<Dir> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        ._cap_fs_ext_maybe_dir(true)
+        ._cap_fs_ext_follow(FollowSymlinks::No)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW);
+    Ok(Dir::from_std_file(dir.open_with(name, &opts)?.into_std()))
 }
 
-/// A directory handle: an open directory and the rights over it.
-pub struct DirHandle {
+/// One path of a `[dir.NAME.paths]` scope: the directory that holds its
+/// last component, opened at grant time one component at a time without
+/// following links, so nothing inside can lead to what the scope hides.
+struct ScopeEntry {
+    /// Below the grant's root.
+    path: PathBuf,
+    /// The entry's directory itself when it was one at grant time;
+    /// otherwise its parent, with `name` the entry's last component
+    /// (a file, or something not made yet), never followed if a link.
     dir: Arc<Dir>,
+    name: Option<std::ffi::OsString>,
+    rights: Rights,
+}
+
+/// What a directory handle may reach.
+#[derive(Clone)]
+enum Reach {
+    /// Its directory and everything below it.
+    Whole(Arc<Dir>),
+    /// Only the scope's paths (a `[dir.NAME.paths]` grant), seen from the
+    /// handle's place. Every operation goes through one entry's descriptor.
+    Scoped(Arc<[ScopeEntry]>),
+}
+
+/// Where one operation goes: a directory and a path in it. `exact` marks
+/// a scope entry's own name, whose last component is never followed.
+struct Target {
+    dir: Arc<Dir>,
+    path: PathBuf,
+    exact: bool,
+}
+
+impl Target {
+    fn whole(dir: &Arc<Dir>, path: &str) -> Target {
+        Target {
+            dir: dir.clone(),
+            path: PathBuf::from(path),
+            exact: false,
+        }
+    }
+
+    fn is_self(&self) -> bool {
+        self.path.as_os_str().is_empty() || self.path == Path::new(".")
+    }
+
+    fn metadata(&self) -> std::io::Result<Metadata> {
+        if self.is_self() {
+            self.dir.dir_metadata()
+        } else if self.exact {
+            let meta = self.dir.symlink_metadata(&self.path)?;
+            if meta.is_symlink() {
+                return Err(link_in_scope());
+            }
+            Ok(meta)
+        } else {
+            self.dir.metadata(&self.path)
+        }
+    }
+
+    fn open(&self, opts: &mut OpenOptions) -> std::io::Result<File> {
+        if self.exact {
+            opts._cap_fs_ext_follow(FollowSymlinks::No);
+        }
+        self.dir.open_with(&self.path, opts)
+    }
+
+    fn open_dir(&self) -> std::io::Result<Dir> {
+        if self.is_self() {
+            self.dir.try_clone()
+        } else if self.exact {
+            open_dir_nofollow(&self.dir, &self.path)
+        } else {
+            self.dir.open_dir(&self.path)
+        }
+    }
+}
+
+fn link_in_scope() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "a path reaches outside of the filesystem: a link, on a handle narrowed to some paths",
+    )
+}
+
+/// Builds a scope's entries below `root`: see [`ScopeEntry`].
+fn open_scope(root: &Dir, paths: &[(PathBuf, Rights)]) -> wasmtime::Result<Arc<[ScopeEntry]>> {
+    let mut entries = Vec::with_capacity(paths.len());
+    for (path, rights) in paths {
+        let parts: Vec<_> = path
+            .components()
+            .map(|c| match c {
+                Component::Normal(s) => Ok(s.to_os_string()),
+                _ => Err(wasmtime::format_err!(
+                    "[paths] `{}`: expected a plain path below the directory",
+                    path.display()
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let mut dir = root
+            .try_clone()
+            .with_context(|| format!("[paths] `{}`", path.display()))?;
+        let Some((last, parents)) = parts.split_last() else {
+            entries.push(ScopeEntry {
+                path: PathBuf::new(),
+                dir: Arc::new(dir),
+                name: None,
+                rights: *rights,
+            });
+            continue;
+        };
+        for part in parents {
+            dir = open_dir_nofollow(&dir, Path::new(part)).with_context(|| {
+                format!(
+                    "[paths] `{}`: cannot open `{}` below the directory without following links",
+                    path.display(),
+                    part.to_string_lossy()
+                )
+            })?;
+        }
+        let entry = match open_dir_nofollow(&dir, Path::new(last)) {
+            Ok(d) => ScopeEntry {
+                path: path.clone(),
+                dir: Arc::new(d),
+                name: None,
+                rights: *rights,
+            },
+            // A file, a link or nothing yet: reached by name, never followed.
+            Err(_) => ScopeEntry {
+                path: path.clone(),
+                dir: Arc::new(dir),
+                name: Some(last.clone()),
+                rights: *rights,
+            },
+        };
+        entries.push(entry);
+    }
+    Ok(entries.into())
+}
+
+impl Reach {
+    /// Where `path` (from a handle at `place`) goes, and the rights the
+    /// handle may use there: the deepest scope entry containing it decides.
+    fn target(&self, place: &Place, path: &str) -> Result<(Target, Rights), Error> {
+        let entries = match self {
+            Reach::Whole(dir) => return Ok((Target::whole(dir, path), Rights::all())),
+            Reach::Scoped(entries) => entries,
+        };
+        let full = place
+            .below(path)
+            .filter(|full| full.starts_with(&place.base))
+            .ok_or_else(|| Error::Escape(path.into()))?;
+        let entry = entries
+            .iter()
+            .filter(|e| full.starts_with(&e.path))
+            .max_by_key(|e| e.path.components().count())
+            .ok_or_else(|| Error::Denied(Rights::all()))?;
+        let rest = full.strip_prefix(&entry.path).expect("a prefix");
+        let target = match &entry.name {
+            None => Target {
+                dir: entry.dir.clone(),
+                path: rest.to_path_buf(),
+                exact: false,
+            },
+            Some(name) if rest.as_os_str().is_empty() => Target {
+                dir: entry.dir.clone(),
+                path: PathBuf::from(name),
+                exact: true,
+            },
+            Some(name) => {
+                let dir = open_dir_nofollow(&entry.dir, Path::new(name))
+                    .map_err(|e| Error::from_io(&e, path))?;
+                Target {
+                    dir: Arc::new(dir),
+                    path: rest.to_path_buf(),
+                    exact: false,
+                }
+            }
+        };
+        Ok((target, entry.rights))
+    }
+
+    /// Whether some scope entry lies strictly below `full`.
+    fn narrower_below(&self, full: &Path) -> bool {
+        match self {
+            Reach::Whole(_) => false,
+            Reach::Scoped(entries) => entries
+                .iter()
+                .any(|e| e.path.starts_with(full) && e.path != full),
+        }
+    }
+}
+
+/// The calling instance, as the authority core needs it.
+pub(crate) struct Caller<'a> {
+    pub pledges: &'a Pledges,
+    pub audit: &'a Audit,
+}
+
+/// A directory handle: what it may reach and the rights over it.
+pub struct DirHandle {
+    reach: Reach,
     rights: Rights,
     place: Place,
     /// The grant name and the path below it (e.g. `data/uploads`), for the
@@ -197,10 +331,32 @@ pub struct DirHandle {
     lineage: Lineage,
 }
 
+/// An error from a handle's operation, and whether the authority core has
+/// already recorded it (its refusals are audited where they are decided).
+pub(crate) struct Fail {
+    err: Error,
+    audited: bool,
+}
+
+impl Fail {
+    fn audited(err: Error) -> Fail {
+        Fail { err, audited: true }
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(err: Error) -> Fail {
+        Fail {
+            err,
+            audited: false,
+        }
+    }
+}
+
 impl DirHandle {
     pub fn new(dir: Dir, rights: Rights, label: &str) -> Self {
         DirHandle {
-            dir: Arc::new(dir),
+            reach: Reach::Whole(Arc::new(dir)),
             rights,
             place: Place::default(),
             label: label.into(),
@@ -208,22 +364,38 @@ impl DirHandle {
         }
     }
 
-    /// The same handle, at `place` below its grant's root.
-    pub fn at(mut self, place: Place) -> Self {
-        self.place = place;
-        self
+    /// The root of a grant: the whole directory, or only `paths` below it
+    /// (each with the most rights it may use there), opened now.
+    pub fn grant(
+        dir: Dir,
+        rights: Rights,
+        name: &str,
+        paths: Option<&[(PathBuf, Rights)]>,
+        learn: Option<Arc<Learner>>,
+    ) -> wasmtime::Result<Self> {
+        let reach = match paths {
+            None => Reach::Whole(Arc::new(dir)),
+            Some(paths) => Reach::Scoped(open_scope(&dir, paths)?),
+        };
+        Ok(DirHandle {
+            reach,
+            rights,
+            place: Place::root(name, learn),
+            label: name.into(),
+            lineage: Lineage::default(),
+        })
     }
 
     /// Whether the handle reaches only some paths below its directory.
     pub fn is_scoped(&self) -> bool {
-        self.place.scope.is_some()
+        matches!(self.reach, Reach::Scoped(_))
     }
 
     /// A copy with the same rights, for another process (same lineage, so a
     /// revocation reaches it too).
     pub fn copy(&self, label: &str) -> DirHandle {
         DirHandle {
-            dir: self.dir.clone(),
+            reach: self.reach.clone(),
             rights: self.rights,
             place: self.place.clone(),
             label: label.into(),
@@ -243,9 +415,13 @@ impl DirHandle {
         &self.label
     }
 
-    /// The directory itself, for bridging to standard WASI.
-    pub(crate) fn dir(&self) -> &Dir {
-        &self.dir
+    /// The directory itself, for bridging to standard WASI; `None` for a
+    /// scoped handle, which no single descriptor can stand for.
+    pub(crate) fn whole_dir(&self) -> Option<&Dir> {
+        match &self.reach {
+            Reach::Whole(dir) => Some(dir),
+            Reach::Scoped(_) => None,
+        }
     }
 
     fn child_label(&self, path: &str) -> String {
@@ -256,26 +432,95 @@ impl DirHandle {
         }
     }
 
-    /// A handle on the sub-directory `path` with `rights`, which must be a
-    /// subset of this handle's.
-    fn derive(&self, path: &str, rights: Rights) -> Result<DirHandle, Error> {
-        require(self.rights, rights)?;
-        self.place.check_dir(&self.dir, path)?;
-        if path != "." {
-            // A sub-directory opened and left unused must open next time.
-            self.place.used(path, Rights::empty());
+    /// Who asks, for the authority core: this handle, by `caller`.
+    fn subject<'a>(&'a self, caller: &Caller<'a>) -> Subject<'a> {
+        Subject {
+            label: &self.label,
+            lineage: &self.lineage,
+            held: self.rights,
+            pledges: caller.pledges,
+            audit: caller.audit,
         }
-        let dir = if path == "." {
-            self.dir.clone()
-        } else {
-            Arc::new(
-                self.dir
-                    .open_dir(path)
-                    .map_err(|e| Error::from_io(&e, path))?,
-            )
+    }
+
+    /// Asks the authority core whether `op` on `path` is allowed, and
+    /// where it goes.
+    fn decide(
+        &self,
+        caller: &Caller<'_>,
+        name: &str,
+        op: Op,
+        path: &str,
+    ) -> Result<(Target, Allowed), Fail> {
+        let who = self.subject(caller);
+        decide(
+            &who,
+            name,
+            op,
+            path,
+            || match self.reach.target(&self.place, path) {
+                // Outside every scoped path: nothing held there.
+                Err(Error::Denied(_)) => Ok((None, Rights::empty())),
+                other => other.map(|(t, r)| (Some(t), r)),
+            },
+            |used| self.place.used(path, used),
+        )
+        .map_err(Fail::audited)
+        .and_then(|(target, allowed)| match target {
+            Some(t) => Ok((t, allowed)),
+            None => Err(Fail::audited(Error::Denied(Rights::all()))),
+        })
+    }
+
+    /// Decides `op` on the handle as a whole (its own rights, no scope).
+    fn decide_here(&self, caller: &Caller<'_>, name: &str, op: Op, path: &str) -> Result<(), Fail> {
+        let who = self.subject(caller);
+        decide(&who, name, op, path, || Ok(((), self.rights)), |_| {})
+            .map(drop)
+            .map_err(Fail::audited)
+    }
+
+    /// The rights this handle has at `path`, without deciding anything
+    /// (to choose how to ask).
+    fn rights_at(&self, path: &str) -> Rights {
+        match self.reach.target(&self.place, path) {
+            Ok((_, there)) => there & self.rights,
+            Err(_) => Rights::empty(),
+        }
+    }
+
+    /// A handle on the sub-directory `path` with `rights`, which must be a
+    /// subset of this handle's (and of the scope's there).
+    fn derive(
+        &self,
+        caller: &Caller<'_>,
+        name: &str,
+        path: &str,
+        rights: Rights,
+    ) -> Result<DirHandle, Fail> {
+        let op = Op::Derive { rights };
+        let full = self.place.below(path);
+        // A scoped handle may move to a directory on the way to its paths;
+        // it stays scoped while any narrower path lies below.
+        if let (Reach::Scoped(_), Some(full)) = (&self.reach, &full) {
+            if self.reach.narrower_below(full) {
+                self.decide_here(caller, name, op, path)?;
+                return Ok(DirHandle {
+                    reach: self.reach.clone(),
+                    rights,
+                    place: self.place.at(path),
+                    label: self.child_label(path).into(),
+                    lineage: self.lineage.clone(),
+                });
+            }
+        }
+        let (target, _) = self.decide(caller, name, op, path)?;
+        let dir = match (&self.reach, target.is_self()) {
+            (Reach::Whole(dir), true) => dir.clone(),
+            _ => Arc::new(target.open_dir().map_err(|e| Error::from_io(&e, path))?),
         };
         Ok(DirHandle {
-            dir,
+            reach: Reach::Whole(dir),
             rights,
             place: self.place.at(path),
             label: self.child_label(path).into(),
@@ -283,35 +528,32 @@ impl DirHandle {
         })
     }
 
-    /// Opens `path` as a regular file. `O_NONBLOCK` keeps a FIFO or device
-    /// planted in the directory from blocking the host; anything but a
-    /// regular file is then refused.
-    fn open_regular(&self, path: &str, opts: &mut OpenOptions) -> Result<File, Error> {
+    /// Opens `target` as a regular file. `O_NONBLOCK` keeps a FIFO or
+    /// device planted in the directory from blocking the host; anything but
+    /// a regular file is then refused.
+    fn open_regular(target: &Target, path: &str, opts: &mut OpenOptions) -> Result<File, Fail> {
         opts.custom_flags(libc::O_NONBLOCK);
-        let file = self
-            .dir
-            .open_with(path, opts)
-            .map_err(|e| Error::from_io(&e, path))?;
+        let file = target.open(opts).map_err(|e| Error::from_io(&e, path))?;
         let meta = file.metadata().map_err(|e| Error::from_io(&e, path))?;
         if meta.is_dir() {
-            return Err(Error::IsDirectory(path.into()));
+            return Err(Error::IsDirectory(path.into()).into());
         }
         if !meta.is_file() {
-            return Err(Error::Invalid(format!("`{path}` is not a regular file")));
+            return Err(Error::Invalid(format!("`{path}` is not a regular file")).into());
         }
         Ok(file)
     }
 
-    fn read_file(&self, path: &str) -> Result<Vec<u8>, Error> {
-        require(self.rights, Rights::READ)?;
-        self.place.check(&self.dir, path, Rights::READ)?;
-        let file = self.open_regular(path, OpenOptions::new().read(true))?;
+    fn read_file(&self, caller: &Caller<'_>, path: &str) -> Result<Vec<u8>, Fail> {
+        let (target, _) = self.decide(caller, "read-file", Op::Read, path)?;
+        let file = Self::open_regular(&target, path, OpenOptions::new().read(true))?;
         let len = file.metadata().map_err(|e| Error::from_io(&e, path))?.len();
         if len > MAX_WHOLE_FILE {
             return Err(Error::Invalid(format!(
                 "`{path}` is {len} bytes; read-file takes files up to {MAX_WHOLE_FILE} bytes, \
                  stream larger ones with open-file"
-            )));
+            ))
+            .into());
         }
         let mut data = Vec::with_capacity(len as usize);
         // The file may grow after the size check; never read past the limit.
@@ -319,109 +561,104 @@ impl DirHandle {
             .read_to_end(&mut data)
             .map_err(|e| Error::from_io(&e, path))?;
         if data.len() as u64 > MAX_WHOLE_FILE {
-            return Err(Error::Invalid(format!(
-                "`{path}` grew past {MAX_WHOLE_FILE} bytes"
-            )));
+            return Err(
+                Error::Invalid(format!("`{path}` grew past {MAX_WHOLE_FILE} bytes")).into(),
+            );
         }
-        self.place.used(path, Rights::READ);
         Ok(data)
     }
 
-    /// Opens `path` for writing as `write-file` and `open-file` need it. With
-    /// `create` but not `write`, only a new file may be opened: an existing
-    /// one is refused as needing `write`, without touching it.
-    fn open_for_write(&self, path: &str, flags: OpenFlags) -> Result<File, Error> {
-        let create = flags.contains(OpenFlags::CREATE);
-        let mut need = Rights::empty();
-        if flags.intersects(OpenFlags::APPEND | OpenFlags::TRUNCATE)
-            || (flags.contains(OpenFlags::WRITE) && !create)
-        {
-            need |= Rights::WRITE;
-        }
-        if create {
-            need |= Rights::CREATE;
-        }
-        if flags.contains(OpenFlags::READ) {
-            need |= Rights::READ;
-        }
-        require(self.rights, need)?;
-        self.place.check_write(&self.dir, path, need)?;
-        let new_only = create
-            && (flags.contains(OpenFlags::EXCLUSIVE) || !self.rights.contains(Rights::WRITE));
+    /// Opens `path` as `flags` ask, after the core decided: an open that
+    /// may reach only a new file (`create` without `write` held, or
+    /// `exclusive`) is made with `O_EXCL`, and an existing file is then
+    /// refused as needing `write`, without touching it.
+    fn open_with_flags(
+        &self,
+        caller: &Caller<'_>,
+        name: &str,
+        path: &str,
+        flags: OpenFlags,
+    ) -> Result<(File, Rights), Fail> {
+        let writes = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE);
+        let intent = OpenIntent {
+            read: flags.contains(OpenFlags::READ),
+            write: writes,
+            create: flags.contains(OpenFlags::CREATE),
+            exclusive: flags.contains(OpenFlags::EXCLUSIVE),
+        };
+        let (target, allowed) = self.decide(caller, name, Op::Open(intent), path)?;
         let mut opts = OpenOptions::new();
-        opts.read(flags.contains(OpenFlags::READ))
+        opts.read(intent.read)
             .write(flags.contains(OpenFlags::WRITE))
             .append(flags.contains(OpenFlags::APPEND))
-            .truncate(flags.contains(OpenFlags::TRUNCATE));
-        if new_only {
+            .truncate(flags.contains(OpenFlags::TRUNCATE) && !allowed.new_only);
+        if allowed.new_only {
             opts.create_new(true);
         } else {
-            opts.create(create);
+            opts.create(intent.create);
         }
-        let opened = match self.open_regular(path, &mut opts) {
-            Err(Error::Exists(_)) if new_only && !flags.contains(OpenFlags::EXCLUSIVE) => {
-                Err(Error::Denied(Rights::WRITE))
-            }
-            other => other,
-        };
-        if opened.is_ok() {
-            let learned = if create {
-                need | (self.rights & Rights::WRITE)
-            } else {
-                need
-            };
-            self.place.used(path, learned);
-        }
-        opened
-    }
-
-    fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), Error> {
-        if !self.rights.intersects(Rights::WRITE | Rights::CREATE) {
-            return Err(Error::Denied(Rights::WRITE | Rights::CREATE));
-        }
-        let mut flags = OpenFlags::WRITE;
-        if self.rights.contains(Rights::WRITE) {
-            flags |= OpenFlags::TRUNCATE;
-        }
-        if self.rights.contains(Rights::CREATE) {
-            flags |= OpenFlags::CREATE;
-        }
-        let mut file = match self.open_for_write(path, flags) {
-            // Without `create`, a file that does not exist is one this
-            // handle may not make.
-            Err(Error::NotFound(_)) if !self.rights.contains(Rights::CREATE) => {
-                return Err(Error::Denied(Rights::CREATE));
+        let file = match Self::open_regular(&target, path, &mut opts) {
+            Err(Fail {
+                err: Error::Exists(_),
+                ..
+            }) if allowed.new_only && !intent.exclusive => {
+                let e = Error::Denied(Rights::WRITE);
+                caller
+                    .audit
+                    .refused(name, &self.label, path, allowed.held, &e);
+                return Err(Fail::audited(e));
             }
             other => other?,
         };
-        file.write_all(contents)
-            .map_err(|e| Error::from_io(&e, path))
+        if intent.create && allowed.held.contains(Rights::WRITE) {
+            // A file made this time may be found already made next time.
+            self.place.used(path, Rights::WRITE);
+        }
+        Ok((file, allowed.held))
     }
 
-    fn open_file(&self, path: &str, flags: OpenFlags) -> Result<FileHandle, Error> {
+    /// Replaces an existing file (`write`) or makes a new one (`create`).
+    fn write_file(&self, caller: &Caller<'_>, path: &str, contents: &[u8]) -> Result<(), Fail> {
+        let exists = match self.reach.target(&self.place, path) {
+            Ok((t, _)) => t.dir.symlink_metadata(&t.path).is_ok(),
+            Err(_) => false,
+        };
+        let flags = if exists {
+            OpenFlags::WRITE | OpenFlags::TRUNCATE
+        } else if self.rights_at(path).contains(Rights::WRITE) {
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE
+        } else {
+            OpenFlags::WRITE | OpenFlags::CREATE
+        };
+        let (mut file, _) = match self.open_with_flags(caller, "write-file", path, flags) {
+            // Gone since it was seen: making it anew needs `create`.
+            Err(Fail {
+                err: Error::NotFound(_),
+                ..
+            }) if exists => return Err(Error::Denied(Rights::CREATE).into()),
+            other => other?,
+        };
+        file.write_all(contents)
+            .map_err(|e| Error::from_io(&e, path).into())
+    }
+
+    fn open_file(
+        &self,
+        caller: &Caller<'_>,
+        path: &str,
+        flags: OpenFlags,
+    ) -> Result<FileHandle, Fail> {
         let writes = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND);
         if !writes && !flags.contains(OpenFlags::READ) {
-            return Err(Error::Invalid(
-                "open-file needs read, write or append".into(),
-            ));
+            return Err(Error::Invalid("open-file needs read, write or append".into()).into());
         }
         if flags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE) && !writes {
-            return Err(Error::Invalid(
-                "create and truncate need write or append".into(),
-            ));
+            return Err(Error::Invalid("create and truncate need write or append".into()).into());
         }
         if flags.contains(OpenFlags::EXCLUSIVE) && !flags.contains(OpenFlags::CREATE) {
-            return Err(Error::Invalid("exclusive needs create".into()));
+            return Err(Error::Invalid("exclusive needs create".into()).into());
         }
-        let file = if writes {
-            self.open_for_write(path, flags)?
-        } else {
-            require(self.rights, Rights::READ)?;
-            self.place.check(&self.dir, path, Rights::READ)?;
-            let file = self.open_regular(path, OpenOptions::new().read(true))?;
-            self.place.used(path, Rights::READ);
-            file
-        };
+        let (file, _) = self.open_with_flags(caller, "open-file", path, flags)?;
         Ok(FileHandle {
             file,
             readable: flags.contains(OpenFlags::READ),
@@ -431,14 +668,15 @@ impl DirHandle {
         })
     }
 
-    fn list(&self, path: &str) -> Result<Vec<Entry>, Error> {
-        require(self.rights, Rights::LIST)?;
-        self.place.check(&self.dir, path, Rights::LIST)?;
+    fn list(&self, caller: &Caller<'_>, path: &str) -> Result<Vec<Entry>, Fail> {
+        let (target, _) = self.decide(caller, "list", Op::List, path)?;
         let io = |e: std::io::Error| Error::from_io(&e, path);
-        let entries = if path == "." {
-            self.dir.entries()
+        let entries = if target.is_self() {
+            target.dir.entries()
+        } else if target.exact {
+            open_dir_nofollow(&target.dir, &target.path).and_then(|d| d.entries())
         } else {
-            self.dir.read_dir(path)
+            target.dir.read_dir(&target.path)
         };
         let mut out = Vec::new();
         for entry in entries.map_err(io)? {
@@ -450,63 +688,69 @@ impl DirHandle {
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        self.place.used(path, Rights::LIST);
         Ok(out)
     }
 
-    fn stat(&self, path: &str) -> Result<Stat, Error> {
-        require(self.rights, Rights::LIST)?;
-        self.place.check(&self.dir, path, Rights::LIST)?;
-        let meta = if path == "." {
-            self.dir.dir_metadata()
-        } else {
-            self.dir.metadata(path)
-        };
-        let stat = stat_of(&meta.map_err(|e| Error::from_io(&e, path))?);
-        self.place.used(path, Rights::LIST);
-        Ok(stat)
+    fn stat(&self, caller: &Caller<'_>, path: &str) -> Result<Stat, Fail> {
+        let (target, _) = self.decide(caller, "stat", Op::Stat, path)?;
+        let meta = target.metadata().map_err(|e| Error::from_io(&e, path))?;
+        Ok(stat_of(&meta))
     }
 
-    /// Checks `need` on `path`, runs `op`, and notes the use when it worked.
+    /// Decides `op` on `path`, then runs `f` where it goes.
     fn simple(
         &self,
+        caller: &Caller<'_>,
+        name: &str,
+        op: Op,
         path: &str,
-        need: Rights,
-        op: impl FnOnce() -> std::io::Result<()>,
-    ) -> Result<(), Error> {
-        require(self.rights, need)?;
-        self.place.check(&self.dir, path, need)?;
-        op().map_err(|e| Error::from_io(&e, path))?;
-        self.place.used(path, need);
-        Ok(())
+        f: impl FnOnce(&Dir, &Path) -> std::io::Result<()>,
+    ) -> Result<(), Fail> {
+        let (target, _) = self.decide(caller, name, op, path)?;
+        if target.is_self() {
+            return Err(Error::Invalid(format!("`{path}` is the handle's own directory")).into());
+        }
+        f(&target.dir, &target.path).map_err(|e| Error::from_io(&e, path).into())
     }
 
-    fn create_dir(&self, path: &str) -> Result<(), Error> {
-        self.simple(path, Rights::CREATE, || self.dir.create_dir(path))
+    fn create_dir(&self, caller: &Caller<'_>, path: &str) -> Result<(), Fail> {
+        self.simple(caller, "create-dir", Op::Create, path, |d, p| {
+            d.create_dir(p)
+        })
     }
 
-    fn remove_file(&self, path: &str) -> Result<(), Error> {
-        self.simple(path, Rights::REMOVE, || self.dir.remove_file(path))
+    fn remove_file(&self, caller: &Caller<'_>, path: &str) -> Result<(), Fail> {
+        self.simple(caller, "remove-file", Op::Remove, path, |d, p| {
+            d.remove_file(p)
+        })
     }
 
-    fn remove_dir(&self, path: &str) -> Result<(), Error> {
-        self.simple(path, Rights::REMOVE, || self.dir.remove_dir(path))
+    fn remove_dir(&self, caller: &Caller<'_>, path: &str) -> Result<(), Fail> {
+        self.simple(caller, "remove-dir", Op::Remove, path, |d, p| {
+            d.remove_dir(p)
+        })
     }
 
-    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        let need = Rights::REMOVE | Rights::CREATE;
-        require(self.rights, need)?;
-        self.place.check(&self.dir, from, Rights::REMOVE)?;
-        self.place.check(&self.dir, to, Rights::CREATE)?;
-        self.dir
-            .rename(from, &self.dir, to)
-            .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")))?;
-        self.place.used(from, Rights::REMOVE);
-        self.place.used(to, Rights::CREATE);
-        Ok(())
+    /// Moves `from` to `to`: `create` (and `write`, to replace a file) at
+    /// `to`; `remove` and every right `to` would give at `from`.
+    fn rename(&self, caller: &Caller<'_>, from: &str, to: &str) -> Result<(), Fail> {
+        self.decide_here(caller, "rename", Op::Rename, from)?;
+        let replaces = match self.reach.target(&self.place, to) {
+            Ok((t, _)) => !t.is_self() && t.dir.symlink_metadata(&t.path).is_ok(),
+            Err(_) => false,
+        };
+        let (dest, at_dest) = self.decide(caller, "rename", Op::RenameTo { replaces }, to)?;
+        let op = Op::RenameFrom { dest: at_dest.held };
+        let (source, _) = self.decide(caller, "rename", op, from)?;
+        if source.is_self() || dest.is_self() {
+            return Err(Error::Invalid("cannot rename the handle's own directory".into()).into());
+        }
+        source
+            .dir
+            .rename(&source.path, &dest.dir, &dest.path)
+            .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")).into())
     }
 }
-
 /// An open file and whether it may be read or written.
 pub struct FileHandle {
     file: File,
@@ -518,9 +762,6 @@ pub struct FileHandle {
 
 impl FileHandle {
     fn read(&mut self, len: u32) -> Result<Vec<u8>, Error> {
-        if !self.readable {
-            return Err(Error::Denied(Rights::READ));
-        }
         let mut buf = vec![0; len.min(MAX_READ_CHUNK) as usize];
         let n = self
             .file
@@ -531,9 +772,6 @@ impl FileHandle {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        if !self.writable {
-            return Err(Error::Denied(Rights::WRITE));
-        }
         self.file
             .write_all(data)
             .map_err(|e| Error::from_io(&e, &self.label))
@@ -582,31 +820,55 @@ fn stat_of(meta: &Metadata) -> Stat {
 
 impl BrokerCtxView<'_> {
     /// Runs `f` on the directory behind `handle`; a failure becomes an error
-    /// for the guest and a line in the audit trail.
+    /// for the guest and, unless the authority core recorded it already, a
+    /// line in the audit trail.
     fn on_dir<T>(
         &mut self,
         handle: &Resource<DirHandle>,
         op: &str,
         path: &str,
-        f: impl FnOnce(&DirHandle) -> Result<T, Error>,
+        f: impl FnOnce(&DirHandle, &Caller<'_>) -> Result<T, Fail>,
     ) -> HostResult<T> {
         let dir = self.table.get(handle)?;
-        dir.lineage.check().and_then(|()| f(dir)).map_err(|e| {
-            self.ctx.audit.refused(op, &dir.label, path, dir.rights, &e);
-            HostError::Guest(e)
+        let caller = Caller {
+            pledges: &self.ctx.pledges,
+            audit: &self.ctx.audit,
+        };
+        f(dir, &caller).map_err(|fail| {
+            if !fail.audited {
+                self.ctx
+                    .audit
+                    .refused(op, &dir.label, path, dir.rights, &fail.err);
+            }
+            HostError::Guest(fail.err)
         })
     }
 
+    /// Runs `f` on the file behind `handle`, once the authority core let
+    /// `op` through (the file's own rights, its lineage, the pledges).
     fn on_file<T>(
         &mut self,
         handle: &Resource<FileHandle>,
-        op: &str,
+        name: &str,
+        op: Option<Op>,
         f: impl FnOnce(&mut FileHandle) -> Result<T, Error>,
     ) -> HostResult<T> {
         let file = self.table.get_mut(handle)?;
-        file.lineage.check().and_then(|()| f(file)).map_err(|e| {
-            let held = rights_of_file(file);
-            self.ctx.audit.refused(op, &file.label, "", held, &e);
+        let held = rights_of_file(file);
+        if let Some(op) = op {
+            let who = Subject {
+                label: &file.label,
+                lineage: &file.lineage,
+                held,
+                pledges: &self.ctx.pledges,
+                audit: &self.ctx.audit,
+            };
+            decide(&who, name, op, "", || Ok(((), held)), |_| {})?;
+        } else {
+            file.lineage.check()?;
+        }
+        f(file).map_err(|e| {
+            self.ctx.audit.refused(name, &file.label, "", held, &e);
             HostError::Guest(e)
         })
     }
@@ -664,7 +926,9 @@ impl HostDir for BrokerCtxView<'_> {
         path: String,
         rights: Rights,
     ) -> HostResult<Resource<DirHandle>> {
-        let derived = self.on_dir(&dir, "open-dir", &path, |d| d.derive(&path, rights))?;
+        let derived = self.on_dir(&dir, "open-dir", &path, |d, c| {
+            d.derive(c, "open-dir", &path, rights)
+        })?;
         self.push_derived(&dir, "open-dir", &path, derived, |d| {
             (d.label.to_string(), d.rights)
         })
@@ -675,7 +939,9 @@ impl HostDir for BrokerCtxView<'_> {
         dir: Resource<DirHandle>,
         rights: Rights,
     ) -> HostResult<Resource<DirHandle>> {
-        let derived = self.on_dir(&dir, "attenuate", ".", |d| d.derive(".", rights))?;
+        let derived = self.on_dir(&dir, "attenuate", ".", |d, c| {
+            d.derive(c, "attenuate", ".", rights)
+        })?;
         self.push_derived(&dir, "attenuate", ".", derived, |d| {
             (d.label.to_string(), d.rights)
         })
@@ -685,7 +951,8 @@ impl HostDir for BrokerCtxView<'_> {
         &mut self,
         dir: Resource<DirHandle>,
     ) -> HostResult<(Resource<DirHandle>, Resource<RevokerHandle>)> {
-        let (copy, revoker) = self.on_dir(&dir, "revocable", ".", |d| {
+        let (copy, revoker) = self.on_dir(&dir, "revocable", ".", |d, c| {
+            d.derive(c, "revocable", ".", d.rights)?;
             let (lineage, revoker) = d.lineage.revocable();
             Ok((
                 DirHandle {
@@ -708,7 +975,7 @@ impl HostDir for BrokerCtxView<'_> {
     }
 
     fn read_file(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<Vec<u8>> {
-        self.on_dir(&dir, "read-file", &path, |d| d.read_file(&path))
+        self.on_dir(&dir, "read-file", &path, |d, c| d.read_file(c, &path))
     }
 
     fn write_file(
@@ -717,8 +984,8 @@ impl HostDir for BrokerCtxView<'_> {
         path: String,
         contents: Vec<u8>,
     ) -> HostResult<()> {
-        self.on_dir(&dir, "write-file", &path, |d| {
-            d.write_file(&path, &contents)
+        self.on_dir(&dir, "write-file", &path, |d, c| {
+            d.write_file(c, &path, &contents)
         })
     }
 
@@ -728,35 +995,37 @@ impl HostDir for BrokerCtxView<'_> {
         path: String,
         flags: OpenFlags,
     ) -> HostResult<Resource<FileHandle>> {
-        let file = self.on_dir(&dir, "open-file", &path, |d| d.open_file(&path, flags))?;
+        let file = self.on_dir(&dir, "open-file", &path, |d, c| {
+            d.open_file(c, &path, flags)
+        })?;
         self.push_derived(&dir, "open-file", &path, file, |f| {
             (f.label.to_string(), rights_of_file(f))
         })
     }
 
     fn list(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<Vec<Entry>> {
-        self.on_dir(&dir, "list", &path, |d| d.list(&path))
+        self.on_dir(&dir, "list", &path, |d, c| d.list(c, &path))
     }
 
     fn stat(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<Stat> {
-        self.on_dir(&dir, "stat", &path, |d| d.stat(&path))
+        self.on_dir(&dir, "stat", &path, |d, c| d.stat(c, &path))
     }
 
     fn create_dir(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<()> {
-        self.on_dir(&dir, "create-dir", &path, |d| d.create_dir(&path))
+        self.on_dir(&dir, "create-dir", &path, |d, c| d.create_dir(c, &path))
     }
 
     fn remove_file(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<()> {
-        self.on_dir(&dir, "remove-file", &path, |d| d.remove_file(&path))
+        self.on_dir(&dir, "remove-file", &path, |d, c| d.remove_file(c, &path))
     }
 
     fn remove_dir(&mut self, dir: Resource<DirHandle>, path: String) -> HostResult<()> {
-        self.on_dir(&dir, "remove-dir", &path, |d| d.remove_dir(&path))
+        self.on_dir(&dir, "remove-dir", &path, |d, c| d.remove_dir(c, &path))
     }
 
     fn rename(&mut self, dir: Resource<DirHandle>, from: String, to: String) -> HostResult<()> {
         let path = format!("{from} -> {to}");
-        self.on_dir(&dir, "rename", &path, |d| d.rename(&from, &to))
+        self.on_dir(&dir, "rename", &path, |d, c| d.rename(c, &from, &to))
     }
 
     fn drop(&mut self, dir: Resource<DirHandle>) -> wasmtime::Result<()> {
@@ -768,19 +1037,19 @@ impl HostDir for BrokerCtxView<'_> {
 
 impl HostFile for BrokerCtxView<'_> {
     fn read(&mut self, file: Resource<FileHandle>, len: u32) -> HostResult<Vec<u8>> {
-        self.on_file(&file, "file.read", |f| f.read(len))
+        self.on_file(&file, "file.read", Some(Op::Read), |f| f.read(len))
     }
 
     fn write(&mut self, file: Resource<FileHandle>, data: Vec<u8>) -> HostResult<()> {
-        self.on_file(&file, "file.write", |f| f.write(&data))
+        self.on_file(&file, "file.write", Some(Op::Write), |f| f.write(&data))
     }
 
     fn seek(&mut self, file: Resource<FileHandle>, offset: u64) -> HostResult<()> {
-        self.on_file(&file, "file.seek", |f| f.seek(offset))
+        self.on_file(&file, "file.seek", Some(Op::Hold), |f| f.seek(offset))
     }
 
     fn stat(&mut self, file: Resource<FileHandle>) -> HostResult<Stat> {
-        self.on_file(&file, "file.stat", |f| f.stat())
+        self.on_file(&file, "file.stat", Some(Op::Hold), |f| f.stat())
     }
 
     fn drop(&mut self, file: Resource<FileHandle>) -> wasmtime::Result<()> {

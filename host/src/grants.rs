@@ -25,7 +25,7 @@ pub use crate::bindings::capbroker::caps::types::{Request, Wants};
 use wasmtime::component::{ResourceTable, ResourceTableError};
 
 use crate::ctx::BrokerCtxView;
-use crate::fs::{DirGrant, DirHandle, Place};
+use crate::fs::{DirGrant, DirHandle};
 use crate::net::{ConnectRight, ListenRight, NetGrant, Reach, TcpStreamHandle};
 use crate::spawn::{SpawnGrant, SpawnerHandle};
 use crate::types::{parse_rights, Rights, RightsList};
@@ -206,12 +206,15 @@ impl Grant {
                 let dir = d.open().with_context(|| format!("grant `{name}`"))?;
                 let target = d.host_path.display().to_string();
                 let detail = RightsList(d.rights).to_string();
-                let place = Place::root(name, d.paths.as_deref(), view.ctx.learner.clone());
-                (
-                    HandleValue::Dir(DirHandle::new(dir, d.rights, name).at(place)),
-                    target,
-                    detail,
+                let handle = DirHandle::grant(
+                    dir,
+                    d.rights,
+                    name,
+                    d.paths.as_deref(),
+                    view.ctx.learner.clone(),
                 )
+                .with_context(|| format!("grant `{name}`"))?;
+                (HandleValue::Dir(handle), target, detail)
             }
             Grant::Spawner(s) => {
                 let spawner = s.spawner(view.ctx.components.clone())?;

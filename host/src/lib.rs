@@ -4,6 +4,8 @@
 //! right to spawn), derives weaker ones from them and drops what it no longer
 //! needs; what it gives up it cannot get back. This library is the host side:
 //!
+//! - [`authority`]: the one place file-system rights are decided, for
+//!   both faces;
 //! - [`bindings`]: the WIT package `capbroker:caps` as Rust types;
 //! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
 //!   wasmtime embedder;
@@ -19,6 +21,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod authority;
 pub mod bindings;
 pub mod command;
 pub mod ctx;

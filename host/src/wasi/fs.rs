@@ -2,17 +2,17 @@
 //! rights, `pledge` and `unveil`.
 //!
 //! wasmtime-wasi does the file-system work; this layer stands in front of
-//! every `wasi:filesystem/types` call and decides first. Each descriptor the
-//! guest holds is a node: the preopen (root) it descends from, its path
+//! every `wasi:filesystem/types` call and asks the authority core
+//! ([`crate::authority::decide`]) first, as capbroker's own `fs` interface
+//! does. Each descriptor the guest holds is a node: the root (a preopen, or
+//! a capbroker handle turned into a descriptor) it descends from, its path
 //! below that root, and a [`Gate`] with the capbroker rights it still has.
-//! Streams and directory listings opened from a descriptor share its gate,
-//! so narrowing the descriptor narrows them too. Gates are only ever
-//! narrowed.
+//! Streams and listings opened from a descriptor share its gate, so
+//! narrowing the descriptor narrows them too, whatever became of the
+//! descriptor. Gates are only ever narrowed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-use crate::fs::join_below as join;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -27,16 +27,22 @@ use wasmtime_wasi::{FsPerms, OpenMode};
 
 use super::streams::guard;
 use super::WasiParts;
+use crate::audit::Audit;
+use crate::authority::{decide, wasi_code, Allowed, Op, OpenIntent, Subject};
+use crate::fs::join_below as join;
 use crate::fs::{DirGrant, DirHandle};
+use crate::pledge::{Authority, Pledges};
 use crate::revoke::Lineage;
-use crate::types::{rights_from_bits, rights_to_bits, Rights};
+use crate::types::{rights_from_bits, rights_to_bits, Error, Rights};
 
-/// Rights shared by a descriptor and everything opened from it, and the
-/// revocable capbroker handles it descends from, if any.
+/// Rights shared by a descriptor and everything opened from it (streams,
+/// listings), the revocable capbroker handles it descends from, and the
+/// pledges of the instance that holds it.
 #[derive(Clone, Debug)]
 pub struct Gate {
     bits: Arc<AtomicU8>,
     lineage: Lineage,
+    pledges: Option<Pledges>,
 }
 
 impl Gate {
@@ -48,13 +54,24 @@ impl Gate {
         Gate {
             bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
             lineage,
+            pledges: None,
         }
     }
 
+    /// The same gate, also closed once `pledges` renounce the file system.
+    fn answering_to(mut self, pledges: &Pledges) -> Gate {
+        self.pledges = Some(pledges.clone());
+        self
+    }
+
     /// A gate of its own for something opened from this gate's descriptor:
-    /// its rights for now, and the same lineage.
-    fn derive(&self) -> Gate {
-        Gate::with_lineage(self.rights(), self.lineage.clone())
+    /// `rights` for now, and the same lineage and pledges.
+    fn derive(&self, rights: Rights) -> Gate {
+        Gate {
+            bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
+            lineage: self.lineage.clone(),
+            pledges: self.pledges.clone(),
+        }
     }
 
     pub fn rights(&self) -> Rights {
@@ -66,16 +83,33 @@ impl Gate {
         self.bits.fetch_and(rights_to_bits(keep), Ordering::AcqRel);
     }
 
-    /// `Ok` if the gate holds `need`, or any right at all when `need` is
-    /// empty (metadata calls), and nothing it descends from was revoked;
+    fn pledged(&self) -> bool {
+        self.pledges
+            .as_ref()
+            .is_some_and(|p| p.renounced().contains(Authority::FILESYSTEM))
+    }
+
+    /// For streams and sockets, which cannot reach the audit trail: `Ok`
+    /// if the gate holds `need` (any right at all when `need` is empty),
+    /// nothing it descends from was revoked and nothing was pledged away;
     /// otherwise `EACCES`.
     pub fn check(&self, need: Rights) -> Result<(), ErrorCode> {
         let held = self.rights();
-        if held.contains(need) && held != Rights::empty() && self.lineage.check().is_ok() {
+        if held.contains(need)
+            && held != Rights::empty()
+            && self.lineage.check().is_ok()
+            && !self.pledged()
+        {
             Ok(())
         } else {
             Err(ErrorCode::Access)
         }
+    }
+
+    /// Whether anything besides its descriptor (a stream, a listing) still
+    /// uses this gate.
+    fn shared(&self) -> bool {
+        Arc::strong_count(&self.bits) > 1
     }
 }
 
@@ -89,15 +123,20 @@ struct Root {
     /// The most any descriptor under this root may hold from now on.
     gate: Gate,
     unveiled: Option<Unveiled>,
+    /// Descriptors that descend from it; a converted handle's root is
+    /// closed with its last one.
+    users: usize,
 }
 
 /// The part of a root left visible by `unveil`.
 struct Unveiled {
     /// Below the root.
     path: PathBuf,
-    /// A descriptor for `path`, kept in the table (never given to the
-    /// guest): paths from descriptors above it resolve through it, so that
-    /// nothing inside can lead out.
+    /// The directory itself, opened through the view before it (so that a
+    /// link inside the old view cannot lead the new one out).
+    dir: cap_std::fs::Dir,
+    /// A descriptor for `dir`, kept in the table (never given to the
+    /// guest): paths from descriptors above it resolve through it.
     rep: u32,
 }
 
@@ -106,32 +145,65 @@ struct Node {
     root: usize,
     path: PathBuf,
     gate: Gate,
+    /// Above an unveiled part: only a way to reach into it by path; its
+    /// own contents and metadata are hidden.
+    transit: bool,
+}
+
+/// What is left of a dropped descriptor whose streams or listings live on:
+/// where it was and what it was, so that `unveil` still reaches them.
+struct Orphan {
+    root: usize,
+    path: PathBuf,
+    gate: Gate,
+    id: Option<(u64, u64)>,
 }
 
 /// The file-system state of one instance.
 #[derive(Default)]
 pub struct WasiFs {
-    roots: Vec<Root>,
+    roots: HashMap<usize, Root>,
+    next_root: usize,
     nodes: HashMap<u32, Node>,
     listings: HashMap<u32, Gate>,
+    orphans: Vec<Orphan>,
 }
 
 impl WasiFs {
-    /// Adds a preopen at `guest_path` for the operator's grant.
+    fn add_root(&mut self, root: Root) -> usize {
+        let id = self.next_root;
+        self.next_root += 1;
+        self.roots.insert(id, root);
+        id
+    }
+
+    /// Adds a preopen at `guest_path` for the operator's grant. A grant
+    /// narrowed to some paths cannot be one: a preopen's descriptor
+    /// resolves paths itself, around the scope, so it is refused here
+    /// rather than silently widened.
     pub fn preopen(&mut self, guest_path: &str, grant: &DirGrant) -> wasmtime::Result<()> {
-        self.roots.push(Root {
+        if grant.paths.is_some() {
+            wasmtime::bail!(
+                "grant `{guest_path}`: [dir.\"{guest_path}\".paths] cannot be enforced for a \
+                 plain WASI program (its descriptors resolve paths themselves); grant the \
+                 sub-directories as preopens of their own instead"
+            );
+        }
+        self.add_root(Root {
             guest_path: Some(guest_path.to_string()),
             dir: grant.open()?,
             gate: Gate::new(grant.rights),
             unveiled: None,
+            users: 0,
         });
         Ok(())
     }
 
     /// Takes every right from every descriptor, stream and listing, and
-    /// from the preopens themselves.
+    /// from the preopens themselves. (The pledge itself already closes
+    /// every gate that answers to it; this makes it hold without it.)
     pub fn renounce(&mut self) {
-        for root in &self.roots {
+        for root in self.roots.values() {
             root.gate.narrow(Rights::empty());
         }
         for node in self.nodes.values() {
@@ -140,10 +212,44 @@ impl WasiFs {
         for gate in self.listings.values() {
             gate.narrow(Rights::empty());
         }
+        for orphan in &self.orphans {
+            orphan.gate.narrow(Rights::empty());
+        }
     }
 
     fn node(&self, fd: &Resource<Descriptor>) -> Result<&Node, ErrorCode> {
         self.nodes.get(&fd.rep()).ok_or(ErrorCode::BadDescriptor)
+    }
+
+    fn insert_node(&mut self, rep: u32, node: Node) {
+        if let Some(root) = self.roots.get_mut(&node.root) {
+            root.users += 1;
+        }
+        self.nodes.insert(rep, node);
+    }
+
+    /// Forgets descriptor `rep`, which the guest dropped; keeps what
+    /// `unveil` needs while its streams or listings live; closes a
+    /// converted handle's root with its last descriptor.
+    fn forget(&mut self, rep: u32, id: Option<(u64, u64)>) {
+        let Some(node) = self.nodes.remove(&rep) else {
+            return;
+        };
+        self.orphans.retain(|o| o.gate.shared());
+        if node.gate.shared() {
+            self.orphans.push(Orphan {
+                root: node.root,
+                path: node.path,
+                gate: node.gate,
+                id,
+            });
+        }
+        if let Some(root) = self.roots.get_mut(&node.root) {
+            root.users -= 1;
+            if root.users == 0 && root.guest_path.is_none() {
+                self.roots.remove(&node.root);
+            }
+        }
     }
 }
 
@@ -164,22 +270,32 @@ struct Route {
     root: usize,
 }
 
+/// The device and inode of a descriptor in the table.
+fn identity(table: &wasmtime::component::ResourceTable, rep: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match table.get(&Resource::<Descriptor>::new_borrow(rep)).ok()? {
+        Descriptor::File(f) => f.file.metadata(),
+        Descriptor::Dir(d) => d.dir.metadata(),
+    };
+    meta.ok().map(|m| (m.dev(), m.ino()))
+}
+
 impl WasiFs {
-    /// Checks `need` on `fd` and the unveil rules for `path`, and says
-    /// which descriptor and path to use.
-    fn route(&self, fd: &Resource<Descriptor>, path: &str, need: Rights) -> FsResult<Route> {
-        let node = self.node(fd)?;
-        node.gate.check(need)?;
-        let full = join(&node.path, path).ok_or(ErrorCode::NotPermitted)?;
-        let root = &self.roots[node.root];
+    /// Where a path from `node` lands, or why it may not go there: outside
+    /// an unveiled part it is refused.
+    fn route_of(&self, rep: u32, node: &Node, path: &str) -> Result<Route, Error> {
+        let full = join(&node.path, path).ok_or_else(|| Error::Escape(path.into()))?;
+        let root = self.roots.get(&node.root).ok_or(Error::Revoked)?;
         let via = match &root.unveiled {
-            None => (fd.rep(), path.to_string()),
+            None => (rep, path.to_string()),
             Some(u) => {
                 if !full.starts_with(&u.path) {
-                    return Err(ErrorCode::Access.into());
+                    return Err(Error::Refused(format!(
+                        "`{path}` lies outside what was unveiled"
+                    )));
                 }
-                if node.path.starts_with(&u.path) {
-                    (fd.rep(), path.to_string())
+                if node.path.starts_with(&u.path) && !node.transit {
+                    (rep, path.to_string())
                 } else {
                     let rel = full.strip_prefix(&u.path).expect("checked above");
                     (u.rep, path_str(rel))
@@ -194,12 +310,6 @@ impl WasiFs {
         })
     }
 
-    fn gate_of(&self, fd: &Resource<Descriptor>, need: Rights) -> FsResult<Gate> {
-        let node = self.node(fd)?;
-        node.gate.check(need)?;
-        Ok(node.gate.clone())
-    }
-
     /// Narrows the root at `guest_path` to `sub` and `rights`: see the WIT
     /// `pledge.unveil`.
     pub fn unveil(
@@ -208,32 +318,32 @@ impl WasiFs {
         guest_path: &str,
         sub: &str,
         rights: Rights,
-    ) -> Result<(), crate::types::Error> {
-        use crate::types::Error;
-        let i = self
+    ) -> Result<(), Error> {
+        let (&i, root) = self
             .roots
             .iter()
-            .position(|r| r.guest_path.as_deref() == Some(guest_path))
+            .find(|(_, r)| r.guest_path.as_deref() == Some(guest_path))
             .ok_or_else(|| Error::NotFound(guest_path.to_string()))?;
-        let root = &self.roots[i];
         let missing = rights & !root.gate.rights();
         if missing != Rights::empty() {
             return Err(Error::Denied(missing));
         }
-        let base = root
-            .unveiled
-            .as_ref()
-            .map(|u| u.path.clone())
-            .unwrap_or_default();
+        let (base, view) = match &root.unveiled {
+            Some(u) => (u.path.clone(), &u.dir),
+            None => (PathBuf::new(), &root.dir),
+        };
         let path = join(&base, sub)
             .filter(|p| p.starts_with(&base))
             .ok_or_else(|| Error::Escape(sub.to_string()))?;
-        let dir = if path.as_os_str().is_empty() {
-            root.dir.try_clone()
+        // Opened through the current view: nothing inside it, a link
+        // included, leads the new view out of the old one.
+        let rel = path.strip_prefix(&base).expect("checked above");
+        let dir = if rel.as_os_str().is_empty() {
+            view.try_clone()
         } else {
-            root.dir.open_dir(&path)
+            view.open_dir(rel)
         }
-        .map_err(|e| Error::from_io(&e, &path_str(&path)))?;
+        .map_err(|e| Error::from_io(&e, sub))?;
         let descriptor = Descriptor::Dir(WasiDir::new(
             dir.try_clone()
                 .map_err(|e| Error::from_io(&e, sub))?
@@ -246,62 +356,52 @@ impl WasiFs {
             .push(descriptor)
             .map_err(|e| Error::LimitExceeded(e.to_string()))?
             .rep();
-        let root = &mut self.roots[i];
+        let inside = |node_path: &Path, id: Option<(u64, u64)>| -> bool {
+            use cap_std::fs::MetadataExt as _;
+            let Ok(rel) = node_path.strip_prefix(&path) else {
+                return false;
+            };
+            let there = if rel.as_os_str().is_empty() {
+                dir.dir_metadata()
+            } else {
+                dir.metadata(rel)
+            };
+            matches!((id, there), (Some(a), Ok(b)) if a == (b.dev(), b.ino()))
+        };
+        for (node_rep, node) in self.nodes.iter_mut().filter(|(_, n)| n.root == i) {
+            let id = identity(table, *node_rep);
+            if inside(&node.path, id) {
+                node.gate.narrow(rights);
+            } else if path.starts_with(&node.path) {
+                // Above the new view: from now on only a way into it. Its
+                // old gate, and listings that share it, close.
+                node.gate.narrow(Rights::empty());
+                node.gate = node.gate.derive(rights);
+                node.transit = true;
+            } else {
+                // Outside it, or reached there through a link that leads
+                // out: closed.
+                node.gate.narrow(Rights::empty());
+            }
+        }
+        self.orphans.retain(|o| o.gate.shared());
+        for orphan in self.orphans.iter().filter(|o| o.root == i) {
+            if inside(&orphan.path, orphan.id) {
+                orphan.gate.narrow(rights);
+            } else {
+                orphan.gate.narrow(Rights::empty());
+            }
+        }
+        let root = self.roots.get_mut(&i).expect("found above");
+        root.gate.narrow(rights);
         if let Some(old) = root.unveiled.replace(Unveiled {
             path: path.clone(),
+            dir,
             rep,
         }) {
             let _ = table.delete(Resource::<Descriptor>::new_own(old.rep));
         }
-        root.gate.narrow(rights);
-        for (rep, node) in &self.nodes {
-            if node.root != i {
-                continue;
-            }
-            if node.path.starts_with(&path) && same_object(table, *rep, &dir, &node.path, &path) {
-                node.gate.narrow(rights);
-            } else if !path.starts_with(&node.path) {
-                // Outside the unveiled part, or reached there through a
-                // link that leads out: closed.
-                node.gate.narrow(Rights::empty());
-            } else {
-                // Above it: still usable, through the unveiled descriptor.
-                node.gate.narrow(rights);
-            }
-        }
         Ok(())
-    }
-}
-
-/// Whether the descriptor `rep`, opened at `node_path`, is the same file
-/// as `node_path` reached inside `unveiled` (opened as `dir`): a descriptor
-/// opened through a symbolic link that leads out of the unveiled part is
-/// not.
-fn same_object(
-    table: &mut wasmtime::component::ResourceTable,
-    rep: u32,
-    dir: &cap_std::fs::Dir,
-    node_path: &Path,
-    unveiled: &Path,
-) -> bool {
-    use cap_std::fs::MetadataExt as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(descriptor) = table.get(&Resource::<Descriptor>::new_borrow(rep)) else {
-        return false;
-    };
-    let held = match descriptor {
-        Descriptor::File(f) => f.file.metadata(),
-        Descriptor::Dir(d) => d.dir.metadata(),
-    };
-    let rel = node_path.strip_prefix(unveiled).unwrap_or(node_path);
-    let there = if rel.as_os_str().is_empty() {
-        dir.dir_metadata()
-    } else {
-        dir.metadata(rel)
-    };
-    match (held, there) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
     }
 }
 
@@ -321,61 +421,143 @@ fn open_mode(rights: Rights) -> OpenMode {
     }
 }
 
-/// The rights an `open-at` needs.
-fn open_needs(oflags: types::OpenFlags, flags: types::DescriptorFlags) -> Rights {
-    let mut need = Rights::empty();
-    if flags.contains(types::DescriptorFlags::READ) {
-        // Reading a directory is listing it.
-        need |= if oflags.contains(types::OpenFlags::DIRECTORY) {
-            Rights::LIST
-        } else {
-            Rights::READ
-        };
+/// What an `open-at` asks for. wasmtime opens a file it may create for
+/// writing, so `create` counts as a write.
+fn open_intent(oflags: types::OpenFlags, flags: types::DescriptorFlags) -> Op {
+    use types::{DescriptorFlags as D, OpenFlags as O};
+    let write = flags.intersects(D::WRITE | D::MUTATE_DIRECTORY)
+        || oflags.intersects(O::TRUNCATE | O::CREATE);
+    if oflags.contains(O::DIRECTORY) && !write {
+        // A directory descriptor is a way in; listing it needs `list`.
+        return Op::Hold;
     }
-    if flags.contains(types::DescriptorFlags::WRITE) || oflags.contains(types::OpenFlags::TRUNCATE)
-    {
-        need |= Rights::WRITE;
-    }
-    if oflags.contains(types::OpenFlags::CREATE) {
-        need |= Rights::CREATE;
-    }
-    need
+    Op::Open(OpenIntent {
+        read: flags.contains(D::READ),
+        write,
+        create: oflags.contains(O::CREATE),
+        exclusive: oflags.contains(O::EXCLUSIVE),
+    })
 }
-
 /// The guarded view the `wasi:filesystem` host functions work through.
 pub struct FsView<'a> {
     pub(super) wasi: WasiParts<'a>,
     pub(super) fs: &'a mut WasiFs,
+    pub(super) audit: &'a Audit,
+    pub(super) pledges: &'a Pledges,
 }
 
 fn borrow(rep: u32) -> Resource<Descriptor> {
     Resource::new_borrow(rep)
 }
 
+/// A decision on one descriptor: where its path goes (for path calls) and
+/// what was allowed.
+struct Decided {
+    route: Option<Route>,
+    allowed: Allowed,
+}
+
+impl FsView<'_> {
+    /// Asks the authority core about `op` through `fd`, on `path` or (for
+    /// `None`) on the descriptor itself. A refusal comes back as the error
+    /// code wasmtime would give for it.
+    fn decide(
+        &self,
+        name: &str,
+        fd: &Resource<Descriptor>,
+        op: Op,
+        path: Option<&str>,
+    ) -> Result<Decided, ErrorCode> {
+        let node = self.fs.node(fd)?;
+        let label = self
+            .fs
+            .roots
+            .get(&node.root)
+            .and_then(|r| r.guest_path.as_deref())
+            .unwrap_or("wasi descriptor");
+        let who = Subject {
+            label,
+            lineage: &node.gate.lineage,
+            held: node.gate.rights(),
+            pledges: self.pledges,
+            audit: self.audit,
+        };
+        let (route, allowed) = decide(
+            &who,
+            name,
+            op,
+            path.unwrap_or("."),
+            || match path {
+                Some(path) => Ok((Some(self.fs.route_of(fd.rep(), node, path)?), Rights::all())),
+                None if node.transit => Err(Error::Refused(
+                    "the directory lies above what was unveiled".into(),
+                )),
+                None => Ok((None, Rights::all())),
+            },
+            |_| {},
+        )
+        .map_err(|e| wasi_code(&e))?;
+        Ok(Decided { route, allowed })
+    }
+
+    fn on_path(
+        &self,
+        name: &str,
+        fd: &Resource<Descriptor>,
+        op: Op,
+        path: &str,
+    ) -> Result<Route, ErrorCode> {
+        let d = self.decide(name, fd, op, Some(path))?;
+        Ok(d.route.expect("a path call has a route"))
+    }
+
+    fn on_self(&self, name: &str, fd: &Resource<Descriptor>, op: Op) -> Result<Gate, ErrorCode> {
+        self.decide(name, fd, op, None)?;
+        Ok(self.fs.node(fd)?.gate.clone())
+    }
+
+    /// The rights descriptor `fd` holds, or none.
+    fn held(&self, fd: &Resource<Descriptor>) -> Rights {
+        self.fs
+            .node(fd)
+            .map(|n| n.gate.rights())
+            .unwrap_or(Rights::empty())
+    }
+}
+
 impl preopens::Host for FsView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
         let mut out = Vec::with_capacity(self.fs.roots.len());
-        for (i, root) in self.fs.roots.iter().enumerate() {
-            let Some(guest_path) = &root.guest_path else {
+        let mut ids: Vec<usize> = self.fs.roots.keys().copied().collect();
+        ids.sort_unstable();
+        for i in ids {
+            let root = &self.fs.roots[&i];
+            let Some(guest_path) = root.guest_path.clone() else {
                 continue;
             };
             let rights = root.gate.rights();
             let dir = root.dir.try_clone()?.into_std_file();
+            let gate = root.gate.derive(rights).answering_to(self.pledges);
+            let transit = root
+                .unveiled
+                .as_ref()
+                .is_some_and(|u| !u.path.as_os_str().is_empty());
             let fd = self.wasi.table.push(Descriptor::Dir(WasiDir::new(
                 dir,
                 perms(rights),
                 open_mode(rights),
                 false,
             )))?;
-            self.fs.nodes.insert(
+            self.fs.insert_node(
                 fd.rep(),
                 Node {
                     root: i,
                     path: PathBuf::new(),
-                    gate: root.gate.derive(),
+                    gate,
+                    transit,
                 },
             );
-            out.push((fd, guest_path.clone()));
+            out.push((fd, guest_path));
         }
         Ok(out)
     }
@@ -405,27 +587,27 @@ impl HostDescriptor for FsView<'_> {
         len: types::Filesize,
         advice: types::Advice,
     ) -> FsResult<()> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("advise", &fd, Op::Hold)?;
         self.wasi.filesystem().advise(fd, offset, len, advice).await
     }
 
     async fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("sync-data", &fd, Op::Hold)?;
         self.wasi.filesystem().sync_data(fd).await
     }
 
     async fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorFlags> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("get-flags", &fd, Op::Hold)?;
         self.wasi.filesystem().get_flags(fd).await
     }
 
     async fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorType> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("get-type", &fd, Op::Hold)?;
         self.wasi.filesystem().get_type(fd).await
     }
 
     async fn set_size(&mut self, fd: Resource<Descriptor>, size: types::Filesize) -> FsResult<()> {
-        self.fs.gate_of(&fd, Rights::WRITE)?;
+        self.on_self("set-size", &fd, Op::Write)?;
         self.wasi.filesystem().set_size(fd, size).await
     }
 
@@ -435,7 +617,7 @@ impl HostDescriptor for FsView<'_> {
         atim: types::NewTimestamp,
         mtim: types::NewTimestamp,
     ) -> FsResult<()> {
-        self.fs.gate_of(&fd, Rights::WRITE)?;
+        self.on_self("set-times", &fd, Op::Write)?;
         self.wasi.filesystem().set_times(fd, atim, mtim).await
     }
 
@@ -445,7 +627,7 @@ impl HostDescriptor for FsView<'_> {
         len: types::Filesize,
         offset: types::Filesize,
     ) -> FsResult<(Vec<u8>, bool)> {
-        self.fs.gate_of(&fd, Rights::READ)?;
+        self.on_self("read", &fd, Op::Read)?;
         self.wasi.filesystem().read(fd, len, offset).await
     }
 
@@ -455,7 +637,7 @@ impl HostDescriptor for FsView<'_> {
         buf: Vec<u8>,
         offset: types::Filesize,
     ) -> FsResult<types::Filesize> {
-        self.fs.gate_of(&fd, Rights::WRITE)?;
+        self.on_self("write", &fd, Op::Write)?;
         self.wasi.filesystem().write(fd, buf, offset).await
     }
 
@@ -463,14 +645,14 @@ impl HostDescriptor for FsView<'_> {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<types::DirectoryEntryStream>> {
-        let gate = self.fs.gate_of(&fd, Rights::LIST)?;
+        let gate = self.on_self("read-directory", &fd, Op::List)?;
         let stream = self.wasi.filesystem().read_directory(fd).await?;
         self.fs.listings.insert(stream.rep(), gate);
         Ok(stream)
     }
 
     async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("sync", &fd, Op::Hold)?;
         self.wasi.filesystem().sync(fd).await
     }
 
@@ -479,7 +661,7 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        let r = self.fs.route(&fd, &path, Rights::CREATE)?;
+        let r = self.on_path("create-directory-at", &fd, Op::Create, &path)?;
         self.wasi
             .filesystem()
             .create_directory_at(borrow(r.fd), r.path)
@@ -487,7 +669,7 @@ impl HostDescriptor for FsView<'_> {
     }
 
     async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorStat> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("stat", &fd, Op::Stat)?;
         self.wasi.filesystem().stat(fd).await
     }
 
@@ -497,7 +679,7 @@ impl HostDescriptor for FsView<'_> {
         path_flags: types::PathFlags,
         path: String,
     ) -> FsResult<types::DescriptorStat> {
-        let r = self.fs.route(&fd, &path, Rights::empty())?;
+        let r = self.on_path("stat-at", &fd, Op::Stat, &path)?;
         self.wasi
             .filesystem()
             .stat_at(borrow(r.fd), path_flags, r.path)
@@ -512,7 +694,7 @@ impl HostDescriptor for FsView<'_> {
         atim: types::NewTimestamp,
         mtim: types::NewTimestamp,
     ) -> FsResult<()> {
-        let r = self.fs.route(&fd, &path, Rights::WRITE)?;
+        let r = self.on_path("set-times-at", &fd, Op::Write, &path)?;
         self.wasi
             .filesystem()
             .set_times_at(borrow(r.fd), path_flags, r.path, atim, mtim)
@@ -527,8 +709,11 @@ impl HostDescriptor for FsView<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        let from = self.fs.route(&fd, &old_path, Rights::READ)?;
-        let to = self.fs.route(&new_fd, &new_path, Rights::CREATE)?;
+        // The file becomes reachable with the rights of `new_fd`: the
+        // source must already give every one of them.
+        let to = self.on_path("link-at", &new_fd, Op::LinkTo, &new_path)?;
+        let dest = self.held(&new_fd);
+        let from = self.on_path("link-at", &fd, Op::LinkFrom { dest }, &old_path)?;
         self.wasi
             .filesystem()
             .link_at(
@@ -546,34 +731,72 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         path_flags: types::PathFlags,
         path: String,
-        oflags: types::OpenFlags,
+        mut oflags: types::OpenFlags,
         flags: types::DescriptorFlags,
     ) -> FsResult<Resource<Descriptor>> {
-        let r = self.fs.route(&fd, &path, open_needs(oflags, flags))?;
-        let gate = self.fs.node(&fd)?.gate.derive();
-        let opened = self
+        let op = open_intent(oflags, flags);
+        let d = self.decide("open-at", &fd, op, Some(&path))?;
+        let r = d.route.expect("a path call has a route");
+        let asked_exclusive = oflags.contains(types::OpenFlags::EXCLUSIVE);
+        if d.allowed.new_only {
+            oflags |= types::OpenFlags::EXCLUSIVE;
+        }
+        let parent = self.fs.node(&fd)?.gate.clone();
+        let opened = match self
             .wasi
             .filesystem()
             .open_at(borrow(r.fd), path_flags, r.path, oflags, flags)
-            .await?;
-        self.fs.nodes.insert(
+            .await
+        {
+            Ok(opened) => opened,
+            Err(e) if d.allowed.new_only && !asked_exclusive => {
+                // An existing file, which a drop box may not reach.
+                if matches!(e.downcast_ref(), Some(ErrorCode::Exist)) {
+                    let err = Error::Denied(Rights::WRITE);
+                    self.audit
+                        .refused("open-at", "wasi descriptor", &path, d.allowed.held, &err);
+                    return Err(wasi_code(&err).into());
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        // What the guest made, it may fill: a new file in a drop box is
+        // writable through the descriptor that made it.
+        let rights = if d.allowed.new_only && !d.allowed.held.contains(Rights::WRITE) {
+            (parent.rights() & Rights::READ) | Rights::WRITE
+        } else {
+            parent.rights()
+        };
+        self.fs.insert_node(
             opened.rep(),
             Node {
                 root: r.root,
                 path: r.full,
-                gate,
+                gate: parent.derive(rights),
+                transit: false,
             },
         );
         Ok(opened)
     }
 
     fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
-        self.fs.nodes.remove(&fd.rep());
+        let shared = self
+            .fs
+            .nodes
+            .get(&fd.rep())
+            .is_some_and(|n| n.gate.shared());
+        let id = if shared {
+            identity(self.wasi.table, fd.rep())
+        } else {
+            None
+        };
+        self.fs.forget(fd.rep(), id);
         HostDescriptor::drop(&mut self.wasi.filesystem(), fd)
     }
 
     async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
-        let r = self.fs.route(&fd, &path, Rights::READ)?;
+        let r = self.on_path("readlink-at", &fd, Op::Read, &path)?;
         self.wasi
             .filesystem()
             .readlink_at(borrow(r.fd), r.path)
@@ -585,7 +808,7 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        let r = self.fs.route(&fd, &path, Rights::REMOVE)?;
+        let r = self.on_path("remove-directory-at", &fd, Op::Remove, &path)?;
         self.wasi
             .filesystem()
             .remove_directory_at(borrow(r.fd), r.path)
@@ -599,8 +822,24 @@ impl HostDescriptor for FsView<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        let from = self.fs.route(&fd, &old_path, Rights::REMOVE)?;
-        let to = self.fs.route(&new_fd, &new_path, Rights::CREATE)?;
+        let dest = self.held(&new_fd);
+        let replaces = if dest.contains(Rights::WRITE) {
+            false
+        } else {
+            let to = self.on_path(
+                "rename-at",
+                &new_fd,
+                Op::RenameTo { replaces: false },
+                &new_path,
+            )?;
+            self.wasi
+                .filesystem()
+                .stat_at(borrow(to.fd), types::PathFlags::empty(), to.path)
+                .await
+                .is_ok()
+        };
+        let to = self.on_path("rename-at", &new_fd, Op::RenameTo { replaces }, &new_path)?;
+        let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
         self.wasi
             .filesystem()
             .rename_at(borrow(from.fd), from.path, borrow(to.fd), to.path)
@@ -613,7 +852,7 @@ impl HostDescriptor for FsView<'_> {
         src_path: String,
         dest_path: String,
     ) -> FsResult<()> {
-        let r = self.fs.route(&fd, &dest_path, Rights::CREATE)?;
+        let r = self.on_path("symlink-at", &fd, Op::Create, &dest_path)?;
         self.wasi
             .filesystem()
             .symlink_at(borrow(r.fd), src_path, r.path)
@@ -621,7 +860,7 @@ impl HostDescriptor for FsView<'_> {
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        let r = self.fs.route(&fd, &path, Rights::REMOVE)?;
+        let r = self.on_path("unlink-file-at", &fd, Op::Remove, &path)?;
         self.wasi
             .filesystem()
             .unlink_file_at(borrow(r.fd), r.path)
@@ -633,7 +872,7 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynInputStream>> {
-        let gate = self.fs.gate_of(&fd, Rights::READ)?;
+        let gate = self.on_self("read-via-stream", &fd, Op::Read)?;
         let stream = self.wasi.filesystem().read_via_stream(fd, offset)?;
         guard(self.wasi.table, &stream, &gate, Rights::READ)?;
         Ok(stream)
@@ -644,7 +883,7 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
-        let gate = self.fs.gate_of(&fd, Rights::WRITE)?;
+        let gate = self.on_self("write-via-stream", &fd, Op::Write)?;
         let stream = self.wasi.filesystem().write_via_stream(fd, offset)?;
         guard(self.wasi.table, &stream, &gate, Rights::WRITE)?;
         Ok(stream)
@@ -654,7 +893,7 @@ impl HostDescriptor for FsView<'_> {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
-        let gate = self.fs.gate_of(&fd, Rights::WRITE)?;
+        let gate = self.on_self("append-via-stream", &fd, Op::Write)?;
         let stream = self.wasi.filesystem().append_via_stream(fd)?;
         guard(self.wasi.table, &stream, &gate, Rights::WRITE)?;
         Ok(stream)
@@ -665,9 +904,10 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
         other: Resource<Descriptor>,
     ) -> wasmtime::Result<bool> {
-        // This call cannot fail; without rights on both, nothing is the same.
-        if self.fs.gate_of(&fd, Rights::empty()).is_err()
-            || self.fs.gate_of(&other, Rights::empty()).is_err()
+        // This call cannot fail; without metadata rights on both, nothing
+        // is the same.
+        if self.on_self("is-same-object", &fd, Op::Stat).is_err()
+            || self.on_self("is-same-object", &other, Op::Stat).is_err()
         {
             return Ok(false);
         }
@@ -678,7 +918,7 @@ impl HostDescriptor for FsView<'_> {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<types::MetadataHashValue> {
-        self.fs.gate_of(&fd, Rights::empty())?;
+        self.on_self("metadata-hash", &fd, Op::Stat)?;
         self.wasi.filesystem().metadata_hash(fd).await
     }
 
@@ -688,7 +928,7 @@ impl HostDescriptor for FsView<'_> {
         path_flags: types::PathFlags,
         path: String,
     ) -> FsResult<types::MetadataHashValue> {
-        let r = self.fs.route(&fd, &path, Rights::empty())?;
+        let r = self.on_path("metadata-hash-at", &fd, Op::Stat, &path)?;
         self.wasi
             .filesystem()
             .metadata_hash_at(borrow(r.fd), path_flags, r.path)
@@ -716,24 +956,23 @@ impl HostDirectoryEntryStream for FsView<'_> {
 
 impl WasiFs {
     /// A descriptor for a capbroker directory handle, with `rights` (which
-    /// it must hold): a root of its own, under the same revocations.
-    pub fn descriptor_for(
+    /// it must hold): a root of its own, under the same revocations and
+    /// pledges, closed with the last descriptor that descends from it.
+    fn descriptor_for(
         &mut self,
         table: &mut wasmtime::component::ResourceTable,
         dir: &DirHandle,
         rights: Rights,
-    ) -> Result<Resource<Descriptor>, crate::types::Error> {
-        use crate::types::Error;
-        dir.lineage().check()?;
-        crate::types::require(dir.rights(), rights)?;
-        if dir.is_scoped() {
+        pledges: &Pledges,
+    ) -> Result<Resource<Descriptor>, Error> {
+        let Some(whole) = dir.whole_dir() else {
             // A WASI descriptor resolves paths itself, around the scope.
             return Err(Error::Refused(
                 "a handle narrowed to some paths cannot become a WASI descriptor".into(),
             ));
-        }
-        let file = dir.dir().try_clone().map_err(|e| Error::from_io(&e, "."))?;
-        let gate = Gate::with_lineage(rights, dir.lineage().clone());
+        };
+        let file = whole.try_clone().map_err(|e| Error::from_io(&e, "."))?;
+        let gate = Gate::with_lineage(rights, dir.lineage().clone()).answering_to(pledges);
         let descriptor = Descriptor::Dir(WasiDir::new(
             file.try_clone()
                 .map_err(|e| Error::from_io(&e, "."))?
@@ -745,18 +984,20 @@ impl WasiFs {
         let fd = table
             .push(descriptor)
             .map_err(|e| Error::LimitExceeded(e.to_string()))?;
-        self.roots.push(Root {
+        let root = self.add_root(Root {
             guest_path: None,
             dir: file,
             gate: gate.clone(),
             unveiled: None,
+            users: 0,
         });
-        self.nodes.insert(
+        self.insert_node(
             fd.rep(),
             Node {
-                root: self.roots.len() - 1,
+                root,
                 path: PathBuf::new(),
                 gate,
+                transit: false,
             },
         );
         Ok(fd)
@@ -770,9 +1011,28 @@ impl crate::bindings::capbroker::caps::wasi_fs::Host for crate::ctx::BrokerCtxVi
         rights: Rights,
     ) -> crate::types::HostResult<Resource<Descriptor>> {
         let handle = self.table.get(&dir)?;
+        let who = Subject {
+            label: handle.label(),
+            lineage: handle.lineage(),
+            held: handle.rights(),
+            pledges: &self.ctx.pledges,
+            audit: &self.ctx.audit,
+        };
+        decide(
+            &who,
+            "to-descriptor",
+            Op::Derive { rights },
+            ".",
+            || Ok(((), Rights::all())),
+            |_| {},
+        )?;
         let label = handle.label().to_string();
         let handle = DirHandle::copy(handle, &label);
-        let result = self.ctx.wasi.fs.descriptor_for(self.table, &handle, rights);
+        let result =
+            self.ctx
+                .wasi
+                .fs
+                .descriptor_for(self.table, &handle, rights, &self.ctx.pledges);
         match &result {
             Ok(_) => self
                 .ctx

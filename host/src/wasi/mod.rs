@@ -20,6 +20,7 @@ use wasmtime_wasi::p2::bindings::{cli, filesystem, sockets};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::audit::Audit;
 use crate::fs::DirGrant;
 use crate::net::Reach;
 use crate::pledge::{Authority, Pledges};
@@ -144,6 +145,10 @@ pub trait GuardedWasiView: WasiView {
 pub struct GuardedView<'a> {
     pub wasi: WasiParts<'a>,
     pub state: &'a mut WasiState,
+    /// The instance's audit trail and pledges, which the authority core
+    /// consults for the file system.
+    pub audit: &'a Audit,
+    pub pledges: &'a Pledges,
 }
 
 struct GuardedFs;
@@ -176,15 +181,22 @@ pub fn add_to_linker<T: GuardedWasiView + 'static>(linker: &mut Linker<T>) -> wa
 }
 
 fn fs_view<T: GuardedWasiView>(t: &mut T) -> fs::FsView<'_> {
-    let GuardedView { wasi, state } = t.guarded();
+    let GuardedView {
+        wasi,
+        state,
+        audit,
+        pledges,
+    } = t.guarded();
     fs::FsView {
         wasi,
         fs: &mut state.fs,
+        audit,
+        pledges,
     }
 }
 
 fn tcp_view<T: GuardedWasiView>(t: &mut T) -> tcp::TcpView<'_> {
-    let GuardedView { wasi, state } = t.guarded();
+    let GuardedView { wasi, state, .. } = t.guarded();
     tcp::TcpView {
         wasi,
         tcp: &mut state.tcp,
