@@ -51,6 +51,11 @@ async fn every_operation_works_with_exactly_its_rights() {
 #[tokio::test]
 async fn every_operation_is_denied_without_its_rights_and_changes_nothing() {
     for (op, rights) in OPS {
+        if op.starts_with("stat") {
+            // Metadata needs `list` or `read`: the matrix in
+            // tests/authority.rs covers either alone.
+            continue;
+        }
         for right in rights.split(',') {
             let tree = Tree::new();
             let mut p = Probe::start(&[dir_at("data", &tree.root(), "rw")]).await;
@@ -161,8 +166,8 @@ async fn read_only_grants_refuse_every_change() {
     p.expect(&[
         ("rights ro", "ok:read,list"),
         ("read ro hello.txt", "ok:hello"),
-        ("write ro hello.txt x", "err:denied:write,create"),
-        ("write ro new.txt x", "err:denied:write,create"),
+        ("write ro hello.txt x", "err:denied:write"),
+        ("write ro new.txt x", "err:denied:create"),
         ("mkdir ro d", "err:denied:create"),
         ("rm ro hello.txt", "err:denied:remove"),
         ("rmdir ro sub/deeper", "err:denied:remove"),
@@ -211,7 +216,7 @@ async fn a_grant_is_narrowed_to_what_the_component_asks_for() {
     let mut p = Probe::start(&[dir_at("a", &tree.root(), "rw")]).await;
     p.expect(&[
         ("rights a", "ok:read,list"),
-        ("write a hello.txt x", "err:denied:write,create"),
+        ("write a hello.txt x", "err:denied:write"),
         ("attenuate a read,write W", "err:denied:write"),
     ])
     .await;

@@ -151,7 +151,7 @@ fn a_link_cannot_reach_what_the_learned_paths_hide() {
     assert_eq!(
         out,
         "read data sub/inner.txt => ok:inner\n\
-         read data sub/link => err:escape:sub/link (a link, on a handle narrowed to some paths)\n"
+         read data sub/link => err:escape:sub/link\n"
     );
     // A manifest error, with its place: `paths` is the `[dir.data.paths]`
     // table's body, under a directory with `rights`.

@@ -343,6 +343,41 @@ pub unsafe fn deny_openat2() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The environment variable that marks a test binary's run without
+/// `openat2`.
+pub const NO_OPENAT2: &str = "CAPBROKER_TEST_NO_OPENAT2";
+
+/// Runs the calling test binary's tests again in a child process where
+/// `openat2` fails with ENOSYS (skipping `skip`, the test that calls this),
+/// and fails unless they all pass there and `openat2_is_as_expected` ran.
+pub fn rerun_without_openat2(skip: &str) {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(NO_OPENAT2).is_some() {
+        return;
+    }
+    guests(); // build once here rather than in the child
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--skip", skip, "--test-threads", "2"])
+        .env(NO_OPENAT2, "1");
+    unsafe { cmd.pre_exec(|| deny_openat2()) };
+    let out = cmd.output().expect("run the tests again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "without openat2:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("openat2_is_as_expected ... ok"), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// In a run without `openat2`, asserts that it really is gone.
+pub fn assert_openat2_as_expected() {
+    if std::env::var_os(NO_OPENAT2).is_some() {
+        assert!(!openat2_available(), "the seccomp filter did not take");
+    }
+}
+
 /// Whether `openat2` works in this process.
 pub fn openat2_available() -> bool {
     let how = [0u64; 3]; // struct open_how { flags, mode, resolve }

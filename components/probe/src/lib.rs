@@ -42,6 +42,7 @@ wit_bindgen::generate!({
     },
 });
 
+use capbroker_sdk::bindings::wasi::io::streams::{InputStream, OutputStream};
 use capbroker_sdk::wasi_fs::{
     to_descriptor, Descriptor, DescriptorFlags, ErrorCode, OpenFlags as WasiOpen, PathFlags,
 };
@@ -63,6 +64,8 @@ struct Held {
     listeners: HashMap<String, TcpListener>,
     streams: HashMap<String, TcpStream>,
     descriptors: HashMap<String, Descriptor>,
+    inputs: HashMap<String, InputStream>,
+    outputs: HashMap<String, OutputStream>,
 }
 
 impl Held {
@@ -228,6 +231,29 @@ fn wasi_write(d: &Descriptor, path: &str, content: &[u8]) -> Result<String, Erro
     Ok(String::new())
 }
 
+fn wasi_held<'a>(h: &'a Held, d: &str) -> Result<&'a Descriptor, Error> {
+    h.descriptors
+        .get(d)
+        .ok_or_else(|| Error::Invalid(format!("no descriptor `{d}`")))
+}
+
+/// `open-at` flags from a comma-separated list: read, write, create,
+/// exclusive, truncate, directory.
+fn wasi_flags(s: &str) -> (WasiOpen, DescriptorFlags) {
+    s.split(',').fold(
+        (WasiOpen::empty(), DescriptorFlags::empty()),
+        |(o, d), w| match w {
+            "read" => (o, d | DescriptorFlags::READ),
+            "write" => (o, d | DescriptorFlags::WRITE),
+            "create" => (o | WasiOpen::CREATE, d),
+            "exclusive" => (o | WasiOpen::EXCLUSIVE, d),
+            "truncate" => (o | WasiOpen::TRUNCATE, d),
+            "directory" => (o | WasiOpen::DIRECTORY, d),
+            other => panic!("bad wasi flag `{other}` in test"),
+        },
+    )
+}
+
 /// A WASI error code, as the probe reports errors (`err:wasi:CODE`).
 fn wasi_error(e: ErrorCode) -> Error {
     Error::Io(format!("wasi {}", e.name()))
@@ -306,6 +332,131 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 .get(*d)
                 .ok_or_else(|| Error::Invalid(format!("no descriptor `{d}`")))?;
             wasi_read(d, path).map_err(wasi_error)
+        }
+        // Raw `wasi:filesystem` on held descriptors (`wasi-hold` makes one).
+        ["wasi-open", d, path, flags, new] => {
+            let (oflags, dflags) = wasi_flags(flags);
+            let f = wasi_held(h, d)?
+                .open_at(PathFlags::empty(), path, oflags, dflags)
+                .map_err(wasi_error)?;
+            h.descriptors.insert(new.to_string(), f);
+            Ok(String::new())
+        }
+        ["wasi-drop", d] => {
+            h.descriptors
+                .remove(*d)
+                .ok_or_else(|| Error::Invalid(format!("no descriptor `{d}`")))?;
+            Ok(String::new())
+        }
+        ["wasi-stat", d, path] => {
+            let d = wasi_held(h, d)?;
+            let s = if *path == "." {
+                d.stat()
+            } else {
+                d.stat_at(PathFlags::empty(), path)
+            };
+            s.map(|s| s.size.to_string()).map_err(wasi_error)
+        }
+        ["wasi-list", d] => {
+            let entries = wasi_held(h, d)?.read_directory().map_err(wasi_error)?;
+            let mut names = Vec::new();
+            while let Some(e) = entries.read_directory_entry().map_err(wasi_error)? {
+                names.push(e.name);
+            }
+            names.sort();
+            Ok(names.join(","))
+        }
+        ["wasi-mkdir", d, path] => wasi_held(h, d)?
+            .create_directory_at(path)
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-unlink", d, path] => wasi_held(h, d)?
+            .unlink_file_at(path)
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-rmdir", d, path] => wasi_held(h, d)?
+            .remove_directory_at(path)
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-symlink", d, target, path] => wasi_held(h, d)?
+            .symlink_at(target, path)
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-readlink", d, path] => wasi_held(h, d)?.readlink_at(path).map_err(wasi_error),
+        ["wasi-settimes", d, path] => {
+            use capbroker_sdk::bindings::wasi::filesystem::types::NewTimestamp;
+            wasi_held(h, d)?
+                .set_times_at(
+                    PathFlags::empty(),
+                    path,
+                    NewTimestamp::Now,
+                    NewTimestamp::Now,
+                )
+                .map(|_| String::new())
+                .map_err(wasi_error)
+        }
+        ["wasi-setsize", d, size] => wasi_held(h, d)?
+            .set_size(size.parse().unwrap())
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-fread", d] => {
+            let (bytes, _) = wasi_held(h, d)?.read(1 << 20, 0).map_err(wasi_error)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        ["wasi-fwrite", d, data] => wasi_held(h, d)?
+            .write(data.as_bytes(), 0)
+            .map(|_| String::new())
+            .map_err(wasi_error),
+        ["wasi-link", d1, p1, d2, p2] => {
+            let (a, b) = (wasi_held(h, d1)?, wasi_held(h, d2)?);
+            a.link_at(PathFlags::empty(), p1, b, p2)
+                .map(|_| String::new())
+                .map_err(wasi_error)
+        }
+        ["wasi-rename", d1, p1, d2, p2] => {
+            let (a, b) = (wasi_held(h, d1)?, wasi_held(h, d2)?);
+            a.rename_at(p1, b, p2)
+                .map(|_| String::new())
+                .map_err(wasi_error)
+        }
+        ["wasi-instream", d, new] => {
+            let s = wasi_held(h, d)?.read_via_stream(0).map_err(wasi_error)?;
+            h.inputs.insert(new.to_string(), s);
+            Ok(String::new())
+        }
+        ["wasi-outstream", d, new] => {
+            let s = wasi_held(h, d)?.append_via_stream().map_err(wasi_error)?;
+            h.outputs.insert(new.to_string(), s);
+            Ok(String::new())
+        }
+        ["wasi-sread", s] => {
+            let s = h
+                .inputs
+                .get(*s)
+                .ok_or_else(|| Error::Invalid(format!("no stream `{s}`")))?;
+            s.blocking_read(1 << 16)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| Error::Io(format!("stream {e:?}")))
+        }
+        ["wasi-swrite", s, data] => {
+            let s = h
+                .outputs
+                .get(*s)
+                .ok_or_else(|| Error::Invalid(format!("no stream `{s}`")))?;
+            s.blocking_write_and_flush(data.as_bytes())
+                .map(|_| String::new())
+                .map_err(|e| Error::Io(format!("stream {e:?}")))
+        }
+        // Makes and drops `n` descriptors from the held dir `name`.
+        ["wasi-churn", _, n] => {
+            for _ in 0..n.parse::<u32>().unwrap() {
+                drop(descriptor(h, words[1], "read")?);
+            }
+            Ok(String::new())
+        }
+        ["pledge-fs"] => {
+            capbroker_sdk::pledge::filesystem();
+            Ok(String::new())
         }
         ["pledge-spawn"] => {
             capbroker_sdk::pledge::spawn();

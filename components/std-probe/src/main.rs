@@ -3,7 +3,10 @@
 //! `err <kind> …`, and a failing step does not stop the next. Steps:
 //!
 //! - `read PATH`, `write PATH TEXT`, `create PATH`, `list DIR`, `mkdir DIR`,
-//!   `remove PATH`, `stat PATH`
+//!   `remove PATH`, `stat PATH`, `link FROM TO`, `rename FROM TO`,
+//!   `append PATH TEXT`
+//! - `orphan PREOPEN PATH`: open PATH below the preopen with raw
+//!   `wasi:filesystem`, keep only a read stream of it; `orphan-read`
 //! - `hold PATH`: open PATH for reading and writing and keep it;
 //!   `hold-write TEXT`, `hold-read`: use the kept file
 //! - `env KEY`
@@ -18,8 +21,51 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
 
+use capbroker_sdk::bindings::wasi::io::streams::InputStream;
 use capbroker_sdk::pledge;
+use capbroker_sdk::wasi_fs::{DescriptorFlags, OpenFlags as WasiOpen, PathFlags};
 use capbroker_sdk::Rights;
+
+// The raw preopens, for the steps that hold a stream without its
+// descriptor (Rust's std never does).
+wit_bindgen::generate!({
+    path: "../../wit",
+    inline: "
+        package capbroker:std-probe;
+        world raw {
+            import wasi:filesystem/preopens@0.2.12;
+        }
+    ",
+    world: "capbroker:std-probe/raw",
+    with: {
+        "wasi:filesystem/preopens@0.2.12": generate,
+        "wasi:filesystem/types@0.2.12": capbroker_sdk::bindings::wasi::filesystem::types,
+        "wasi:io/error@0.2.12": capbroker_sdk::bindings::wasi::io::error,
+        "wasi:io/poll@0.2.12": capbroker_sdk::bindings::wasi::io::poll,
+        "wasi:io/streams@0.2.12": capbroker_sdk::bindings::wasi::io::streams,
+        "wasi:clocks/wall-clock@0.2.12": capbroker_sdk::bindings::wasi::clocks::wall_clock,
+    },
+});
+
+/// Opens `path` below the preopen `preopen` for reading and returns a
+/// stream of it, dropping the descriptors on the way.
+fn orphan_stream(preopen: &str, path: &str) -> std::io::Result<InputStream> {
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, _) = dirs
+        .into_iter()
+        .find(|(_, p)| p == preopen)
+        .ok_or(ErrorKind::NotFound)?;
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            path,
+            WasiOpen::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(|e| std::io::Error::other(e.name()))?;
+    file.read_via_stream(0)
+        .map_err(|e| std::io::Error::other(e.name()))
+}
 
 fn kind(e: &std::io::Error) -> &'static str {
     match e.kind() {
@@ -54,6 +100,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut held: Option<File> = None;
     let mut stream: Option<TcpStream> = None;
+    let mut orphan: Option<InputStream> = None;
     let mut i = 0;
     let next = |i: &mut usize| {
         *i += 1;
@@ -90,6 +137,44 @@ fn main() {
             "mkdir" => {
                 let p = next(&mut i);
                 report(&step, fs::create_dir(&p).map(|()| p));
+            }
+            "orphan" => {
+                let (pre, p) = (next(&mut i), next(&mut i));
+                report(
+                    &step,
+                    orphan_stream(&pre, &p).map(|s| {
+                        orphan = Some(s);
+                        p
+                    }),
+                );
+            }
+            "orphan-read" => {
+                let r = match orphan.as_ref() {
+                    Some(s) => s
+                        .blocking_read(1 << 16)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .map_err(|e| {
+                            std::io::Error::new(ErrorKind::PermissionDenied, format!("{e:?}"))
+                        }),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r);
+            }
+            "link" => {
+                let (a, b) = (next(&mut i), next(&mut i));
+                report(&step, fs::hard_link(&a, &b).map(|()| b));
+            }
+            "rename" => {
+                let (a, b) = (next(&mut i), next(&mut i));
+                report(&step, fs::rename(&a, &b).map(|()| b));
+            }
+            "append" => {
+                let (p, text) = (next(&mut i), next(&mut i));
+                let r = OpenOptions::new()
+                    .append(true)
+                    .open(&p)
+                    .and_then(|mut f| f.write_all(text.as_bytes()));
+                report(&step, r.map(|()| p));
             }
             "remove" => {
                 let p = next(&mut i);
