@@ -399,7 +399,7 @@ impl Config {
                 path.display()
             )
         };
-        let (links, steps) = lookup(path).map_err(cannot_tell)?;
+        let mut writable = Vec::new();
         for g in &self.grants {
             let Grant::Dir(d) = &g.grant else { continue };
             let roots = match &d.paths {
@@ -411,42 +411,45 @@ impl Config {
             };
             for (root, rights) in roots {
                 let rights = rights & writing();
-                if rights == crate::types::Rights::empty() {
-                    continue;
+                if rights != crate::types::Rights::empty() {
+                    writable.push((g, root, rights, d.paths.is_some()));
                 }
-                if links > 1 {
-                    bail!(
-                        "the manifest `{}` has {links} hard links: the broker cannot tell whether \
-                         grant `{}` (`{}`, {}) reaches one of them; give the manifest a file of \
-                         its own",
-                        path.display(),
-                        g.name,
-                        root.display(),
-                        RightsList(rights)
-                    );
-                }
-                let id = match std::fs::metadata(&root) {
-                    Ok(m) => (m.dev(), m.ino()),
-                    // A narrowed path that is not there holds nothing the
-                    // manifest depends on.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && d.paths.is_some() => {
-                        continue
-                    }
-                    Err(e) => return Err(cannot_tell(e)),
-                };
-                if let Some(step) = steps.iter().find(|s| s.id == id) {
-                    bail!(
-                        "the manifest `{}` is within reach of grant `{}`: its {} over `{}` can \
-                         change `{}`, {}, so a guest could rewrite the grants of a later run; keep \
-                         the manifest out of every grant with write, create or remove, or grant less",
-                        path.display(),
-                        g.name,
-                        RightsList(rights),
-                        root.display(),
-                        step.path.display(),
-                        step.role
-                    );
-                }
+            }
+        }
+        let Some((first, root, rights, _)) = writable.first() else {
+            return Ok(());
+        };
+        let (links, steps) = lookup(path).map_err(cannot_tell)?;
+        if links > 1 {
+            bail!(
+                "the manifest `{}` has {links} hard links: the broker cannot tell whether grant \
+                 `{}` (`{}`, {}) reaches one of them; give the manifest a file of its own",
+                path.display(),
+                first.name,
+                root.display(),
+                RightsList(*rights)
+            );
+        }
+        for (g, root, rights, narrowed) in writable {
+            let id = match std::fs::metadata(&root) {
+                Ok(m) => (m.dev(), m.ino()),
+                // A narrowed path that is not there holds nothing the
+                // manifest depends on.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => continue,
+                Err(e) => return Err(cannot_tell(e)),
+            };
+            if let Some(step) = steps.iter().find(|s| s.id == id) {
+                bail!(
+                    "the manifest `{}` is within reach of grant `{}`: its {} over `{}` can \
+                     change `{}`, {}, so a guest could rewrite the grants of a later run; keep \
+                     the manifest out of every grant with write, create or remove, or grant less",
+                    path.display(),
+                    g.name,
+                    RightsList(rights),
+                    root.display(),
+                    step.path.display(),
+                    step.role
+                );
             }
         }
         Ok(())
