@@ -56,10 +56,26 @@ fn the_manifest_grants_and_the_flags_add_or_override() {
     );
     assert!(tree.read("app/data/reports/summary.txt").is_some());
 
-    // Found next to the component, and said so.
+    // Said so on stderr.
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "capbroker: grants and limits from the manifest {}",
+            manifest.canonicalize().unwrap().display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Next to the component but not named: not used, and said so.
+    std::fs::remove_file(tree.path("app/data/reports/summary.txt")).unwrap();
     let out = capbroker(&["run", s(&tree.path("app/worker.wasm"))]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("using"), "{}", text(&out.stderr));
+    assert!(!out.status.success(), "it ran with the manifest's grants");
+    assert!(
+        text(&out.stderr).contains(&format!("not using {}", manifest.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(tree.read("app/data/reports/summary.txt").is_none());
 
     // Flags replace what has the same name and add the rest.
     let out = capbroker(&[
@@ -93,14 +109,33 @@ fn the_manifest_grants_and_the_flags_add_or_override() {
             "[dir.\"data\"]\npath = \"{}/data\"\nrights = \"read,write,create,list\"",
             app.display()
         ),
+        // Where each came from.
+        format!("# manifest: {}", manifest.display()),
+        format!("# from {}\n[dir.\"data\"]", manifest.display()),
+        "# from the command line\n[dir.\"cfg\"]".to_string(),
+        format!("# from {}\nmax-memory = 33554432", manifest.display()),
+        "# from the command line\nmax-fuel = 5000000".to_string(),
+        "# from the default\nmax-handles = 1024".to_string(),
     ] {
         assert!(printed.contains(&want), "no `{want}` in:\n{printed}");
     }
-    // What it prints is a manifest that reads back the same.
+    // What it prints is a manifest that reads back the same, but for where
+    // each part came from.
     let again = tree.path("printed.toml");
     std::fs::write(&again, &printed).unwrap();
     let out = capbroker(&["run", "-m", s(&again), "--print-config"]);
-    assert_eq!(text(&out.stdout), printed, "{}", text(&out.stderr));
+    let origins = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("# from ") && !l.starts_with("# manifest: "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert_eq!(
+        origins(&text(&out.stdout)),
+        origins(&printed),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -193,4 +228,256 @@ fn a_wasi_command_from_a_manifest() {
     let out = capbroker(&["run", "-m", s(&manifest)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "ok read hello\nok env hi\n");
+}
+
+/// `capbroker args…` with the log filter set to hide everything.
+fn capbroker_log_off(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(args)
+        .env("CAPBROKER_LOG", "off")
+        .output()
+        .expect("run capbroker")
+}
+
+/// Runs `guest` from the tree's root folder, granted that folder
+/// read-write as `grant`, with `flags` and `steps`; its first run writes
+/// the next run's manifest there (its output says `first`). Then the next
+/// runs: the same command line ignores the manifest, says so in a line no
+/// log filter hides, and reaches nothing outside (the lines
+/// `outside_lines` of its output are errors); the same with `-m` naming it
+/// is refused, naming the manifest and `grant`, and runs nothing.
+fn own_folder_twice(
+    guest_name: &str,
+    grant: &str,
+    flags: &[&str],
+    steps: &[&str],
+    first: &str,
+    outside_lines: &[usize],
+) {
+    let tree = Tree::new();
+    let component = tree.root().join(format!("{guest_name}.wasm"));
+    std::fs::copy(guest(guest_name), &component).unwrap();
+    let dir = format!("{grant}={}:rw", tree.root().display());
+    let mut args = vec!["run", "--dir", &dir];
+    args.extend(flags);
+    args.push(s(&component));
+    args.extend(steps);
+    let out = capbroker(&args);
+    assert!(text(&out.stdout).contains(first), "{}", text(&out.stdout));
+    let written = tree.root().join("capbroker.toml");
+    assert!(
+        std::fs::read_to_string(&written).is_ok_and(|t| t.contains("outside")),
+        "the first run did not write its manifest"
+    );
+
+    let out = capbroker_log_off(&args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    for &n in outside_lines {
+        assert!(
+            stdout.lines().nth(n).is_some_and(|l| l.contains("err")),
+            "reached outside: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    assert_eq!(tree.read("outside/secret").as_deref(), Some("SECRET"));
+    assert!(
+        stderr.contains(&format!(
+            "capbroker: not using {}: a manifest is read only when named with -m",
+            written.display()
+        )),
+        "{stderr}"
+    );
+
+    // What the same command line grants: the flags alone, default limits.
+    let mut print = vec!["run", "--print-config"];
+    print.extend(&args[1..]);
+    let out = capbroker(&print);
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(printed.contains("# manifest: none"), "{printed}");
+    let outside = tree.outside().canonicalize().unwrap();
+    assert!(
+        !printed.contains(&format!("path = \"{}\"", outside.display())),
+        "{printed}"
+    );
+    assert!(printed.contains("max-memory = 268435456"), "{printed}");
+
+    // --quiet alone hides the notice.
+    let mut quiet = vec!["run", "--quiet"];
+    quiet.extend(&args[1..]);
+    assert!(!text(&capbroker(&quiet).stderr).contains("not using"));
+
+    // Named by the operator, it is refused: the guest could have written it.
+    let mut named = vec!["run", "-m", written.to_str().unwrap()];
+    named.extend(&args[1..]);
+    let out = capbroker(&named);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the manifest `{}`", written.display()))
+            && stderr.contains(&format!("within reach of grant `{grant}`")),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).is_empty(),
+        "it ran: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(tree.read("outside/secret").as_deref(), Some("SECRET"));
+}
+
+#[test]
+fn a_plain_program_granted_its_folder_cannot_choose_its_next_grants() {
+    let manifest = "[dir.\"/out\"]\npath = \"../outside\"\nrights = \"rw\"\n\
+                    [limits]\nmax-memory = \"4GiB\"\n";
+    own_folder_twice(
+        "std-probe",
+        "/app",
+        &[],
+        &[
+            "write",
+            "/app/capbroker.toml",
+            manifest,
+            "read",
+            "/out/secret",
+            "write",
+            "/out/secret",
+            "PWNED",
+        ],
+        "ok write /app/capbroker.toml",
+        &[1, 2],
+    );
+}
+
+#[test]
+fn an_app_granted_its_folder_cannot_choose_its_next_grants() {
+    // The probe's words cannot hold spaces: the manifest is one dotted key.
+    own_folder_twice(
+        "probe",
+        "data",
+        &[],
+        &[
+            "write data capbroker.toml dir.b.path=\"../outside\"",
+            "read b secret",
+            "write b secret PWNED",
+        ],
+        "capbroker.toml dir.b.path=\"../outside\" => ok",
+        &[1, 2],
+    );
+}
+
+#[test]
+fn a_spawned_child_granted_the_folder_cannot_choose_the_next_grants() {
+    own_folder_twice(
+        "probe",
+        "data",
+        &["--spawn", "sp"],
+        &[
+            "spawn sp self budget data c write data capbroker.toml dir.b.path=\"../outside\"",
+            "wait c",
+            "read b secret",
+        ],
+        "wait c => ok:finished:ok",
+        &[2],
+    );
+}
+
+/// `--dir NAME=PATH:RIGHTS`, as (NAME, PATH, RIGHTS).
+type DirFlag = (&'static str, &'static str, &'static str);
+
+/// Whether a named manifest is within reach of a writable grant is decided
+/// on the folders themselves: `..`, symbolic links (in the grant's path or
+/// the manifest's) and hard links do not hide it, read-only grants and
+/// grants elsewhere do not count.
+#[test]
+fn a_manifest_any_writable_grant_reaches_is_refused() {
+    let tree = Tree::new();
+    let root = tree.root();
+    let app = root.join("probe.wasm");
+    std::fs::copy(guest("probe"), &app).unwrap();
+    for d in ["conf/sub", "data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let write = |p: &str, t: &str| std::fs::write(root.join(p), t).unwrap();
+    write("conf/capbroker.toml", "");
+    write("data/real.toml", "");
+    write("conf/own.toml", "[dir.b]\npath = \".\"\n");
+    write(
+        "conf/narrow.toml",
+        "[dir.b]\npath = \".\"\n[dir.b.paths]\n\"narrow.toml\" = \"write\"\n",
+    );
+    write(
+        "conf/narrow-sub.toml",
+        "[dir.b]\npath = \".\"\n[dir.b.paths]\n\"sub\" = \"read,write,create\"\n",
+    );
+    std::os::unix::fs::symlink("conf", root.join("conf-link")).unwrap();
+    std::os::unix::fs::symlink("data", root.join("via")).unwrap();
+    std::os::unix::fs::symlink("../data/real.toml", root.join("conf/link.toml")).unwrap();
+    std::fs::write(tree.outside().join("other.toml"), "").unwrap();
+    std::fs::hard_link(
+        tree.outside().join("other.toml"),
+        root.join("conf/hard.toml"),
+    )
+    .unwrap();
+
+    let r = |p: &str| root.join(p).display().to_string();
+    // (manifest, --dir NAME=PATH:RIGHTS, what the refusal says)
+    let looked_up = Some("a folder its path is looked up in");
+    let reach = Some("within reach");
+    let cases: &[(&str, Option<DirFlag>, Option<&str>)] = &[
+        (
+            "conf/capbroker.toml",
+            Some(("data", "conf", "rw")),
+            looked_up,
+        ),
+        ("conf/capbroker.toml", Some(("data", "", "create")), reach),
+        (
+            "conf/capbroker.toml",
+            Some(("data", "conf-link", "remove")),
+            reach,
+        ),
+        (
+            "conf/capbroker.toml",
+            Some(("data", "data/../conf", "write")),
+            reach,
+        ),
+        ("via/real.toml", Some(("data", "data", "rw")), reach),
+        ("conf/link.toml", Some(("data", "data", "rw")), reach),
+        (
+            "conf/hard.toml",
+            Some(("data", "data", "rw")),
+            Some("2 hard links"),
+        ),
+        ("conf/own.toml", None, Some("grant `b`")),
+        ("conf/narrow.toml", None, Some("the manifest itself")),
+        ("conf/narrow-sub.toml", None, None),
+        ("conf/capbroker.toml", Some(("ro", "conf", "ro")), None),
+        ("conf/capbroker.toml", Some(("data", "data", "rw")), None),
+        (
+            "conf-link/capbroker.toml",
+            Some(("ro", "", "read,list")),
+            None,
+        ),
+    ];
+    for (manifest, grant, refusal) in cases {
+        let manifest = r(manifest);
+        let grant = grant.map(|(name, path, rights)| format!("{name}={}:{rights}", r(path)));
+        let mut args = vec!["run", "-m", &manifest];
+        if let Some(g) = &grant {
+            args.extend(["--dir", g]);
+        }
+        args.push(s(&app));
+        let out = capbroker(&args);
+        let stderr = text(&out.stderr);
+        match refusal {
+            Some(says) => {
+                assert_eq!(out.status.code(), Some(2), "{args:?} ran: {stderr}");
+                assert!(
+                    stderr.contains(&format!("the manifest `{manifest}`")) && stderr.contains(says),
+                    "{args:?}: expected `{says}` in: {stderr}"
+                );
+            }
+            None => assert!(out.status.success(), "{args:?}: {stderr}"),
+        }
+    }
 }

@@ -197,22 +197,31 @@ fn bad_images_end_with_a_clear_message_and_the_shim_carries_on() {
         );
     }
 
-    // A manifest the broker cannot read.
-    let mut broken = granted_image("docker.io/capbroker/broken:1");
-    broken
-        .add(
-            "/capbroker.toml",
-            b"[dir.\"/data\"]\npath = \"/data\"\nrights = \"rwx\"\n".to_vec(),
-        )
-        .unwrap();
-    ctd.import(&broken).unwrap();
-    let out = ctd.run("docker.io/capbroker/broken:1", "broken", &[], &[]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("capbroker.toml:3") && stderr.contains("rwx"),
-        "{stderr}"
-    );
+    // Manifests the broker refuses: one it cannot read, and one its own
+    // grants could rewrite (a guest would choose the grants of the
+    // container's next start).
+    let cases: [(&str, &[u8], &[&str]); 2] = [
+        (
+            "broken",
+            b"[dir.\"/data\"]\npath = \"/data\"\nrights = \"rwx\"\n",
+            &["capbroker.toml:3", "rwx"],
+        ),
+        (
+            "writable",
+            b"[dir.\"/root\"]\npath = \"/\"\nrights = \"rw\"\n",
+            &["the manifest `/capbroker.toml` is within reach of grant `/root`"],
+        ),
+    ];
+    for (id, manifest, says) in cases {
+        let name = format!("docker.io/capbroker/{id}:1");
+        let mut image = granted_image(&name);
+        image.add("/capbroker.toml", manifest.to_vec()).unwrap();
+        ctd.import(&image).unwrap();
+        let out = ctd.run(&name, id, &[], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{id}: {stderr}");
+        assert!(says.iter().all(|s| stderr.contains(s)), "{id}: {stderr}");
+    }
 
     // And the next good container runs as usual.
     let out = ctd.run(

@@ -29,6 +29,8 @@ pub struct Launch {
     /// operator: an app, which has no environment, runs without it instead
     /// of being refused.
     pub env_from_container: bool,
+    /// Do not say on stderr which manifest the run uses.
+    pub quiet: bool,
 }
 
 impl Launch {
@@ -42,7 +44,20 @@ impl Launch {
             audit,
             learn,
             env_from_container,
+            quiet,
         } = self;
+        // Before any guest runs: one that could write the manifest would
+        // choose its own grants from the next run on.
+        config.check_manifest_out_of_reach()?;
+        if let (Some(m), false) = (&config.manifest, quiet) {
+            // Not through `tracing`: no log filter may hide where grants
+            // come from.
+            let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
+            eprintln!(
+                "capbroker: grants and limits from the manifest {}",
+                path.display()
+            );
+        }
         let Some(component) = config.component.clone() else {
             bail!(
                 "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"

@@ -122,6 +122,7 @@ impl Learner {
             timeout: config.timeout,
             grants: Vec::new(),
             components: Vec::new(),
+            manifest: None,
         };
         let mut notes = String::new();
         self.with(|u| {

@@ -101,11 +101,17 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
         max_handles: Option<u64>,
 
-        /// Read grants, limits and the component from this manifest
-        /// (default: capbroker.toml next to the component, if there is
-        /// one). Flags add to it, or replace what has the same name.
+        /// Read grants, limits and the component from this manifest. Flags
+        /// add to it, or replace what has the same name. No manifest is
+        /// read unless named here, and a run whose grants could write the
+        /// manifest, or a folder on its path, is refused.
         #[arg(short = 'm', long, value_name = "FILE")]
         manifest: Option<PathBuf>,
+
+        /// Do not say on stderr which manifest the run uses, or that one
+        /// beside the component is not used.
+        #[arg(short = 'q', long)]
+        quiet: bool,
 
         /// Learning mode: run as usual, record what the app and its
         /// children actually use, and write to FILE the manifest that grants
@@ -116,7 +122,8 @@ enum Command {
         learn: Option<PathBuf>,
 
         /// Print the configuration the manifest and the flags make, as a
-        /// manifest, and run nothing.
+        /// manifest that says where each grant and limit came from, and run
+        /// nothing.
         #[arg(long)]
         print_config: bool,
 
@@ -213,6 +220,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             stdin,
             audit,
             manifest,
+            quiet,
             learn,
             print_config,
             max_memory,
@@ -243,23 +251,29 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 max_handles: max_handles.map(|n| n as usize),
                 max_fuel,
                 timeout,
+                manifest: None,
             };
-            // The manifest named with -m, or capbroker.toml next to the component.
-            let explicit = manifest.is_some();
-            let manifest = manifest.or_else(|| {
-                let beside = flags.component.as_ref()?.parent()?.join("capbroker.toml");
-                let found = beside.is_file().then_some(beside)?;
-                // Visible: a manifest found this way grants authority.
-                tracing::warn!(target: "capbroker::manifest", "using {}", found.display());
-                Some(found)
-            });
+            // Only the operator names a manifest: one found beside the
+            // component may have been written by a guest granted that
+            // folder, to choose its own grants for this run.
+            if manifest.is_none() && !quiet {
+                if let Some(beside) = flags.component.as_ref().and_then(|c| c.parent()) {
+                    let beside = beside.join("capbroker.toml");
+                    if beside.is_file() {
+                        eprintln!(
+                            "capbroker: not using {}: a manifest is read only when named with -m",
+                            beside.display()
+                        );
+                    }
+                }
+            }
             let config = match &manifest {
                 Some(path) => {
                     let from_file = Config::load(path)?;
                     let mut flags = flags;
-                    // With -m and a manifest that names the component, every
-                    // word after the flags is an argument.
-                    if explicit && from_file.component.is_some() {
+                    // With a manifest that names the component, every word
+                    // after the flags is an argument.
+                    if from_file.component.is_some() {
                         if let Some(first) = flags.component.take() {
                             flags.args.insert(0, first.to_string_lossy().into_owned());
                         }
@@ -269,7 +283,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 None => flags,
             };
             if print_config {
-                print!("{}", config.to_toml());
+                print!("{}", config.to_toml_with_origins());
                 return Ok(ExitCode::SUCCESS);
             }
             let code = Launch {
@@ -277,6 +291,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 audit,
                 learn,
                 env_from_container: false,
+                quiet,
             }
             .run()
             .await?;

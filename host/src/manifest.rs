@@ -2,15 +2,23 @@
 //! relative to the manifest's folder; flags on the command line add to it
 //! or override it (see [`Config::merge`]). Every error names the file, the
 //! line and column, the key, and what was expected; unknown keys are errors.
+//!
+//! A manifest is read only when the operator names it, and a run whose
+//! grants could change the manifest is refused
+//! ([`Config::check_manifest_out_of_reach`]): otherwise a guest could write
+//! the grants of its own next run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use wasmtime::bail;
 
 use crate::fs::DirGrant;
 use crate::grants::{Grant, NamedGrant};
@@ -121,6 +129,24 @@ pub struct Config {
     pub max_handles: Option<usize>,
     pub max_fuel: Option<u64>,
     pub timeout: Option<Duration>,
+    /// The manifest this configuration was read from, if any.
+    pub manifest: Option<ManifestSource>,
+}
+
+/// The manifest a [`Config`] was read from, and what in the configuration
+/// is still its (the flags replace some), for `--print-config`.
+#[derive(Clone, Debug)]
+pub struct ManifestSource {
+    /// As the operator named it.
+    pub path: PathBuf,
+    grants: BTreeSet<String>,
+    components: BTreeSet<String>,
+    limits: BTreeSet<&'static str>,
+}
+
+/// The rights that change what is in a directory.
+fn writing() -> crate::types::Rights {
+    crate::types::Rights::WRITE | crate::types::Rights::CREATE | crate::types::Rights::REMOVE
 }
 
 /// Where in the file, for errors.
@@ -153,7 +179,19 @@ impl Config {
                 base.display()
             )
         })?;
-        Config::parse(&path.display().to_string(), &text, &base)
+        let mut c = Config::parse(&path.display().to_string(), &text, &base)?;
+        c.manifest = Some(ManifestSource {
+            path: path.to_path_buf(),
+            grants: c.grants.iter().map(|g| g.name.clone()).collect(),
+            components: c.components.iter().map(|(n, _)| n.clone()).collect(),
+            limits: c
+                .limits_set()
+                .into_iter()
+                .filter(|(_, set)| *set)
+                .map(|(k, _)| k)
+                .collect(),
+        });
+        Ok(c)
     }
 
     /// Parses a manifest's `text`; `name` is how errors refer to it, and
@@ -305,6 +343,17 @@ impl Config {
     /// `flags` added to this configuration: a grant, component or variable
     /// of the same name, or a limit the flags set, replaces the manifest's.
     pub fn merge(mut self, flags: Config) -> Config {
+        if let Some(m) = &mut self.manifest {
+            m.grants
+                .retain(|n| !flags.grants.iter().any(|f| &f.name == n));
+            m.components
+                .retain(|n| !flags.components.iter().any(|(f, _)| f == n));
+            for (key, set) in flags.limits_set() {
+                if set {
+                    m.limits.remove(key);
+                }
+            }
+        }
         self.grants
             .retain(|g| !flags.grants.iter().any(|f| f.name == g.name));
         self.grants.extend(flags.grants);
@@ -329,7 +378,91 @@ impl Config {
             max_handles: flags.max_handles.or(self.max_handles),
             max_fuel: flags.max_fuel.or(self.max_fuel),
             timeout: flags.timeout.or(self.timeout),
+            manifest: self.manifest.or(flags.manifest),
         }
+    }
+
+    /// Refuses a manifest that a directory grant of this run could change
+    /// (see [`lookup`] for what that covers). Children only ever get
+    /// handles derived from the run's grants, so these are every grant of
+    /// the run, a plain command's preopens included. Places are compared by
+    /// identity (device and inode), so that `..`, symbolic links and bind
+    /// mounts do not make one folder look like two.
+    pub fn check_manifest_out_of_reach(&self) -> wasmtime::Result<()> {
+        let Some(manifest) = &self.manifest else {
+            return Ok(());
+        };
+        let path = &manifest.path;
+        let cannot_tell = |e: std::io::Error| {
+            wasmtime::format_err!(
+                "cannot tell whether a grant reaches the manifest `{}`: {e}",
+                path.display()
+            )
+        };
+        let mut writable = Vec::new();
+        for g in &self.grants {
+            let Grant::Dir(d) = &g.grant else { continue };
+            let roots = match &d.paths {
+                None => vec![(d.host_path.clone(), d.rights)],
+                Some(paths) => paths
+                    .iter()
+                    .map(|(p, r)| (d.host_path.join(p), *r))
+                    .collect(),
+            };
+            for (root, rights) in roots {
+                let rights = rights & writing();
+                if rights != crate::types::Rights::empty() {
+                    writable.push((g, root, rights, d.paths.is_some()));
+                }
+            }
+        }
+        let Some((first, root, rights, _)) = writable.first() else {
+            return Ok(());
+        };
+        let (links, steps) = lookup(path).map_err(cannot_tell)?;
+        if links > 1 {
+            bail!(
+                "the manifest `{}` has {links} hard links: the broker cannot tell whether grant \
+                 `{}` (`{}`, {}) reaches one of them; give the manifest a file of its own",
+                path.display(),
+                first.name,
+                root.display(),
+                RightsList(*rights)
+            );
+        }
+        for (g, root, rights, narrowed) in writable {
+            let id = match std::fs::metadata(&root) {
+                Ok(m) => (m.dev(), m.ino()),
+                // A narrowed path that is not there holds nothing the
+                // manifest depends on.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => continue,
+                Err(e) => return Err(cannot_tell(e)),
+            };
+            if let Some(step) = steps.iter().find(|s| s.id == id) {
+                bail!(
+                    "the manifest `{}` is within reach of grant `{}`: its {} over `{}` can \
+                     change `{}`, {}, so a guest could rewrite the grants of a later run; keep \
+                     the manifest out of every grant with write, create or remove, or grant less",
+                    path.display(),
+                    g.name,
+                    RightsList(rights),
+                    root.display(),
+                    step.path.display(),
+                    step.role
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Each limit's key, and whether this configuration sets it.
+    fn limits_set(&self) -> [(&'static str, bool); 4] {
+        [
+            ("max-memory", self.max_memory.is_some()),
+            ("max-handles", self.max_handles.is_some()),
+            ("max-fuel", self.max_fuel.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ]
     }
 
     /// The limits of the root component: these, or the defaults.
@@ -357,6 +490,7 @@ impl Config {
                 .map(|(n, p)| (n.clone(), abs(p)))
                 .collect(),
             env: self.env.clone(),
+            manifest: self.manifest.clone(),
             ..*self
         };
         for g in &mut c.grants {
@@ -368,9 +502,43 @@ impl Config {
     }
 
     /// The configuration as a manifest, with absolute host paths and every
-    /// default filled in (`capbroker run --print-config`).
+    /// default filled in.
     pub fn to_toml(&self) -> String {
+        self.toml(false)
+    }
+
+    /// [`Config::to_toml`] with a comment above each grant, component and
+    /// limit saying where it came from (`capbroker run --print-config`).
+    pub fn to_toml_with_origins(&self) -> String {
+        self.toml(true)
+    }
+
+    /// Where the grant or component `name` came from.
+    fn origin(&self, name: &str, of: fn(&ManifestSource) -> &BTreeSet<String>) -> String {
+        match &self.manifest {
+            Some(m) if of(m).contains(name) => m.path.display().to_string(),
+            _ => "the command line".into(),
+        }
+    }
+
+    /// Where the limit `key` came from.
+    fn limit_origin(&self, key: &str) -> String {
+        let set = self.limits_set().iter().any(|(k, set)| *k == key && *set);
+        match &self.manifest {
+            Some(m) if m.limits.contains(key) => m.path.display().to_string(),
+            _ if set => "the command line".into(),
+            _ => "the default".into(),
+        }
+    }
+
+    fn toml(&self, origins: bool) -> String {
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let from = |out: &mut String, origin: String| {
+            if origins {
+                writeln!(out, "# from {origin}").unwrap();
+            }
+        };
+        let grant_from = |g: &NamedGrant| self.origin(&g.name, |m| &m.grants);
         // In the order a manifest is read back: by kind, then by name.
         let mut grants: Vec<&NamedGrant> = self.grants.iter().collect();
         grants.sort_by_key(|g| {
@@ -383,6 +551,12 @@ impl Config {
             (kind, g.name.clone())
         });
         let mut out = String::new();
+        if origins {
+            match &self.manifest {
+                Some(m) => writeln!(out, "# manifest: {}", m.path.display()).unwrap(),
+                None => writeln!(out, "# manifest: none").unwrap(),
+            }
+        }
         if let Some(c) = &self.component {
             writeln!(out, "component = {}", q(&c.display().to_string())).unwrap();
         }
@@ -397,17 +571,22 @@ impl Config {
                     "connect"
                 };
                 let ranges: Vec<String> = n.ranges.iter().map(|r| q(&r.to_string())).collect();
+                from(&mut out, grant_from(g));
                 writeln!(out, "{table}.{} = [{}]", q(&g.name), ranges.join(", ")).unwrap();
             }
         }
         let l = self.limits();
         writeln!(out, "\n[limits]").unwrap();
+        from(&mut out, self.limit_origin("max-memory"));
         writeln!(out, "max-memory = {}", l.max_memory).unwrap();
+        from(&mut out, self.limit_origin("max-handles"));
         writeln!(out, "max-handles = {}", l.max_handles).unwrap();
+        from(&mut out, self.limit_origin("max-fuel"));
         match l.max_fuel {
             Some(f) => writeln!(out, "max-fuel = {f}").unwrap(),
             None => writeln!(out, "# max-fuel: unlimited").unwrap(),
         }
+        from(&mut out, self.limit_origin("timeout"));
         match l.timeout {
             Some(t) => writeln!(out, "timeout = {}", q(&format!("{}ms", t.as_millis()))).unwrap(),
             None => writeln!(out, "# timeout: none").unwrap(),
@@ -421,7 +600,9 @@ impl Config {
         for g in &grants {
             match &g.grant {
                 Grant::Dir(d) => {
-                    writeln!(out, "\n[dir.{}]", q(&g.name)).unwrap();
+                    writeln!(out).unwrap();
+                    from(&mut out, grant_from(g));
+                    writeln!(out, "[dir.{}]", q(&g.name)).unwrap();
                     writeln!(out, "path = {}", q(&d.host_path.display().to_string())).unwrap();
                     writeln!(out, "rights = {}", q(&RightsList(d.rights).to_string())).unwrap();
                     if let Some(paths) = &d.paths {
@@ -439,7 +620,9 @@ impl Config {
                 }
                 Grant::Listen(_) | Grant::Connect(_) => {}
                 Grant::Spawner(s) => {
-                    writeln!(out, "\n[spawn.{}]", q(&g.name)).unwrap();
+                    writeln!(out).unwrap();
+                    from(&mut out, grant_from(g));
+                    writeln!(out, "[spawn.{}]", q(&g.name)).unwrap();
                     writeln!(out, "max-memory = {}", s.limits.max_memory).unwrap();
                     writeln!(out, "max-fuel = {}", s.limits.max_fuel).unwrap();
                     writeln!(
@@ -459,11 +642,76 @@ impl Config {
         if !self.components.is_empty() {
             writeln!(out, "\n[components]").unwrap();
             for (n, p) in &self.components {
+                from(&mut out, self.origin(n, |m| &m.components));
                 writeln!(out, "{} = {}", q(n), q(&p.display().to_string())).unwrap();
             }
         }
         out
     }
+}
+
+/// A place what a manifest's path names depends on, for
+/// [`Config::check_manifest_out_of_reach`].
+struct Step {
+    role: &'static str,
+    path: PathBuf,
+    /// Device and inode.
+    id: (u64, u64),
+}
+
+/// Every place the file at `path` depends on: the file itself and each
+/// folder its lookup reads an entry of, from `/` (through the working
+/// folder for a relative path), following symbolic links wherever they
+/// lead, `..` included. A folder above one is among them, so a rename that
+/// puts another folder in one's place is covered. Also the file's link
+/// count: a hard link elsewhere is a way to it that no walk finds.
+fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
+    fn push(todo: &mut Vec<OsString>, p: &Path) {
+        todo.extend(p.components().rev().map(|c| c.as_os_str().to_owned()));
+    }
+    let mut todo = Vec::new();
+    push(&mut todo, &std::env::current_dir()?.join(path));
+    let mut at = PathBuf::from("/");
+    let mut folders = BTreeSet::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        // `at` is always a real folder, so `..` is its lexical parent.
+        match part.to_str() {
+            Some("/") => at = PathBuf::from("/"),
+            Some(".") => {}
+            Some("..") => {
+                at.pop();
+            }
+            _ => {
+                folders.insert(at.clone());
+                let next = at.join(&part);
+                if std::fs::symlink_metadata(&next)?.is_symlink() {
+                    links += 1;
+                    if links > 40 {
+                        return Err(std::io::Error::other("too many symbolic links"));
+                    }
+                    push(&mut todo, &std::fs::read_link(&next)?);
+                } else {
+                    at = next;
+                }
+            }
+        }
+    }
+    let file = std::fs::metadata(&at)?;
+    let mut steps = vec![Step {
+        role: "the manifest itself",
+        id: (file.dev(), file.ino()),
+        path: at,
+    }];
+    for path in folders {
+        let m = std::fs::metadata(&path)?;
+        steps.push(Step {
+            role: "a folder its path is looked up in",
+            id: (m.dev(), m.ino()),
+            path,
+        });
+    }
+    Ok((file.nlink(), steps))
 }
 
 /// A manifest path below a directory grant's root, normalized (`.` is the

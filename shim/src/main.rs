@@ -18,7 +18,11 @@ use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::shim::{version, Cli, Shim, Version};
 
 /// The manifest an image may carry; without it nothing is granted beyond
-/// the entrypoint's arguments and the container's environment.
+/// the entrypoint's arguments and the container's environment. It is the
+/// image author's, honoured because the operator chose the image (as its
+/// entrypoint is); as under `capbroker run -m`, a container whose grants
+/// could write it (a writable grant of `/`, say) is refused, so that no
+/// guest rewrites the grants of the container's next start.
 const MANIFEST: &str = "/capbroker.toml";
 
 /// The exit status of a container that capbroker could not start: the
@@ -103,6 +107,7 @@ fn launch_for(args: &[String], envs: &[String], manifest: &Path) -> anyhow::Resu
         audit: None,
         learn: None,
         env_from_container: true,
+        quiet: false,
     })
 }
 
