@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::bail;
 use wasmtime::component::{Component, Instance, InstancePre, Linker, ResourceTable};
@@ -31,7 +32,7 @@ pub struct State {
     limiter: MemoryLimiter,
     /// The fuel the store started with, and when, for the exit record.
     fuel_start: u64,
-    started: std::time::Instant,
+    started: Instant,
 }
 
 /// Instances whose store is alive, across the host process.
@@ -139,13 +140,15 @@ pub fn new_store_with_wasi(
     table.set_max_capacity(limits.max_handles);
     LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
     let fuel = limits.max_fuel.unwrap_or(u64::MAX);
+    broker.memory.set_max(limits.max_memory);
+    let limiter = MemoryLimiter::new(broker.memory.clone());
     let state = State {
         table,
         wasi,
         broker,
-        limiter: MemoryLimiter::new(limits.max_memory),
+        limiter,
         fuel_start: fuel,
-        started: std::time::Instant::now(),
+        started: Instant::now(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -246,8 +249,18 @@ impl Runtime {
 
     fn link(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<InstancePre<State>> {
         check_header(name, bytes)?;
-        let component = Component::from_binary(&self.engine, bytes)
-            .with_context(|| format!("`{name}` is not a valid WebAssembly component"))?;
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+            // The instance pool gives each core module one memory, which is
+            // what lets a memory limit cover them all; say so plainly.
+            if format!("{e:#}").contains("defined memories count") {
+                e.context(format!(
+                    "`{name}` has a core module with more than one memory: capbroker runs \
+                     modules with one memory each"
+                ))
+            } else {
+                e.context(format!("`{name}` is not a valid WebAssembly component"))
+            }
+        })?;
         self.linker
             .instantiate_pre(&component)
             .with_context(|| format!("`{name}` imports something capbroker does not provide"))
@@ -402,7 +415,7 @@ pub struct Running {
     app: App,
     instance: Instance,
     ran: bool,
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
 }
 
 impl Running {

@@ -34,7 +34,7 @@ use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
 use crate::grants::HandleValue;
 use crate::limits::Limits;
-use crate::mailbox::{self, End, Port};
+use crate::mailbox::{self, End, Port, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
@@ -209,7 +209,7 @@ impl BrokerCtxView<'_> {
         };
         let copies = self.copies_for_child(grants, &limits)?;
 
-        let (parent_end, child_end) = mailbox::link();
+        let (parent_end, child_end) = mailbox::link(self.ctx.memory.clone());
         let ctx = BrokerCtx::child(self.ctx, name.clone(), child_end, copies);
         let pid = ctx.audit.pid();
         self.ctx.audit.spawned(pid, &name, || {
@@ -247,7 +247,7 @@ impl BrokerCtxView<'_> {
                 let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
-                drop(slot);
+                link.release_when_read(slot);
                 child_audit.exited(&record);
                 if let Some(l) = &learner {
                     l.exited(&record);
@@ -380,9 +380,20 @@ impl HostProcess for BrokerCtxView<'_> {
 
     async fn send(&mut self, p: Resource<ProcessHandle>, message: Vec<u8>) -> HostResult<()> {
         let port = self.table.get(&p)?.mailbox.port();
-        port.send(message)
-            .await
-            .map_err(|_| Error::Invalid("the process has ended".into()).into())
+        match port.send(message).await {
+            Ok(()) => Ok(()),
+            Err(Unsent::Gone(_)) => Err(Error::Invalid("the process has ended".into()).into()),
+            Err(Unsent::TooBig(e)) => {
+                self.ctx.audit.refused(
+                    "process.send",
+                    "process",
+                    "",
+                    crate::types::Rights::empty(),
+                    &e,
+                );
+                Err(e.into())
+            }
+        }
     }
 
     async fn receive(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
