@@ -116,11 +116,9 @@ impl BrokerCtxView<'_> {
         grants: Vec<Share>,
         limits: &ChildLimits,
     ) -> HostResult<Vec<(String, HandleValue)>> {
+        check_shares(&grants)?;
         let mut out: Vec<(String, HandleValue)> = Vec::with_capacity(grants.len());
         for g in grants {
-            if out.iter().any(|(n, _)| *n == g.name) {
-                return Err(Error::Invalid(format!("grant `{}` is given twice", g.name)).into());
-            }
             let copied = match &g.handle {
                 Shared::Dir(h) => {
                     let h = self.table.get(h)?;
@@ -152,6 +150,41 @@ impl BrokerCtxView<'_> {
         }
         Ok(out)
     }
+}
+
+/// The most handles one spawn shares with its child. Each is a copy the
+/// host makes (a TCP stream's is a file descriptor of its own) and the
+/// child holds until it takes them, outside its handle table.
+pub const MAX_SHARES: usize = 64;
+
+/// Up to this many shares, names are compared pairwise, which allocates
+/// nothing; beyond it a hash set keeps the check linear.
+const PAIRWISE_SHARES: usize = 8;
+
+/// Refuses more than [`MAX_SHARES`] shares, or a name given twice, in time
+/// linear in the number of shares: the guest chooses the list, and the
+/// host's work on it runs outside the guest's fuel.
+fn check_shares(grants: &[Share]) -> Result<(), Error> {
+    if grants.len() > MAX_SHARES {
+        return Err(Error::LimitExceeded(format!(
+            "shares: {} handles given to one spawn, at most {MAX_SHARES}",
+            grants.len()
+        )));
+    }
+    let twice = |name: &str| Error::Invalid(format!("grant `{name}` is given twice"));
+    if grants.len() <= PAIRWISE_SHARES {
+        for (i, g) in grants.iter().enumerate() {
+            if grants[..i].iter().any(|h| h.name == g.name) {
+                return Err(twice(&g.name));
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(grants.len());
+        if let Some(g) = grants.iter().find(|g| !seen.insert(g.name.as_str())) {
+            return Err(twice(&g.name));
+        }
+    }
+    Ok(())
 }
 
 impl Host for BrokerCtxView<'_> {
