@@ -35,6 +35,12 @@ impl Default for Limits {
     }
 }
 
+/// The most wall-clock time and fuel the `requests` export gets when it is
+/// called on its own (`capbroker inspect`, and after a `--learn` run), where
+/// no operator's limit applies: declaring handles is a few allocations.
+pub const REQUESTS_TIMEOUT: Duration = Duration::from_secs(1);
+pub const REQUESTS_FUEL: u64 = 100_000_000;
+
 /// The smallest memory limit a process may be given: one wasm page.
 pub const MIN_MEMORY: u64 = 64 << 10;
 
