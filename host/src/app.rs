@@ -2,9 +2,11 @@
 //! child components it may spawn.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::bail;
 use wasmtime::component::{Component, Instance, InstancePre, Linker, ResourceTable};
@@ -18,7 +20,7 @@ use crate::command::CommandComponent;
 use crate::ctx::{self, BrokerCtx, BrokerCtxView, BrokerView};
 use crate::grants::{self, NamedGrant, Request};
 use crate::learn::Learner;
-use crate::limits::{Limits, MemoryLimiter};
+use crate::limits::{Limits, MemoryLimiter, REQUESTS_FUEL, REQUESTS_TIMEOUT};
 use crate::spawn::Components;
 use crate::wasi::{GuardedView, GuardedWasiView, WasiParts};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -31,7 +33,7 @@ pub struct State {
     limiter: MemoryLimiter,
     /// The fuel the store started with, and when, for the exit record.
     fuel_start: u64,
-    started: std::time::Instant,
+    started: Instant,
 }
 
 /// Instances whose store is alive, across the host process.
@@ -141,13 +143,15 @@ pub fn new_store_with_wasi(
     table.set_max_capacity(limits.max_handles);
     LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
     let fuel = limits.max_fuel.unwrap_or(u64::MAX);
+    broker.memory.set_max(limits.max_memory);
+    let limiter = MemoryLimiter::new(broker.memory.clone());
     let state = State {
         table,
         wasi,
         broker,
-        limiter: MemoryLimiter::new(limits.max_memory),
+        limiter,
         fuel_start: fuel,
-        started: std::time::Instant::now(),
+        started: Instant::now(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -248,8 +252,18 @@ impl Runtime {
 
     fn link(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<InstancePre<State>> {
         check_header(name, bytes)?;
-        let component = Component::from_binary(&self.engine, bytes)
-            .with_context(|| format!("`{name}` is not a valid WebAssembly component"))?;
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+            // The instance pool gives each core module one memory, which is
+            // what lets a memory limit cover them all; say so plainly.
+            if format!("{e:#}").contains("defined memories count") {
+                e.context(format!(
+                    "`{name}` has a core module with more than one memory: capbroker runs \
+                     modules with one memory each"
+                ))
+            } else {
+                e.context(format!("`{name}` is not a valid WebAssembly component"))
+            }
+        })?;
         self.linker
             .instantiate_pre(&component)
             .with_context(|| format!("`{name}` imports something capbroker does not provide"))
@@ -326,40 +340,55 @@ impl AppComponent {
         self.pre.instance_pre()
     }
 
+    /// Instantiates the component in a store with `limits`. Instantiating
+    /// runs guest code (start functions), so the timeout counts from here:
+    /// the deadline it gives covers instantiation and `requests`.
     async fn instantiate(
         &self,
         limits: &Limits,
         components: Arc<Components>,
     ) -> wasmtime::Result<Started> {
+        let deadline = limits.timeout.map(|t| (Instant::now() + t, t));
         let ctx = BrokerCtx::new(&self.name, components)
             .with_audit_log(self.audit_log.clone())
             .with_learner(self.learner.clone());
         let mut store = new_store(self.pre.engine(), ctx, limits);
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .with_context(|| format!("cannot instantiate `{}`", self.name))?;
+        let instance = by(
+            deadline,
+            self.pre.instance_pre().instantiate_async(&mut store),
+        )
+        .await
+        .unwrap_or_else(|t| Err(late("while instantiating", t)))
+        .with_context(|| format!("cannot instantiate `{}`", self.name))?;
         let app = App::new(&mut store, &instance)?;
         Ok(Started {
             store,
             app,
             instance,
+            deadline,
         })
     }
 
     /// The handles the component asks for, from its `requests` export.
+    /// No operator's limit applies here (`capbroker inspect`, `--learn`), so
+    /// the call gets [`REQUESTS_TIMEOUT`] and [`REQUESTS_FUEL`].
     pub async fn requests(&self) -> wasmtime::Result<Vec<Request>> {
+        let limits = Limits {
+            max_fuel: Some(REQUESTS_FUEL),
+            timeout: Some(REQUESTS_TIMEOUT),
+            ..Limits::default()
+        };
         let mut s = self
-            .instantiate(&Limits::default(), Arc::new(Components::new()))
+            .instantiate(&limits, Arc::new(Components::new()))
             .await?;
         s.requests().await
     }
 
     /// Instantiates the component and hands it the operator's grants,
     /// fitted to its requests; its spawners can start `components`.
-    /// Nothing runs yet but the `requests` export.
+    /// Nothing runs yet but the `requests` export. Instantiation and
+    /// `requests` run under `limits` as `run` does: within the fuel (one
+    /// tank for all three) and, together, within the timeout.
     pub async fn start(
         &self,
         grants: &[NamedGrant],
@@ -383,18 +412,58 @@ impl AppComponent {
     }
 }
 
+/// Waits for `call` until `deadline`, if there is one; else gives the
+/// timeout back. A late call is dropped, which unwinds the guest: a busy
+/// guest yields at every epoch tick, so the deadline holds.
+pub(crate) async fn by<T>(
+    deadline: Option<(Instant, Duration)>,
+    call: impl Future<Output = T>,
+) -> Result<T, Duration> {
+    match deadline {
+        Some((at, t)) => tokio::time::timeout_at(at.into(), call)
+            .await
+            .map_err(|_| t),
+        None => Ok(call.await),
+    }
+}
+
+/// The error for guest code that ran past `timeout` while `doing`.
+pub(crate) fn late(doing: &str, timeout: Duration) -> wasmtime::Error {
+    wasmtime::format_err!("the component ran past its timeout of {timeout:?} {doing}")
+}
+
 struct Started {
     store: Store<State>,
     app: App,
     instance: Instance,
+    deadline: Option<(Instant, Duration)>,
 }
 
 impl Started {
     async fn requests(&mut self) -> wasmtime::Result<Vec<Request>> {
-        self.app
-            .call_requests(&mut self.store)
-            .await
-            .context("the component's `requests` export failed")
+        let call = self.app.call_requests(&mut self.store);
+        let result = match by(self.deadline, call).await {
+            Ok(result) => result,
+            Err(t) => {
+                let record = exit_record(&self.store, "timed-out", Some("time"));
+                self.store.data().audit().exited(&record);
+                return Err(late("in its `requests` export", t));
+            }
+        };
+        match Ended::of(result, &self.store) {
+            Ended::Returned(requests) => Ok(requests),
+            Ended::OutOfFuel(e) => Err(e.context(format!(
+                "the component's `requests` export ran out of fuel ({} units)",
+                self.store.data().fuel_start
+            ))),
+            Ended::OutOfMemory(e) => {
+                Err(e.context("the component's `requests` export ran out of memory"))
+            }
+            Ended::Exit(code) => Err(wasmtime::format_err!(
+                "the component exited with code {code} in its `requests` export"
+            )),
+            Ended::Trapped(e) => Err(e.context("the component's `requests` export failed")),
+        }
     }
 }
 
@@ -404,7 +473,7 @@ pub struct Running {
     app: App,
     instance: Instance,
     ran: bool,
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
 }
 
 impl Running {

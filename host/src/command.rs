@@ -2,11 +2,12 @@
 //! standard WASI authority from the operator's grants only.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::error::Context;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::app::{exit_record, new_store_with_wasi, Ended, State};
+use crate::app::{by, exit_record, late, new_store_with_wasi, Ended, State};
 use crate::audit::AuditLog;
 use crate::ctx::BrokerCtx;
 use crate::limits::Limits;
@@ -84,22 +85,20 @@ impl CommandComponent {
             .with_wasi(state, pledges)
             .with_audit_log(self.audit_log.clone());
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);
-        let command = self
-            .pre
-            .instantiate_async(&mut store)
+        // Instantiating runs guest code too: the timeout counts from here.
+        let deadline = limits.timeout.map(|t| (Instant::now() + t, t));
+        let command = by(deadline, self.pre.instantiate_async(&mut store))
             .await
+            .unwrap_or_else(|t| Err(late("while instantiating", t)))
             .with_context(|| format!("cannot instantiate `{}`", self.name))?;
         let call = command.wasi_cli_run().call_run(&mut store);
-        let result = match limits.timeout {
-            Some(t) => match tokio::time::timeout(t, call).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let record = exit_record(&store, "timed-out", Some("time"));
-                    store.data().audit().exited(&record);
-                    wasmtime::bail!("the program ran past its timeout of {t:?}")
-                }
-            },
-            None => call.await,
+        let result = match by(deadline, call).await {
+            Ok(r) => r,
+            Err(t) => {
+                let record = exit_record(&store, "timed-out", Some("time"));
+                store.data().audit().exited(&record);
+                wasmtime::bail!("the program ran past its timeout of {t:?}")
+            }
         };
         let ended = Ended::of(result, &store);
         let status = ended.status(|r| if r.is_ok() { "finished" } else { "exit 1" });

@@ -15,6 +15,7 @@ use crate::audit::{Audit, AuditLog};
 use crate::bindings::capbroker::caps as wit;
 use crate::grants::HandleValue;
 use crate::learn::Learner;
+use crate::limits::Account;
 use crate::mailbox::End;
 use crate::pledge::Pledges;
 use crate::spawn::Components;
@@ -27,6 +28,8 @@ pub struct BrokerCtx {
     pub(crate) components: Arc<Components>,
     /// The queues to this instance's parent, if it is a child process.
     pub(crate) mailbox: Option<End>,
+    /// Its memory: linear memory and the messages it sent, not yet read.
+    pub(crate) memory: Account,
     /// What the instance has given up with `pledge`.
     pub(crate) pledges: Pledges,
     /// The guards in front of standard WASI.
@@ -49,6 +52,7 @@ impl BrokerCtx {
             audit: Audit::new(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
             components,
             mailbox: None,
+            memory: Account::default(),
             pledges: Pledges::default(),
             wasi: WasiState::default(),
             pending: Vec::new(),
@@ -70,6 +74,7 @@ impl BrokerCtx {
                 .audit
                 .child(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
             components: parent.components.clone(),
+            memory: mailbox.child_memory(),
             mailbox: Some(mailbox),
             pledges: Pledges::default(),
             wasi: WasiState::default(),

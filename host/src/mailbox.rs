@@ -1,9 +1,17 @@
 //! The `mailbox` interface: a process's side of the messages it exchanges
 //! with its parent, and the link both sides share.
 //!
-//! One link per child holds both queues and the parent's kill: a spawn
-//! allocates it once, where channels would cost an allocation each for
-//! mailboxes most per-request children never use.
+//! One link per child holds both queues, the parent's kill and the child's
+//! memory account: a spawn allocates it once, where channels would cost an
+//! allocation each for mailboxes most per-request children never use.
+//!
+//! The host holds a message from its sending until it is read, so its bytes
+//! count against the sender's memory, beside its linear memory (see
+//! [`MemoryAccount`]): what one process can make the host hold in its
+//! mailboxes is bounded by its own `max-memory`, in whichever direction it
+//! sends. A child that has ended keeps its place in its spawners'
+//! `max-children` until its parent has read what it sent, or let go of it,
+//! so that ended children cannot pile up memory beside live ones.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -14,7 +22,9 @@ use tokio::sync::Notify;
 
 use crate::bindings::capbroker::caps::mailbox::Host;
 use crate::ctx::BrokerCtxView;
-use crate::types::{Error, HostResult};
+use crate::limits::{Account, MemoryAccount};
+use crate::spawn::Slot;
+use crate::types::{Error, HostResult, Rights};
 
 /// How many messages wait in a mailbox before the sender waits.
 pub const DEPTH: usize = 64;
@@ -26,12 +36,25 @@ enum Side {
     Child,
 }
 
+/// Indices into [`Queues::dirs`].
+const TO_CHILD: usize = 0;
+const TO_PARENT: usize = 1;
+
 /// The messages in one direction, and whether their sender is gone.
 #[derive(Default)]
 struct Queue {
     messages: VecDeque<Vec<u8>>,
     sender_gone: bool,
     receiver_gone: bool,
+}
+
+#[derive(Default)]
+struct Queues {
+    /// `[to child, to parent]`.
+    dirs: [Queue; 2],
+    /// The `max-children` slot of a child that ended before its parent read
+    /// every message it sent.
+    parked: Option<Slot>,
 }
 
 /// Wakes the receiver when a message arrives, the sender when space frees.
@@ -41,22 +64,49 @@ struct Signals {
     space: Notify,
 }
 
-#[derive(Default)]
 struct Link {
-    /// `[to child, to parent]`.
-    queues: Mutex<[Queue; 2]>,
+    queues: Mutex<Queues>,
     signals: [Signals; 2],
     /// Set, and `kill` notified, when the parent kills the child or lets
     /// go of it.
     killed: AtomicBool,
     kill: Notify,
+    /// The child's memory: what it sends to the parent counts here.
+    child_memory: MemoryAccount,
+    /// The parent's: what it sends to the child counts there.
+    parent_memory: Account,
+}
+
+impl AsRef<MemoryAccount> for Link {
+    fn as_ref(&self) -> &MemoryAccount {
+        &self.child_memory
+    }
 }
 
 impl Link {
-    fn lock(&self) -> MutexGuard<'_, [Queue; 2]> {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
         // The queues hold plain data: a panic elsewhere leaves them whole.
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The account of whoever sends in direction `dir`.
+    fn sender_memory(&self, dir: usize) -> &MemoryAccount {
+        if dir == TO_CHILD {
+            &self.parent_memory
+        } else {
+            &self.child_memory
+        }
+    }
+}
+
+/// Why a message was not sent.
+#[derive(Debug)]
+pub enum Unsent {
+    /// The other side is gone; the message comes back.
+    Gone(Vec<u8>),
+    /// The message does not fit in the sender's memory even with this
+    /// mailbox empty.
+    TooBig(Error),
 }
 
 /// One side's access to a link; cheap to clone, so that a call can wait
@@ -71,31 +121,41 @@ impl Port {
     /// The direction this side sends in, and the one it receives from.
     fn directions(&self) -> (usize, usize) {
         match self.side {
-            Side::Parent => (0, 1),
-            Side::Child => (1, 0),
+            Side::Parent => (TO_CHILD, TO_PARENT),
+            Side::Child => (TO_PARENT, TO_CHILD),
         }
     }
 
-    /// Queues `message`, waiting while the queue is full. Gives the message
-    /// back if the other side is gone.
-    pub async fn send(&self, message: Vec<u8>) -> Result<(), Vec<u8>> {
+    /// Queues `message`, counting its bytes against the sender's memory.
+    /// Waits while the mailbox is full: it holds [`DEPTH`] messages, or the
+    /// message would fit in the sender's memory only once some of those
+    /// queued are read. Fails when it would not fit even then.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), Unsent> {
         let (out, _) = self.directions();
         let signals = &self.link.signals[out];
+        let memory = self.link.sender_memory(out);
         loop {
             // Registered before looking, so that a wake-up in between counts.
             let mut space = pin!(signals.space.notified());
             space.as_mut().enable();
             {
                 let mut queues = self.link.lock();
-                let q = &mut queues[out];
+                let q = &mut queues.dirs[out];
                 if q.receiver_gone {
-                    return Err(message);
+                    return Err(Unsent::Gone(message));
                 }
                 if q.messages.len() < DEPTH {
-                    q.messages.push_back(message);
-                    drop(queues);
-                    signals.message.notify_one();
-                    return Ok(());
+                    match memory.charge(message.len()) {
+                        Ok(()) => {
+                            q.messages.push_back(message);
+                            drop(queues);
+                            signals.message.notify_one();
+                            return Ok(());
+                        }
+                        // Nothing here to wait for: reading frees no room.
+                        Err(e) if q.messages.is_empty() => return Err(Unsent::TooBig(e)),
+                        Err(_) => {}
+                    }
                 }
             }
             space.await;
@@ -112,9 +172,16 @@ impl Port {
             arrived.as_mut().enable();
             {
                 let mut queues = self.link.lock();
-                let q = &mut queues[inbound];
+                let q = &mut queues.dirs[inbound];
                 if let Some(m) = q.messages.pop_front() {
+                    let slot = if inbound == TO_PARENT && q.messages.is_empty() {
+                        queues.parked.take()
+                    } else {
+                        None
+                    };
                     drop(queues);
+                    self.link.sender_memory(inbound).release(m.len());
+                    drop(slot);
                     signals.space.notify_one();
                     return Some(m);
                 }
@@ -134,6 +201,17 @@ impl Port {
             kill.await;
         }
     }
+
+    /// Gives back an ended child's `max-children` slot once its parent has
+    /// read every message it sent, or let go of it: until then the host
+    /// holds those messages for it.
+    pub(crate) fn release_when_read(&self, slot: Slot) {
+        let mut queues = self.link.lock();
+        let q = &queues.dirs[TO_PARENT];
+        if !q.messages.is_empty() && !q.receiver_gone {
+            queues.parked = Some(slot);
+        }
+    }
 }
 
 /// A side of a link that tells the other when it is dropped: the parent's
@@ -143,6 +221,11 @@ pub struct End(Port);
 impl End {
     pub fn port(&self) -> Port {
         self.0.clone()
+    }
+
+    /// The memory account of the child, whose end this is.
+    pub(crate) fn child_memory(&self) -> Account {
+        Account::within(self.0.link.clone())
     }
 
     /// Ends the child (from the parent's end; a child cannot kill itself
@@ -159,11 +242,18 @@ impl Drop for End {
     fn drop(&mut self) {
         let (out, inbound) = self.0.directions();
         let link = &self.0.link;
-        {
+        let (unread, slot) = {
             let mut queues = link.lock();
-            queues[out].sender_gone = true;
-            queues[inbound].receiver_gone = true;
-        }
+            queues.dirs[out].sender_gone = true;
+            let q = &mut queues.dirs[inbound];
+            q.receiver_gone = true;
+            // No one will read them: the sender gets their room back now.
+            let unread = std::mem::take(&mut q.messages);
+            (unread, queues.parked.take())
+        };
+        let bytes = unread.iter().map(Vec::len).sum();
+        link.sender_memory(inbound).release(bytes);
+        drop((unread, slot));
         link.signals[out].message.notify_waiters();
         link.signals[inbound].space.notify_waiters();
         // No process outlives its parent's last handle to it.
@@ -171,9 +261,18 @@ impl Drop for End {
     }
 }
 
-/// A new link: the parent's end and the child's.
-pub fn link() -> (End, End) {
-    let link = Arc::new(Link::default());
+/// A new link: the parent's end and the child's. The parent's messages
+/// count against `parent_memory`; the child's against an account in the
+/// link, whose limit its store sets.
+pub fn link(parent_memory: Account) -> (End, End) {
+    let link = Arc::new(Link {
+        queues: Mutex::default(),
+        signals: Default::default(),
+        killed: AtomicBool::new(false),
+        kill: Notify::new(),
+        child_memory: MemoryAccount::new(0),
+        parent_memory,
+    });
     (
         End(Port {
             link: link.clone(),
@@ -198,10 +297,18 @@ impl Host for BrokerCtxView<'_> {
         let Some(m) = self.ctx.mailbox.as_ref() else {
             return Err(Error::Invalid("this process has no parent to send to".into()).into());
         };
-        m.port()
-            .send(message)
-            .await
-            .map_err(|_| Error::Invalid("the parent no longer listens".into()).into())
+        match m.port().send(message).await {
+            Ok(()) => Ok(()),
+            Err(Unsent::Gone(_)) => {
+                Err(Error::Invalid("the parent no longer listens".into()).into())
+            }
+            Err(Unsent::TooBig(e)) => {
+                self.ctx
+                    .audit
+                    .refused("mailbox.send", "mailbox", "", Rights::empty(), &e);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -209,9 +316,16 @@ impl Host for BrokerCtxView<'_> {
 mod tests {
     use super::*;
 
+    /// A link whose parent and child each have 1 MiB.
+    fn pair() -> (End, End) {
+        let (parent, child) = link(Account::new(1 << 20));
+        child.child_memory().set_max(1 << 20);
+        (parent, child)
+    }
+
     #[tokio::test]
     async fn messages_arrive_in_order_both_ways() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         parent.port().send(b"a".to_vec()).await.unwrap();
         parent.port().send(b"b".to_vec()).await.unwrap();
         child.port().send(b"c".to_vec()).await.unwrap();
@@ -222,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_mailbox_makes_the_sender_wait() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         for i in 0..DEPTH {
             parent.port().send(vec![i as u8]).await.unwrap();
         }
@@ -240,18 +354,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_side_ends_receiving_after_what_it_sent() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         child.port().send(b"last".to_vec()).await.unwrap();
         let port = parent.port();
         drop(child);
         assert_eq!(port.receive().await.unwrap(), b"last");
         assert_eq!(port.receive().await, None);
-        assert_eq!(port.send(b"x".to_vec()).await, Err(b"x".to_vec()));
+        assert!(matches!(port.send(b"x".to_vec()).await, Err(Unsent::Gone(m)) if m == b"x"));
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_when_the_sender_goes() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         let port = parent.port();
         let waiting = tokio::spawn(async move { port.receive().await });
         tokio::task::yield_now().await;
@@ -261,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_child_hears_a_kill_and_the_parent_letting_go() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         let port = child.port();
         let waiting = tokio::spawn(async move { port.killed().await });
         tokio::task::yield_now().await;
@@ -274,14 +388,14 @@ mod tests {
         // Heard even by a child that starts listening afterwards.
         child.port().killed().await;
 
-        let (parent, child) = link();
+        let (parent, child) = pair();
         drop(parent);
         child.port().killed().await;
     }
 
     #[tokio::test]
     async fn a_waiting_sender_wakes_when_the_receiver_goes() {
-        let (parent, child) = link();
+        let (parent, child) = pair();
         for _ in 0..DEPTH {
             parent.port().send(vec![0]).await.unwrap();
         }
@@ -289,6 +403,56 @@ mod tests {
         let waiting = tokio::spawn(async move { port.send(vec![1]).await });
         tokio::task::yield_now().await;
         drop(child);
-        assert_eq!(waiting.await.unwrap(), Err(vec![1]));
+        assert!(matches!(waiting.await.unwrap(), Err(Unsent::Gone(m)) if m == [1]));
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_count_against_the_senders_memory() {
+        let (parent, child) = pair();
+        let memory = child.child_memory();
+        child.port().send(vec![0; 600 << 10]).await.unwrap();
+        assert_eq!(memory.queued(), 600 << 10);
+        // Would fit once the first is read: the sender waits.
+        let port = child.port();
+        let blocked = tokio::spawn(async move { port.send(vec![1; 600 << 10]).await });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished(), "queued past the sender's memory");
+        assert_eq!(parent.port().receive().await.unwrap().len(), 600 << 10);
+        blocked.await.unwrap().unwrap();
+        assert_eq!(memory.queued(), 600 << 10);
+        assert_eq!(parent.port().receive().await.unwrap()[0], 1);
+        assert_eq!(memory.queued(), 0);
+        // The parent's messages count against the parent, not the child.
+        parent.port().send(vec![2; 900 << 10]).await.unwrap();
+        assert_eq!(memory.queued(), 0);
+        assert_eq!(parent.0.link.parent_memory.queued(), 900 << 10);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_can_never_fit_is_refused() {
+        let (parent, child) = pair();
+        let memory = child.child_memory();
+        let mut limiter = crate::limits::MemoryLimiter::new(memory.clone());
+        assert!(
+            wasmtime::ResourceLimiter::memory_growing(&mut limiter, 0, 512 << 10, None).unwrap()
+        );
+        let refused = child.port().send(vec![0; 600 << 10]).await;
+        assert!(
+            matches!(&refused, Err(Unsent::TooBig(Error::LimitExceeded(m))) if m.contains("max-memory")),
+            "{refused:?}"
+        );
+        assert_eq!(memory.queued(), 0);
+        assert!(parent.0.link.lock().dirs[TO_PARENT].messages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unread_messages_are_given_back_when_the_receiver_goes() {
+        let (parent, child) = pair();
+        let parent_memory = parent.0.link.parent_memory.clone();
+        parent.port().send(vec![0; 100 << 10]).await.unwrap();
+        parent.port().send(vec![0; 100 << 10]).await.unwrap();
+        assert_eq!(parent_memory.queued(), 200 << 10);
+        drop(child);
+        assert_eq!(parent_memory.queued(), 0);
     }
 }

@@ -34,7 +34,7 @@ use crate::bindings::capbroker::caps::process::{Host, HostProcess};
 use crate::ctx::{BrokerCtx, BrokerCtxView};
 use crate::grants::HandleValue;
 use crate::limits::Limits;
-use crate::mailbox::{self, End, Port};
+use crate::mailbox::{self, End, Port, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
@@ -116,11 +116,9 @@ impl BrokerCtxView<'_> {
         grants: Vec<Share>,
         limits: &ChildLimits,
     ) -> HostResult<Vec<(String, HandleValue)>> {
+        check_shares(&grants)?;
         let mut out: Vec<(String, HandleValue)> = Vec::with_capacity(grants.len());
         for g in grants {
-            if out.iter().any(|(n, _)| *n == g.name) {
-                return Err(Error::Invalid(format!("grant `{}` is given twice", g.name)).into());
-            }
             let copied = match &g.handle {
                 Shared::Dir(h) => {
                     let h = self.table.get(h)?;
@@ -152,6 +150,41 @@ impl BrokerCtxView<'_> {
         }
         Ok(out)
     }
+}
+
+/// The most handles one spawn shares with its child. Each is a copy the
+/// host makes (a TCP stream's is a file descriptor of its own) and the
+/// child holds until it takes them, outside its handle table.
+pub const MAX_SHARES: usize = 64;
+
+/// Up to this many shares, names are compared pairwise, which allocates
+/// nothing; beyond it a hash set keeps the check linear.
+const PAIRWISE_SHARES: usize = 8;
+
+/// Refuses more than [`MAX_SHARES`] shares, or a name given twice, in time
+/// linear in the number of shares: the guest chooses the list, and the
+/// host's work on it runs outside the guest's fuel.
+fn check_shares(grants: &[Share]) -> Result<(), Error> {
+    if grants.len() > MAX_SHARES {
+        return Err(Error::LimitExceeded(format!(
+            "shares: {} handles given to one spawn, at most {MAX_SHARES}",
+            grants.len()
+        )));
+    }
+    let twice = |name: &str| Error::Invalid(format!("grant `{name}` is given twice"));
+    if grants.len() <= PAIRWISE_SHARES {
+        for (i, g) in grants.iter().enumerate() {
+            if grants[..i].iter().any(|h| h.name == g.name) {
+                return Err(twice(&g.name));
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(grants.len());
+        if let Some(g) = grants.iter().find(|g| !seen.insert(g.name.as_str())) {
+            return Err(twice(&g.name));
+        }
+    }
+    Ok(())
 }
 
 impl Host for BrokerCtxView<'_> {
@@ -209,7 +242,7 @@ impl BrokerCtxView<'_> {
         };
         let copies = self.copies_for_child(grants, &limits)?;
 
-        let (parent_end, child_end) = mailbox::link();
+        let (parent_end, child_end) = mailbox::link(self.ctx.memory.clone());
         let ctx = BrokerCtx::child(self.ctx, name.clone(), child_end, copies);
         let pid = ctx.audit.pid();
         self.ctx.audit.spawned(pid, &name, || {
@@ -247,7 +280,7 @@ impl BrokerCtxView<'_> {
                 let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
-                drop(slot);
+                link.release_when_read(slot);
                 child_audit.exited(&record);
                 if let Some(l) = &learner {
                     l.exited(&record);
@@ -380,9 +413,20 @@ impl HostProcess for BrokerCtxView<'_> {
 
     async fn send(&mut self, p: Resource<ProcessHandle>, message: Vec<u8>) -> HostResult<()> {
         let port = self.table.get(&p)?.mailbox.port();
-        port.send(message)
-            .await
-            .map_err(|_| Error::Invalid("the process has ended".into()).into())
+        match port.send(message).await {
+            Ok(()) => Ok(()),
+            Err(Unsent::Gone(_)) => Err(Error::Invalid("the process has ended".into()).into()),
+            Err(Unsent::TooBig(e)) => {
+                self.ctx.audit.refused(
+                    "process.send",
+                    "process",
+                    "",
+                    crate::types::Rights::empty(),
+                    &e,
+                );
+                Err(e.into())
+            }
+        }
     }
 
     async fn receive(&mut self, p: Resource<ProcessHandle>) -> wasmtime::Result<Option<Vec<u8>>> {

@@ -194,7 +194,8 @@ fn min_limits(a: &ChildLimits, b: &ChildLimits) -> ChildLimits {
 }
 
 /// Live children against `max-children`, for a spawner and, through
-/// `parent`, every spawner it was derived from.
+/// `parent`, every spawner it was derived from. A child that ended with
+/// messages its parent has not read still counts (see `mailbox`).
 pub struct Counter {
     live: AtomicU32,
     max: u32,

@@ -216,8 +216,17 @@ impl Probe {
     }
 
     pub async fn start_with(grants: &[NamedGrant], limits: &Limits) -> Probe {
+        Self::start_in(grants, limits, components()).await
+    }
+
+    /// As [`Probe::start_with`], able to spawn `components`.
+    pub async fn start_in(
+        grants: &[NamedGrant],
+        limits: &Limits,
+        components: Arc<Components>,
+    ) -> Probe {
         let mut running = probe_component()
-            .start(grants, limits, components())
+            .start(grants, limits, components)
             .await
             .expect("start probe");
         assert_eq!(running.run(&[]).await.expect("run"), Outcome::Ok);

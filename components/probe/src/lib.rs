@@ -679,6 +679,41 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             Ok(n.to_string())
         }
         ["send", msg] => mailbox::send(msg.as_bytes()).map(|_| String::new()),
+        // Sends `n` messages of `mib` MiB to the parent (`sendbig`) or to a
+        // child (`psendbig P`), from one buffer, until one is refused.
+        ["sendbig", mib, n] => Ok(send_many(mib, n, |m| mailbox::send(m))),
+        ["psendbig", p, mib, n] => {
+            let p = held(&h.procs, "process", p)?;
+            Ok(send_many(mib, n, |m| p.send(m)))
+        }
+        // Reads every message a child sent, until it has ended and none is left.
+        ["precv-all", p] => {
+            let p = held(&h.procs, "process", p)?;
+            let (mut count, mut bytes) = (0, 0);
+            while let Some(m) = p.receive() {
+                count += 1;
+                bytes += m.len();
+            }
+            Ok(format!("count={count},bytes={bytes}"))
+        }
+        // Spawns `self` sharing the spawner `sp` `n` times under as many
+        // names (`dup`: the last name repeats the first), and waits.
+        ["spawn-shares", sp, n, rest @ ..] => {
+            let s = held(&h.spawners, "spawner", sp)?;
+            let n: usize = n.parse().unwrap();
+            let shares: Vec<Share> = (0..n)
+                .map(|i| Share {
+                    name: if rest == ["dup"] && i + 1 == n {
+                        "s0".to_string()
+                    } else {
+                        format!("s{i}")
+                    },
+                    handle: Shared::Spawner(s),
+                })
+                .collect();
+            let p = spawn(s, "self", None, &shares, s.budget().limits, b"granted")?;
+            Ok(status(&p.wait()))
+        }
         ["recv"] => Ok(mailbox::receive()
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .unwrap_or("none".into())),
@@ -882,6 +917,17 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
     let p = spawn(s, comp, entry, &shares, limits, input.as_bytes())?;
     h.procs.insert(name.to_string(), p);
     Ok(String::new())
+}
+
+fn send_many(mib: &str, n: &str, send: impl Fn(&[u8]) -> Result<(), Error>) -> String {
+    let message = vec![7u8; mib.parse::<usize>().unwrap() << 20];
+    let n: usize = n.parse().unwrap();
+    for i in 0..n {
+        if let Err(e) = send(&message) {
+            return format!("sent={i},err={}", e.code());
+        }
+    }
+    format!("sent={n}")
 }
 
 fn parse_limits(s: &str, sp: &Spawner) -> Limits {
