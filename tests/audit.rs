@@ -189,3 +189,79 @@ fn bad_audit_input_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// A path of almost 4 KiB (the most a path may be) that leaves the directory, with what a terminal
+/// would act on: ANSI escape sequences, a bell, a C1 control, a
+/// right-to-left override. (`read-loop` splits its command on white
+/// space, so newlines are left to the unit tests.)
+fn hostile_path() -> String {
+    format!(
+        "../\x1b[2J\x1b]0;owned\x07\u{9b}31m\u{202e}txt/{}",
+        "a/".repeat(1900)
+    )
+}
+
+/// Case 12 of issue 16: denials on stderr were not rate-limited and carried
+/// guest paths verbatim (100,000 denials of a 4 KiB path wrote 819 MB).
+#[test]
+fn denials_on_stderr_are_rate_limited_shortened_and_escaped() {
+    let tree = Tree::new();
+    let probe = guest("probe");
+    let grant = format!("ro={}:ro", tree.root().display());
+    let flood = format!("read-loop ro {} 20000", hostile_path());
+    let started = Instant::now();
+    let out = capbroker(&["run", "--dir", &grant, probe.to_str().unwrap(), &flood]);
+    let took = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("escape#20000"),
+        "{}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    // 100 at once and 50 a second after, plus the count of what was left
+    // out at the exit; each line at most about 1.3 KB whatever the path.
+    let lines = stderr.lines().count() as f64;
+    let bound = 100.0 + 50.0 * took.ceil() + 1.0;
+    assert!(lines <= bound, "{lines} lines in {took:.1} s");
+    assert!(stderr.lines().all(|l| l.len() < 1300), "a line is too long");
+    assert!(stderr.matches("refused:").count() >= 100, "{stderr}");
+    assert!(stderr.contains("left out by the rate limit"), "{stderr}");
+    for raw in ['\x1b', '\x07', '\u{9b}', '\u{202e}'] {
+        assert!(!stderr.contains(raw), "{raw:?} reached stderr raw");
+    }
+    assert!(stderr.contains("\\u{1b}[2J"), "{stderr}");
+}
+
+/// The JSON log gets the same bounded, escaped text.
+#[test]
+fn the_log_shortens_and_escapes_guest_text() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let probe = guest("probe");
+    let grant = format!("ro={}:ro", tree.root().display());
+    let read = format!("read ro {}", hostile_path());
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--dir",
+        &grant,
+        probe.to_str().unwrap(),
+        &read,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = events(&log);
+    let deny = of(&all, "deny");
+    assert_eq!(deny.len(), 1, "{all:#?}");
+    let path = deny[0]["path"].as_str().unwrap();
+    assert!(
+        path.starts_with("../\\u{1b}[2J\\u{1b}]0;owned\\u{7}"),
+        "{path}"
+    );
+    assert!(path.len() < 300 && path.ends_with("more bytes]"), "{path}");
+    let message = deny[0]["message"].as_str().unwrap();
+    assert!(message.len() < 600, "{message}");
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(!raw.contains("\\u001b") && !raw.contains('\u{9b}'), "{raw}");
+}

@@ -99,12 +99,21 @@ async fn connecting_only_where_granted() {
             &format!("connect api 127.0.0.1:{} S", port.wrapping_add(1)),
             "err:refused",
         ),
-        // Other spellings go through the resolver and are judged by what
-        // they resolve to.
-        (&format!("connect api 127.2:{port} S"), "err:refused"),
-        (&format!("connect api 2130706434:{port} S"), "err:refused"),
+        // Other spellings are names, and this grant names no host: they
+        // are refused without a lookup.
+        (
+            &format!("connect api 127.2:{port} S"),
+            "err:refused:`127.2`",
+        ),
+        (
+            &format!("connect api 2130706434:{port} S"),
+            "err:refused:`2130706434`",
+        ),
         ("connect api 127.0.0.1 S", "err:invalid"),
-        (&format!("connect api localhost:{port} S1"), "ok:127.0.0.1"),
+        (
+            &format!("connect api 127.0.0.1:{port} S1"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
         (
             &format!("connect api 127.0.0.1:{port} S2"),
             &format!("ok:127.0.0.1:{port}"),
@@ -127,14 +136,167 @@ async fn connecting_only_where_granted() {
     accepted[1].set_nonblocking(false).unwrap();
     accepted[1].read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
+}
 
-    // A name that resolves outside the grant is refused.
-    let mut p = Probe::start(&[connect(&format!("api=10.0.0.0/8:{port}"))]).await;
-    p.expect(&[(
-        &format!("connect api localhost:{port} S"),
-        "err:refused:localhost",
-    )])
+/// Case 11 of issue 16: the broker looked up any name a guest passed to
+/// `connect` (a DNS exfiltration channel, and an oracle of what names
+/// resolve to), even under a grant of addresses only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_name_is_refused_unless_a_grant_names_it() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut p = Probe::start(&[connect(&format!("api=127.0.0.1:{port}"))]).await;
+    p.expect(&[
+        (
+            &format!("connect api localhost:{port} S"),
+            "err:refused:`localhost` is not a host name granted to this right (it was granted addresses only)",
+        ),
+        (
+            &format!("connect api 127.0.0.1:{port} S"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+    ])
     .await;
+}
+
+/// A grant may name a host: it is looked up once, when the component
+/// starts, and the right reaches the addresses it resolved to and no
+/// others; the guest reaches them by that name (matched as text) or by
+/// address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_reaches_what_it_resolved_to() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut p = Probe::start(&[connect(&format!("api=localhost:{port}"))]).await;
+    p.expect(&[
+        (
+            &format!("connect api localhost:{port} S1"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+        (
+            &format!("connect api LocalHost.:{port} S2"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+        (
+            &format!("connect api 127.0.0.1:{port} S3"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+        (
+            &format!("connect api localhost:{} S", port.wrapping_add(1)),
+            "err:refused:port",
+        ),
+        (&format!("connect api 127.0.0.2:{port} S"), "err:refused"),
+        (
+            &format!("connect api api.localhost:{port} S"),
+            "err:refused:`api.localhost` is not a host name granted to this right (it was granted localhost)",
+        ),
+        (
+            &format!("net-attenuate api 127.0.0.1:{port}-{port} N"),
+            "ok",
+        ),
+        (
+            &format!("connect N localhost:{port} S4"),
+            &format!("ok:127.0.0.1:{port}"),
+        ),
+    ])
+    .await;
+    let ranges = p.step("ranges api").await;
+    assert!(
+        ranges.contains(&format!("127.0.0.1/32:{port}-{port}")),
+        "{ranges}"
+    );
+
+    assert!(Grant::parse_listen("web=localhost:8080").is_err());
+    assert!(Grant::parse_connect("api=127.1:80").is_err());
+}
+
+/// A peer that never answers (here a listener whose queue is full, which
+/// drops SYNs) does not hold a `connect` for the system's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_gets_no_answer_gives_up() {
+    let full = tokio::net::TcpSocket::new_v4().unwrap();
+    full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(Ok(s)) = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        queued.push(s);
+        assert!(queued.len() < 64, "the listen queue never filled");
+    }
+    let mut p = Probe::start(&[connect(&format!("api={addr}"))]).await;
+    let started = std::time::Instant::now();
+    let got = p.step(&format!("connect api {addr} S")).await;
+    let took = started.elapsed();
+    assert!(got.starts_with("err:io:"), "{got}");
+    assert!(got.contains("no connection within 10000 ms"), "{got}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+}
+
+/// Case 11 of issue 16, second half: `renounce(network)` ended WASI's
+/// sockets but not capbroker's own listen and connect rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pledging_the_network_ends_every_network_handle() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = server.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut p = Probe::start(&[
+        listen(&format!("web=127.0.0.1:{lport}")),
+        connect(&format!("api=127.0.0.1:{sport}")),
+        spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=5s,max-children=4"),
+    ])
+    .await;
+    let early_child = format!("sleep 1000;connect api 127.0.0.1:{sport} Y;sread S 1");
+    p.expect(&[
+        (&format!("listen web 127.0.0.1:{lport} L"), "ok"),
+        (&format!("connect api 127.0.0.1:{sport} S"), "ok"),
+        // A child given copies before the pledge, which uses them after it.
+        (&format!("spawn sp self budget api,S C {early_child}"), "ok"),
+        ("pledge-network", "ok"),
+        (
+            &format!("connect api 127.0.0.1:{sport} S2"),
+            "err:refused:the network was pledged away",
+        ),
+        (&format!("listen web 127.0.0.1:{lport} L2"), "err:refused"),
+        ("accept L A", "err:refused"),
+        ("swrite S after", "err:refused"),
+        ("sread S 1", "err:refused"),
+        ("sshut S", "err:refused"),
+        (
+            &format!("net-attenuate api 127.0.0.1:{sport}-{sport} N"),
+            "err:refused",
+        ),
+        ("revocable api C2 R", "err:refused"),
+        (
+            "wait C",
+            "ok:finished:ok\nerr:refused:the network was pledged away\nerr:refused",
+        ),
+        // Copies made after the pledge are dead on arrival.
+        (
+            &format!("spawn sp self budget api D connect api 127.0.0.1:{sport} Y"),
+            "ok",
+        ),
+        (
+            "wait D",
+            "ok:finished:err:refused:the network was pledged away",
+        ),
+    ])
+    .await;
+    // Only the connection made before the pledge reached the server, and
+    // nothing was written on it.
+    server.set_nonblocking(true).unwrap();
+    let mut accepted = 0;
+    while let Ok((mut s, _)) = server.accept() {
+        accepted += 1;
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        assert!(!matches!(s.read(&mut buf), Ok(n) if n > 0));
+    }
+    assert_eq!(accepted, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

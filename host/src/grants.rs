@@ -27,6 +27,7 @@ use wasmtime::component::{ResourceTable, ResourceTableError};
 use crate::ctx::BrokerCtxView;
 use crate::fs::{DirGrant, DirHandle};
 use crate::net::{ConnectRight, ListenRight, NetGrant, Reach, TcpStreamHandle};
+use crate::pledge::Pledges;
 use crate::spawn::{SpawnGrant, SpawnerHandle};
 use crate::types::{parse_rights, Rights, RightsList};
 
@@ -49,6 +50,18 @@ pub enum HandleValue {
 }
 
 impl HandleValue {
+    /// The same handle, ended for good when the instance whose pledges
+    /// these are pledges the network away (a network handle; others are
+    /// unchanged).
+    fn held_by(self, pledges: &Pledges) -> HandleValue {
+        match self {
+            HandleValue::Listen(h) => HandleValue::Listen(h.held_by(pledges)),
+            HandleValue::Connect(h) => HandleValue::Connect(h.held_by(pledges)),
+            HandleValue::TcpStream(h) => HandleValue::TcpStream(h.held_by(pledges)),
+            other => other,
+        }
+    }
+
     /// Puts the handle into `table`, as the guest will see it.
     pub fn push_into(self, table: &mut ResourceTable) -> Result<Handle, ResourceTableError> {
         Ok(match self {
@@ -82,24 +95,29 @@ impl Grant {
     /// Parses the value of a `--listen` flag: `NAME=RANGE[,RANGE…]`, each
     /// range `IP[/PREFIX]:PORT[-PORT]`.
     pub fn parse_listen(spec: &str) -> wasmtime::Result<NamedGrant> {
-        Self::parse_net(spec, "--listen").map(|(name, g)| NamedGrant {
+        Self::parse_net(spec, "--listen", NetGrant::parse_listen).map(|(name, g)| NamedGrant {
             name,
             grant: Grant::Listen(g),
         })
     }
 
-    /// Parses the value of a `--connect` flag, as `--listen`.
+    /// Parses the value of a `--connect` flag, as `--listen`; a range may
+    /// also be `HOST:PORT[-PORT]`, a host name the broker looks up when it
+    /// starts the component.
     pub fn parse_connect(spec: &str) -> wasmtime::Result<NamedGrant> {
-        Self::parse_net(spec, "--connect").map(|(name, g)| NamedGrant {
+        Self::parse_net(spec, "--connect", NetGrant::parse).map(|(name, g)| NamedGrant {
             name,
             grant: Grant::Connect(g),
         })
     }
 
-    fn parse_net(spec: &str, flag: &str) -> wasmtime::Result<(String, NetGrant)> {
+    fn parse_net(
+        spec: &str,
+        flag: &str,
+        parse: fn(&str) -> Result<NetGrant, String>,
+    ) -> wasmtime::Result<(String, NetGrant)> {
         let (name, rest) = split_name(spec, flag, "NAME=ADDRESS[/PREFIX]:PORT[-PORT][,…]")?;
-        let grant =
-            NetGrant::parse(rest).map_err(|e| wasmtime::format_err!("{flag} {spec}: {e}"))?;
+        let grant = parse(rest).map_err(|e| wasmtime::format_err!("{flag} {spec}: {e}"))?;
         Ok((name.to_string(), grant))
     }
 
@@ -229,33 +247,29 @@ impl Grant {
                 );
                 (HandleValue::Spawner(spawner), "spawner".into(), detail)
             }
-            Grant::Listen(g) => (
-                HandleValue::Listen(ListenRight(
-                    Reach::new(g).learned_by(view.ctx.learner.clone(), name),
-                )),
-                "listen".into(),
-                describe_net(g),
-            ),
-            Grant::Connect(g) => (
-                HandleValue::Connect(ConnectRight(
-                    Reach::new(g).learned_by(view.ctx.learner.clone(), name),
-                )),
-                "connect".into(),
-                describe_net(g),
-            ),
+            Grant::Listen(g) | Grant::Connect(g) => {
+                let listen = matches!(self, Grant::Listen(_));
+                let reach = if listen {
+                    Reach::listen(g)
+                } else {
+                    Reach::connect(g)
+                };
+                let reach = reach
+                    .map_err(|e| wasmtime::format_err!("grant `{name}`: {e}"))?
+                    .learned_by(view.ctx.learner.clone(), name);
+                let detail = reach.detail();
+                let value = if listen {
+                    HandleValue::Listen(ListenRight(reach))
+                } else {
+                    HandleValue::Connect(ConnectRight(reach))
+                };
+                (value, self.kind().into(), detail)
+            }
         };
         view.ctx.audit.granted(name, &target, &detail);
         view.ctx.pending.push((name.to_string(), value));
         Ok(())
     }
-}
-
-fn describe_net(g: &NetGrant) -> String {
-    g.ranges
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {
@@ -265,6 +279,7 @@ impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {
         for (name, value) in pending {
             // The operator's limit on handles is below what was granted:
             // the component cannot start as configured.
+            let value = value.held_by(&self.ctx.pledges);
             let handle = value.push_into(self.table).with_context(|| {
                 format!("grant `{name}`: the handle table is full (raise max-handles)")
             })?;
@@ -370,7 +385,10 @@ pub fn describe_request(r: &Request) -> String {
             r.name
         ),
         Wants::Listen => format!("--listen {}=ADDRESS:PORT", r.name),
-        Wants::Connect => format!("--connect {}=ADDRESS[/PREFIX]:PORT[-PORT]", r.name),
+        Wants::Connect => format!(
+            "--connect {}=ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT",
+            r.name
+        ),
     };
     let optional = if r.optional { ", optional" } else { "" };
     if r.about.is_empty() {

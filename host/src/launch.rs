@@ -96,7 +96,7 @@ impl Launch {
                         command.name()
                     );
                 }
-                let grants = wasi_grants(config.grants, config.env, config.stdin);
+                let grants = wasi_grants(config.grants, config.env, config.stdin)?;
                 return match command.run(&grants, &config.args, &limits).await {
                     Ok(CommandOutcome::Success) => Ok(0),
                     Ok(CommandOutcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
@@ -165,20 +165,26 @@ impl Launch {
     }
 }
 
-/// The standard WASI grants of a command.
-fn wasi_grants(grants: Vec<NamedGrant>, env: Vec<(String, String)>, stdin: bool) -> WasiGrants {
+/// The standard WASI grants of a command. Errors for a listen grant that
+/// names a host, or a connect grant whose host cannot be looked up.
+fn wasi_grants(
+    grants: Vec<NamedGrant>,
+    env: Vec<(String, String)>,
+    stdin: bool,
+) -> wasmtime::Result<WasiGrants> {
     let mut wasi = WasiGrants {
         env,
         stdin,
         ..WasiGrants::default()
     };
     for g in grants {
-        match g.grant {
-            Grant::Dir(d) => wasi.dirs.push((g.name, d)),
-            Grant::Listen(n) => wasi.listen.push(Reach::new(&n)),
-            Grant::Connect(n) => wasi.connect.push(Reach::new(&n)),
+        let named = |e: String| wasmtime::format_err!("grant `{}`: {e}", g.name);
+        match &g.grant {
+            Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
+            Grant::Listen(n) => wasi.listen.push(Reach::listen(n).map_err(named)?),
+            Grant::Connect(n) => wasi.connect.push(Reach::connect(n).map_err(named)?),
             Grant::Spawner(_) => {}
         }
     }
-    wasi
+    Ok(wasi)
 }

@@ -57,8 +57,10 @@ enum Command {
         listens: Vec<NamedGrant>,
 
         /// Grant the right to connect to addresses, as --listen, e.g.
-        /// api=10.0.0.0/8:443. Host names are resolved by the broker and only
-        /// their addresses inside the ranges are used. May be repeated.
+        /// api=10.0.0.0/8:443, or to a host: api=example.com:443. A host
+        /// name is looked up once, at start, and the grant reaches the
+        /// addresses it resolved to; the broker looks up no other name.
+        /// May be repeated.
         #[arg(long = "connect", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_connect)]
         connects: Vec<NamedGrant>,
 

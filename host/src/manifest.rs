@@ -290,7 +290,12 @@ impl Config {
             ("connect", file.connect, false),
         ] {
             for (name, ranges) in entries {
-                let g = NetGrant::parse(&ranges.get_ref().joined())
+                let parse = if listen {
+                    NetGrant::parse_listen
+                } else {
+                    NetGrant::parse
+                };
+                let g = parse(&ranges.get_ref().joined())
                     .map_err(|e| src.at(ranges.span(), format!("[{table}] {name}: {e}")))?;
                 c.grants.push(NamedGrant {
                     name,
@@ -570,7 +575,7 @@ impl Config {
                 } else {
                     "connect"
                 };
-                let ranges: Vec<String> = n.ranges.iter().map(|r| q(&r.to_string())).collect();
+                let ranges: Vec<String> = n.entries().iter().map(|r| q(r)).collect();
                 from(&mut out, grant_from(g));
                 writeln!(out, "{table}.{} = [{}]", q(&g.name), ranges.join(", ")).unwrap();
             }

@@ -1,9 +1,18 @@
 //! The `net` interface: listen and connect rights over sets of addresses,
-//! and the TCP sockets they yield. cap-std's `Pool` makes every bind and
-//! connect; the ranges here decide what goes into it and how rights narrow.
+//! and the TCP sockets they yield. The ranges here decide what a right
+//! reaches and how rights narrow; cap-std's `Pool` makes every bind and
+//! checks every connect, which tokio then makes with a deadline.
+//!
+//! The broker never looks up a name a guest chose: that would send the
+//! guest's text to DNS (an exfiltration channel) and tell the guest what
+//! names resolve to. Only a name the operator put in a connect grant is
+//! looked up, once, when the grant is made; the grant then reaches exactly
+//! the addresses that lookup returned, and the guest's `connect` matches
+//! its name against the granted ones as text.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,11 +24,17 @@ use crate::bindings::capbroker::caps::net::{
 };
 use crate::ctx::BrokerCtxView;
 use crate::learn::Learner;
+use crate::pledge::{Authority, Pledges};
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostError, HostResult, Rights};
 
 /// `tcp-stream.read` returns at most this many bytes per call.
 const MAX_READ: u32 = 1 << 20;
+
+/// A `connect` gives up after this long, over all the addresses it tries:
+/// an address that drops SYNs would otherwise hold the guest for the
+/// system's own timeout (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses an IP network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
 fn parse_network(s: &str) -> Option<IpNet> {
@@ -37,6 +52,46 @@ pub struct Range {
     pub ports: (u16, u16),
 }
 
+/// Parses `PORT` or `PORT-PORT`: `None` if it is neither, `Some(Err)` for
+/// an empty range.
+fn parse_ports(s: &str) -> Option<Result<(u16, u16), String>> {
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let p = s.parse().ok()?;
+            (p, p)
+        }
+    };
+    Some(if first > last {
+        Err("the port range is empty".into())
+    } else {
+        Ok((first, last))
+    })
+}
+
+/// `s` as a DNS host name, lower-cased and without a trailing dot, or `None`
+/// if it is not spelled as one: dot-separated labels of letters, digits and
+/// `-`, the last beginning with a letter. That last rule keeps out every
+/// numeric form the system resolver reads as an address (`127.1`,
+/// `2130706434`, `0x7f.1`), so a granted name never stands for an address
+/// the operator did not write as one.
+pub fn host_name(s: &str) -> Option<String> {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.len() > 253 {
+        return None;
+    }
+    let labels_ok = s.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let last = s.rsplit('.').next()?;
+    (labels_ok && last.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .then(|| s.to_ascii_lowercase())
+}
+
 impl Range {
     /// Parses `IP[/PREFIX]:PORT[-PORT]`, IPv6 in brackets
     /// (`[::1]:8080`, `[fd00::]/8:443`).
@@ -46,19 +101,12 @@ impl Range {
         };
         let (addr, ports) = s.rsplit_once(':').ok_or_else(bad)?;
         let net = parse_network(&addr.replace(['[', ']'], "")).ok_or_else(bad)?;
-        let (first, last) = match ports.split_once('-') {
-            Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
-            None => {
-                let p = ports.parse().map_err(|_| bad())?;
-                (p, p)
-            }
-        };
-        if first > last {
-            return Err(format!("`{s}`: the port range is empty"));
-        }
+        let ports = parse_ports(ports)
+            .ok_or_else(bad)?
+            .map_err(|e| format!("`{s}`: {e}"))?;
         Ok(Range {
             net: net.trunc(),
-            ports: (first, last),
+            ports,
         })
     }
 
@@ -111,40 +159,228 @@ impl std::fmt::Display for Range {
     }
 }
 
+/// A host name in a connect grant (`api=example.com:443`), with its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPorts {
+    /// Lower-cased, without a trailing dot.
+    pub host: String,
+    pub ports: (u16, u16),
+}
+
+impl HostPorts {
+    /// Parses `HOST:PORT[-PORT]`; `None` if it is not spelled so.
+    fn parse(s: &str) -> Option<Result<HostPorts, String>> {
+        let (host, ports) = s.rsplit_once(':')?;
+        let host = host_name(host)?;
+        Some(
+            parse_ports(ports)?
+                .map(|ports| HostPorts { host, ports })
+                .map_err(|e| format!("`{s}`: {e}")),
+        )
+    }
+}
+
+impl std::fmt::Display for HostPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ports {
+            (a, b) if a == b => write!(f, "{}:{a}", self.host),
+            (a, b) => write!(f, "{}:{a}-{b}", self.host),
+        }
+    }
+}
+
 /// The ranges of a listen or connect right, as the operator grants them
-/// (`--listen NAME=RANGE[,RANGE…]`) and as guests narrow them.
-#[derive(Clone, Debug)]
+/// (`--listen NAME=RANGE[,RANGE…]`) and as guests narrow them; a connect
+/// grant may also name hosts (`--connect api=example.com:443`).
+#[derive(Clone, Debug, Default)]
 pub struct NetGrant {
     pub ranges: Vec<Range>,
+    /// Looked up when the grant is made into a right ([`Reach::connect`]);
+    /// a listen grant with names is refused then.
+    pub hosts: Vec<HostPorts>,
 }
 
 impl NetGrant {
     pub fn parse(spec: &str) -> Result<NetGrant, String> {
-        let ranges = spec
-            .split(',')
-            .map(Range::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if ranges.is_empty() {
-            return Err("no address range given".into());
+        let mut grant = NetGrant::default();
+        for entry in spec.split(',') {
+            match Range::parse(entry) {
+                Ok(r) => grant.ranges.push(r),
+                Err(e) => match HostPorts::parse(entry) {
+                    Some(h) => grant.hosts.push(h?),
+                    None if entry.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                        return Err(format!(
+                            "`{entry}` is not ADDRESS[/PREFIX]:PORT[-PORT] or \
+                             HOST:PORT[-PORT] (e.g. 127.0.0.1:8080, example.com:443)"
+                        ))
+                    }
+                    None => return Err(e),
+                },
+            }
         }
-        Ok(NetGrant { ranges })
+        Ok(grant)
+    }
+
+    /// Parses a listen grant: addresses only.
+    pub fn parse_listen(spec: &str) -> Result<NetGrant, String> {
+        let grant = NetGrant::parse(spec)?;
+        match grant.hosts.first() {
+            Some(h) => Err(listen_host(h)),
+            None => Ok(grant),
+        }
+    }
+
+    /// Each range and host as the flags and the manifest write them.
+    pub fn entries(&self) -> Vec<String> {
+        self.ranges
+            .iter()
+            .map(Range::to_string)
+            .chain(self.hosts.iter().map(HostPorts::to_string))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for NetGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.entries().join(","))
+    }
+}
+
+/// A listen grant names no host: it would bind wherever the name pointed at
+/// start.
+fn listen_host(h: &HostPorts) -> String {
+    format!(
+        "`{h}` is not ADDRESS[/PREFIX]:PORT[-PORT]: a listen grant takes addresses, not host names"
+    )
+}
+
+/// Looks up host names for connect grants: the system's resolver, or one a
+/// test or an embedder supplies.
+pub trait Resolve {
+    fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>>;
+}
+
+/// The host's resolver (`getaddrinfo`).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        use std::net::ToSocketAddrs;
+        Ok((host, 0).to_socket_addrs()?.map(|a| a.ip()).collect())
+    }
+}
+
+/// A granted host name and the addresses its one lookup returned.
+#[derive(Debug)]
+struct Named {
+    host: HostPorts,
+    addrs: Box<[IpAddr]>,
+}
+
+/// What ends a network handle: the revocation of a revocable ancestor, or a
+/// pledge of the network by any instance that has held it or a handle it
+/// came from. The second reaches copies given to children too, so a
+/// process that pledged cannot have a child use the network for it.
+#[derive(Clone, Debug, Default)]
+struct Life {
+    lineage: Lineage,
+    holders: Arc<[Pledges]>,
+}
+
+impl Life {
+    /// Revoked first, then pledged, as everywhere else.
+    fn check(&self) -> Result<(), Error> {
+        self.lineage.check()?;
+        self.holders
+            .iter()
+            .try_for_each(|p| p.check(Authority::NETWORK, "the network"))
+    }
+
+    fn held_by(&self, pledges: &Pledges) -> Life {
+        let holders: Vec<Pledges> = self
+            .holders
+            .iter()
+            .cloned()
+            .chain([pledges.clone()])
+            .collect();
+        Life {
+            lineage: self.lineage.clone(),
+            holders: holders.into(),
+        }
     }
 }
 
 /// Addresses a right covers, and the checks both kinds of right share.
 #[derive(Clone, Debug)]
 pub struct Reach {
+    /// Every address reached, the granted names' too.
     ranges: Arc<[Range]>,
-    lineage: Lineage,
+    /// The host names a connect right was granted, each with what its
+    /// lookup returned. Attenuation keeps them; `ranges` decides which of
+    /// their addresses are still reached.
+    names: Arc<[Named]>,
+    life: Life,
     /// `capbroker learn`'s recorder and the grant's name.
     learn: Option<(Arc<Learner>, Arc<str>)>,
 }
 
 impl Reach {
-    pub fn new(grant: &NetGrant) -> Reach {
+    /// A listen right's reach: addresses only (see [`listen_host`]).
+    pub fn listen(grant: &NetGrant) -> Result<Reach, String> {
+        if let Some(h) = grant.hosts.first() {
+            return Err(listen_host(h));
+        }
+        Ok(Reach::of(grant.ranges.clone(), Vec::new()))
+    }
+
+    /// A connect right's reach, its host names looked up now by the
+    /// system's resolver.
+    pub fn connect(grant: &NetGrant) -> Result<Reach, String> {
+        Reach::connect_with(grant, &SystemResolver)
+    }
+
+    /// A connect right's reach, its host names looked up now by `resolver`,
+    /// once each. The right reaches exactly the addresses returned, for
+    /// good: a later change in DNS does not move it, and nothing the guest
+    /// does causes another lookup.
+    pub fn connect_with(grant: &NetGrant, resolver: &dyn Resolve) -> Result<Reach, String> {
+        let mut ranges = grant.ranges.clone();
+        let mut names = Vec::with_capacity(grant.hosts.len());
+        for h in &grant.hosts {
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            let found = resolver
+                .lookup(&h.host)
+                .map_err(|e| format!("cannot look up `{}`: {e}", h.host))?;
+            for ip in found {
+                // The mapped form is refused at connect: keep the plain one.
+                let ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    v4 => v4,
+                };
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+            if addrs.is_empty() {
+                return Err(format!("`{}` resolves to no address", h.host));
+            }
+            ranges.extend(addrs.iter().map(|ip| Range {
+                net: IpNet::from(*ip),
+                ports: h.ports,
+            }));
+            names.push(Named {
+                host: h.clone(),
+                addrs: addrs.into(),
+            });
+        }
+        Ok(Reach::of(ranges, names))
+    }
+
+    fn of(ranges: Vec<Range>, names: Vec<Named>) -> Reach {
         Reach {
-            ranges: grant.ranges.clone().into(),
-            lineage: Lineage::default(),
+            ranges: ranges.into(),
+            names: names.into(),
+            life: Life::default(),
             learn: None,
         }
     }
@@ -155,6 +391,17 @@ impl Reach {
         self
     }
 
+    /// The grant for the audit trail: its ranges, and what each name
+    /// resolved to.
+    pub fn detail(&self) -> String {
+        let mut out = self.describe();
+        for n in self.names.iter() {
+            let addrs: Vec<String> = n.addrs.iter().map(IpAddr::to_string).collect();
+            out.push_str(&format!("; {} = {}", n.host, addrs.join(" ")));
+        }
+        out
+    }
+
     fn describe(&self) -> String {
         self.ranges
             .iter()
@@ -163,8 +410,9 @@ impl Reach {
             .join(", ")
     }
 
-    /// Checks one address: no IPv4-mapped IPv6 forms, and inside a range.
-    pub(crate) fn check(&self, addr: &SocketAddr) -> Result<(), Error> {
+    /// Whether one address is reached: no IPv4-mapped IPv6 forms, and
+    /// inside a range.
+    fn admits(&self, addr: &SocketAddr) -> Result<(), Error> {
         if let IpAddr::V6(v6) = addr.ip() {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return Err(Error::Refused(format!(
@@ -174,9 +422,6 @@ impl Reach {
             }
         }
         if self.ranges.iter().any(|r| r.contains(addr)) {
-            if let Some((learner, grant)) = &self.learn {
-                learner.net(grant, addr.to_string());
-            }
             Ok(())
         } else {
             Err(Error::Refused(format!(
@@ -184,6 +429,90 @@ impl Reach {
                 self.describe()
             )))
         }
+    }
+
+    /// [`Reach::admits`], noting the use for `capbroker learn`.
+    pub(crate) fn check(&self, addr: &SocketAddr) -> Result<(), Error> {
+        self.admits(addr)?;
+        self.learned(|| addr.to_string());
+        Ok(())
+    }
+
+    fn learned(&self, what: impl FnOnce() -> String) {
+        if let Some((learner, grant)) = &self.learn {
+            learner.net(grant, what());
+        }
+    }
+
+    /// The addresses `connect(address)` may try, in order, and what
+    /// `capbroker learn` should note for it. An `ip:port` is judged as it
+    /// is; a `host:port` is matched as text against the granted names and
+    /// is never looked up.
+    fn targets(&self, address: &str) -> Result<(Vec<SocketAddr>, String), Error> {
+        if let Ok(addr) = address.parse::<SocketAddr>() {
+            self.admits(&addr)?;
+            return Ok((vec![addr], addr.to_string()));
+        }
+        let bad = || {
+            Error::Invalid(format!(
+                "`{address}` is not IP:PORT or HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, example.com:443)"
+            ))
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let wanted = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let named: Vec<&Named> = self
+            .names
+            .iter()
+            .filter(|n| n.host.host == wanted)
+            .collect();
+        if named.is_empty() {
+            let granted: Vec<String> = self.names.iter().map(|n| n.host.host.clone()).collect();
+            return Err(Error::Refused(format!(
+                "`{host}` is not a host name granted to this right ({}); \
+                 the broker looks up only the names the operator grants",
+                if granted.is_empty() {
+                    "it was granted addresses only".to_string()
+                } else {
+                    format!("it was granted {}", granted.join(", "))
+                }
+            )));
+        }
+        let mut ported = named
+            .iter()
+            .filter(|n| (n.host.ports.0..=n.host.ports.1).contains(&port))
+            .peekable();
+        if ported.peek().is_none() {
+            let granted: Vec<String> = named.iter().map(|n| n.host.to_string()).collect();
+            return Err(Error::Refused(format!(
+                "port {port} of `{host}` is not granted (granted: {})",
+                granted.join(", ")
+            )));
+        }
+        let mut candidates: Vec<SocketAddr> = Vec::new();
+        for n in ported {
+            for ip in n.addrs.iter() {
+                let addr = SocketAddr::new(*ip, port);
+                if !candidates.contains(&addr) && self.admits(&addr).is_ok() {
+                    candidates.push(addr);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            let resolved: Vec<String> = named
+                .iter()
+                .flat_map(|n| n.addrs.iter().map(IpAddr::to_string))
+                .collect();
+            return Err(Error::Refused(format!(
+                "`{wanted}` was resolved, when it was granted, to {}: none of them is inside this right ({})",
+                resolved.join(", "),
+                self.describe()
+            )));
+        }
+        Ok((candidates, format!("{wanted}:{port}")))
     }
 
     fn attenuate(&self, asked: &[AddressRange]) -> Result<Reach, Error> {
@@ -200,8 +529,7 @@ impl Reach {
         }
         Ok(Reach {
             ranges: ranges.into(),
-            lineage: self.lineage.clone(),
-            learn: self.learn.clone(),
+            ..self.clone()
         })
     }
 
@@ -221,15 +549,26 @@ impl Reach {
     }
 
     fn revocable(&self) -> (Reach, RevokerHandle) {
-        let (lineage, revoker) = self.lineage.revocable();
+        let (lineage, revoker) = self.life.lineage.revocable();
         (
             Reach {
-                ranges: self.ranges.clone(),
-                lineage,
-                learn: self.learn.clone(),
+                life: Life {
+                    lineage,
+                    holders: self.life.holders.clone(),
+                },
+                ..self.clone()
             },
             revoker,
         )
+    }
+
+    /// The same reach, also ended by a pledge of the network in the
+    /// instance whose pledges these are.
+    fn held_by(&self, pledges: &Pledges) -> Reach {
+        Reach {
+            life: self.life.held_by(pledges),
+            ..self.clone()
+        }
     }
 }
 
@@ -283,11 +622,7 @@ impl BrokerCtxView<'_> {
         ranges: Vec<AddressRange>,
     ) -> HostResult<Resource<R>> {
         let reach = self.table.get(&r)?.reach();
-        match reach
-            .lineage
-            .check()
-            .and_then(|()| reach.attenuate(&ranges))
-        {
+        match reach.life.check().and_then(|()| reach.attenuate(&ranges)) {
             Ok(narrow) => Ok(self.table.push(R::wrap(narrow))?),
             Err(e) => self.refuse(&format!("{}.attenuate", R::KIND), "", e),
         }
@@ -298,7 +633,9 @@ impl BrokerCtxView<'_> {
         r: Resource<R>,
     ) -> HostResult<(Resource<R>, Resource<RevokerHandle>)> {
         let reach = self.table.get(&r)?.reach();
-        reach.lineage.check()?;
+        if let Err(e) = reach.life.check() {
+            return self.refuse(&format!("{}.revocable", R::KIND), "", e);
+        }
         let (copy, revoker) = reach.revocable();
         let copy = self.table.push(R::wrap(copy))?;
         Ok((copy, self.table.push(revoker)?))
@@ -310,7 +647,12 @@ impl ListenRight {
         ListenRight(self.0.clone())
     }
     pub fn lineage(&self) -> &Lineage {
-        &self.0.lineage
+        &self.0.life.lineage
+    }
+    /// The same right, ended by a pledge of the network in the instance
+    /// whose pledges these are; see [`crate::grants`]' `granted`.
+    pub fn held_by(self, pledges: &Pledges) -> ListenRight {
+        ListenRight(self.0.held_by(pledges))
     }
 }
 
@@ -319,21 +661,25 @@ impl ConnectRight {
         ConnectRight(self.0.clone())
     }
     pub fn lineage(&self) -> &Lineage {
-        &self.0.lineage
+        &self.0.life.lineage
+    }
+    /// As [`ListenRight::held_by`].
+    pub fn held_by(self, pledges: &Pledges) -> ConnectRight {
+        ConnectRight(self.0.held_by(pledges))
     }
 }
 
 /// A listening socket.
 pub struct TcpListenerHandle {
     listener: tokio::net::TcpListener,
-    lineage: Lineage,
+    life: Life,
 }
 
 /// A connected socket.
 pub struct TcpStreamHandle {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    lineage: Lineage,
+    life: Life,
 }
 
 impl TcpStreamHandle {
@@ -350,12 +696,18 @@ impl TcpStreamHandle {
         Ok(TcpStreamHandle {
             stream,
             peer: self.peer,
-            lineage: self.lineage.clone(),
+            life: self.life.clone(),
         })
     }
 
     pub fn lineage(&self) -> &Lineage {
-        &self.lineage
+        &self.life.lineage
+    }
+
+    /// As [`ListenRight::held_by`].
+    pub fn held_by(mut self, pledges: &Pledges) -> TcpStreamHandle {
+        self.life = self.life.held_by(pledges);
+        self
     }
 }
 
@@ -376,6 +728,14 @@ impl BrokerCtxView<'_> {
     fn refuse<T>(&self, op: &str, what: &str, e: Error) -> HostResult<T> {
         self.ctx.audit.refused(op, "net", what, Rights::empty(), &e);
         Err(HostError::Guest(e))
+    }
+
+    /// Fails, recorded, if `life` has ended.
+    fn alive(&self, op: &str, life: &Life) -> HostResult<()> {
+        match life.check() {
+            Ok(()) => Ok(()),
+            Err(e) => self.refuse(op, "", e),
+        }
     }
 }
 
@@ -408,7 +768,7 @@ impl HostListenRight for BrokerCtxView<'_> {
     ) -> HostResult<Resource<TcpListenerHandle>> {
         let reach = self.table.get(&r)?.0.clone();
         let result = (|| {
-            reach.lineage.check()?;
+            reach.life.check()?;
             let addr = parse_addr(&address)?;
             if addr.port() == 0 && !reach.ranges.iter().any(|r| r.ports.0 == 0) {
                 return Err(Error::Refused(
@@ -422,7 +782,7 @@ impl HostListenRight for BrokerCtxView<'_> {
             let listener = tokio::net::TcpListener::from_std(std).map_err(io)?;
             Ok(TcpListenerHandle {
                 listener,
-                lineage: reach.lineage.clone(),
+                life: reach.life.clone(),
             })
         })();
         match result {
@@ -463,7 +823,7 @@ impl HostConnectRight for BrokerCtxView<'_> {
         address: String,
     ) -> HostResult<Resource<TcpStreamHandle>> {
         let reach = self.table.get(&r)?.0.clone();
-        match connect(&reach, &address).await {
+        match connect(&reach, &address, CONNECT_TIMEOUT).await {
             Ok(s) => Ok(self.table.push(s)?),
             Err(e) => self.refuse("connect", &address, e),
         }
@@ -475,68 +835,46 @@ impl HostConnectRight for BrokerCtxView<'_> {
     }
 }
 
-/// Resolves `address` (names through the host's resolver), keeps the
-/// addresses `reach` covers, and connects to the first that answers.
-async fn connect(reach: &Reach, address: &str) -> Result<TcpStreamHandle, Error> {
-    reach.lineage.check()?;
-    let candidates: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
-        Ok(a) => vec![a],
-        Err(_) => {
-            let (host, port) = address
-                .rsplit_once(':')
-                .ok_or_else(|| Error::Invalid(format!("`{address}` is not HOST:PORT")))?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(Error::Invalid(format!("`{address}` is not HOST:PORT")));
-            }
-            tokio::net::lookup_host(address)
-                .await
-                .map_err(|e| Error::NotFound(format!("{address}: {e}")))?
-                .collect()
-        }
-    };
-    let allowed: Vec<SocketAddr> = candidates
-        .iter()
-        .copied()
-        .filter(|a| reach.check(a).is_ok())
-        .collect();
-    if allowed.is_empty() {
-        return Err(match candidates.as_slice() {
-            [literal] if literal.to_string() == address => reach.check(literal).unwrap_err(),
-            resolved => Error::Refused(format!(
-                "{address} resolves to {}, none inside the grant ({})",
-                resolved
-                    .iter()
-                    .map(SocketAddr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                reach.describe()
-            )),
-        });
-    }
+/// Connects to the first of `address`'s targets (see [`Reach::targets`])
+/// that answers within `timeout`, all tries together. cap-std's pool checks
+/// each address; tokio connects, so that giving up cancels the attempt and
+/// no thread waits on it.
+async fn connect(
+    reach: &Reach,
+    address: &str,
+    timeout: Duration,
+) -> Result<TcpStreamHandle, Error> {
+    reach.life.check()?;
+    let (candidates, learned) = reach.targets(address)?;
     let pool = reach.pool();
-    // cap-std connects with a blocking call; keep it off the async threads.
-    let stream = tokio::task::spawn_blocking(move || {
-        let mut last = None;
-        for addr in allowed {
-            match pool.connect_tcp_stream(addr) {
-                Ok(s) => return Ok((s, addr)),
-                Err(e) => last = Some(e),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    for addr in candidates {
+        pool._pool()
+            .check_addr(&addr)
+            .map_err(|e| Error::Refused(format!("{addr}: {e}")))?;
+        match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // The right may have ended while the connection was made.
+                reach.life.check()?;
+                reach.learned(|| learned);
+                return Ok(TcpStreamHandle {
+                    stream,
+                    peer: addr,
+                    life: reach.life.clone(),
+                });
+            }
+            Ok(Err(e)) => last = Some(Error::Io(format!("{addr}: {e}"))),
+            Err(_) => {
+                last = Some(Error::Io(format!(
+                    "{address}: no connection within {} ms",
+                    timeout.as_millis()
+                )));
+                break;
             }
         }
-        Err(last.expect("at least one address was tried"))
-    })
-    .await
-    .map_err(|e| Error::Io(e.to_string()))?
-    .map_err(io)?;
-    let (stream, peer) = stream;
-    let std = std::net::TcpStream::from(std::os::fd::OwnedFd::from(stream));
-    std.set_nonblocking(true).map_err(io)?;
-    let stream = tokio::net::TcpStream::from_std(std).map_err(io)?;
-    Ok(TcpStreamHandle {
-        stream,
-        peer,
-        lineage: reach.lineage.clone(),
-    })
+    }
+    Err(last.unwrap_or_else(|| Error::Io(format!("{address}: no address to try"))))
 }
 
 impl HostTcpListener for BrokerCtxView<'_> {
@@ -548,15 +886,13 @@ impl HostTcpListener for BrokerCtxView<'_> {
         &mut self,
         l: Resource<TcpListenerHandle>,
     ) -> HostResult<Resource<TcpStreamHandle>> {
-        let l = self.table.get(&l)?;
-        l.lineage.check()?;
-        let (stream, peer) = l.listener.accept().await.map_err(io)?;
-        let lineage = l.lineage.clone();
-        Ok(self.table.push(TcpStreamHandle {
-            stream,
-            peer,
-            lineage,
-        })?)
+        let life = self.table.get(&l)?.life.clone();
+        self.alive("accept", &life)?;
+        let (stream, peer) = self.table.get(&l)?.listener.accept().await.map_err(io)?;
+        // A copy elsewhere may have ended while this one waited: the
+        // connection is then closed unseen.
+        self.alive("accept", &life)?;
+        Ok(self.table.push(TcpStreamHandle { stream, peer, life })?)
     }
 
     fn drop(&mut self, l: Resource<TcpListenerHandle>) -> wasmtime::Result<()> {
@@ -571,28 +907,218 @@ impl HostTcpStream for BrokerCtxView<'_> {
     }
 
     async fn read(&mut self, s: Resource<TcpStreamHandle>, len: u32) -> HostResult<Vec<u8>> {
-        let s = self.table.get_mut(&s)?;
-        s.lineage.check()?;
+        let life = self.table.get(&s)?.life.clone();
+        self.alive("read", &life)?;
         let mut buf = vec![0; len.min(MAX_READ) as usize];
-        let n = s.stream.read(&mut buf).await.map_err(io)?;
+        let n = self
+            .table
+            .get_mut(&s)?
+            .stream
+            .read(&mut buf)
+            .await
+            .map_err(io)?;
+        // What arrived after the stream ended is not handed over.
+        self.alive("read", &life)?;
         buf.truncate(n);
         Ok(buf)
     }
 
     async fn write(&mut self, s: Resource<TcpStreamHandle>, data: Vec<u8>) -> HostResult<()> {
+        let life = self.table.get(&s)?.life.clone();
+        self.alive("write", &life)?;
         let s = self.table.get_mut(&s)?;
-        s.lineage.check()?;
         Ok(s.stream.write_all(&data).await.map_err(io)?)
     }
 
     async fn shutdown(&mut self, s: Resource<TcpStreamHandle>) -> HostResult<()> {
+        let life = self.table.get(&s)?.life.clone();
+        self.alive("shutdown", &life)?;
         let s = self.table.get_mut(&s)?;
-        s.lineage.check()?;
         Ok(s.stream.shutdown().await.map_err(io)?)
     }
 
     fn drop(&mut self, s: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A resolver that answers every name with `addrs` and counts lookups.
+    struct Counting {
+        addrs: Vec<IpAddr>,
+        lookups: AtomicUsize,
+    }
+
+    impl Counting {
+        fn new(addrs: &[&str]) -> Counting {
+            Counting {
+                addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                lookups: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl Resolve for Counting {
+        fn lookup(&self, _host: &str) -> std::io::Result<Vec<IpAddr>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(self.addrs.clone())
+        }
+    }
+
+    fn code(e: &Error) -> &'static str {
+        e.code()
+    }
+
+    fn refusal<T>(r: Result<T, Error>) -> Error {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn only_names_spelled_as_names_are_host_names() {
+        assert_eq!(host_name("Example.COM.").as_deref(), Some("example.com"));
+        assert_eq!(host_name("localhost").as_deref(), Some("localhost"));
+        assert_eq!(host_name("a-b.c1.io").as_deref(), Some("a-b.c1.io"));
+        // What the system resolver would read as addresses.
+        for numeric in ["127.1", "2130706434", "0x7f.1", "0x7f000001", "127.0.0.1"] {
+            assert_eq!(host_name(numeric), None, "{numeric}");
+        }
+        for bad in [
+            "", ".", "a..b", "-a.com", "a-.com", "a_b.com", "a b", "a/b", "[::1]",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad}");
+        }
+        assert_eq!(host_name(&"a".repeat(64)), None);
+    }
+
+    #[test]
+    fn a_grant_names_hosts_with_ports() {
+        let g = NetGrant::parse("10.0.0.0/8:443,api.example.com:443-444").unwrap();
+        assert_eq!(g.ranges.len(), 1);
+        assert_eq!(
+            g.hosts,
+            vec![HostPorts {
+                host: "api.example.com".into(),
+                ports: (443, 444)
+            }]
+        );
+        assert_eq!(g.to_string(), "10.0.0.0/8:443,api.example.com:443-444");
+        assert!(NetGrant::parse("example.com:90-80")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(NetGrant::parse("example.com").is_err());
+        assert!(NetGrant::parse("127.1:80").is_err());
+        let listen = Reach::listen(&NetGrant::parse("localhost:80").unwrap());
+        assert!(listen.unwrap_err().contains("not host names"));
+    }
+
+    #[test]
+    fn a_granted_name_is_looked_up_once_and_fixes_its_addresses() {
+        let resolver = Counting::new(&["127.0.0.3", "::ffff:127.0.0.4", "127.0.0.3"]);
+        let grant = NetGrant::parse("api.test:8000,127.0.0.9:1").unwrap();
+        let reach = Reach::connect_with(&grant, &resolver).unwrap();
+        assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
+        // The mapped answer is kept as the plain address, once.
+        assert_eq!(
+            reach.describe(),
+            "127.0.0.9:1, 127.0.0.3:8000, 127.0.0.4:8000"
+        );
+        assert_eq!(
+            reach.detail(),
+            "127.0.0.9:1, 127.0.0.3:8000, 127.0.0.4:8000; api.test:8000 = 127.0.0.3 127.0.0.4"
+        );
+        let (to, learned) = reach.targets("API.test.:8000").unwrap();
+        assert_eq!(
+            to,
+            [
+                "127.0.0.3:8000".parse().unwrap(),
+                "127.0.0.4:8000".parse().unwrap()
+            ]
+        );
+        assert_eq!(learned, "api.test:8000");
+        assert_eq!(reach.targets("127.0.0.4:8000").unwrap().0.len(), 1);
+        assert_eq!(
+            code(&reach.targets("127.0.0.5:8000").unwrap_err()),
+            "refused"
+        );
+        assert_eq!(
+            code(&reach.targets("api.test:8001").unwrap_err()),
+            "refused"
+        );
+        // Any other name is refused as text, never looked up.
+        for other in [
+            "evil.test:8000",
+            "x.api.test:8000",
+            "127.1:8000",
+            "0x7f000003:8000",
+        ] {
+            let e = reach.targets(other).unwrap_err();
+            assert_eq!(code(&e), "refused", "{other}: {e:?}");
+        }
+        assert_eq!(code(&reach.targets("api.test").unwrap_err()), "invalid");
+        assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
+
+        // Narrowing away the name's addresses leaves the name nothing.
+        let narrow = reach
+            .attenuate(&[AddressRange {
+                network: "127.0.0.4".into(),
+                first_port: 8000,
+                last_port: 8000,
+            }])
+            .unwrap();
+        assert_eq!(narrow.targets("api.test:8000").unwrap().0.len(), 1);
+        let none = reach
+            .attenuate(&[AddressRange {
+                network: "127.0.0.9".into(),
+                first_port: 1,
+                last_port: 1,
+            }])
+            .unwrap();
+        let e = none.targets("api.test:8000").unwrap_err();
+        assert!(format!("{e:?}").contains("none of them"), "{e:?}");
+    }
+
+    #[test]
+    fn a_grant_whose_name_does_not_resolve_is_refused() {
+        let nothing = Counting::new(&[]);
+        let grant = NetGrant::parse("api.test:80").unwrap();
+        let e = Reach::connect_with(&grant, &nothing).unwrap_err();
+        assert!(e.contains("no address"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_guest_name_is_never_looked_up() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let resolver = Counting::new(&["127.0.0.1"]);
+        let grant = NetGrant::parse(&format!("api.test:{port}")).unwrap();
+        let reach = Reach::connect_with(&grant, &resolver).unwrap();
+        let s = connect(&reach, &format!("api.test:{port}"), CONNECT_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(s.peer, SocketAddr::from(([127, 0, 0, 1], port)));
+        let e = refusal(connect(&reach, &format!("localhost:{port}"), CONNECT_TIMEOUT).await);
+        assert_eq!(code(&e), "refused");
+        assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_pledge_by_any_holder_ends_a_right() {
+        let (parent, child) = (Pledges::default(), Pledges::default());
+        let reach = Reach::listen(&NetGrant::parse("127.0.0.1:80").unwrap())
+            .unwrap()
+            .held_by(&parent);
+        let copy = reach.clone().held_by(&child);
+        assert!(copy.life.check().is_ok());
+        parent.renounce(Authority::NETWORK);
+        assert_eq!(code(&reach.life.check().unwrap_err()), "refused");
+        assert_eq!(code(&copy.life.check().unwrap_err()), "refused");
     }
 }

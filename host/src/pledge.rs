@@ -22,7 +22,7 @@ impl Pledges {
         from_bits(self.0.load(Ordering::Acquire))
     }
 
-    fn renounce(&self, a: Authority) {
+    pub(crate) fn renounce(&self, a: Authority) {
         self.0.fetch_or(to_bits(a), Ordering::AcqRel);
     }
 

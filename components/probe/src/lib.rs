@@ -264,6 +264,16 @@ fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+/// Outcome counts as `KEY#COUNT` joined by `,`, sorted.
+fn tally(counts: HashMap<String, u32>) -> String {
+    let mut v: Vec<String> = counts
+        .into_iter()
+        .map(|(k, c)| format!("{k}#{c}"))
+        .collect();
+    v.sort();
+    v.join(",")
+}
+
 fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
     if let Some(rest) = command.strip_prefix("spawn ") {
         return spawn_cmd(h, rest);
@@ -462,6 +472,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             capbroker_sdk::pledge::spawn();
             Ok(String::new())
         }
+        ["pledge-network"] => {
+            capbroker_sdk::pledge::network();
+            Ok(String::new())
+        }
         ["drop", name] => {
             h.dirs
                 .remove(*name)
@@ -582,12 +596,7 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 };
                 *counts.entry(key).or_default() += 1;
             }
-            let mut v: Vec<String> = counts
-                .into_iter()
-                .map(|(k, c)| format!("{k}#{c}"))
-                .collect();
-            v.sort();
-            Ok(v.join(","))
+            Ok(tally(counts))
         }
         ["memory"] => Ok(memory_bytes().to_string()),
         ["listen", r, addr, name] => {
@@ -907,12 +916,7 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
                 .entry(st.split(':').next().unwrap().to_string())
                 .or_default() += 1;
         }
-        let mut v: Vec<String> = counts
-            .into_iter()
-            .map(|(k, c)| format!("{k}#{c}"))
-            .collect();
-        v.sort();
-        return Ok(v.join(","));
+        return Ok(tally(counts));
     }
     let p = spawn(s, comp, entry, &shares, limits, input.as_bytes())?;
     h.procs.insert(name.to_string(), p);

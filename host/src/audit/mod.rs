@@ -1,12 +1,18 @@
 //! The audit trail: every grant, derivation, drop, pledge, denial, spawn,
 //! revocation, limit hit and exit, for each process.
 //!
-//! Events always go to `tracing` under the target `capbroker::audit`. With
+//! Events always go to `tracing` under the target `capbroker::audit` (the
+//! `capbroker` binary prints warnings, denials among them, on stderr). With
 //! an [`AuditLog`] (`capbroker run --audit FILE`) they are also written as
-//! JSON Lines, one object per event; see the README for the schema. A
-//! process that floods the log with denials is rate-limited: what is left
-//! out is counted and reported in a `suppressed` event, and the guest is
-//! never made to wait for the log.
+//! JSON Lines, one object per event; see the README for the schema.
+//!
+//! A guest decides how many denials it causes and what text they carry, so
+//! both are bounded here, where every caller goes through: a process that
+//! floods denials is rate-limited on stderr and in the log alike (what is
+//! left out is counted and reported in a `suppressed` event), the guest is
+//! never made to wait for the log, and the guest's text (paths, addresses,
+//! messages quoting them) is escaped and shortened by [`clean`] before it
+//! reaches either.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -39,6 +45,66 @@ impl AuditLog {
         event["t_us"] = json!(self.start.elapsed().as_micros() as u64);
         // A log that cannot be written must not stop the guest.
         let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+    }
+}
+
+/// Longest a path, address or handle name is written, in bytes after
+/// escaping; [`clean`] says how much it left out.
+pub const MAX_TEXT: usize = 256;
+/// Longest a denial's message is written, likewise.
+pub const MAX_MESSAGE: usize = 512;
+
+/// `text` (a guest's, usually) made safe for a terminal and a log line, and
+/// at most `max` bytes plus a short note of what was cut. Control characters
+/// (newlines, ESC and so ANSI escape sequences, C1 controls), Unicode
+/// format and separator characters (bidirectional overrides, zero-width
+/// characters) and `\` are written as Rust escapes (`\n`, `\u{1b}`, `\\`),
+/// so what is printed is unambiguous and moves no cursor.
+pub fn clean(text: &str, max: usize) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c == '\\' || c.is_control() || invisible(c);
+    if text.len() <= max && !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(max.min(text.len()) + 24);
+    for (i, c) in text.char_indices() {
+        let start = out.len();
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || invisible(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+        if out.len() > max {
+            out.truncate(start);
+            out.push_str(&format!("…[{} more bytes]", text.len() - i));
+            break;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters that print as nothing or reorder what follows: Unicode's
+/// format (Cf) and line/paragraph separator characters that terminals and
+/// viewers honour.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e007f}')
+}
+
+/// Displays cleaned text in double quotes (escaping `"` too), for stderr,
+/// where a field's end must be plain.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", self.0.replace('"', "\\\""))
     }
 }
 
@@ -87,8 +153,8 @@ pub struct Audit {
     pid: u64,
     parent: Option<u64>,
     log: Option<Arc<AuditLog>>,
-    /// The rate limit on denials; only with a log.
-    denials: Option<Arc<Mutex<Bucket>>>,
+    /// The rate limit on denials, on stderr and in the log alike.
+    denials: Arc<Mutex<Bucket>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -109,13 +175,12 @@ impl Audit {
             pid,
             parent: None,
             log: None,
-            denials: None,
+            denials: Arc::new(Mutex::new(Bucket::new())),
         }
     }
 
     /// Also writes this process's events to `log`.
     pub fn with_log(mut self, log: Option<Arc<AuditLog>>) -> Self {
-        self.denials = log.as_ref().map(|_| Arc::new(Mutex::new(Bucket::new())));
         self.log = log;
         self
     }
@@ -161,8 +226,9 @@ impl Audit {
 
     /// The component derived a new handle from one it holds.
     pub fn derived(&self, op: &str, from: &str, to: &str, rights: Rights) {
+        let (from, to) = (clean(from, MAX_TEXT), clean(to, MAX_TEXT));
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
-            op, from, to, rights = %RightsList(rights), "derived");
+            op, from = %Quoted(&from), to = %Quoted(&to), rights = %RightsList(rights), "derived");
         self.emit("derive",
             || json!({ "op": op, "from": from, "to": to, "rights": RightsList(rights).to_string() }),
         );
@@ -170,9 +236,11 @@ impl Audit {
 
     /// The component dropped a handle.
     pub fn dropped(&self, handle: impl std::fmt::Display) {
+        let handle = handle.to_string();
+        let handle = clean(&handle, MAX_TEXT);
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
-            %handle, "dropped");
-        self.emit("drop", || json!({ "handle": handle.to_string() }));
+            handle = %Quoted(&handle), "dropped");
+        self.emit("drop", || json!({ "handle": handle }));
     }
 
     /// The component gave up standard WASI authority for good.
@@ -223,8 +291,25 @@ impl Audit {
     /// A call was refused or failed. Refusals for want of rights, for
     /// leaving the handle, for limits and revocation are warnings; ordinary
     /// failures (not found, …) are informational, since programs probe for
-    /// files all the time.
+    /// files all the time. Both count against the process's rate limit,
+    /// and the guest's text in them is [`clean`]ed.
     pub fn refused(&self, op: &str, handle: &str, path: &str, held: Rights, err: &Error) {
+        let Some(suppressed) = self
+            .denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        // On stderr the count rides on this line rather than its own, so
+        // the line count stays that of the rate limit.
+        let left_out = if suppressed > 0 {
+            self.emit("suppressed", || json!({ "count": suppressed }));
+            format!(" [{suppressed} before this left out by the rate limit]")
+        } else {
+            String::new()
+        };
         let denial = matches!(
             err,
             Error::Denied(_)
@@ -233,22 +318,24 @@ impl Audit {
                 | Error::Revoked
                 | Error::Refused(_)
         );
+        let (op, handle, path) = (
+            clean(op, MAX_TEXT),
+            clean(handle, MAX_TEXT),
+            clean(path, MAX_TEXT),
+        );
+        let message = Describe(err).to_string();
+        let message = clean(&message, MAX_MESSAGE);
         if denial {
             tracing::warn!(target: "capbroker::audit", component = %self.component,
-                pid = self.pid, op, handle, path, rights = %RightsList(held),
-                error = err.code(), "refused: {}", Describe(err))
+                pid = self.pid, op = %op, handle = %Quoted(&handle), path = %Quoted(&path),
+                rights = %RightsList(held), error = err.code(), "refused: {message}{left_out}")
         } else {
             tracing::info!(target: "capbroker::audit", component = %self.component,
-                pid = self.pid, op, handle, path, error = err.code(), "failed: {}", Describe(err))
+                pid = self.pid, op = %op, handle = %Quoted(&handle), path = %Quoted(&path),
+                error = err.code(), "failed: {message}{left_out}")
         }
-        let Some(denials) = &self.denials else {
+        if self.log.is_none() {
             return;
-        };
-        let Some(suppressed) = denials.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        if suppressed > 0 {
-            self.emit("suppressed", || json!({ "count": suppressed }));
         }
         let mut fields = json!({
             "op": op,
@@ -256,23 +343,30 @@ impl Audit {
             "path": path,
             "rights": RightsList(held).to_string(),
             "error": err.code(),
-            "message": Describe(err).to_string(),
+            "message": message,
         });
         if let Error::Denied(missing) = err {
             fields["missing"] = json!(RightsList(*missing).to_string());
         }
         if matches!(err, Error::LimitExceeded(_)) {
-            self.emit("limit", || json!({ "limit": "handles", "op": op }));
+            self.emit("limit", || json!({ "limit": "handles", "op": &*op }));
         }
         self.emit(if denial { "deny" } else { "fail" }, move || fields);
     }
 
+    /// Says how many denials and failures were left out since the last
+    /// one written.
     fn flush_suppressed(&self) {
-        let Some(denials) = &self.denials else {
-            return;
-        };
-        let n = std::mem::take(&mut denials.lock().unwrap_or_else(|e| e.into_inner()).suppressed);
+        let n = std::mem::take(
+            &mut self
+                .denials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .suppressed,
+        );
         if n > 0 {
+            tracing::warn!(target: "capbroker::audit", component = %self.component,
+                pid = self.pid, count = n, "{n} denials and failures left out by the rate limit");
             self.emit("suppressed", || json!({ "count": n }));
         }
     }
@@ -291,3 +385,45 @@ pub struct ExitRecord {
 }
 
 pub mod report;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_passes_unchanged() {
+        assert!(matches!(clean("sub/hello.txt", 64), Cow::Borrowed(_)));
+        assert!(matches!(clean("café/日本", 64), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        let hostile = "a\nb\r\x1b[2J\x07\u{9b}31m\u{202e}txt\u{200b}\\n\"";
+        let out = clean(hostile, 256);
+        assert_eq!(
+            out,
+            "a\\nb\\r\\u{1b}[2J\\u{7}\\u{9b}31m\\u{202e}txt\\u{200b}\\\\n\""
+        );
+        assert!(!out.chars().any(|c| c.is_control() || invisible(c)));
+    }
+
+    #[test]
+    fn long_text_is_cut_and_says_how_much() {
+        let long = format!("{}{}", "é".repeat(300), "\x1b".repeat(100));
+        let out = clean(&long, 256);
+        assert!(out.len() <= 256 + 24, "{}", out.len());
+        assert!(out.ends_with(&format!("…[{} more bytes]", long.len() - 256)));
+        // Escapes are never cut in half.
+        let escs = "\x1b".repeat(100);
+        let out = clean(&escs, 20);
+        assert_eq!(out, "\\u{1b}\\u{1b}\\u{1b}…[97 more bytes]");
+    }
+
+    #[test]
+    fn the_summary_cleans_what_it_prints() {
+        let line = r#"{"event":"deny","pid":1,"component":"p","op":"read","handle":"d","path":"\u001b[2Jx\n","error":"escape","message":"m"}"#;
+        let out = report::summarise("log", line).unwrap();
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(out.contains("`\\u{1b}[2Jx\\n`"), "{out}");
+    }
+}

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::{clean, MAX_MESSAGE, MAX_TEXT};
+
 #[derive(Default)]
 struct Process {
     component: String,
@@ -35,7 +37,11 @@ pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
         }
         let e: Value = serde_json::from_str(line)
             .map_err(|err| wasmtime::format_err!("{name}:{}: not a JSON object: {err}", i + 1))?;
-        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        // A log is text a guest had a hand in, and the summary goes to a
+        // terminal: every string from it is cleaned again.
+        let field = |k: &str| {
+            clean(e.get(k).and_then(Value::as_str).unwrap_or(""), MAX_MESSAGE).into_owned()
+        };
         let (Some(event), Some(pid)) = (e.get("event").and_then(Value::as_str), e["pid"].as_u64())
         else {
             wasmtime::bail!(
@@ -60,7 +66,7 @@ pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
                     .map(|a| {
                         a.iter()
                             .filter_map(Value::as_str)
-                            .map(String::from)
+                            .map(|h| clean(h, MAX_TEXT).into_owned())
                             .collect()
                     })
                     .unwrap_or_default();
