@@ -17,7 +17,11 @@ const OPS: &[(&str, &str)] = &[
     ("mkdir H newdir", "create"),
     ("rm H hello.txt", "remove"),
     ("rmdir H sub/deeper", "remove"),
-    ("rename H hello.txt renamed.txt", "remove,create"),
+    // At its source, a rename needs every right of the destination's grant.
+    (
+        "rename H hello.txt renamed.txt",
+        "read,write,create,list,remove",
+    ),
     ("open H hello.txt read F", "read"),
     ("open H hello.txt write F", "write"),
     ("open H hello.txt write,truncate F", "write"),

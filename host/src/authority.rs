@@ -20,7 +20,7 @@
 use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
 
 use crate::audit::Audit;
-use crate::pledge::{Authority, Pledges};
+use crate::pledge::{Authority, Holders, Pledges};
 use crate::revoke::Lineage;
 use crate::types::{Error, Rights};
 
@@ -58,7 +58,8 @@ pub enum Op {
     /// Derive a handle (or a WASI descriptor) with `rights`.
     Derive { rights: Rights },
     /// Use what an open file or descriptor already is (seek, its flags,
-    /// its own metadata): no right beyond holding it.
+    /// its type), or open a directory only to go on through it: any right
+    /// at all, nothing in particular.
     Hold,
 }
 
@@ -152,7 +153,11 @@ pub fn needs(op: Op, held: Rights) -> Need {
         Op::LinkFrom { dest } => Need::all(dest),
         Op::LinkTo => Need::all(Rights::CREATE),
         Op::Derive { rights } => Need::all(rights),
-        Op::Hold => Need::all(Rights::empty()),
+        // Any right at all: a descriptor narrowed to nothing is closed.
+        Op::Hold => Need {
+            all: Rights::empty(),
+            any: Rights::all(),
+        },
     }
 }
 
@@ -174,7 +179,10 @@ pub struct Subject<'a> {
     pub label: &'a str,
     pub lineage: &'a Lineage,
     pub held: Rights,
+    /// The calling instance's pledges, and those of every instance the
+    /// handle passed through.
     pub pledges: &'a Pledges,
+    pub holders: &'a Holders,
     pub audit: &'a Audit,
 }
 
@@ -192,7 +200,9 @@ pub fn decide<T>(
 ) -> Result<(T, Allowed), Error> {
     let verdict = (|| {
         who.lineage.check()?;
-        if who.pledges.renounced().contains(Authority::FILESYSTEM) {
+        if who.pledges.renounced().contains(Authority::FILESYSTEM)
+            || who.holders.renounced(Authority::FILESYSTEM)
+        {
             return Err(Error::Refused("the file system was pledged away".into()));
         }
         if let Some(missing) = needs(op, who.held).missing(who.held) {
@@ -228,11 +238,17 @@ pub fn decide<T>(
     verdict
 }
 
-/// The error the `wasi:filesystem` face returns for a refusal by
+/// The error the `wasi:filesystem` face returns for a refusal of `op` by
 /// [`decide`]: what wasmtime 48 returns for the same refusal where it has
-/// one (`not-permitted` when a change is refused), `access` otherwise.
-pub fn wasi_code(err: &Error) -> ErrorCode {
+/// one (`not-permitted` when a change is refused, or a link or rename
+/// across rights), `access` otherwise.
+pub fn wasi_code(op: Op, err: &Error) -> ErrorCode {
+    let moves = matches!(
+        op,
+        Op::RenameFrom { .. } | Op::RenameTo { .. } | Op::LinkFrom { .. } | Op::LinkTo
+    );
     match err {
+        Error::Denied(_) if moves => ErrorCode::NotPermitted,
         Error::Denied(missing)
             if missing.intersects(Rights::WRITE | Rights::CREATE | Rights::REMOVE) =>
         {

@@ -24,9 +24,9 @@ use crate::bindings::capbroker::caps::fs::{
 };
 use crate::ctx::BrokerCtxView;
 use crate::learn::Learner;
-use crate::pledge::Pledges;
+use crate::pledge::{Holders, Pledges};
 use crate::revoke::{Lineage, RevokerHandle};
-use crate::types::{Error, HostError, HostResult, Rights};
+use crate::types::{Error, HostError, HostResult, Rights, RightsList};
 
 /// `read-file` refuses files larger than this; larger ones are streamed.
 pub const MAX_WHOLE_FILE: u64 = 64 << 20;
@@ -125,15 +125,15 @@ fn open_dir_nofollow(dir: &Dir, name: &Path) -> std::io::Result<Dir> {
 /// One path of a `[dir.NAME.paths]` scope: the directory that holds its
 /// last component, opened at grant time one component at a time without
 /// following links, so nothing inside can lead to what the scope hides.
-struct ScopeEntry {
+pub(crate) struct ScopeEntry {
     /// Below the grant's root.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The entry's directory itself when it was one at grant time;
     /// otherwise its parent, with `name` the entry's last component
     /// (a file, or something not made yet), never followed if a link.
-    dir: Arc<Dir>,
-    name: Option<std::ffi::OsString>,
-    rights: Rights,
+    pub(crate) dir: Arc<Dir>,
+    pub(crate) name: Option<std::ffi::OsString>,
+    pub(crate) rights: Rights,
 }
 
 /// What a directory handle may reach.
@@ -206,8 +206,35 @@ fn link_in_scope() -> std::io::Error {
     )
 }
 
-/// Builds a scope's entries below `root`: see [`ScopeEntry`].
-fn open_scope(root: &Dir, paths: &[(PathBuf, Rights)]) -> wasmtime::Result<Arc<[ScopeEntry]>> {
+/// Builds a scope's entries below `root`: see [`ScopeEntry`]. A path below
+/// another that may create or remove names must hold every right of that
+/// one: the wider entry could otherwise rename or link what lies below the
+/// narrower one to where its own rights apply, so the narrower rights could
+/// not be enforced, and the grant is refused rather than widened.
+pub(crate) fn open_scope(
+    root: &Dir,
+    paths: &[(PathBuf, Rights)],
+) -> wasmtime::Result<Arc<[ScopeEntry]>> {
+    for (inner, inner_rights) in paths {
+        for (outer, outer_rights) in paths {
+            if inner != outer
+                && inner.starts_with(outer)
+                && outer_rights.intersects(Rights::CREATE | Rights::REMOVE)
+                && !inner_rights.contains(*outer_rights)
+            {
+                wasmtime::bail!(
+                    "[paths] `{}` ({}) has fewer rights than `{}` ({}) above it, which can \
+                     move what is below it: give `{}` at least the rights of `{}`",
+                    inner.display(),
+                    RightsList(*inner_rights),
+                    outer.display(),
+                    RightsList(*outer_rights),
+                    inner.display(),
+                    outer.display()
+                );
+            }
+        }
+    }
     let mut entries = Vec::with_capacity(paths.len());
     for (path, rights) in paths {
         let parts: Vec<_> = path
@@ -263,7 +290,9 @@ fn open_scope(root: &Dir, paths: &[(PathBuf, Rights)]) -> wasmtime::Result<Arc<[
 
 impl Reach {
     /// Where `path` (from a handle at `place`) goes, and the rights the
-    /// handle may use there: the deepest scope entry containing it decides.
+    /// handle may use there: the deepest scope entry containing it decides,
+    /// and is the descriptor it goes through. (A narrower entry below one
+    /// that could move it is refused at grant time: see [`open_scope`].)
     fn target(&self, place: &Place, path: &str) -> Result<(Target, Rights), Error> {
         let entries = match self {
             Reach::Whole(dir) => return Ok((Target::whole(dir, path), Rights::all())),
@@ -324,6 +353,11 @@ pub(crate) struct Caller<'a> {
 pub struct DirHandle {
     reach: Reach,
     rights: Rights,
+    /// The most any handle from the same grant may hold: what a file made
+    /// reachable in this handle's directory could be used with.
+    ceiling: Rights,
+    /// Whose pledges end this handle.
+    holders: Holders,
     place: Place,
     /// The grant name and the path below it (e.g. `data/uploads`), for the
     /// audit trail. Never used to resolve anything.
@@ -358,6 +392,8 @@ impl DirHandle {
         DirHandle {
             reach: Reach::Whole(Arc::new(dir)),
             rights,
+            ceiling: rights,
+            holders: Holders::default(),
             place: Place::default(),
             label: label.into(),
             lineage: Lineage::default(),
@@ -380,6 +416,8 @@ impl DirHandle {
         Ok(DirHandle {
             reach,
             rights,
+            ceiling: rights,
+            holders: Holders::default(),
             place: Place::root(name, learn),
             label: name.into(),
             lineage: Lineage::default(),
@@ -397,9 +435,37 @@ impl DirHandle {
         DirHandle {
             reach: self.reach.clone(),
             rights: self.rights,
+            ceiling: self.ceiling,
+            holders: self.holders.clone(),
             place: self.place.clone(),
             label: label.into(),
             lineage: self.lineage.clone(),
+        }
+    }
+
+    /// The same handle, also ended when the instance whose pledges these
+    /// are pledges the file system away; see [`crate::grants`]' `granted`.
+    pub fn held_by(mut self, pledges: &Pledges) -> DirHandle {
+        self.holders = self.holders.with(pledges);
+        self
+    }
+
+    pub(crate) fn holders(&self) -> &Holders {
+        &self.holders
+    }
+
+    /// The most any handle of this grant may hold at `path`: for a scoped
+    /// grant, what the scope gives there.
+    pub(crate) fn ceiling_at(&self, path: &str) -> Rights {
+        match (&self.reach, self.place.below(path)) {
+            (Reach::Scoped(entries), Some(full)) => {
+                entries
+                    .iter()
+                    .filter(|e| full.starts_with(&e.path))
+                    .fold(Rights::empty(), |r, e| r | e.rights)
+                    & self.ceiling
+            }
+            _ => self.ceiling,
         }
     }
 
@@ -439,6 +505,7 @@ impl DirHandle {
             lineage: &self.lineage,
             held: self.rights,
             pledges: caller.pledges,
+            holders: &self.holders,
             audit: caller.audit,
         }
     }
@@ -500,14 +567,17 @@ impl DirHandle {
     ) -> Result<DirHandle, Fail> {
         let op = Op::Derive { rights };
         let full = self.place.below(path);
-        // A scoped handle may move to a directory on the way to its paths;
-        // it stays scoped while any narrower path lies below.
+        // A scoped handle may move down (never above itself), and stays
+        // scoped while a narrower path lies below; otherwise it becomes a
+        // handle on that directory, with what the scope gives there.
         if let (Reach::Scoped(_), Some(full)) = (&self.reach, &full) {
-            if self.reach.narrower_below(full) {
+            if full.starts_with(&self.place.base) && self.reach.narrower_below(full) {
                 self.decide_here(caller, name, op, path)?;
                 return Ok(DirHandle {
                     reach: self.reach.clone(),
                     rights,
+                    ceiling: self.ceiling,
+                    holders: self.holders.clone(),
                     place: self.place.at(path),
                     label: self.child_label(path).into(),
                     lineage: self.lineage.clone(),
@@ -522,6 +592,8 @@ impl DirHandle {
         Ok(DirHandle {
             reach: Reach::Whole(dir),
             rights,
+            ceiling: self.ceiling,
+            holders: self.holders.clone(),
             place: self.place.at(path),
             label: self.child_label(path).into(),
             lineage: self.lineage.clone(),
@@ -665,6 +737,7 @@ impl DirHandle {
             writable: writes,
             label: self.child_label(path).into(),
             lineage: self.lineage.clone(),
+            holders: self.holders.clone(),
         })
     }
 
@@ -732,18 +805,33 @@ impl DirHandle {
     }
 
     /// Moves `from` to `to`: `create` (and `write`, to replace a file) at
-    /// `to`; `remove` and every right `to` would give at `from`.
+    /// `to`; at `from`, `remove` and every right any handle of this grant
+    /// may hold at `to` (another handle the guest keeps, or a child, could
+    /// reach the file there).
     fn rename(&self, caller: &Caller<'_>, from: &str, to: &str) -> Result<(), Fail> {
         self.decide_here(caller, "rename", Op::Rename, from)?;
         let replaces = match self.reach.target(&self.place, to) {
             Ok((t, _)) => !t.is_self() && t.dir.symlink_metadata(&t.path).is_ok(),
             Err(_) => false,
         };
-        let (dest, at_dest) = self.decide(caller, "rename", Op::RenameTo { replaces }, to)?;
-        let op = Op::RenameFrom { dest: at_dest.held };
+        let (dest, _) = self.decide(caller, "rename", Op::RenameTo { replaces }, to)?;
+        let op = Op::RenameFrom {
+            dest: self.ceiling_at(to),
+        };
         let (source, _) = self.decide(caller, "rename", op, from)?;
         if source.is_self() || dest.is_self() {
             return Err(Error::Invalid("cannot rename the handle's own directory".into()).into());
+        }
+        // A trailing `/` on either name asks for a directory (cap-std drops
+        // it from the new name, and would replace a link named so; wasmtime
+        // fixed the same in its own copy of cap-primitives).
+        if (from.ends_with('/') || to.ends_with('/'))
+            && !source
+                .dir
+                .symlink_metadata(source.path.as_path())
+                .is_ok_and(|m| m.is_dir())
+        {
+            return Err(Error::NotDirectory(from.into()).into());
         }
         source
             .dir
@@ -751,6 +839,7 @@ impl DirHandle {
             .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")).into())
     }
 }
+
 /// An open file and whether it may be read or written.
 pub struct FileHandle {
     file: File,
@@ -758,6 +847,7 @@ pub struct FileHandle {
     writable: bool,
     label: Arc<str>,
     lineage: Lineage,
+    holders: Holders,
 }
 
 impl FileHandle {
@@ -861,6 +951,7 @@ impl BrokerCtxView<'_> {
                 lineage: &file.lineage,
                 held,
                 pledges: &self.ctx.pledges,
+                holders: &file.holders,
                 audit: &self.ctx.audit,
             };
             decide(&who, name, op, "", || Ok(((), held)), |_| {})?;

@@ -136,6 +136,7 @@ impl Learner {
                             .get(&g.name)
                             .map(|m| m.iter().map(|(p, r)| (p.clone(), *r & d.rights)).collect())
                             .unwrap_or_default();
+                        let paths = movable_below(paths);
                         if paths.is_empty() && !required {
                             writeln!(notes, "# dir.{}: not used, not granted", g.name).unwrap();
                             continue;
@@ -251,4 +252,26 @@ impl Learner {
             learned.to_toml()
         )
     }
+}
+
+/// A path below one the run created or removed names in gets that one's
+/// rights too: a scope refuses a narrower path below a wider one that could
+/// move it (see [`crate::fs::open_scope`]), and the wider one reaches it
+/// anyway.
+fn movable_below(paths: Vec<(PathBuf, Rights)>) -> Vec<(PathBuf, Rights)> {
+    let movers: Vec<(PathBuf, Rights)> = paths
+        .iter()
+        .filter(|(_, r)| r.intersects(Rights::CREATE | Rights::REMOVE))
+        .cloned()
+        .collect();
+    paths
+        .into_iter()
+        .map(|(p, r)| {
+            let above = movers
+                .iter()
+                .filter(|(m, _)| p.starts_with(m) && p != *m)
+                .fold(Rights::empty(), |a, (_, mr)| a | *mr);
+            (p, r | above)
+        })
+        .collect()
 }

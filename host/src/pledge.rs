@@ -36,6 +36,25 @@ impl Pledges {
     }
 }
 
+/// The pledges of every instance a handle has passed through (the one
+/// that was granted it, and each parent that shared it on): a pledge in any
+/// of them ends the handle, so that a process cannot keep authority it gave
+/// up by having handed it to a child first.
+#[derive(Clone, Default, Debug)]
+pub struct Holders(Arc<[Pledges]>);
+
+impl Holders {
+    /// These holders and one more.
+    pub fn with(&self, pledges: &Pledges) -> Holders {
+        Holders(self.0.iter().chain([pledges]).cloned().collect())
+    }
+
+    /// Whether any holder gave up `a`.
+    pub fn renounced(&self, a: Authority) -> bool {
+        self.0.iter().any(|p| p.renounced().contains(a))
+    }
+}
+
 /// Every class of authority, with its name.
 const AUTHORITY_NAMES: [(Authority, &str); 4] = [
     (Authority::FILESYSTEM, "filesystem"),

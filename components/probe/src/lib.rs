@@ -106,6 +106,7 @@ impl Guest for Probe {
             ("b", Rights::all()),
             ("a", read_only),
             ("ro", read_only),
+            ("box", Rights::CREATE),
         ]
         .into_iter()
         .map(|(name, rights)| Request {
@@ -249,6 +250,7 @@ fn wasi_flags(s: &str) -> (WasiOpen, DescriptorFlags) {
             "exclusive" => (o | WasiOpen::EXCLUSIVE, d),
             "truncate" => (o | WasiOpen::TRUNCATE, d),
             "directory" => (o | WasiOpen::DIRECTORY, d),
+            "none" => (o, d),
             other => panic!("bad wasi flag `{other}` in test"),
         },
     )

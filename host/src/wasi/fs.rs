@@ -30,19 +30,20 @@ use super::WasiParts;
 use crate::audit::Audit;
 use crate::authority::{decide, wasi_code, Allowed, Op, OpenIntent, Subject};
 use crate::fs::join_below as join;
-use crate::fs::{DirGrant, DirHandle};
-use crate::pledge::{Authority, Pledges};
+use crate::fs::{open_scope, DirGrant, DirHandle, ScopeEntry};
+use crate::pledge::{Authority, Holders, Pledges};
 use crate::revoke::Lineage;
 use crate::types::{rights_from_bits, rights_to_bits, Error, Rights};
+use wasmtime::error::Context as _;
 
 /// Rights shared by a descriptor and everything opened from it (streams,
 /// listings), the revocable capbroker handles it descends from, and the
-/// pledges of the instance that holds it.
+/// pledges of the instances that held it.
 #[derive(Clone, Debug)]
 pub struct Gate {
     bits: Arc<AtomicU8>,
     lineage: Lineage,
-    pledges: Option<Pledges>,
+    holders: Holders,
 }
 
 impl Gate {
@@ -54,13 +55,13 @@ impl Gate {
         Gate {
             bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
             lineage,
-            pledges: None,
+            holders: Holders::default(),
         }
     }
 
-    /// The same gate, also closed once `pledges` renounce the file system.
-    fn answering_to(mut self, pledges: &Pledges) -> Gate {
-        self.pledges = Some(pledges.clone());
+    /// The same gate, also closed once `holders` renounce the file system.
+    fn held_by(mut self, holders: Holders) -> Gate {
+        self.holders = holders;
         self
     }
 
@@ -70,7 +71,7 @@ impl Gate {
         Gate {
             bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
             lineage: self.lineage.clone(),
-            pledges: self.pledges.clone(),
+            holders: self.holders.clone(),
         }
     }
 
@@ -84,9 +85,7 @@ impl Gate {
     }
 
     fn pledged(&self) -> bool {
-        self.pledges
-            .as_ref()
-            .is_some_and(|p| p.renounced().contains(Authority::FILESYSTEM))
+        self.holders.renounced(Authority::FILESYSTEM)
     }
 
     /// For streams and sockets, which cannot reach the audit trail: `Ok`
@@ -123,9 +122,45 @@ struct Root {
     /// The most any descriptor under this root may hold from now on.
     gate: Gate,
     unveiled: Option<Unveiled>,
+    /// `[dir.NAME.paths]`: the only paths below the root that may be
+    /// reached, each through a descriptor of its own.
+    scope: Option<Scope>,
+    /// For a converted handle, the most any handle of its grant may hold
+    /// (the guest may keep a stronger one); a preopen's is its gate.
+    ceiling: Option<Rights>,
     /// Descriptors that descend from it; a converted handle's root is
     /// closed with its last one.
     users: usize,
+}
+
+/// A preopen narrowed to some paths: the entries, opened at grant time
+/// without following links (see [`crate::fs::ScopeEntry`]), and for each a
+/// descriptor in the table, made when the guest first asks for preopens.
+struct Scope {
+    entries: Arc<[ScopeEntry]>,
+    reps: Vec<u32>,
+}
+
+impl Scope {
+    /// The deepest entry containing `full`, if any.
+    fn entry(&self, full: &Path) -> Option<usize> {
+        (0..self.entries.len())
+            .filter(|&i| full.starts_with(&self.entries[i].path))
+            .max_by_key(|&i| self.entries[i].path.components().count())
+    }
+
+    /// What the entries containing `full` give there, together.
+    fn rights_at(&self, full: &Path) -> Rights {
+        self.entries
+            .iter()
+            .filter(|e| full.starts_with(&e.path))
+            .fold(Rights::empty(), |r, e| r | e.rights)
+    }
+
+    /// Whether `full` lies on the way to an entry.
+    fn above(&self, full: &Path) -> bool {
+        self.entries.iter().any(|e| e.path.starts_with(full))
+    }
 }
 
 /// The part of a root left visible by `unveil`.
@@ -177,23 +212,26 @@ impl WasiFs {
         id
     }
 
-    /// Adds a preopen at `guest_path` for the operator's grant. A grant
-    /// narrowed to some paths cannot be one: a preopen's descriptor
-    /// resolves paths itself, around the scope, so it is refused here
-    /// rather than silently widened.
+    /// Adds a preopen at `guest_path` for the operator's grant. With
+    /// `[dir.NAME.paths]`, each listed path is opened now and every path
+    /// the guest uses resolves through one of them.
     pub fn preopen(&mut self, guest_path: &str, grant: &DirGrant) -> wasmtime::Result<()> {
-        if grant.paths.is_some() {
-            wasmtime::bail!(
-                "grant `{guest_path}`: [dir.\"{guest_path}\".paths] cannot be enforced for a \
-                 plain WASI program (its descriptors resolve paths themselves); grant the \
-                 sub-directories as preopens of their own instead"
-            );
-        }
+        let dir = grant.open()?;
+        let scope = match &grant.paths {
+            None => None,
+            Some(paths) => Some(Scope {
+                entries: open_scope(&dir, paths)
+                    .with_context(|| format!("grant `{guest_path}`"))?,
+                reps: Vec::new(),
+            }),
+        };
         self.add_root(Root {
             guest_path: Some(guest_path.to_string()),
-            dir: grant.open()?,
+            dir,
             gate: Gate::new(grant.rights),
             unveiled: None,
+            scope,
+            ceiling: None,
             users: 0,
         });
         Ok(())
@@ -214,6 +252,19 @@ impl WasiFs {
         }
         for orphan in &self.orphans {
             orphan.gate.narrow(Rights::empty());
+        }
+    }
+
+    /// The most any descriptor or handle of root `root`'s grant may hold at
+    /// `full`: what a file linked or renamed there could be used with.
+    fn ceiling(&self, root: usize, full: &Path) -> Rights {
+        let Some(root) = self.roots.get(&root) else {
+            return Rights::all();
+        };
+        let most = root.ceiling.unwrap_or_else(|| root.gate.rights());
+        match &root.scope {
+            Some(scope) => scope.rights_at(full) & most,
+            None => most,
         }
     }
 
@@ -268,6 +319,11 @@ struct Route {
     /// The guest-visible path below the root, for the new node.
     full: PathBuf,
     root: usize,
+    /// A scope entry's own name: its last component is never followed.
+    exact: bool,
+    /// On the way to a scope's paths, not in one: a descriptor opened
+    /// there only leads on.
+    transit: bool,
 }
 
 /// The device and inode of a descriptor in the table.
@@ -281,11 +337,14 @@ fn identity(table: &wasmtime::component::ResourceTable, rep: u32) -> Option<(u64
 }
 
 impl WasiFs {
-    /// Where a path from `node` lands, or why it may not go there: outside
-    /// an unveiled part it is refused.
-    fn route_of(&self, rep: u32, node: &Node, path: &str) -> Result<Route, Error> {
+    /// Where a path from `node` lands and the rights held there, or why it
+    /// may not go there: outside an unveiled part or a scope it is refused.
+    fn route_of(&self, rep: u32, node: &Node, path: &str) -> Result<(Route, Rights), Error> {
         let full = join(&node.path, path).ok_or_else(|| Error::Escape(path.into()))?;
         let root = self.roots.get(&node.root).ok_or(Error::Revoked)?;
+        if let Some(scope) = &root.scope {
+            return scope_route(scope, rep, node, path, full);
+        }
         let via = match &root.unveiled {
             None => (rep, path.to_string()),
             Some(u) => {
@@ -302,12 +361,17 @@ impl WasiFs {
                 }
             }
         };
-        Ok(Route {
-            fd: via.0,
-            path: via.1,
-            full,
-            root: node.root,
-        })
+        Ok((
+            Route {
+                fd: via.0,
+                path: via.1,
+                full,
+                root: node.root,
+                exact: false,
+                transit: false,
+            },
+            Rights::all(),
+        ))
     }
 
     /// Narrows the root at `guest_path` to `sub` and `rights`: see the WIT
@@ -327,6 +391,12 @@ impl WasiFs {
         let missing = rights & !root.gate.rights();
         if missing != Rights::empty() {
             return Err(Error::Denied(missing));
+        }
+        if root.scope.is_some() {
+            return Err(Error::Refused(format!(
+                "`{guest_path}` is narrowed to some paths by the operator; unveil one of \
+                 them through a preopen of its own"
+            )));
         }
         let (base, view) = match &root.unveiled {
             Some(u) => (u.path.clone(), &u.dir),
@@ -405,6 +475,48 @@ impl WasiFs {
     }
 }
 
+/// Where `full` (reached from `node` by `path`) goes in a scoped root: the
+/// deepest entry containing it decides the descriptor and the rights; a
+/// path on the way to an entry holds no rights (it may only be opened as a
+/// directory to go on); anything else is refused.
+fn scope_route(
+    scope: &Scope,
+    rep: u32,
+    node: &Node,
+    path: &str,
+    full: PathBuf,
+) -> Result<(Route, Rights), Error> {
+    let route = |fd, path, exact, transit| Route {
+        fd,
+        path,
+        full: full.clone(),
+        root: node.root,
+        exact,
+        transit,
+    };
+    let Some(i) = scope.entry(&full) else {
+        if scope.above(&full) {
+            return Ok((route(rep, path.to_string(), false, true), Rights::empty()));
+        }
+        return Err(Error::Denied(Rights::all()));
+    };
+    let entry = &scope.entries[i];
+    let fd = *scope
+        .reps
+        .get(i)
+        .ok_or_else(|| Error::Refused("the preopens were not asked for yet".into()))?;
+    let rest = full.strip_prefix(&entry.path).expect("a prefix");
+    let to = match &entry.name {
+        None => route(fd, path_str(rest), false, false),
+        Some(name) if rest.as_os_str().is_empty() => {
+            route(fd, name.to_string_lossy().into_owned(), true, false)
+        }
+        // Below a path listed as a file (or not made at grant time).
+        Some(_) => return Err(Error::Denied(Rights::all())),
+    };
+    Ok((to, entry.rights))
+}
+
 fn perms(rights: Rights) -> FsPerms {
     if rights & (Rights::WRITE | Rights::CREATE | Rights::REMOVE) != Rights::empty() {
         FsPerms::ReadWrite
@@ -425,19 +537,21 @@ fn open_mode(rights: Rights) -> OpenMode {
 /// writing, so `create` counts as a write.
 fn open_intent(oflags: types::OpenFlags, flags: types::DescriptorFlags) -> Op {
     use types::{DescriptorFlags as D, OpenFlags as O};
-    let write = flags.intersects(D::WRITE | D::MUTATE_DIRECTORY)
-        || oflags.intersects(O::TRUNCATE | O::CREATE);
+    // Changes through a directory descriptor are decided one by one.
+    let write = flags.contains(D::WRITE) || oflags.intersects(O::TRUNCATE | O::CREATE);
     if oflags.contains(O::DIRECTORY) && !write {
         // A directory descriptor is a way in; listing it needs `list`.
         return Op::Hold;
     }
     Op::Open(OpenIntent {
-        read: flags.contains(D::READ),
+        // Opened neither way, wasmtime opens a file for reading.
+        read: flags.contains(D::READ) || !write,
         write,
         create: oflags.contains(O::CREATE),
         exclusive: oflags.contains(O::EXCLUSIVE),
     })
 }
+
 /// The guarded view the `wasi:filesystem` host functions work through.
 pub struct FsView<'a> {
     pub(super) wasi: WasiParts<'a>,
@@ -448,6 +562,16 @@ pub struct FsView<'a> {
 
 fn borrow(rep: u32) -> Resource<Descriptor> {
     Resource::new_borrow(rep)
+}
+
+/// A scope entry's own name is never followed if it is a link: the link
+/// would resolve in the entry's parent, where the scope may hide things.
+fn follow_unless_exact(flags: types::PathFlags, route: &Route) -> types::PathFlags {
+    if route.exact {
+        flags & !types::PathFlags::SYMLINK_FOLLOW
+    } else {
+        flags
+    }
 }
 
 /// A decision on one descriptor: where its path goes (for path calls) and
@@ -480,6 +604,7 @@ impl FsView<'_> {
             lineage: &node.gate.lineage,
             held: node.gate.rights(),
             pledges: self.pledges,
+            holders: &node.gate.holders,
             audit: self.audit,
         };
         let (route, allowed) = decide(
@@ -488,7 +613,16 @@ impl FsView<'_> {
             op,
             path.unwrap_or("."),
             || match path {
-                Some(path) => Ok((Some(self.fs.route_of(fd.rep(), node, path)?), Rights::all())),
+                Some(path) => {
+                    let (route, there) = self.fs.route_of(fd.rep(), node, path)?;
+                    // On the way to a scope's paths: only as a way in.
+                    let there = if route.transit && op == Op::Hold {
+                        Rights::all()
+                    } else {
+                        there
+                    };
+                    Ok((Some(route), there))
+                }
                 None if node.transit => Err(Error::Refused(
                     "the directory lies above what was unveiled".into(),
                 )),
@@ -496,7 +630,7 @@ impl FsView<'_> {
             },
             |_| {},
         )
-        .map_err(|e| wasi_code(&e))?;
+        .map_err(|e| wasi_code(op, &e))?;
         Ok(Decided { route, allowed })
     }
 
@@ -515,14 +649,6 @@ impl FsView<'_> {
         self.decide(name, fd, op, None)?;
         Ok(self.fs.node(fd)?.gate.clone())
     }
-
-    /// The rights descriptor `fd` holds, or none.
-    fn held(&self, fd: &Resource<Descriptor>) -> Rights {
-        self.fs
-            .node(fd)
-            .map(|n| n.gate.rights())
-            .unwrap_or(Rights::empty())
-    }
 }
 
 impl preopens::Host for FsView<'_> {
@@ -531,17 +657,39 @@ impl preopens::Host for FsView<'_> {
         let mut ids: Vec<usize> = self.fs.roots.keys().copied().collect();
         ids.sort_unstable();
         for i in ids {
+            let root = self.fs.roots.get_mut(&i).expect("listed above");
+            if let Some(scope) = root.scope.as_mut().filter(|s| s.reps.is_empty()) {
+                // The scope's descriptors, never handed to the guest: paths
+                // resolve through them.
+                for entry in scope.entries.iter() {
+                    let dir = entry.dir.try_clone()?.into_std_file();
+                    let fd = self.wasi.table.push(Descriptor::Dir(WasiDir::new(
+                        dir,
+                        perms(entry.rights),
+                        open_mode(entry.rights),
+                        false,
+                    )))?;
+                    scope.reps.push(fd.rep());
+                }
+            }
             let root = &self.fs.roots[&i];
             let Some(guest_path) = root.guest_path.clone() else {
                 continue;
             };
             let rights = root.gate.rights();
             let dir = root.dir.try_clone()?.into_std_file();
-            let gate = root.gate.derive(rights).answering_to(self.pledges);
+            let gate = root
+                .gate
+                .derive(rights)
+                .held_by(Holders::default().with(self.pledges));
             let transit = root
                 .unveiled
                 .as_ref()
-                .is_some_and(|u| !u.path.as_os_str().is_empty());
+                .is_some_and(|u| !u.path.as_os_str().is_empty())
+                || root
+                    .scope
+                    .as_ref()
+                    .is_some_and(|s| s.entry(Path::new("")).is_none());
             let fd = self.wasi.table.push(Descriptor::Dir(WasiDir::new(
                 dir,
                 perms(rights),
@@ -680,6 +828,7 @@ impl HostDescriptor for FsView<'_> {
         path: String,
     ) -> FsResult<types::DescriptorStat> {
         let r = self.on_path("stat-at", &fd, Op::Stat, &path)?;
+        let path_flags = follow_unless_exact(path_flags, &r);
         self.wasi
             .filesystem()
             .stat_at(borrow(r.fd), path_flags, r.path)
@@ -695,6 +844,7 @@ impl HostDescriptor for FsView<'_> {
         mtim: types::NewTimestamp,
     ) -> FsResult<()> {
         let r = self.on_path("set-times-at", &fd, Op::Write, &path)?;
+        let path_flags = follow_unless_exact(path_flags, &r);
         self.wasi
             .filesystem()
             .set_times_at(borrow(r.fd), path_flags, r.path, atim, mtim)
@@ -709,11 +859,13 @@ impl HostDescriptor for FsView<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        // The file becomes reachable with the rights of `new_fd`: the
-        // source must already give every one of them.
+        // The file becomes reachable with whatever any handle of the
+        // destination's grant may hold there (the guest may keep a stronger
+        // handle than `new_fd`): the source must already give all of it.
         let to = self.on_path("link-at", &new_fd, Op::LinkTo, &new_path)?;
-        let dest = self.held(&new_fd);
+        let dest = self.fs.ceiling(to.root, &to.full);
         let from = self.on_path("link-at", &fd, Op::LinkFrom { dest }, &old_path)?;
+        let old_path_flags = follow_unless_exact(old_path_flags, &from);
         self.wasi
             .filesystem()
             .link_at(
@@ -737,6 +889,7 @@ impl HostDescriptor for FsView<'_> {
         let op = open_intent(oflags, flags);
         let d = self.decide("open-at", &fd, op, Some(&path))?;
         let r = d.route.expect("a path call has a route");
+        let path_flags = follow_unless_exact(path_flags, &r);
         let asked_exclusive = oflags.contains(types::OpenFlags::EXCLUSIVE);
         if d.allowed.new_only {
             oflags |= types::OpenFlags::EXCLUSIVE;
@@ -755,18 +908,19 @@ impl HostDescriptor for FsView<'_> {
                     let err = Error::Denied(Rights::WRITE);
                     self.audit
                         .refused("open-at", "wasi descriptor", &path, d.allowed.held, &err);
-                    return Err(wasi_code(&err).into());
+                    return Err(wasi_code(op, &err).into());
                 }
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-        // What the guest made, it may fill: a new file in a drop box is
-        // writable through the descriptor that made it.
+        // The descriptor holds what was held where it was opened; what the
+        // guest made, it may fill: a new file in a drop box is writable
+        // through the descriptor that made it.
         let rights = if d.allowed.new_only && !d.allowed.held.contains(Rights::WRITE) {
-            (parent.rights() & Rights::READ) | Rights::WRITE
+            (d.allowed.held & Rights::READ) | Rights::WRITE
         } else {
-            parent.rights()
+            d.allowed.held
         };
         self.fs.insert_node(
             opened.rep(),
@@ -774,7 +928,7 @@ impl HostDescriptor for FsView<'_> {
                 root: r.root,
                 path: r.full,
                 gate: parent.derive(rights),
-                transit: false,
+                transit: r.transit,
             },
         );
         Ok(opened)
@@ -822,23 +976,27 @@ impl HostDescriptor for FsView<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        let dest = self.held(&new_fd);
-        let replaces = if dest.contains(Rights::WRITE) {
-            false
-        } else {
-            let to = self.on_path(
-                "rename-at",
-                &new_fd,
-                Op::RenameTo { replaces: false },
-                &new_path,
-            )?;
-            self.wasi
+        // What the new name is held with decides what the source needs;
+        // replacing something there needs `write` too.
+        let first = self.decide(
+            "rename-at",
+            &new_fd,
+            Op::RenameTo { replaces: false },
+            Some(&new_path),
+        )?;
+        let mut to = first.route.expect("a path call has a route");
+        let dest = self.fs.ceiling(to.root, &to.full);
+        if !first.allowed.held.contains(Rights::WRITE) {
+            let replaces = self
+                .wasi
                 .filesystem()
-                .stat_at(borrow(to.fd), types::PathFlags::empty(), to.path)
+                .stat_at(borrow(to.fd), types::PathFlags::empty(), to.path.clone())
                 .await
-                .is_ok()
-        };
-        let to = self.on_path("rename-at", &new_fd, Op::RenameTo { replaces }, &new_path)?;
+                .is_ok();
+            if replaces {
+                to = self.on_path("rename-at", &new_fd, Op::RenameTo { replaces }, &new_path)?;
+            }
+        }
         let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
         self.wasi
             .filesystem()
@@ -929,6 +1087,7 @@ impl HostDescriptor for FsView<'_> {
         path: String,
     ) -> FsResult<types::MetadataHashValue> {
         let r = self.on_path("metadata-hash-at", &fd, Op::Stat, &path)?;
+        let path_flags = follow_unless_exact(path_flags, &r);
         self.wasi
             .filesystem()
             .metadata_hash_at(borrow(r.fd), path_flags, r.path)
@@ -972,7 +1131,8 @@ impl WasiFs {
             ));
         };
         let file = whole.try_clone().map_err(|e| Error::from_io(&e, "."))?;
-        let gate = Gate::with_lineage(rights, dir.lineage().clone()).answering_to(pledges);
+        let gate =
+            Gate::with_lineage(rights, dir.lineage().clone()).held_by(dir.holders().with(pledges));
         let descriptor = Descriptor::Dir(WasiDir::new(
             file.try_clone()
                 .map_err(|e| Error::from_io(&e, "."))?
@@ -989,6 +1149,8 @@ impl WasiFs {
             dir: file,
             gate: gate.clone(),
             unveiled: None,
+            scope: None,
+            ceiling: Some(dir.ceiling_at(".")),
             users: 0,
         });
         self.insert_node(
@@ -1016,6 +1178,7 @@ impl crate::bindings::capbroker::caps::wasi_fs::Host for crate::ctx::BrokerCtxVi
             lineage: handle.lineage(),
             held: handle.rights(),
             pledges: &self.ctx.pledges,
+            holders: handle.holders(),
             audit: &self.ctx.audit,
         };
         decide(
