@@ -76,7 +76,7 @@ fn every_process_is_logged_in_order_and_summarised() {
     assert_eq!(denials[0]["op"], "write-file");
     assert_eq!(denials[0]["path"], "hello.txt");
     assert_eq!(denials[0]["rights"], "read,list");
-    assert_eq!(denials[0]["missing"], "write");
+    assert_eq!(denials[0]["missing"], "write,create");
     assert_eq!(denials[1]["error"], "escape");
 
     // Spawns name the child and the handles passed; each child's events

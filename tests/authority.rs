@@ -41,6 +41,27 @@ fn std_probe(grants: &[String], steps: &[&str]) -> Output {
         .expect("run capbroker")
 }
 
+/// std-probe run with `steps` under a manifest that preopens `root` at
+/// `/data`, narrowed to `paths` (the `[dir."/data".paths]` table's body).
+fn std_probe_scoped(tree: &Tree, paths: &str, steps: &[&str]) -> Output {
+    let manifest = tree.path("m.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\n[dir.\"/data\"]\npath = {:?}\n\n[dir.\"/data\".paths]\n{paths}",
+            guest("std-probe").display().to_string(),
+            tree.root().display().to_string()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(["run", "-m"])
+        .arg(&manifest)
+        .args(steps)
+        .output()
+        .unwrap()
+}
+
 /// The command's lines, each checked against its expected prefix.
 fn expect_lines(out: &Output, want: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -165,21 +186,10 @@ fn case2_a_plain_command_keeps_to_its_scoped_paths() {
     std::fs::write(tree.path("root/uploads/old.txt"), "OLD").unwrap();
     symlink("../secret/keys.txt", tree.path("root/reports/k")).unwrap();
     symlink("secret/keys.txt", tree.path("root/note")).unwrap();
-    let manifest = tree.path("m.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "component = {:?}\n[dir.\"/data\"]\npath = {:?}\n\n[dir.\"/data\".paths]\n\
-             \"reports\" = \"read,list\"\n\"uploads\" = \"create\"\n\"note\" = \"read,write\"\n",
-            guest("std-probe").display().to_string(),
-            tree.root().display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
-        .args(["run", "-m"])
-        .arg(&manifest)
-        .args([
+    let out = std_probe_scoped(
+        &tree,
+        "\"reports\" = \"read,list\"\n\"uploads\" = \"create\"\n\"note\" = \"read,write\"\n",
+        &[
             "read",
             "/data/reports/r.txt",
             "list",
@@ -222,9 +232,8 @@ fn case2_a_plain_command_keeps_to_its_scoped_paths() {
             "/data",
             "reports",
             "read",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     expect_lines(
         &out,
         &[
@@ -497,14 +506,158 @@ async fn a_narrower_path_below_a_wider_one_is_refused_at_start() {
         msg.contains("a/b/c") && msg.contains("fewer rights"),
         "{msg}"
     );
-    // Learned manifests nest paths that cannot move anything: those stay.
+    // Even one that moves nothing: a link inside it already made could
+    // reach the narrower path by another name.
     let grant = scoped(
         "data",
         tree.root(),
         &[("a", Rights::LIST), ("a/b/c", Rights::READ)],
     );
+    assert!(support::probe_component()
+        .start(
+            &[grant],
+            &capbroker::Limits::default(),
+            support::components()
+        )
+        .await
+        .is_err());
+    // A narrower path may add rights.
+    let grant = scoped(
+        "data",
+        tree.root(),
+        &[("a", Rights::LIST), ("a/b/c", Rights::READ | Rights::LIST)],
+    );
     let mut p = Probe::start(&[grant]).await;
-    p.expect(&[("list data a/b", "ok:c=dir")]).await;
+    p.expect(&[
+        ("list data a/b", "ok:c=dir"),
+        ("read data a/x", "err:denied:read"),
+    ])
+    .await;
+}
+
+/// Case 4, across two grants over the same files: a link inside the
+/// weaker, outer one into the part a stronger grant also reaches needs the
+/// stronger one's rights, on both faces.
+#[test]
+fn case4_overlapping_grants_lend_nothing() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("x/sub")).unwrap();
+    std::fs::write(tree.path("x/secret.txt"), "SECRET").unwrap();
+    let mut grants = Vec::new();
+    grants.extend(dir_flag("/x", tree.path("x"), "read,list,create"));
+    grants.extend(dir_flag("/s", tree.path("x/sub"), "rw"));
+    let out = std_probe(
+        &grants,
+        &[
+            "link",
+            "/x/secret.txt",
+            "/x/sub/alias.txt",
+            "write",
+            "/s/alias.txt",
+            "PWNED",
+        ],
+    );
+    expect_lines(&out, &["err permission-denied link", "ok write"]);
+    assert_eq!(
+        std::fs::read_to_string(tree.path("x/secret.txt")).unwrap(),
+        "SECRET"
+    );
+}
+
+#[tokio::test]
+async fn case4_overlapping_grants_lend_nothing_in_an_app() {
+    let tree = Tree::new();
+    let mut p = Probe::start(&[
+        dir_at("box", &tree.root(), "create"),
+        dir_at("b", &tree.path("root/sub"), "rw"),
+    ])
+    .await;
+    p.expect(&[
+        ("wasi-hold box create D", "ok"),
+        (
+            "wasi-link D hello.txt D sub/alias.txt",
+            "err:io:wasi not-permitted",
+        ),
+        ("read b alias.txt", "err:not-found"),
+    ])
+    .await;
+}
+
+/// Case 2: a `.` path in a plain program's scope holds for the preopen's
+/// own descriptor too.
+#[test]
+fn case2_a_scoped_preopen_holds_its_dot_entry() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/reports")).unwrap();
+    let out = std_probe_scoped(
+        &tree,
+        "\".\" = \"read\"\n\"reports\" = \"read,list\"\n",
+        &[
+            "list",
+            "/data",
+            "preopen-list",
+            "/data",
+            "read",
+            "/data/hello.txt",
+            "list",
+            "/data/reports",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "err permission-denied list",
+            "err permission-denied preopen-list",
+            "ok read hello",
+            "ok list",
+        ],
+    );
+}
+
+/// Learning a rename grants its source what the move needs, not what the
+/// grant could give: the next run cannot read or write it.
+#[test]
+fn learning_a_rename_grants_no_more_than_it_needs() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/inbox")).unwrap();
+    std::fs::create_dir_all(tree.path("root/out")).unwrap();
+    std::fs::write(tree.path("root/inbox/a.txt"), "A").unwrap();
+    let learned = tree.path("learned.toml");
+    let probe = guest("probe");
+    let out = support::capbroker(&[
+        "run",
+        "--learn",
+        learned.to_str().unwrap(),
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        probe.to_str().unwrap(),
+        "rename data inbox/a.txt out/a.txt",
+    ]);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    std::fs::rename(tree.path("root/out/a.txt"), tree.path("root/inbox/a.txt")).unwrap();
+    let out = support::capbroker(&[
+        "run",
+        "-m",
+        learned.to_str().unwrap(),
+        "read data inbox/a.txt",
+        "write data inbox/a.txt overwritten",
+        "rename data inbox/a.txt out/a.txt",
+    ]);
+    let stdout = support::text(&out.stdout);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    assert!(
+        stdout.contains("read data inbox/a.txt => err:denied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("write data inbox/a.txt overwritten => err:denied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rename data inbox/a.txt out/a.txt => ok"),
+        "{stdout}"
+    );
+    assert_eq!(tree.read("root/out/a.txt").as_deref(), Some("A"));
 }
 
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
@@ -574,8 +727,11 @@ fn case5_an_orphaned_stream_answers_to_unveil_and_pledge() {
         &out,
         &["ok orphan", "ok unveil /data sub", "ok orphan-read inner"],
     );
+    let log = tree.path("audit.jsonl");
+    let mut with_log = vec!["--audit".to_string(), log.display().to_string()];
+    with_log.extend(grant.iter().cloned());
     let out = std_probe(
-        &grant,
+        &with_log,
         &[
             "orphan",
             "/data",
@@ -592,6 +748,13 @@ fn case5_an_orphaned_stream_answers_to_unveil_and_pledge() {
             "ok pledge fs",
             "err permission-denied orphan-read",
         ],
+    );
+    // The refusal of the stream is recorded like any other.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"deny\"") && l.contains("stream read")),
+        "{log}"
     );
 }
 

@@ -170,8 +170,8 @@ async fn read_only_grants_refuse_every_change() {
     p.expect(&[
         ("rights ro", "ok:read,list"),
         ("read ro hello.txt", "ok:hello"),
-        ("write ro hello.txt x", "err:denied:write"),
-        ("write ro new.txt x", "err:denied:create"),
+        ("write ro hello.txt x", "err:denied:write,create"),
+        ("write ro new.txt x", "err:denied:write,create"),
         ("mkdir ro d", "err:denied:create"),
         ("rm ro hello.txt", "err:denied:remove"),
         ("rmdir ro sub/deeper", "err:denied:remove"),
@@ -220,7 +220,7 @@ async fn a_grant_is_narrowed_to_what_the_component_asks_for() {
     let mut p = Probe::start(&[dir_at("a", &tree.root(), "rw")]).await;
     p.expect(&[
         ("rights a", "ok:read,list"),
-        ("write a hello.txt x", "err:denied:write"),
+        ("write a hello.txt x", "err:denied:write,create"),
         ("attenuate a read,write W", "err:denied:write"),
     ])
     .await;

@@ -57,7 +57,7 @@ fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
     let toml = learned(&tree);
     for line in [
         "[dir.\"data\".paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
-         \"sub\" = \"list\"\n\"sub/inner.txt\" = \"read\"\n",
+         \"sub\" = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
         &format!(
             "path = \"{}\"",
             std::fs::canonicalize(tree.root()).unwrap().display()

@@ -398,9 +398,10 @@ impl AppComponent {
         let mut started = self.instantiate(limits, components).await?;
         let requests = started.requests().await?;
         let fitted = grants::fit(&requests, grants)?;
-        for g in &fitted {
+        let beside = grants::beside(&fitted);
+        for (g, beside) in fitted.iter().zip(beside) {
             g.grant
-                .hand_over(&g.name, started.store.data_mut().broker())?;
+                .hand_over(&g.name, beside, started.store.data_mut().broker())?;
         }
         Ok(Running {
             store: started.store,

@@ -35,6 +35,9 @@ pub enum Op {
     /// Rename within one handle, as a whole: `remove` and `create` (then
     /// each end is decided as [`Op::RenameFrom`] and [`Op::RenameTo`]).
     Rename,
+    /// Write a whole file through one handle, as a whole: `write` or
+    /// `create` (then the open is decided as an [`Op::Open`]).
+    WriteFile,
     /// Change a file through an open descriptor, or its size or times.
     Write,
     /// List a directory's entries.
@@ -136,6 +139,10 @@ pub fn needs(op: Op, held: Rights) -> Need {
             Need::all(all)
         }
         Op::Rename => Need::all(Rights::REMOVE | Rights::CREATE),
+        Op::WriteFile => Need {
+            all: Rights::empty(),
+            any: Rights::WRITE | Rights::CREATE,
+        },
         Op::Write => Need::all(Rights::WRITE),
         Op::List => Need::all(Rights::LIST),
         Op::Stat => Need {
@@ -219,7 +226,10 @@ pub fn decide<T>(
         // A derived handle is learned by what it is used for, not by what
         // it could do.
         let used = match op {
-            Op::Derive { .. } | Op::Rename => Rights::empty(),
+            Op::Derive { .. } | Op::Rename | Op::WriteFile | Op::LinkFrom { .. } => Rights::empty(),
+            // The destination's rights are learned where they are used;
+            // learning keeps the source in step (see `learn`).
+            Op::RenameFrom { .. } => Rights::REMOVE,
             _ => need.used(held),
         };
         Ok((

@@ -53,6 +53,29 @@ impl DirGrant {
     }
 }
 
+/// For each grant, the rights of the other grants whose directory lies in
+/// it (or is it): a file linked or renamed into the overlap can be used
+/// with those too, so they count in the grant's ceiling. Directories are
+/// compared as the host resolves them (links followed); one that cannot be
+/// resolved overlaps nothing.
+pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
+    let real: Vec<Option<PathBuf>> = grants
+        .iter()
+        .map(|g| std::fs::canonicalize(&g.host_path).ok())
+        .collect();
+    (0..grants.len())
+        .map(|i| {
+            (0..grants.len())
+                .filter(|&j| j != i)
+                .filter(|&j| match (&real[j], &real[i]) {
+                    (Some(inner), Some(outer)) => inner.starts_with(outer),
+                    _ => false,
+                })
+                .fold(Rights::empty(), |r, j| r | grants[j].rights)
+        })
+        .collect()
+}
+
 /// Where a handle is below its grant's root, and who records what it is
 /// used for.
 #[derive(Clone, Default)]
@@ -81,6 +104,15 @@ impl Place {
     fn used(&self, path: &str, rights: Rights) {
         if let (Some((learner, grant)), Some(p)) = (&self.learn, self.below(path)) {
             learner.dir(grant, p, rights);
+        }
+    }
+
+    /// Notes, for `capbroker learn`, that `from` was moved to `to`.
+    fn moved(&self, from: &str, to: &str) {
+        if let (Some((learner, grant)), Some(f), Some(t)) =
+            (&self.learn, self.below(from), self.below(to))
+        {
+            learner.moved(grant, f, t);
         }
     }
 
@@ -207,24 +239,20 @@ fn link_in_scope() -> std::io::Error {
 }
 
 /// Builds a scope's entries below `root`: see [`ScopeEntry`]. A path below
-/// another that may create or remove names must hold every right of that
-/// one: the wider entry could otherwise rename or link what lies below the
-/// narrower one to where its own rights apply, so the narrower rights could
-/// not be enforced, and the grant is refused rather than widened.
+/// another must hold every right of that one: through the wider entry the
+/// narrower one's files can be reached by other names (a link inside, or
+/// one made by renaming), so fewer rights could not be enforced, and the
+/// grant is refused rather than widened.
 pub(crate) fn open_scope(
     root: &Dir,
     paths: &[(PathBuf, Rights)],
 ) -> wasmtime::Result<Arc<[ScopeEntry]>> {
     for (inner, inner_rights) in paths {
         for (outer, outer_rights) in paths {
-            if inner != outer
-                && inner.starts_with(outer)
-                && outer_rights.intersects(Rights::CREATE | Rights::REMOVE)
-                && !inner_rights.contains(*outer_rights)
-            {
+            if inner != outer && inner.starts_with(outer) && !inner_rights.contains(*outer_rights) {
                 wasmtime::bail!(
-                    "[paths] `{}` ({}) has fewer rights than `{}` ({}) above it, which can \
-                     move what is below it: give `{}` at least the rights of `{}`",
+                    "[paths] `{}` ({}) has fewer rights than `{}` ({}) above it, which \
+                     reaches it by other names too: give `{}` at least the rights of `{}`",
                     inner.display(),
                     RightsList(*inner_rights),
                     outer.display(),
@@ -356,6 +384,8 @@ pub struct DirHandle {
     /// The most any handle from the same grant may hold: what a file made
     /// reachable in this handle's directory could be used with.
     ceiling: Rights,
+    /// The rights of other grants whose directories lie inside this one's.
+    beside: Rights,
     /// Whose pledges end this handle.
     holders: Holders,
     place: Place,
@@ -393,6 +423,7 @@ impl DirHandle {
             reach: Reach::Whole(Arc::new(dir)),
             rights,
             ceiling: rights,
+            beside: Rights::empty(),
             holders: Holders::default(),
             place: Place::default(),
             label: label.into(),
@@ -401,10 +432,12 @@ impl DirHandle {
     }
 
     /// The root of a grant: the whole directory, or only `paths` below it
-    /// (each with the most rights it may use there), opened now.
+    /// (each with the most rights it may use there), opened now; `beside`
+    /// are the rights of other grants inside it (see [`beside`]).
     pub fn grant(
         dir: Dir,
         rights: Rights,
+        beside: Rights,
         name: &str,
         paths: Option<&[(PathBuf, Rights)]>,
         learn: Option<Arc<Learner>>,
@@ -417,6 +450,7 @@ impl DirHandle {
             reach,
             rights,
             ceiling: rights,
+            beside,
             holders: Holders::default(),
             place: Place::root(name, learn),
             label: name.into(),
@@ -436,6 +470,7 @@ impl DirHandle {
             reach: self.reach.clone(),
             rights: self.rights,
             ceiling: self.ceiling,
+            beside: self.beside,
             holders: self.holders.clone(),
             place: self.place.clone(),
             label: label.into(),
@@ -457,7 +492,7 @@ impl DirHandle {
     /// The most any handle of this grant may hold at `path`: for a scoped
     /// grant, what the scope gives there.
     pub(crate) fn ceiling_at(&self, path: &str) -> Rights {
-        match (&self.reach, self.place.below(path)) {
+        let own = match (&self.reach, self.place.below(path)) {
             (Reach::Scoped(entries), Some(full)) => {
                 entries
                     .iter()
@@ -466,7 +501,8 @@ impl DirHandle {
                     & self.ceiling
             }
             _ => self.ceiling,
-        }
+        };
+        own | self.beside
     }
 
     pub fn lineage(&self) -> &Lineage {
@@ -577,6 +613,7 @@ impl DirHandle {
                     reach: self.reach.clone(),
                     rights,
                     ceiling: self.ceiling,
+                    beside: self.beside,
                     holders: self.holders.clone(),
                     place: self.place.at(path),
                     label: self.child_label(path).into(),
@@ -593,6 +630,7 @@ impl DirHandle {
             reach: Reach::Whole(dir),
             rights,
             ceiling: self.ceiling,
+            beside: self.beside,
             holders: self.holders.clone(),
             place: self.place.at(path),
             label: self.child_label(path).into(),
@@ -691,6 +729,7 @@ impl DirHandle {
 
     /// Replaces an existing file (`write`) or makes a new one (`create`).
     fn write_file(&self, caller: &Caller<'_>, path: &str, contents: &[u8]) -> Result<(), Fail> {
+        self.decide_here(caller, "write-file", Op::WriteFile, path)?;
         let exists = match self.reach.target(&self.place, path) {
             Ok((t, _)) => t.dir.symlink_metadata(&t.path).is_ok(),
             Err(_) => false,
@@ -836,7 +875,9 @@ impl DirHandle {
         source
             .dir
             .rename(&source.path, &dest.dir, &dest.path)
-            .map_err(|e| Error::from_io(&e, &format!("{from} -> {to}")).into())
+            .map_err(|e| Fail::from(Error::from_io(&e, &format!("{from} -> {to}"))))?;
+        self.place.moved(from, to);
+        Ok(())
     }
 }
 

@@ -220,7 +220,14 @@ impl Grant {
 
     /// Opens the host resource and keeps it for the guest's
     /// `grants.granted`.
-    pub fn hand_over(&self, name: &str, view: BrokerCtxView<'_>) -> wasmtime::Result<()> {
+    /// `beside` are the rights of other directory grants inside this one
+    /// (see [`crate::fs::beside`]).
+    pub fn hand_over(
+        &self,
+        name: &str,
+        beside: Rights,
+        view: BrokerCtxView<'_>,
+    ) -> wasmtime::Result<()> {
         let (value, target, detail) = match self {
             Grant::Dir(d) => {
                 let dir = d.open().with_context(|| format!("grant `{name}`"))?;
@@ -229,6 +236,7 @@ impl Grant {
                 let handle = DirHandle::grant(
                     dir,
                     d.rights,
+                    beside,
                     name,
                     d.paths.as_deref(),
                     view.ctx.learner.clone(),
@@ -289,6 +297,25 @@ impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {
         }
         Ok(out)
     }
+}
+
+/// For each grant, the rights of the other directory grants inside its
+/// directory (none for other kinds); see [`crate::fs::beside`].
+pub fn beside(grants: &[NamedGrant]) -> Vec<Rights> {
+    let dirs: Vec<(usize, &DirGrant)> = grants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| match &g.grant {
+            Grant::Dir(d) => Some((i, d)),
+            _ => None,
+        })
+        .collect();
+    let rights = crate::fs::beside(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    let mut out = vec![Rights::empty(); grants.len()];
+    for ((i, _), r) in dirs.iter().zip(rights) {
+        out[*i] = r;
+    }
+    out
 }
 
 fn wants_kind(w: &Wants) -> &'static str {

@@ -33,6 +33,9 @@ pub struct Learner {
 struct Used {
     /// Per directory grant: each path below its root, and the rights used on it.
     dirs: BTreeMap<String, BTreeMap<PathBuf, Rights>>,
+    /// Per directory grant: renames and links made, from and to; a source
+    /// needs what its destination is granted.
+    moves: BTreeMap<String, BTreeSet<(PathBuf, PathBuf)>>,
     /// Per network grant: the addresses listened on or connected to.
     net: BTreeMap<String, BTreeSet<String>>,
     /// The components started as children, by the name they were spawned by.
@@ -52,6 +55,17 @@ impl Learner {
 
     fn with<T>(&self, f: impl FnOnce(&mut Used) -> T) -> T {
         f(&mut self.used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Something at `from` was renamed or linked to `to`, both relative to
+    /// the root of grant `grant`.
+    pub fn moved(&self, grant: &str, from: PathBuf, to: PathBuf) {
+        self.with(|u| {
+            u.moves
+                .entry(grant.to_string())
+                .or_default()
+                .insert((from, to));
+        })
     }
 
     /// `rights` were used on `path`, relative to the root of grant `grant`.
@@ -136,7 +150,8 @@ impl Learner {
                             .get(&g.name)
                             .map(|m| m.iter().map(|(p, r)| (p.clone(), *r & d.rights)).collect())
                             .unwrap_or_default();
-                        let paths = movable_below(paths);
+                        let moves = u.moves.get(&g.name).cloned().unwrap_or_default();
+                        let paths = consistent(paths, &moves);
                         if paths.is_empty() && !required {
                             writeln!(notes, "# dir.{}: not used, not granted", g.name).unwrap();
                             continue;
@@ -254,24 +269,36 @@ impl Learner {
     }
 }
 
-/// A path below one the run created or removed names in gets that one's
-/// rights too: a scope refuses a narrower path below a wider one that could
-/// move it (see [`crate::fs::open_scope`]), and the wider one reaches it
-/// anyway.
-fn movable_below(paths: Vec<(PathBuf, Rights)>) -> Vec<(PathBuf, Rights)> {
-    let movers: Vec<(PathBuf, Rights)> = paths
-        .iter()
-        .filter(|(_, r)| r.intersects(Rights::CREATE | Rights::REMOVE))
-        .cloned()
-        .collect();
-    paths
-        .into_iter()
-        .map(|(p, r)| {
-            let above = movers
-                .iter()
-                .filter(|(m, _)| p.starts_with(m) && p != *m)
-                .fold(Rights::empty(), |a, (_, mr)| a | *mr);
-            (p, r | above)
-        })
-        .collect()
+/// Makes learned paths a scope the broker accepts and the same run can
+/// use again: a path below another gets that one's rights too (a scope
+/// refuses a narrower path below a wider one, which reaches it by other
+/// names anyway; see [`crate::fs::open_scope`]), and the source of a rename
+/// or link gets what its destination is granted (which the move needs).
+fn consistent(
+    mut paths: Vec<(PathBuf, Rights)>,
+    moves: &BTreeSet<(PathBuf, PathBuf)>,
+) -> Vec<(PathBuf, Rights)> {
+    let at = |paths: &[(PathBuf, Rights)], p: &PathBuf| {
+        paths
+            .iter()
+            .filter(|(q, _)| p.starts_with(q))
+            .fold(Rights::empty(), |a, (_, r)| a | *r)
+    };
+    // Each pass only adds rights, from a finite set: it ends.
+    loop {
+        let before = paths.clone();
+        for (from, to) in moves {
+            let need = at(&paths, to);
+            if let Some((_, r)) = paths.iter_mut().find(|(p, _)| p == from) {
+                *r |= need;
+            }
+        }
+        let snapshot = paths.clone();
+        for (p, r) in paths.iter_mut() {
+            *r |= at(&snapshot, p);
+        }
+        if paths == before {
+            return paths;
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //!   `remove PATH`, `stat PATH`, `link FROM TO`, `rename FROM TO`,
 //!   `append PATH TEXT`
 //! - `orphan PREOPEN PATH`: open PATH below the preopen with raw
-//!   `wasi:filesystem`, keep only a read stream of it; `orphan-read`
+//!   `wasi:filesystem`, keep only a read stream of it; `orphan-read`;
+//!   `preopen-list PREOPEN`: list the preopen's own descriptor
 //! - `hold PATH`: open PATH for reading and writing and keep it;
 //!   `hold-write TEXT`, `hold-read`: use the kept file
 //! - `env KEY`
@@ -147,6 +148,27 @@ fn main() {
                         p
                     }),
                 );
+            }
+            "preopen-list" => {
+                let pre = next(&mut i);
+                let r = wasi::filesystem::preopens::get_directories()
+                    .into_iter()
+                    .find(|(_, p)| *p == pre)
+                    .ok_or_else(|| std::io::Error::from(ErrorKind::NotFound))
+                    .and_then(|(d, _)| {
+                        let entries = d.read_directory().map_err(|e| {
+                            std::io::Error::new(ErrorKind::PermissionDenied, e.name())
+                        })?;
+                        let mut names = Vec::new();
+                        while let Some(e) = entries.read_directory_entry().map_err(|e| {
+                            std::io::Error::new(ErrorKind::PermissionDenied, e.name())
+                        })? {
+                            names.push(e.name);
+                        }
+                        names.sort();
+                        Ok(names.join(","))
+                    });
+                report(&step, r);
             }
             "orphan-read" => {
                 let r = match orphan.as_ref() {

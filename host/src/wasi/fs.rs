@@ -44,6 +44,9 @@ pub struct Gate {
     bits: Arc<AtomicU8>,
     lineage: Lineage,
     holders: Holders,
+    /// Where refusals of streams and listings are recorded, and the name
+    /// of the root they come from.
+    trail: Option<(Audit, Arc<str>)>,
 }
 
 impl Gate {
@@ -56,7 +59,35 @@ impl Gate {
             bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
             lineage,
             holders: Holders::default(),
+            trail: None,
         }
+    }
+
+    /// The same gate, its refusals recorded in `audit` under `label`.
+    fn recorded(mut self, audit: &Audit, label: &str) -> Gate {
+        self.trail = Some((audit.clone(), label.into()));
+        self
+    }
+
+    /// Records that `op` was refused for want of `need` (a stream or a
+    /// listing, which the authority core does not see call by call).
+    pub fn refused(&self, op: &str, need: Rights) {
+        let Some((audit, label)) = &self.trail else {
+            return;
+        };
+        let held = self.rights();
+        let err = if self.lineage.check().is_err() {
+            Error::Revoked
+        } else if self.pledged() {
+            Error::Refused("the file system was pledged away".into())
+        } else {
+            Error::Denied(if need & !held == Rights::empty() {
+                need
+            } else {
+                need & !held
+            })
+        };
+        audit.refused(op, label, "", held, &err);
     }
 
     /// The same gate, also closed once `holders` renounce the file system.
@@ -72,6 +103,7 @@ impl Gate {
             bits: Arc::new(AtomicU8::new(rights_to_bits(rights))),
             lineage: self.lineage.clone(),
             holders: self.holders.clone(),
+            trail: self.trail.clone(),
         }
     }
 
@@ -128,6 +160,8 @@ struct Root {
     /// For a converted handle, the most any handle of its grant may hold
     /// (the guest may keep a stronger one); a preopen's is its gate.
     ceiling: Option<Rights>,
+    /// The rights of other grants whose directories lie inside this one's.
+    beside: Rights,
     /// Descriptors that descend from it; a converted handle's root is
     /// closed with its last one.
     users: usize,
@@ -214,8 +248,14 @@ impl WasiFs {
 
     /// Adds a preopen at `guest_path` for the operator's grant. With
     /// `[dir.NAME.paths]`, each listed path is opened now and every path
-    /// the guest uses resolves through one of them.
-    pub fn preopen(&mut self, guest_path: &str, grant: &DirGrant) -> wasmtime::Result<()> {
+    /// the guest uses resolves through one of them. `beside` are the rights
+    /// of other grants inside this one (see [`crate::fs::beside`]).
+    pub fn preopen(
+        &mut self,
+        guest_path: &str,
+        grant: &DirGrant,
+        beside: Rights,
+    ) -> wasmtime::Result<()> {
         let dir = grant.open()?;
         let scope = match &grant.paths {
             None => None,
@@ -232,6 +272,7 @@ impl WasiFs {
             unveiled: None,
             scope,
             ceiling: None,
+            beside,
             users: 0,
         });
         Ok(())
@@ -262,10 +303,19 @@ impl WasiFs {
             return Rights::all();
         };
         let most = root.ceiling.unwrap_or_else(|| root.gate.rights());
-        match &root.scope {
+        let own = match &root.scope {
             Some(scope) => scope.rights_at(full) & most,
             None => most,
-        }
+        };
+        own | root.beside
+    }
+
+    /// The name a root goes by in the audit trail.
+    fn label(&self, root: usize) -> &str {
+        self.roots
+            .get(&root)
+            .and_then(|r| r.guest_path.as_deref())
+            .unwrap_or("wasi descriptor")
     }
 
     fn node(&self, fd: &Resource<Descriptor>) -> Result<&Node, ErrorCode> {
@@ -593,16 +643,18 @@ impl FsView<'_> {
         path: Option<&str>,
     ) -> Result<Decided, ErrorCode> {
         let node = self.fs.node(fd)?;
-        let label = self
-            .fs
-            .roots
-            .get(&node.root)
-            .and_then(|r| r.guest_path.as_deref())
-            .unwrap_or("wasi descriptor");
+        let label = self.fs.label(node.root);
+        // Paths through a scoped preopen go by the scope alone (they all
+        // resolve through its own descriptors); what the descriptor itself
+        // may do is its own.
+        let held = match (path, self.fs.roots.get(&node.root)) {
+            (Some(_), Some(root)) if root.scope.is_some() => root.gate.rights(),
+            _ => node.gate.rights(),
+        };
         let who = Subject {
             label,
             lineage: &node.gate.lineage,
-            held: node.gate.rights(),
+            held,
             pledges: self.pledges,
             holders: &node.gate.holders,
             audit: self.audit,
@@ -676,12 +728,19 @@ impl preopens::Host for FsView<'_> {
             let Some(guest_path) = root.guest_path.clone() else {
                 continue;
             };
-            let rights = root.gate.rights();
+            // A scoped preopen holds what a `.` entry gives it, if any.
+            let rights = match &root.scope {
+                Some(scope) => scope.entry(Path::new("")).map_or(root.gate.rights(), |e| {
+                    scope.entries[e].rights & root.gate.rights()
+                }),
+                None => root.gate.rights(),
+            };
             let dir = root.dir.try_clone()?.into_std_file();
             let gate = root
                 .gate
                 .derive(rights)
-                .held_by(Holders::default().with(self.pledges));
+                .held_by(Holders::default().with(self.pledges))
+                .recorded(self.audit, &guest_path);
             let transit = root
                 .unveiled
                 .as_ref()
@@ -906,8 +965,9 @@ impl HostDescriptor for FsView<'_> {
                 // An existing file, which a drop box may not reach.
                 if matches!(e.downcast_ref(), Some(ErrorCode::Exist)) {
                     let err = Error::Denied(Rights::WRITE);
+                    let label = self.fs.label(r.root);
                     self.audit
-                        .refused("open-at", "wasi descriptor", &path, d.allowed.held, &err);
+                        .refused("open-at", label, &path, d.allowed.held, &err);
                     return Err(wasi_code(op, &err).into());
                 }
                 return Err(e);
@@ -1101,7 +1161,9 @@ impl HostDirectoryEntryStream for FsView<'_> {
         stream: Resource<types::DirectoryEntryStream>,
     ) -> FsResult<Option<types::DirectoryEntry>> {
         match self.fs.listings.get(&stream.rep()) {
-            Some(gate) => gate.check(Rights::LIST)?,
+            Some(gate) => gate.check(Rights::LIST).inspect_err(|_| {
+                gate.refused("read-directory-entry", Rights::LIST);
+            })?,
             None => return Err(ErrorCode::BadDescriptor.into()),
         }
         self.wasi.filesystem().read_directory_entry(stream).await
@@ -1123,6 +1185,7 @@ impl WasiFs {
         dir: &DirHandle,
         rights: Rights,
         pledges: &Pledges,
+        audit: &Audit,
     ) -> Result<Resource<Descriptor>, Error> {
         let Some(whole) = dir.whole_dir() else {
             // A WASI descriptor resolves paths itself, around the scope.
@@ -1131,8 +1194,9 @@ impl WasiFs {
             ));
         };
         let file = whole.try_clone().map_err(|e| Error::from_io(&e, "."))?;
-        let gate =
-            Gate::with_lineage(rights, dir.lineage().clone()).held_by(dir.holders().with(pledges));
+        let gate = Gate::with_lineage(rights, dir.lineage().clone())
+            .held_by(dir.holders().with(pledges))
+            .recorded(audit, dir.label());
         let descriptor = Descriptor::Dir(WasiDir::new(
             file.try_clone()
                 .map_err(|e| Error::from_io(&e, "."))?
@@ -1151,6 +1215,7 @@ impl WasiFs {
             unveiled: None,
             scope: None,
             ceiling: Some(dir.ceiling_at(".")),
+            beside: Rights::empty(),
             users: 0,
         });
         self.insert_node(
@@ -1191,11 +1256,13 @@ impl crate::bindings::capbroker::caps::wasi_fs::Host for crate::ctx::BrokerCtxVi
         )?;
         let label = handle.label().to_string();
         let handle = DirHandle::copy(handle, &label);
-        let result =
-            self.ctx
-                .wasi
-                .fs
-                .descriptor_for(self.table, &handle, rights, &self.ctx.pledges);
+        let result = self.ctx.wasi.fs.descriptor_for(
+            self.table,
+            &handle,
+            rights,
+            &self.ctx.pledges,
+            &self.ctx.audit,
+        );
         match &result {
             Ok(_) => self
                 .ctx

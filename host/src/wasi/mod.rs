@@ -80,8 +80,9 @@ impl WasiGrants {
             env: self.env.clone(),
             ..WasiState::default()
         };
-        for (guest, grant) in &self.dirs {
-            state.fs.preopen(guest, grant)?;
+        let grants: Vec<&DirGrant> = self.dirs.iter().map(|(_, g)| g).collect();
+        for ((guest, grant), beside) in self.dirs.iter().zip(crate::fs::beside(&grants)) {
+            state.fs.preopen(guest, grant, beside)?;
         }
         Ok((b.build(), state))
     }

@@ -22,9 +22,17 @@ impl<S> Guarded<S> {
     fn inner(&mut self) -> StreamResult<&mut S> {
         match &mut self.inner {
             Some(s) if self.gate.check(self.need).is_ok() => Ok(s),
-            _ => Err(StreamError::LastOperationFailed(
-                std::io::Error::from_raw_os_error(libc::EACCES).into(),
-            )),
+            _ => {
+                let op = if self.need == Rights::READ {
+                    "stream read"
+                } else {
+                    "stream write"
+                };
+                self.gate.refused(op, self.need);
+                Err(StreamError::LastOperationFailed(
+                    std::io::Error::from_raw_os_error(libc::EACCES).into(),
+                ))
+            }
         }
     }
 
@@ -80,9 +88,12 @@ impl IntoBox<dyn OutputStream> for Guarded<DynOutputStream> {
 #[async_trait::async_trait]
 impl Pollable for Guarded<DynInputStream> {
     async fn ready(&mut self) {
-        // A denied stream is ready at once: its next read fails.
-        if let Ok(s) = self.inner() {
-            s.ready().await
+        // A denied stream is ready at once: its next read fails (and is
+        // recorded then).
+        if self.gate.check(self.need).is_ok() {
+            if let Some(s) = &mut self.inner {
+                s.ready().await
+            }
         }
     }
 }
@@ -115,8 +126,10 @@ impl InputStream for Guarded<DynInputStream> {
 #[async_trait::async_trait]
 impl Pollable for Guarded<DynOutputStream> {
     async fn ready(&mut self) {
-        if let Ok(s) = self.inner() {
-            s.ready().await
+        if self.gate.check(self.need).is_ok() {
+            if let Some(s) = &mut self.inner {
+                s.ready().await
+            }
         }
     }
 }
