@@ -660,6 +660,15 @@ fn learning_a_rename_grants_no_more_than_it_needs() {
     assert_eq!(tree.read("root/out/a.txt").as_deref(), Some("A"));
 }
 
+/// `get-directories` honours drops: a preopen the program dropped every
+/// descriptor of is not handed out again.
+#[test]
+fn a_dropped_preopen_is_not_handed_out_again() {
+    let tree = Tree::new();
+    let out = std_probe(&dir_flag("/data", tree.root(), "ro"), &["regain"]);
+    expect_lines(&out, &["ok regain first=1 again="]);
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

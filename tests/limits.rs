@@ -297,3 +297,26 @@ fn a_module_with_two_memories_is_refused_at_load() {
     let msg = format!("{err:#}");
     assert!(msg.contains("more than one memory"), "{msg}");
 }
+
+/// What the host reads for a guest must fit the guest's memory budget: a
+/// child with 4 MiB cannot make the host read a 16 MB file for it.
+#[tokio::test]
+async fn reading_a_file_is_bounded_by_the_readers_memory() {
+    let tree = support::Tree::new();
+    std::fs::write(tree.path("root/big.bin"), vec![7u8; 16 << 20]).unwrap();
+    let mut p = Probe::start(&[
+        support::dir_at("data", &tree.root(), "rw"),
+        spawner("sp=max-memory=64MiB,max-fuel=1G,timeout=10s,max-children=4"),
+    ])
+    .await;
+    p.expect(&[
+        (
+            "spawn sp self 4194304,1000000000,5000 data C read data big.bin",
+            "ok",
+        ),
+        ("wait C", "ok:finished:err:limit-exceeded:max-memory"),
+        ("spawn sp self budget data D stat data big.bin", "ok"),
+        ("wait D", "ok:finished:ok:file:16777216"),
+    ])
+    .await;
+}

@@ -449,7 +449,7 @@ fn a_manifest_any_writable_grant_reaches_is_refused() {
             Some("2 hard links"),
         ),
         ("conf/own.toml", None, Some("grant `b`")),
-        ("conf/narrow.toml", None, Some("the manifest itself")),
+        ("conf/narrow.toml", None, Some("the file itself")),
         ("conf/narrow-sub.toml", None, None),
         ("conf/capbroker.toml", Some(("ro", "conf", "ro")), None),
         ("conf/capbroker.toml", Some(("data", "data", "rw")), None),
@@ -480,4 +480,54 @@ fn a_manifest_any_writable_grant_reaches_is_refused() {
             None => assert!(out.status.success(), "{args:?}: {stderr}"),
         }
     }
+}
+
+/// The files the broker writes for the operator follow the manifest's
+/// rule: an `--audit` log or `--learn` output a grant could reach (and so
+/// forge, or replace with a link the broker would follow) is refused
+/// before anything runs.
+#[test]
+fn operator_files_within_a_grants_reach_are_refused() {
+    let tree = Tree::new();
+    std::fs::write(tree.path("outside/prod.toml"), "KEEP").unwrap();
+    std::os::unix::fs::symlink("../outside/prod.toml", tree.path("root/learned.toml")).unwrap();
+    let probe = guest("probe");
+    let grant = format!("data={}:rw", tree.root().display());
+    for (flag, file) in [
+        ("--learn", "root/learned.toml"),
+        ("--audit", "root/audit.jsonl"),
+    ] {
+        let path = tree.path(file);
+        let out = capbroker(&[
+            "run",
+            flag,
+            s(&path),
+            "--dir",
+            &grant,
+            s(&probe),
+            "write data x.txt ran",
+        ]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("within reach of grant `data`"),
+            "{flag}: {stderr}"
+        );
+        assert!(!tree.path("root/x.txt").exists(), "{flag}: the guest ran");
+    }
+    assert_eq!(tree.read("outside/prod.toml").as_deref(), Some("KEEP"));
+    assert!(!tree.path("root/audit.jsonl").exists());
+    // Out of reach, they work.
+    let learned = tree.path("learned.toml");
+    let out = capbroker(&[
+        "run",
+        "--learn",
+        s(&learned),
+        "--dir",
+        &grant,
+        s(&probe),
+        "write data x.txt ran",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(learned.exists());
 }

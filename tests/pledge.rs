@@ -316,3 +316,27 @@ async fn pledging_spawn_disables_every_spawner() {
         "err:refused:spawning was pledged away"
     );
 }
+
+/// A pledge of spawning reaches the copies of the spawner given to
+/// children too: a parent that gave up spawning cannot spawn through a
+/// child it can still talk to.
+#[tokio::test]
+async fn pledging_spawn_reaches_the_spawners_children_hold() {
+    let mut p = Probe::start(&[spawner(
+        "sp=max-memory=16MiB,max-fuel=100M,timeout=5s,max-children=4",
+    )])
+    .await;
+    p.expect(&[
+        (
+            "spawn sp self budget sp C recv;spawn sp self budget - G memory",
+            "ok",
+        ),
+        ("pledge-spawn", "ok"),
+        ("psend C go", "ok"),
+        (
+            "wait C",
+            "ok:finished:ok:go\nerr:refused:spawning was pledged away",
+        ),
+    ])
+    .await;
+}

@@ -375,6 +375,24 @@ impl Reach {
 pub(crate) struct Caller<'a> {
     pub pledges: &'a Pledges,
     pub audit: &'a Audit,
+    /// Bytes of its memory budget the instance has left: what the host may
+    /// hold for one call's result (a file's contents, a listing), which
+    /// must fit into the guest's memory anyway.
+    pub room: usize,
+}
+
+impl Caller<'_> {
+    /// Refuses a result of `bytes` that could not fit the budget.
+    fn fits(&self, bytes: u64, what: &str) -> Result<(), Error> {
+        if bytes > self.room as u64 {
+            return Err(Error::LimitExceeded(format!(
+                "max-memory: {what} of {bytes} bytes does not fit the {} bytes left of the \
+                 memory budget",
+                self.room
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A directory handle: what it may reach and the rights over it.
@@ -665,11 +683,13 @@ impl DirHandle {
             ))
             .into());
         }
+        caller.fits(len, "the file")?;
         let mut data = Vec::with_capacity(len as usize);
         // The file may grow after the size check; never read past the limit.
-        file.take(MAX_WHOLE_FILE + 1)
+        file.take(MAX_WHOLE_FILE.min(caller.room as u64) + 1)
             .read_to_end(&mut data)
             .map_err(|e| Error::from_io(&e, path))?;
+        caller.fits(data.len() as u64, "the file")?;
         if data.len() as u64 > MAX_WHOLE_FILE {
             return Err(
                 Error::Invalid(format!("`{path}` grew past {MAX_WHOLE_FILE} bytes")).into(),
@@ -791,9 +811,13 @@ impl DirHandle {
             target.dir.read_dir(&target.path)
         };
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for entry in entries.map_err(io)? {
             let entry = entry.map_err(io)?;
             let kind = entry.file_type().map_err(io)?;
+            // What the guest gets for an entry: its name and a few words.
+            bytes += entry.file_name().len() as u64 + 16;
+            caller.fits(bytes, "the listing")?;
             out.push(Entry {
                 name: entry.file_name().to_string_lossy().into_owned(),
                 kind: entry_kind(kind),
@@ -961,9 +985,13 @@ impl BrokerCtxView<'_> {
         f: impl FnOnce(&DirHandle, &Caller<'_>) -> Result<T, Fail>,
     ) -> HostResult<T> {
         let dir = self.table.get(handle)?;
+        let memory = &self.ctx.memory;
         let caller = Caller {
             pledges: &self.ctx.pledges,
             audit: &self.ctx.audit,
+            room: memory
+                .max()
+                .saturating_sub(memory.linear().saturating_add(memory.queued())),
         };
         f(dir, &caller).map_err(|fail| {
             if !fail.audited {

@@ -52,15 +52,15 @@ pub enum HandleValue {
 impl HandleValue {
     /// The same handle, ended for good when the instance whose pledges
     /// these are pledges its kind of authority away (the network for a
-    /// network handle, the file system for a directory; a spawner answers
-    /// to its holder's pledge already).
+    /// network handle, the file system for a directory, spawning for a
+    /// spawner).
     fn held_by(self, pledges: &Pledges) -> HandleValue {
         match self {
             HandleValue::Listen(h) => HandleValue::Listen(h.held_by(pledges)),
             HandleValue::Connect(h) => HandleValue::Connect(h.held_by(pledges)),
             HandleValue::TcpStream(h) => HandleValue::TcpStream(h.held_by(pledges)),
             HandleValue::Dir(h) => HandleValue::Dir(h.held_by(pledges)),
-            other => other,
+            HandleValue::Spawner(h) => HandleValue::Spawner(h.held_by(pledges)),
         }
     }
 

@@ -49,6 +49,15 @@ impl Launch {
         // Before any guest runs: one that could write the manifest would
         // choose its own grants from the next run on.
         config.check_manifest_out_of_reach()?;
+        // The same for the files the broker writes for the operator: a
+        // guest that could reach one could forge it, or plant a link that
+        // the broker would follow to overwrite any file it may write.
+        if let Some(path) = audit.as_ref().filter(|p| p.as_os_str() != "-") {
+            config.check_out_of_reach(path, "the --audit log")?;
+        }
+        if let Some(path) = &learn {
+            config.check_out_of_reach(path, "the --learn output")?;
+        }
         if let (Some(m), false) = (&config.manifest, quiet) {
             // Not through `tracing`: no log filter may hide where grants
             // come from.

@@ -394,13 +394,20 @@ impl Config {
     /// identity (device and inode), so that `..`, symbolic links and bind
     /// mounts do not make one folder look like two.
     pub fn check_manifest_out_of_reach(&self) -> wasmtime::Result<()> {
-        let Some(manifest) = &self.manifest else {
-            return Ok(());
-        };
-        let path = &manifest.path;
+        match &self.manifest {
+            Some(manifest) => self.check_out_of_reach(&manifest.path, "the manifest"),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a run in which a directory grant could change `path`, a file
+    /// the broker reads or writes for the operator (`what`: the manifest,
+    /// the `--audit` log, the `--learn` output), or put a link in its place
+    /// that the broker would follow. The file need not exist yet.
+    pub fn check_out_of_reach(&self, path: &Path, what: &str) -> wasmtime::Result<()> {
         let cannot_tell = |e: std::io::Error| {
             wasmtime::format_err!(
-                "cannot tell whether a grant reaches the manifest `{}`: {e}",
+                "cannot tell whether a grant reaches {what} `{}`: {e}",
                 path.display()
             )
         };
@@ -427,8 +434,8 @@ impl Config {
         let (links, steps) = lookup(path).map_err(cannot_tell)?;
         if links > 1 {
             bail!(
-                "the manifest `{}` has {links} hard links: the broker cannot tell whether grant \
-                 `{}` (`{}`, {}) reaches one of them; give the manifest a file of its own",
+                "{what} `{}` has {links} hard links: the broker cannot tell whether grant \
+                 `{}` (`{}`, {}) reaches one of them; give it a file of its own",
                 path.display(),
                 first.name,
                 root.display(),
@@ -445,9 +452,9 @@ impl Config {
             };
             if let Some(step) = steps.iter().find(|s| s.id == id) {
                 bail!(
-                    "the manifest `{}` is within reach of grant `{}`: its {} over `{}` can \
-                     change `{}`, {}, so a guest could rewrite the grants of a later run; keep \
-                     the manifest out of every grant with write, create or remove, or grant less",
+                    "{what} `{}` is within reach of grant `{}`: its {} over `{}` can \
+                     change `{}`, {}, so a guest could rewrite it or put a link in its place; \
+                     keep it out of every grant with write, create or remove, or grant less",
                     path.display(),
                     g.name,
                     RightsList(rights),
@@ -690,7 +697,14 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
             _ => {
                 folders.insert(at.clone());
                 let next = at.join(&part);
-                if std::fs::symlink_metadata(&next)?.is_symlink() {
+                let meta = match std::fs::symlink_metadata(&next) {
+                    // A file not made yet: what it depends on is its folder.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && todo.is_empty() => {
+                        return steps_of(None, folders);
+                    }
+                    other => other?,
+                };
+                if meta.is_symlink() {
                     links += 1;
                     if links > 40 {
                         return Err(std::io::Error::other("too many symbolic links"));
@@ -702,12 +716,23 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
             }
         }
     }
-    let file = std::fs::metadata(&at)?;
-    let mut steps = vec![Step {
-        role: "the manifest itself",
-        id: (file.dev(), file.ino()),
-        path: at,
-    }];
+    steps_of(Some(at), folders)
+}
+
+/// The steps of [`lookup`]: the file at `at` (if it exists) and `folders`,
+/// with the file's link count.
+fn steps_of(at: Option<PathBuf>, folders: BTreeSet<PathBuf>) -> std::io::Result<(u64, Vec<Step>)> {
+    let mut steps = Vec::new();
+    let mut nlink = 1;
+    if let Some(at) = at {
+        let file = std::fs::metadata(&at)?;
+        nlink = file.nlink();
+        steps.push(Step {
+            role: "the file itself",
+            id: (file.dev(), file.ino()),
+            path: at,
+        });
+    }
     for path in folders {
         let m = std::fs::metadata(&path)?;
         steps.push(Step {
@@ -716,7 +741,7 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
             path,
         });
     }
-    Ok((file.nlink(), steps))
+    Ok((nlink, steps))
 }
 
 /// A manifest path below a directory grant's root, normalized (`.` is the

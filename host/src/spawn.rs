@@ -13,6 +13,7 @@ pub use crate::bindings::capbroker::caps::spawn::{Budget, Limits as ChildLimits}
 use crate::bindings::capbroker::caps::spawn::{Host, HostSpawner};
 use crate::ctx::BrokerCtxView;
 use crate::limits::{parse_count, parse_duration, parse_size, MIN_MEMORY};
+use crate::pledge::{Authority, Holders, Pledges};
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostResult};
 
@@ -137,6 +138,7 @@ impl SpawnGrant {
             },
             counter: Arc::new(Counter::new(self.max_children, None)),
             lineage: Lineage::default(),
+            holders: Holders::default(),
         })
     }
 }
@@ -257,6 +259,9 @@ pub struct SpawnerHandle {
     budget: Budget,
     counter: Arc<Counter>,
     lineage: Lineage,
+    /// Whose pledges end this spawner: a process that pledged spawning
+    /// away cannot go on spawning through a child it gave a copy to.
+    holders: Holders,
 }
 
 impl SpawnerHandle {
@@ -266,6 +271,13 @@ impl SpawnerHandle {
 
     pub fn lineage(&self) -> &Lineage {
         &self.lineage
+    }
+
+    /// The same spawner, also ended when the instance whose pledges these
+    /// are pledges spawning away; see [`crate::grants`]' `granted`.
+    pub fn held_by(mut self, pledges: &Pledges) -> SpawnerHandle {
+        self.holders = self.holders.with(pledges);
+        self
     }
 
     /// A spawner within `asked`, counting against this one too.
@@ -293,6 +305,7 @@ impl SpawnerHandle {
             counter: Arc::new(Counter::new(asked.max_children, Some(self.counter.clone()))),
             budget: asked,
             lineage: self.lineage.clone(),
+            holders: self.holders.clone(),
         })
     }
 
@@ -306,6 +319,7 @@ impl SpawnerHandle {
             },
             counter: self.counter.clone(),
             lineage: self.lineage.clone(),
+            holders: self.holders.clone(),
         }
     }
 
@@ -319,6 +333,11 @@ impl SpawnerHandle {
         limits: &ChildLimits,
     ) -> Result<Admitted, Error> {
         self.lineage.check()?;
+        if self.holders.renounced(Authority::SPAWN) {
+            return Err(Error::Refused(
+                "spawning was pledged away by a process this spawner passed through".into(),
+            ));
+        }
         let name = if component == "self" {
             caller
         } else {

@@ -7,7 +7,8 @@
 //!   `append PATH TEXT`
 //! - `orphan PREOPEN PATH`: open PATH below the preopen with raw
 //!   `wasi:filesystem`, keep only a read stream of it; `orphan-read`;
-//!   `preopen-list PREOPEN`: list the preopen's own descriptor
+//!   `preopen-list PREOPEN`: list the preopen's own descriptor; `regain`:
+//!   take the preopens, drop them, and ask again
 //! - `hold PATH`: open PATH for reading and writing and keep it;
 //!   `hold-write TEXT`, `hold-read`: use the kept file
 //! - `env KEY`
@@ -148,6 +149,13 @@ fn main() {
                         p
                     }),
                 );
+            }
+            "regain" => {
+                // Drops every preopen it is handed, then asks again.
+                let first = wasi::filesystem::preopens::get_directories().len();
+                let again = wasi::filesystem::preopens::get_directories();
+                let names: Vec<String> = again.into_iter().map(|(_, p)| p).collect();
+                println!("ok regain first={first} again={}", names.join(","));
             }
             "preopen-list" => {
                 let pre = next(&mut i);

@@ -165,6 +165,10 @@ struct Root {
     /// Descriptors that descend from it; a converted handle's root is
     /// closed with its last one.
     users: usize,
+    /// Descriptors of it that `get-directories` handed out and the guest
+    /// still holds; once they are all dropped, it is not handed out again.
+    handed: usize,
+    given_up: bool,
 }
 
 /// A preopen narrowed to some paths: the entries, opened at grant time
@@ -217,6 +221,8 @@ struct Node {
     /// Above an unveiled part: only a way to reach into it by path; its
     /// own contents and metadata are hidden.
     transit: bool,
+    /// Handed out by `get-directories`.
+    preopen: bool,
 }
 
 /// What is left of a dropped descriptor whose streams or listings live on:
@@ -274,6 +280,8 @@ impl WasiFs {
             ceiling: None,
             beside,
             users: 0,
+            handed: 0,
+            given_up: false,
         });
         Ok(())
     }
@@ -325,6 +333,7 @@ impl WasiFs {
     fn insert_node(&mut self, rep: u32, node: Node) {
         if let Some(root) = self.roots.get_mut(&node.root) {
             root.users += 1;
+            root.handed += usize::from(node.preopen);
         }
         self.nodes.insert(rep, node);
     }
@@ -347,6 +356,11 @@ impl WasiFs {
         }
         if let Some(root) = self.roots.get_mut(&node.root) {
             root.users -= 1;
+            if node.preopen {
+                root.handed -= 1;
+                // Dropped for good: asking again gets nothing back.
+                root.given_up |= root.handed == 0;
+            }
             if root.users == 0 && root.guest_path.is_none() {
                 self.roots.remove(&node.root);
             }
@@ -725,7 +739,7 @@ impl preopens::Host for FsView<'_> {
                 }
             }
             let root = &self.fs.roots[&i];
-            let Some(guest_path) = root.guest_path.clone() else {
+            let Some(guest_path) = root.guest_path.clone().filter(|_| !root.given_up) else {
                 continue;
             };
             // A scoped preopen holds what a `.` entry gives it, if any.
@@ -762,6 +776,7 @@ impl preopens::Host for FsView<'_> {
                     path: PathBuf::new(),
                     gate,
                     transit,
+                    preopen: true,
                 },
             );
             out.push((fd, guest_path));
@@ -989,6 +1004,7 @@ impl HostDescriptor for FsView<'_> {
                 path: r.full,
                 gate: parent.derive(rights),
                 transit: r.transit,
+                preopen: false,
             },
         );
         Ok(opened)
@@ -1217,6 +1233,8 @@ impl WasiFs {
             ceiling: Some(dir.ceiling_at(".")),
             beside: Rights::empty(),
             users: 0,
+            handed: 0,
+            given_up: false,
         });
         self.insert_node(
             fd.rep(),
@@ -1225,6 +1243,7 @@ impl WasiFs {
                 path: PathBuf::new(),
                 gate,
                 transit: false,
+                preopen: false,
             },
         );
         Ok(fd)
