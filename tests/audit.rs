@@ -265,3 +265,34 @@ fn the_log_shortens_and_escapes_guest_text() {
     let raw = std::fs::read_to_string(&log).unwrap();
     assert!(!raw.contains("\\u001b") && !raw.contains('\u{9b}'), "{raw}");
 }
+
+/// Derive and drop events are rate-limited like denials: a guest that
+/// derives and drops handles as fast as it can does not fill the disk.
+#[test]
+fn derive_and_drop_events_are_rate_limited() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let probe = guest("probe");
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        probe.to_str().unwrap(),
+        "churn data 20000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = events(&log);
+    let changes = all
+        .iter()
+        .filter(|e| e["event"] == "derive" || e["event"] == "drop")
+        .count();
+    // 40,000 events were made; a burst of 100 and 50 a second get through.
+    assert!(changes < 2_000, "{changes} derive and drop events written");
+    assert!(
+        all.iter()
+            .any(|e| e["event"] == "suppressed" && e["of"] == "derive,drop"),
+        "no suppressed count"
+    );
+}

@@ -669,6 +669,27 @@ fn a_dropped_preopen_is_not_handed_out_again() {
     expect_lines(&out, &["ok regain first=1 again="]);
 }
 
+/// A full handle table is a limit the guest reached: opening one more
+/// descriptor is an error value (`insufficient-memory`), not a trap.
+#[tokio::test]
+async fn a_full_table_refuses_a_descriptor_and_the_guest_goes_on() {
+    let tree = Tree::new();
+    let limits = capbroker::Limits {
+        max_handles: 64,
+        ..capbroker::Limits::default()
+    };
+    let mut p = Probe::start_with(&[dir_at("data", &tree.root(), "rw")], &limits).await;
+    p.expect(&[
+        ("wasi-hold data read D", "ok"),
+        (
+            "wasi-fill D hello.txt",
+            "err:io:wasi insufficient-memory after",
+        ),
+        ("wasi-read data read hello.txt", "ok:hello"),
+    ])
+    .await;
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {
@@ -797,7 +818,8 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
     let tree = Tree::new();
     std::fs::create_dir_all(tree.path("box")).unwrap();
     std::fs::write(tree.path("box/old.txt"), "OLD").unwrap();
-    let mut grants = Vec::new();
+    let log = tree.path("audit.jsonl");
+    let mut grants = vec!["--audit".to_string(), log.display().to_string()];
     grants.extend(dir_flag("/data", tree.root(), "rw"));
     grants.extend(dir_flag("/box", tree.path("box"), "create"));
     let out = std_probe(
@@ -836,6 +858,16 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
             "ok stat 5",
         ],
     );
+    // The WASI face's refusals are audited with the path and what was
+    // missing, like capbroker's own.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let denial = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "deny" && e["path"] == "old.txt")
+        .unwrap_or_else(|| panic!("no denial of old.txt in:\n{log}"));
+    assert_eq!(denial["handle"], "/box", "{denial}");
+    assert_eq!(denial["missing"], "read,list", "{denial}");
 }
 
 /// The rights each `fs` and `wasi:filesystem` path operation needs, as

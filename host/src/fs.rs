@@ -143,6 +143,54 @@ pub(crate) fn join_below(base: &Path, path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Renames `from` (below `from_dir`) to `to` (below `to_dir`) unless
+/// something is at `to` already: the kernel checks and renames in one step
+/// (`renameat2` with `RENAME_NOREPLACE`), so a file that appears there in
+/// between is never replaced. The parents resolve through cap-std; the
+/// last components are single names, which `renameat2` does not follow.
+pub(crate) fn rename_noreplace(
+    from_dir: &Dir,
+    from: &Path,
+    to_dir: &Dir,
+    to: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    fn parent_and_name(dir: &Dir, path: &Path) -> std::io::Result<(Dir, std::ffi::CString)> {
+        let mut parts: Vec<Component> = path.components().collect();
+        let Some(Component::Normal(name)) = parts.pop() else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        let parent: PathBuf = parts.iter().collect();
+        let parent = if parent.as_os_str().is_empty() {
+            dir.try_clone()?
+        } else {
+            dir.open_dir(&parent)?
+        };
+        let name = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok((parent, name))
+    }
+    let (from_parent, from_name) = parent_and_name(from_dir, from)?;
+    let (to_parent, to_name) = parent_and_name(to_dir, to)?;
+    // SAFETY: both descriptors are open for the call and both names are
+    // NUL-terminated strings that outlive it.
+    let done = unsafe {
+        libc::renameat2(
+            from_parent.as_raw_fd(),
+            from_name.as_ptr(),
+            to_parent.as_raw_fd(),
+            to_name.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Opens the directory `name` in `dir` without following a symbolic link
 /// there (links on the way are still resolved inside `dir`).
 fn open_dir_nofollow(dir: &Dir, name: &Path) -> std::io::Result<Dir> {
@@ -877,7 +925,7 @@ impl DirHandle {
             Ok((t, _)) => !t.is_self() && t.dir.symlink_metadata(&t.path).is_ok(),
             Err(_) => false,
         };
-        let (dest, _) = self.decide(caller, "rename", Op::RenameTo { replaces }, to)?;
+        let (dest, at_dest) = self.decide(caller, "rename", Op::RenameTo { replaces }, to)?;
         let op = Op::RenameFrom {
             dest: self.ceiling_at(to),
         };
@@ -896,10 +944,25 @@ impl DirHandle {
         {
             return Err(Error::NotDirectory(from.into()).into());
         }
-        source
-            .dir
-            .rename(&source.path, &dest.dir, &dest.path)
-            .map_err(|e| Fail::from(Error::from_io(&e, &format!("{from} -> {to}"))))?;
+        let moved = if at_dest.held.contains(Rights::WRITE) {
+            source.dir.rename(&source.path, &dest.dir, &dest.path)
+        } else {
+            // Without `write` there, nothing may be replaced, not even what
+            // appeared since the check above.
+            rename_noreplace(&source.dir, &source.path, &dest.dir, &dest.path)
+        };
+        match moved {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let e = Error::Denied(Rights::WRITE);
+                caller
+                    .audit
+                    .refused("rename", &self.label, to, at_dest.held, &e);
+                return Err(Fail::audited(e));
+            }
+            other => {
+                other.map_err(|e| Fail::from(Error::from_io(&e, &format!("{from} -> {to}"))))?
+            }
+        }
         self.place.moved(from, to);
         Ok(())
     }
@@ -1216,5 +1279,36 @@ impl HostFile for BrokerCtxView<'_> {
         let file = self.table.delete(file)?;
         self.ctx.audit.dropped(&file.label);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("b")).unwrap();
+        std::fs::write(tmp.path().join("a/x"), "mine").unwrap();
+        std::fs::write(tmp.path().join("b/y"), "theirs").unwrap();
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        let err = rename_noreplace(&dir, Path::new("a/x"), &dir, Path::new("b/y")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("b/y")).unwrap(),
+            "theirs"
+        );
+        rename_noreplace(&dir, Path::new("a/x"), &dir, Path::new("b/z")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("b/z")).unwrap(),
+            "mine"
+        );
+        // Names that are not names, and parents outside, are refused.
+        for bad in ["..", ".", "b/..", "../b/w"] {
+            assert!(rename_noreplace(&dir, Path::new("b/z"), &dir, Path::new(bad)).is_err());
+        }
+        assert!(tmp.path().join("b/z").exists());
     }
 }

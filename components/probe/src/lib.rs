@@ -466,6 +466,30 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             }
             Ok(String::new())
         }
+        // Derives and drops a handle `n` times.
+        ["churn", _, n] => {
+            let d = held(&h.dirs, "dir", words[1])?;
+            for _ in 0..n.parse::<u32>().unwrap() {
+                drop(d.attenuate(Rights::READ)?);
+            }
+            Ok(String::new())
+        }
+        // Opens PATH through descriptor D until refused; keeps them all,
+        // then drops them. Gives how many opened and the error.
+        ["wasi-fill", d, path] => {
+            let d = wasi_held(h, d)?;
+            let mut kept = Vec::new();
+            let err = loop {
+                match d.open_at(PathFlags::empty(), path, WasiOpen::empty(), DescriptorFlags::READ) {
+                    Ok(f) => kept.push(f),
+                    Err(e) => break e,
+                }
+                if kept.len() > 100_000 {
+                    return Ok("no limit".into());
+                }
+            };
+            Err(Error::Io(format!("wasi {} after {}", err.name(), kept.len())))
+        }
         ["pledge-fs"] => {
             capbroker_sdk::pledge::filesystem();
             Ok(String::new())

@@ -155,6 +155,10 @@ pub struct Audit {
     log: Option<Arc<AuditLog>>,
     /// The rate limit on denials, on stderr and in the log alike.
     denials: Arc<Mutex<Bucket>>,
+    /// The rate limit on derive and drop events in the log, which a guest
+    /// can make as fast as it can call (a bucket of their own, so that
+    /// they never crowd out denials).
+    changes: Arc<Mutex<Bucket>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -176,6 +180,7 @@ impl Audit {
             parent: None,
             log: None,
             denials: Arc::new(Mutex::new(Bucket::new())),
+            changes: Arc::new(Mutex::new(Bucket::new())),
         }
     }
 
@@ -199,6 +204,27 @@ impl Audit {
 
     pub fn pid(&self) -> u64 {
         self.pid
+    }
+
+    /// Writes a derive or drop event within the rate limit; what is left
+    /// out is counted in a `suppressed` event before the next one written.
+    fn emit_change(&self, event: &str, fields: impl FnOnce() -> Value) {
+        if self.log.is_none() {
+            return;
+        }
+        let taken = self
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(suppressed) = taken else { return };
+        if suppressed > 0 {
+            self.emit(
+                "suppressed",
+                || json!({ "count": suppressed, "of": "derive,drop" }),
+            );
+        }
+        self.emit(event, fields);
     }
 
     /// Builds the event only when there is a log to write it to: spawning
@@ -229,18 +255,24 @@ impl Audit {
         let (from, to) = (clean(from, MAX_TEXT), clean(to, MAX_TEXT));
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             op, from = %Quoted(&from), to = %Quoted(&to), rights = %RightsList(rights), "derived");
-        self.emit("derive",
+        self.emit_change("derive",
             || json!({ "op": op, "from": from, "to": to, "rights": RightsList(rights).to_string() }),
         );
     }
 
     /// The component dropped a handle.
     pub fn dropped(&self, handle: impl std::fmt::Display) {
+        // Spawns drop handles all the time: format nothing nobody reads.
+        if self.log.is_none()
+            && !tracing::enabled!(target: "capbroker::audit", tracing::Level::DEBUG)
+        {
+            return;
+        }
         let handle = handle.to_string();
         let handle = clean(&handle, MAX_TEXT);
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             handle = %Quoted(&handle), "dropped");
-        self.emit("drop", || json!({ "handle": handle }));
+        self.emit_change("drop", || json!({ "handle": handle }));
     }
 
     /// The component gave up standard WASI authority for good.
@@ -368,6 +400,16 @@ impl Audit {
             tracing::warn!(target: "capbroker::audit", component = %self.component,
                 pid = self.pid, count = n, "{n} denials and failures left out by the rate limit");
             self.emit("suppressed", || json!({ "count": n }));
+        }
+        let n = std::mem::take(
+            &mut self
+                .changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .suppressed,
+        );
+        if n > 0 {
+            self.emit("suppressed", || json!({ "count": n, "of": "derive,drop" }));
         }
     }
 }

@@ -22,7 +22,7 @@ use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
 };
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsResult};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 use wasmtime_wasi::{FsPerms, OpenMode};
 
 use super::streams::guard;
@@ -628,6 +628,35 @@ fn borrow(rep: u32) -> Resource<Descriptor> {
     Resource::new_borrow(rep)
 }
 
+/// wasmtime-wasi traps when it cannot put a new descriptor, stream or
+/// listing in a full table; for the guest that is a limit it reached, and
+/// a limit is an error value, never a trap.
+fn full_is_error(e: FsError) -> FsError {
+    match e.downcast() {
+        Ok(code) => code.into(),
+        Err(trap) => match trap.downcast_ref::<wasmtime::component::ResourceTableError>() {
+            Some(wasmtime::component::ResourceTableError::Full) => {
+                ErrorCode::InsufficientMemory.into()
+            }
+            _ => FsError::trap(trap),
+        },
+    }
+}
+
+/// The directory of descriptor `rep`, for calls capbroker makes itself.
+fn dir_of(
+    table: &wasmtime::component::ResourceTable,
+    rep: u32,
+) -> Result<cap_std::fs::Dir, ErrorCode> {
+    match table.get(&borrow(rep)) {
+        Ok(Descriptor::Dir(d)) => Ok(cap_std::fs::Dir::from_std_file(
+            d.dir.try_clone().map_err(ErrorCode::from)?,
+        )),
+        Ok(Descriptor::File(_)) => Err(ErrorCode::NotDirectory),
+        Err(_) => Err(ErrorCode::BadDescriptor),
+    }
+}
+
 /// A scope entry's own name is never followed if it is a link: the link
 /// would resolve in the entry's parent, where the scope may hide things.
 fn follow_unless_exact(flags: types::PathFlags, route: &Route) -> types::PathFlags {
@@ -868,7 +897,12 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<types::DirectoryEntryStream>> {
         let gate = self.on_self("read-directory", &fd, Op::List)?;
-        let stream = self.wasi.filesystem().read_directory(fd).await?;
+        let stream = self
+            .wasi
+            .filesystem()
+            .read_directory(fd)
+            .await
+            .map_err(full_is_error)?;
         self.fs.listings.insert(stream.rep(), gate);
         Ok(stream)
     }
@@ -974,6 +1008,7 @@ impl HostDescriptor for FsView<'_> {
             .filesystem()
             .open_at(borrow(r.fd), path_flags, r.path, oflags, flags)
             .await
+            .map_err(full_is_error)
         {
             Ok(opened) => opened,
             Err(e) if d.allowed.new_only && !asked_exclusive => {
@@ -1074,10 +1109,37 @@ impl HostDescriptor for FsView<'_> {
             }
         }
         let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
-        self.wasi
-            .filesystem()
-            .rename_at(borrow(from.fd), from.path, borrow(to.fd), to.path)
-            .await
+        if first.allowed.held.contains(Rights::WRITE) {
+            return self
+                .wasi
+                .filesystem()
+                .rename_at(borrow(from.fd), from.path, borrow(to.fd), to.path)
+                .await;
+        }
+        // Without `write` there, nothing may be replaced, not even what
+        // appeared since the check above: the kernel checks and renames in
+        // one step.
+        let (from_dir, to_dir) = (
+            dir_of(self.wasi.table, from.fd)?,
+            dir_of(self.wasi.table, to.fd)?,
+        );
+        let (from_path, to_path) = (PathBuf::from(from.path), PathBuf::from(to.path));
+        let moved = tokio::task::spawn_blocking(move || {
+            crate::fs::rename_noreplace(&from_dir, &from_path, &to_dir, &to_path)
+        })
+        .await
+        .map_err(|e| wasmtime_wasi::p2::FsError::trap(wasmtime::Error::msg(e.to_string())))?;
+        match moved {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let err = Error::Denied(Rights::WRITE);
+                let label = self.fs.label(to.root);
+                self.audit
+                    .refused("rename-at", label, &new_path, first.allowed.held, &err);
+                Err(wasi_code(Op::RenameTo { replaces: true }, &err).into())
+            }
+            Err(e) => Err(ErrorCode::from(e).into()),
+        }
     }
 
     async fn symlink_at(
@@ -1107,7 +1169,11 @@ impl HostDescriptor for FsView<'_> {
         offset: types::Filesize,
     ) -> FsResult<Resource<DynInputStream>> {
         let gate = self.on_self("read-via-stream", &fd, Op::Read)?;
-        let stream = self.wasi.filesystem().read_via_stream(fd, offset)?;
+        let stream = self
+            .wasi
+            .filesystem()
+            .read_via_stream(fd, offset)
+            .map_err(full_is_error)?;
         guard(self.wasi.table, &stream, &gate, Rights::READ)?;
         Ok(stream)
     }
@@ -1118,7 +1184,11 @@ impl HostDescriptor for FsView<'_> {
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
         let gate = self.on_self("write-via-stream", &fd, Op::Write)?;
-        let stream = self.wasi.filesystem().write_via_stream(fd, offset)?;
+        let stream = self
+            .wasi
+            .filesystem()
+            .write_via_stream(fd, offset)
+            .map_err(full_is_error)?;
         guard(self.wasi.table, &stream, &gate, Rights::WRITE)?;
         Ok(stream)
     }
@@ -1128,7 +1198,11 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
         let gate = self.on_self("append-via-stream", &fd, Op::Write)?;
-        let stream = self.wasi.filesystem().append_via_stream(fd)?;
+        let stream = self
+            .wasi
+            .filesystem()
+            .append_via_stream(fd)
+            .map_err(full_is_error)?;
         guard(self.wasi.table, &stream, &gate, Rights::WRITE)?;
         Ok(stream)
     }
