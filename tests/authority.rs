@@ -564,6 +564,45 @@ fn case4_overlapping_grants_lend_nothing() {
     );
 }
 
+/// Case 4, the other way round: a link into a weak grant that lies inside
+/// a strong one hands the file to the strong one, so it needs its rights.
+#[test]
+fn case4_a_grant_inside_a_stronger_one_lends_nothing() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("x/sub")).unwrap();
+    std::fs::create_dir_all(tree.path("y")).unwrap();
+    std::fs::write(tree.path("y/secret.txt"), "SECRET").unwrap();
+    let mut grants = Vec::new();
+    grants.extend(dir_flag("/big", tree.path("x"), "rw"));
+    grants.extend(dir_flag("/in", tree.path("x/sub"), "create,remove"));
+    grants.extend(dir_flag("/box", tree.path("y"), "create,remove"));
+    let out = std_probe(
+        &grants,
+        &[
+            "link",
+            "/box/secret.txt",
+            "/in/alias.txt",
+            "rename",
+            "/box/secret.txt",
+            "/in/moved.txt",
+            "read",
+            "/big/sub/alias.txt",
+            "read",
+            "/big/sub/moved.txt",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "err permission-denied link",
+            "err permission-denied rename",
+            "err not-found read",
+            "err not-found read",
+        ],
+    );
+    assert_eq!(tree.read("y/secret.txt").as_deref(), Some("SECRET"));
+}
+
 #[tokio::test]
 async fn case4_overlapping_grants_lend_nothing_in_an_app() {
     let tree = Tree::new();

@@ -54,10 +54,10 @@ impl DirGrant {
 }
 
 /// For each grant, the rights of the other grants whose directory lies in
-/// it (or is it): a file linked or renamed into the overlap can be used
-/// with those too, so they count in the grant's ceiling. Directories are
-/// compared as the host resolves them (links followed); one that cannot be
-/// resolved overlaps nothing.
+/// it, holds it or is it: a file linked or renamed into the overlap can be
+/// used through those too, so they count in the grant's ceiling.
+/// Directories are compared as the host resolves them (links followed);
+/// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
     let real: Vec<Option<PathBuf>> = grants
         .iter()
@@ -68,7 +68,7 @@ pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
             (0..grants.len())
                 .filter(|&j| j != i)
                 .filter(|&j| match (&real[j], &real[i]) {
-                    (Some(inner), Some(outer)) => inner.starts_with(outer),
+                    (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
                     _ => false,
                 })
                 .fold(Rights::empty(), |r, j| r | grants[j].rights)
@@ -450,7 +450,7 @@ pub struct DirHandle {
     /// The most any handle from the same grant may hold: what a file made
     /// reachable in this handle's directory could be used with.
     ceiling: Rights,
-    /// The rights of other grants whose directories lie inside this one's.
+    /// The rights of other grants whose directories overlap this one's.
     beside: Rights,
     /// Whose pledges end this handle.
     holders: Holders,
@@ -499,7 +499,7 @@ impl DirHandle {
 
     /// The root of a grant: the whole directory, or only `paths` below it
     /// (each with the most rights it may use there), opened now; `beside`
-    /// are the rights of other grants inside it (see [`beside`]).
+    /// are the rights of other grants that overlap it (see [`beside`]).
     pub fn grant(
         dir: Dir,
         rights: Rights,

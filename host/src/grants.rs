@@ -220,7 +220,7 @@ impl Grant {
 
     /// Opens the host resource and keeps it for the guest's
     /// `grants.granted`.
-    /// `beside` are the rights of other directory grants inside this one
+    /// `beside` are the rights of other directory grants overlapping this one
     /// (see [`crate::fs::beside`]).
     pub fn hand_over(
         &self,
@@ -299,7 +299,7 @@ impl crate::bindings::capbroker::caps::grants::Host for BrokerCtxView<'_> {
     }
 }
 
-/// For each grant, the rights of the other directory grants inside its
+/// For each grant, the rights of the other directory grants overlapping its
 /// directory (none for other kinds); see [`crate::fs::beside`].
 pub fn beside(grants: &[NamedGrant]) -> Vec<Rights> {
     let dirs: Vec<(usize, &DirGrant)> = grants

@@ -160,7 +160,7 @@ struct Root {
     /// For a converted handle, the most any handle of its grant may hold
     /// (the guest may keep a stronger one); a preopen's is its gate.
     ceiling: Option<Rights>,
-    /// The rights of other grants whose directories lie inside this one's.
+    /// The rights of other grants whose directories overlap this one's.
     beside: Rights,
     /// Descriptors that descend from it; a converted handle's root is
     /// closed with its last one.
@@ -255,7 +255,7 @@ impl WasiFs {
     /// Adds a preopen at `guest_path` for the operator's grant. With
     /// `[dir.NAME.paths]`, each listed path is opened now and every path
     /// the guest uses resolves through one of them. `beside` are the rights
-    /// of other grants inside this one (see [`crate::fs::beside`]).
+    /// of other grants that overlap this one (see [`crate::fs::beside`]).
     pub fn preopen(
         &mut self,
         guest_path: &str,
