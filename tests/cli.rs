@@ -459,3 +459,27 @@ fn network_grants_through_the_binary() {
     let out = capbroker(&["run", "--listen", "web", p]);
     assert_refused(&out, &["expected NAME=ADDRESS"]);
 }
+
+/// Everything after the component is the component's: a word that looks
+/// like capbroker's flag (`--dir`, `--env`, `-m`) is an argument, never a
+/// grant, whoever supplied it.
+#[test]
+fn flags_after_the_component_are_its_arguments() {
+    let tree = Tree::new();
+    let probe = guest("std-probe");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &format!("/d={}:ro", tree.root().display()),
+        probe.to_str().unwrap(),
+        "--dir",
+        &format!("/d={}:rw", tree.root().display()),
+        "write",
+        "/d/new.txt",
+        "pwned",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("err unknown-step --dir"), "{stdout}");
+    assert!(stdout.contains("err permission-denied write"), "{stdout}");
+    assert!(!tree.path("root/new.txt").exists());
+}

@@ -320,3 +320,59 @@ async fn reading_a_file_is_bounded_by_the_readers_memory() {
     ])
     .await;
 }
+
+/// A child's large result, held by the host for the parent, keeps the
+/// child's place in `max-children` until the parent drops its handle: the
+/// host holds at most the spawner's budget of results.
+#[tokio::test]
+async fn large_results_count_as_children_until_dropped() {
+    let mut p = Probe::start(&[spawner(
+        "sp=max-memory=16MiB,max-fuel=1G,timeout=10s,max-children=2",
+    )])
+    .await;
+    p.expect(&[
+        ("spawn sp self budget - A bigout 100000", "ok"),
+        ("wait A", "ok:finished:ok:xxxx"),
+        ("spawn sp self budget - B bigout 100000", "ok"),
+        ("wait B", "ok:finished:ok:xxxx"),
+        ("spawn sp self budget - C bigout 10", "err:limit-exceeded"),
+        ("pdrop A", "ok"),
+        ("spawn sp self budget - C bigout 10", "ok"),
+        ("wait C", "ok:finished:ok:xxxxxxxxxx"),
+        // A small result gives the place back at once, handle held or not.
+        ("spawn sp self budget - D bigout 10", "ok"),
+        ("wait D", "ok:finished"),
+        ("spawn sp self budget - E bigout 10", "ok"),
+    ])
+    .await;
+}
+
+/// A child holds no more handles than its parent may.
+#[tokio::test]
+async fn a_child_holds_no_more_handles_than_its_parent() {
+    let tree = support::Tree::new();
+    let limits = Limits {
+        max_handles: 32,
+        ..Limits::default()
+    };
+    let mut p = Probe::start_with(
+        &[
+            support::dir_at("data", &tree.root(), "rw"),
+            spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=10s,max-children=2"),
+        ],
+        &limits,
+    )
+    .await;
+    let got = p.step("spawn sp self budget data C exhaust data").await;
+    assert_eq!(got, "ok");
+    let got = p.step("wait C").await;
+    assert!(got.starts_with("ok:finished:err:limit-exceeded:"), "{got}");
+    let held: usize = got
+        .trim_start_matches("ok:finished:err:limit-exceeded:")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(held < 32, "the child held {held} handles");
+}

@@ -407,3 +407,14 @@ async fn connect_rights_narrow_and_revoke_like_listen_rights() {
     ])
     .await;
 }
+
+/// Port 0 lets the system pick any port: a grant of a range of ports that
+/// starts at 0 does not cover it, only one of every port does.
+#[tokio::test]
+async fn port_zero_needs_every_port() {
+    let mut p = Probe::start(&[listen("web=127.0.0.1:0-100")]).await;
+    p.expect(&[("listen web 127.0.0.1:0 L", "err:refused:port 0")])
+        .await;
+    let mut p = Probe::start(&[listen("web=127.0.0.1:0-65535")]).await;
+    p.expect(&[("listen web 127.0.0.1:0 L", "ok")]).await;
+}

@@ -246,7 +246,20 @@ impl Learner {
                             limits,
                             max_children: (u.peak_running * HEADROOM).min(u64::from(s.max_children))
                                 as u32,
-                            components: Some(u.spawned.iter().cloned().collect()),
+                            // What was spawned is learned for the whole run,
+                            // not per spawner: keep only what this one was
+                            // granted, so no spawner learns another's.
+                            components: Some(
+                                u.spawned
+                                    .iter()
+                                    .filter(|c| {
+                                        s.components
+                                            .as_ref()
+                                            .is_none_or(|allowed| allowed.iter().any(|a| a == *c))
+                                    })
+                                    .cloned()
+                                    .collect(),
+                            ),
                         })
                     }
                 };

@@ -55,6 +55,9 @@ struct Queues {
     /// The `max-children` slot of a child that ended before its parent read
     /// every message it sent.
     parked: Option<Slot>,
+    /// The slot of a child whose large result its parent's process handle
+    /// still holds: given back when the handle is dropped.
+    held: Option<Slot>,
 }
 
 /// Wakes the receiver when a message arrives, the sender when space frees.
@@ -212,6 +215,16 @@ impl Port {
             queues.parked = Some(slot);
         }
     }
+
+    /// Keeps an ended child's slot while its parent holds the process
+    /// handle, whose exit status carries a result the host holds for it:
+    /// results then count like children, within the spawner's budget.
+    pub(crate) fn release_when_dropped(&self, slot: Slot) {
+        let mut queues = self.link.lock();
+        if !queues.dirs[TO_PARENT].receiver_gone {
+            queues.held = Some(slot);
+        }
+    }
 }
 
 /// A side of a link that tells the other when it is dropped: the parent's
@@ -249,7 +262,7 @@ impl Drop for End {
             q.receiver_gone = true;
             // No one will read them: the sender gets their room back now.
             let unread = std::mem::take(&mut q.messages);
-            (unread, queues.parked.take())
+            (unread, (queues.parked.take(), queues.held.take()))
         };
         let bytes = unread.iter().map(Vec::len).sum();
         link.sender_memory(inbound).release(bytes);

@@ -26,6 +26,52 @@ struct Cli {
     command: Command,
 }
 
+/// `run`'s words with a `--` put right after the component's path, so that
+/// every word after it is the component's own, as the help says — even one
+/// that looks like capbroker's flag (`--dir`, `-m`, …): whoever supplies a
+/// program's arguments must not be able to grant it anything. Which
+/// options take a value is read from the parser's own definition.
+fn component_args_apart(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let Some(run) = cli.find_subcommand("run") else {
+        return argv;
+    };
+    let takes_value = |word: &str| {
+        run.get_arguments().any(|a| {
+            let named = match word.strip_prefix("--") {
+                Some(long) => a.get_long() == Some(long),
+                None => word.len() == 2 && a.get_short() == word.chars().nth(1),
+            };
+            named && a.get_action().takes_values()
+        })
+    };
+    let Some(start) = argv.iter().position(|w| w == "run") else {
+        return argv;
+    };
+    let mut i = start + 1;
+    while i < argv.len() {
+        let Some(word) = argv[i].to_str() else { break };
+        if word == "--" {
+            return argv;
+        }
+        if word.starts_with('-') && word != "-" {
+            // `--opt=value` carries its value; `--opt value` takes the next.
+            i += if !word.contains('=') && takes_value(word) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        // The first plain word is the component (or, with a manifest that
+        // names one, the first argument): everything after it is its own.
+        argv.insert(i + 1, "--".into());
+        return argv;
+    }
+    argv
+}
+
 // Parsed once per process: the size of the `run` variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -192,7 +238,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "capbroker=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(component_args_apart(std::env::args_os().collect()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

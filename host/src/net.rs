@@ -770,7 +770,9 @@ impl HostListenRight for BrokerCtxView<'_> {
         let result = (|| {
             reach.life.check()?;
             let addr = parse_addr(&address)?;
-            if addr.port() == 0 && !reach.ranges.iter().any(|r| r.ports.0 == 0) {
+            // The system may pick any port: only a grant of every port
+            // covers that.
+            if addr.port() == 0 && !reach.ranges.iter().any(|r| r.ports == (0, u16::MAX)) {
                 return Err(Error::Refused(
                     "port 0 lets the system pick a port: name one in the grant".into(),
                 ));

@@ -38,6 +38,12 @@ use crate::mailbox::{self, End, Port, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
+/// A child's result up to this size is given back to the parent without
+/// keeping the child's place in `max-children` (so, at most this much per
+/// handle the parent holds); a larger one keeps the place until the
+/// parent drops the process handle.
+pub const SMALL_RESULT: usize = 4096;
+
 /// The parent's handle on a child process.
 pub struct ProcessHandle {
     id: u64,
@@ -256,7 +262,9 @@ impl BrokerCtxView<'_> {
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
             max_fuel: Some(limits.max_fuel),
             timeout: Some(Duration::from_millis(limits.timeout_ms)),
-            ..Limits::default()
+            // A child holds no more handles (and so host files) than its
+            // parent may.
+            max_handles: self.table.max_capacity().min(Limits::default().max_handles),
         };
         let mut store = new_store(pre.engine(), ctx, &store_limits);
 
@@ -280,7 +288,17 @@ impl BrokerCtxView<'_> {
                 let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
-                link.release_when_read(slot);
+                match &status {
+                    // A large result is held for the parent until it lets go
+                    // of the handle: it keeps the child's place meanwhile.
+                    ExitStatus::Finished(out) if out.len() > SMALL_RESULT => {
+                        link.release_when_dropped(slot)
+                    }
+                    ExitStatus::Failed(m) if m.len() > SMALL_RESULT => {
+                        link.release_when_dropped(slot)
+                    }
+                    _ => link.release_when_read(slot),
+                }
                 child_audit.exited(&record);
                 if let Some(l) = &learner {
                     l.exited(&record);

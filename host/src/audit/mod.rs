@@ -206,25 +206,41 @@ impl Audit {
         self.pid
     }
 
-    /// Writes a derive or drop event within the rate limit; what is left
-    /// out is counted in a `suppressed` event before the next one written.
-    fn emit_change(&self, event: &str, fields: impl FnOnce() -> Value) {
-        if self.log.is_none() {
-            return;
+    /// Whether one more event a guest makes as fast as it calls (derive,
+    /// drop, pledge, revoke, spawn) may be written, to the log or at
+    /// `level` on stderr; what is left out is counted in a `suppressed`
+    /// event before the next one written. Free when nothing is written.
+    fn take_change(&self, level: tracing::Level) -> bool {
+        let traced = if level == tracing::Level::DEBUG {
+            tracing::enabled!(target: "capbroker::audit", tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(target: "capbroker::audit", tracing::Level::INFO)
+        };
+        if self.log.is_none() && !traced {
+            return false;
         }
         let taken = self
             .changes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let Some(suppressed) = taken else { return };
+        let Some(suppressed) = taken else {
+            return false;
+        };
         if suppressed > 0 {
             self.emit(
                 "suppressed",
-                || json!({ "count": suppressed, "of": "derive,drop" }),
+                || json!({ "count": suppressed, "of": "derive,drop,pledge,revoke,spawn" }),
             );
         }
-        self.emit(event, fields);
+        true
+    }
+
+    /// Writes a derive or drop event within the rate limit.
+    fn emit_change(&self, event: &str, fields: impl FnOnce() -> Value) {
+        if self.log.is_some() && self.take_change(tracing::Level::DEBUG) {
+            self.emit(event, fields);
+        }
     }
 
     /// Builds the event only when there is a log to write it to: spawning
@@ -277,6 +293,9 @@ impl Audit {
 
     /// The component gave up standard WASI authority for good.
     pub fn pledged(&self, authority: &str) {
+        if !self.take_change(tracing::Level::INFO) {
+            return;
+        }
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             authority, "pledged");
         self.emit("pledge", || json!({ "authority": authority }));
@@ -284,6 +303,9 @@ impl Audit {
 
     /// The component revoked a handle it had made revocable.
     pub fn revoked(&self, revoker: u32) {
+        if !self.take_change(tracing::Level::INFO) {
+            return;
+        }
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             revoker, "revoked");
         self.emit("revoke", || json!({ "revoker": revoker }));
@@ -293,11 +315,21 @@ impl Audit {
     /// `grants` names the handles given; called only if the event is
     /// written somewhere.
     pub fn spawned<'a>(&self, child: u64, component: &str, grants: impl Fn() -> Vec<&'a str>) {
+        if !self.take_change(tracing::Level::INFO) {
+            return;
+        }
+        // Share names are the guest's text.
+        let handles = || -> Vec<String> {
+            grants()
+                .iter()
+                .map(|g| clean(g, MAX_TEXT).into_owned())
+                .collect()
+        };
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
-            child, child_component = component, grants = ?grants(), "spawned");
+            child, child_component = component, grants = ?handles(), "spawned");
         self.emit(
             "spawn",
-            || json!({ "child": child, "child_component": component, "handles": grants() }),
+            || json!({ "child": child, "child_component": component, "handles": handles() }),
         );
     }
 
@@ -409,7 +441,10 @@ impl Audit {
                 .suppressed,
         );
         if n > 0 {
-            self.emit("suppressed", || json!({ "count": n, "of": "derive,drop" }));
+            self.emit(
+                "suppressed",
+                || json!({ "count": n, "of": "derive,drop,pledge,revoke,spawn" }),
+            );
         }
     }
 }
