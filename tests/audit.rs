@@ -296,3 +296,32 @@ fn derive_and_drop_events_are_rate_limited() {
         "no suppressed count"
     );
 }
+
+/// A plain program's refused connect is recorded like any other denial.
+#[test]
+fn a_plain_programs_refused_connect_is_audited() {
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--connect",
+        "api=127.0.0.1:9",
+        guest("std-probe").to_str().unwrap(),
+        "connect",
+        "127.0.0.1:1",
+    ]);
+    assert!(
+        text(&out.stdout).contains("err permission-denied connect"),
+        "{}",
+        text(&out.stdout)
+    );
+    let all = events(&log);
+    assert!(
+        of(&all, "deny")
+            .iter()
+            .any(|e| e["path"] == "127.0.0.1:1" && e["op"] == "tcpconnect"),
+        "{all:#?}"
+    );
+}

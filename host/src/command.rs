@@ -80,10 +80,10 @@ impl CommandComponent {
         let argv: Vec<String> = std::iter::once(self.name.clone())
             .chain(args.iter().cloned())
             .collect();
-        let (wasi, state) = grants.build(&argv, &pledges)?;
         let broker = BrokerCtx::new(&self.name, Arc::new(Components::new()))
-            .with_wasi(state, pledges)
             .with_audit_log(self.audit_log.clone());
+        let (wasi, state) = grants.build(&argv, &pledges, broker.audit())?;
+        let broker = broker.with_wasi(state, pledges);
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);
         // Instantiating runs guest code too: the timeout counts from here.
         let deadline = limits.timeout.map(|t| (Instant::now() + t, t));

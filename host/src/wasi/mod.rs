@@ -56,6 +56,7 @@ impl WasiGrants {
         &self,
         args: &[String],
         pledges: &Pledges,
+        audit: &Audit,
     ) -> wasmtime::Result<(WasiCtx, WasiState)> {
         let mut b = WasiCtx::builder();
         b.inherit_stdout().inherit_stderr().args(args);
@@ -70,9 +71,21 @@ impl WasiGrants {
             let listen: Arc<[Reach]> = self.listen.clone().into();
             let connect: Arc<[Reach]> = self.connect.clone().into();
             let pledges = pledges.clone();
+            let audit = audit.clone();
             b.socket_addr_check(move |addr, use_| {
-                let allowed = !pledges.renounced().contains(Authority::NETWORK)
-                    && allows(&listen, &connect, &addr, use_);
+                let pledged = pledges.renounced().contains(Authority::NETWORK);
+                let allowed = !pledged && allows(&listen, &connect, &addr, use_);
+                if !allowed {
+                    // Every denial is recorded, the socket guard's too.
+                    let err = crate::types::Error::Refused(if pledged {
+                        "the network was pledged away".into()
+                    } else {
+                        format!("{addr} is not within the network grants")
+                    });
+                    let op = format!("{use_:?}").to_lowercase();
+                    let none = crate::types::Rights::empty();
+                    audit.refused(&op, "wasi socket", &addr.to_string(), none, &err);
+                }
                 Box::pin(async move { allowed })
             });
         }
