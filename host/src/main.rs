@@ -26,6 +26,17 @@ struct Cli {
     command: Command,
 }
 
+/// Writes `text` to stdout; a reader that went away (`| head`) is no error.
+fn out(text: &str) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("capbroker: cannot write to stdout: {e}")
+        }
+        _ => {}
+    }
+}
+
 /// `run`'s words with a `--` put right after the component's path, so that
 /// every word after it is the component's own, as the help says — even one
 /// that looks like capbroker's flag (`--dir`, `-m`, …): whoever supplies a
@@ -331,7 +342,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 None => flags,
             };
             if print_config {
-                print!("{}", config.to_toml_with_origins());
+                out(&config.to_toml_with_origins());
                 return Ok(ExitCode::SUCCESS);
             }
             let code = Launch {
@@ -348,7 +359,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
         Command::Audit { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
-            print!("{}", report::summarise(&file.display().to_string(), &text)?);
+            let summary = report::summarise(&file.display().to_string(), &text)?;
+            out(&summary);
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { component } => {

@@ -256,7 +256,9 @@ impl BrokerCtxView<'_> {
         });
         let learner = ctx.learner.clone();
         if let Some(l) = &learner {
-            l.spawned(component);
+            // The component's own name: `self` names no component in a
+            // manifest.
+            l.spawned(&name);
         }
         let store_limits = Limits {
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
