@@ -67,8 +67,10 @@ fn run_probe(wasm: &Path, tree: &Tree, extra: &[&str], steps: &[&str]) -> (Strin
         "data={}:read,write,create,list,remove",
         tree.root().display()
     );
-    let mut args = vec!["run", wasm.to_str().unwrap(), "--dir", &grant];
+    // Flags before the component: every word after it is the component's.
+    let mut args = vec!["run", "--dir", &grant];
     args.extend_from_slice(extra);
+    args.push(wasm.to_str().unwrap());
     args.extend_from_slice(steps);
     let out = capbroker(&args);
     assert!(
