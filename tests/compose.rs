@@ -321,6 +321,23 @@ fn composition_mismatches_name_the_interface() {
         "imports capbroker:caps/fs@0.2.0; this script wires capbroker:caps/fs@0.1.0",
     );
 
+    // Another spelling of the same version (build metadata) is another
+    // version to the recipe too: the runtime could take it for this one,
+    // and the app would reach the host around the adapter.
+    let plus = dummy(
+        "needs-plus",
+        "package capbroker:caps@0.1.0+x;
+         interface fs { resource dir { rights: func() -> u8; } }
+         world adapter {
+             import fs;
+             export run: func(args: list<string>) -> result<_, string>;
+         }",
+    );
+    fails_saying(
+        sandboxed(&plus, &bad, &adapter()),
+        "imports capbroker:caps/fs@0.1.0+x; this script wires capbroker:caps/fs@0.1.0",
+    );
+
     // A composed component that imports what capbroker does not provide:
     // `capbroker run` refuses it, naming the import, and runs nothing.
     let o = capbroker(&["run", needs.to_str().unwrap()]);

@@ -376,3 +376,46 @@ async fn a_child_holds_no_more_handles_than_its_parent() {
         .unwrap();
     assert!(held < 32, "the child held {held} handles");
 }
+
+/// What a guest asks a handle to keep is bounded, and checked in bounded
+/// time: a derived spawner names each component once and no more than its
+/// own; a derived network right holds at most 64 ranges; a handle is made
+/// revocable at most 64 times over.
+#[tokio::test]
+async fn derived_handles_keep_bounded_lists() {
+    let tree = support::Tree::new();
+    let mut p = Probe::start(&[
+        support::dir_at("data", &tree.root(), "rw"),
+        spawner(
+            "sp=max-memory=16MiB,max-fuel=1G,timeout=10s,max-children=4,components=probe+worker",
+        ),
+        capbroker::grants::Grant::parse_connect("api=127.0.0.1:1-65535").unwrap(),
+    ])
+    .await;
+    p.expect(&[
+        (
+            "attenuate-spawner sp budget 2 probe+probe S",
+            "err:invalid:component `probe` is named twice",
+        ),
+        (
+            "attenuate-spawner sp budget 2 probe+worker+probe S",
+            "err:refused:components: 3 asked",
+        ),
+        ("attenuate-spawner sp budget 2 probe S", "ok"),
+    ])
+    .await;
+    let many = (1..=65)
+        .map(|i| format!("127.0.0.1:{i}-{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    p.expect(&[(&format!("net-attenuate api {many} N"), "err:limit-exceeded")])
+        .await;
+    let mut name = "data".to_string();
+    for i in 0..64 {
+        let next = format!("r{i}");
+        assert_eq!(p.step(&format!("revocable {name} {next} k{i}")).await, "ok");
+        name = next;
+    }
+    p.expect(&[(&format!("revocable {name} deeper kk"), "err:limit-exceeded")])
+        .await;
+}

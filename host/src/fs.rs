@@ -1176,7 +1176,7 @@ impl HostDir for BrokerCtxView<'_> {
     ) -> HostResult<(Resource<DirHandle>, Resource<RevokerHandle>)> {
         let (copy, revoker) = self.on_dir(&dir, "revocable", ".", |d, c| {
             d.derive(c, "revocable", ".", d.rights)?;
-            let (lineage, revoker) = d.lineage.revocable();
+            let (lineage, revoker) = d.lineage.revocable()?;
             Ok((
                 DirHandle {
                     lineage,

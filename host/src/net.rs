@@ -310,6 +310,9 @@ impl Life {
     }
 }
 
+/// The most ranges an attenuated right holds.
+pub const MAX_RANGES: usize = 64;
+
 /// Addresses a right covers, and the checks both kinds of right share.
 #[derive(Clone, Debug)]
 pub struct Reach {
@@ -516,6 +519,14 @@ impl Reach {
     }
 
     fn attenuate(&self, asked: &[AddressRange]) -> Result<Reach, Error> {
+        // The host keeps the list for as long as the right lives, and
+        // checks it against the held one: both are bounded.
+        if asked.len() > MAX_RANGES {
+            return Err(Error::LimitExceeded(format!(
+                "{} ranges asked: a right holds at most {MAX_RANGES}",
+                asked.len()
+            )));
+        }
         let mut ranges = Vec::with_capacity(asked.len());
         for a in asked {
             let r = Range::from_wit(a)?;
@@ -548,9 +559,9 @@ impl Reach {
         pool
     }
 
-    fn revocable(&self) -> (Reach, RevokerHandle) {
-        let (lineage, revoker) = self.life.lineage.revocable();
-        (
+    fn revocable(&self) -> Result<(Reach, RevokerHandle), Error> {
+        let (lineage, revoker) = self.life.lineage.revocable()?;
+        Ok((
             Reach {
                 life: Life {
                     lineage,
@@ -559,7 +570,7 @@ impl Reach {
                 ..self.clone()
             },
             revoker,
-        )
+        ))
     }
 
     /// The same reach, also ended by a pledge of the network in the
@@ -636,7 +647,10 @@ impl BrokerCtxView<'_> {
         if let Err(e) = reach.life.check() {
             return self.refuse(&format!("{}.revocable", R::KIND), "", e);
         }
-        let (copy, revoker) = reach.revocable();
+        let (copy, revoker) = match reach.revocable() {
+            Ok(made) => made,
+            Err(e) => return self.refuse(&format!("{}.revocable", R::KIND), "", e),
+        };
         let copy = self.table.push(R::wrap(copy))?;
         Ok((copy, self.table.push(revoker)?))
     }

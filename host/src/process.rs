@@ -38,6 +38,21 @@ use crate::mailbox::{self, End, Port, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 use crate::types::{Error, HostError, HostResult};
 
+/// A trap's message, cut to [`SMALL_RESULT`] bytes: it names the guest's
+/// own functions, whose names the guest chooses, and the host keeps it for
+/// the parent.
+fn shortened(mut message: String) -> String {
+    if message.len() > SMALL_RESULT {
+        let mut end = SMALL_RESULT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" …");
+    }
+    message
+}
+
 /// A child's result up to this size is given back to the parent without
 /// keeping the child's place in `max-children` (so, at most this much per
 /// handle the parent holds); a larger one keeps the place until the
@@ -421,7 +436,7 @@ fn classify(e: &wasmtime::Error, store: &Store<State>) -> ExitStatus {
         _ => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) if exit.0 == 0 => ExitStatus::Finished(Vec::new()),
             Some(exit) => ExitStatus::Failed(format!("exited with code {}", exit.0)),
-            None => ExitStatus::Trapped(format!("{e:#}")),
+            None => ExitStatus::Trapped(shortened(format!("{e:#}"))),
         },
     }
 }
@@ -471,5 +486,19 @@ impl HostProcess for BrokerCtxView<'_> {
         let p = self.table.delete(p)?;
         self.ctx.audit.dropped(format_args!("process {}", p.id));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trap_message_is_cut_to_a_small_result() {
+        let long = "é".repeat(SMALL_RESULT);
+        let cut = shortened(long);
+        assert!(cut.len() <= SMALL_RESULT + " …".len());
+        assert!(cut.ends_with(" …"));
+        assert_eq!(shortened("short".into()), "short");
     }
 }

@@ -15,6 +15,9 @@ use crate::bindings::capbroker::caps::types::HostRevoker;
 use crate::ctx::BrokerCtxView;
 use crate::types::Error;
 
+/// How many revocable ancestors a handle may have.
+pub const MAX_DEPTH: usize = 64;
+
 /// The revocation cells a handle depends on.
 #[derive(Clone, Default, Debug)]
 pub struct Lineage(Arc<[Arc<AtomicBool>]>);
@@ -30,12 +33,18 @@ impl Lineage {
     }
 
     /// The lineage of a new revocable handle derived from this one, and the
-    /// revoker for it.
-    pub fn revocable(&self) -> (Lineage, RevokerHandle) {
+    /// revoker for it. Every call checks the whole lineage, so its depth is
+    /// bounded.
+    pub fn revocable(&self) -> Result<(Lineage, RevokerHandle), Error> {
+        if self.0.len() >= MAX_DEPTH {
+            return Err(Error::LimitExceeded(format!(
+                "a handle can be made revocable at most {MAX_DEPTH} times over"
+            )));
+        }
         let cell = Arc::new(AtomicBool::new(false));
         let mut cells: Vec<_> = self.0.iter().cloned().collect();
         cells.push(cell.clone());
-        (Lineage(cells.into()), RevokerHandle(cell))
+        Ok((Lineage(cells.into()), RevokerHandle(cell)))
     }
 }
 

@@ -290,6 +290,21 @@ impl SpawnerHandle {
                 asked.max_children, self.budget.max_children
             )));
         }
+        // Each named once, and so no more than this spawner's: the host
+        // keeps the list, and checks it in time bounded by the operator's.
+        if asked.components.len() > self.budget.components.len() {
+            return Err(Error::Refused(format!(
+                "components: {} asked, allowed {}",
+                asked.components.len(),
+                self.budget.components.join(", ")
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = asked.components.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(Error::Invalid(format!(
+                "component `{twice}` is named twice"
+            )));
+        }
         if let Some(extra) = asked
             .components
             .iter()
@@ -422,7 +437,7 @@ impl HostSpawner for BrokerCtxView<'_> {
         spawner: Resource<SpawnerHandle>,
     ) -> HostResult<(Resource<SpawnerHandle>, Resource<RevokerHandle>)> {
         let (copy, revoker) = self.on_spawner(&spawner, "spawner.revocable", |s| {
-            let (lineage, revoker) = s.lineage.revocable();
+            let (lineage, revoker) = s.lineage.revocable()?;
             Ok((
                 SpawnerHandle {
                     lineage,
