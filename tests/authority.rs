@@ -729,6 +729,51 @@ async fn a_full_table_refuses_a_descriptor_and_the_guest_goes_on() {
     .await;
 }
 
+/// Case 3, with preopens nested under the unveiled one: they lead to its
+/// files too, so they are narrowed with it (inside the view) or closed.
+#[test]
+fn case3_unveil_reaches_nested_preopens() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/secret")).unwrap();
+    std::fs::create_dir_all(tree.path("root/up")).unwrap();
+    std::fs::write(tree.path("root/secret/s.txt"), "S").unwrap();
+    std::fs::write(tree.path("root/up/u.txt"), "U").unwrap();
+    let mut grants = Vec::new();
+    grants.extend(dir_flag("/data", tree.root(), "rw"));
+    grants.extend(dir_flag("/data/secret", tree.path("root/secret"), "rw"));
+    grants.extend(dir_flag("/data/up", tree.path("root/up"), "rw"));
+    let out = std_probe(
+        &grants,
+        &[
+            "unveil",
+            "/data",
+            "up",
+            "read,list",
+            "read",
+            "/data/secret/s.txt",
+            "write",
+            "/data/secret/n.txt",
+            "x",
+            "read",
+            "/data/up/u.txt",
+            "write",
+            "/data/up/n.txt",
+            "x",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "ok unveil /data up",
+            "err permission-denied read",
+            "err permission-denied write",
+            "ok read U",
+            "err permission-denied write",
+        ],
+    );
+    assert!(!tree.path("root/secret/n.txt").exists() && !tree.path("root/up/n.txt").exists());
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

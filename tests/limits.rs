@@ -419,3 +419,65 @@ async fn derived_handles_keep_bounded_lists() {
     p.expect(&[(&format!("revocable {name} deeper kk"), "err:limit-exceeded")])
         .await;
 }
+
+/// What the host reads for a WASI directory listing counts against the
+/// lister's memory: listings of a big directory held at once end in
+/// `insufficient-memory`, not in host memory beyond the budget.
+#[tokio::test]
+async fn wasi_listings_count_against_memory() {
+    let tree = support::Tree::new();
+    let big = tree.path("root/big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..2000 {
+        std::fs::write(big.join(format!("{i:06}{}", "x".repeat(100))), "").unwrap();
+    }
+    let limits = Limits {
+        max_memory: 16 << 20,
+        ..Limits::default()
+    };
+    let mut p = Probe::start_with(&[support::dir_at("a", &big, "ro")], &limits).await;
+    p.expect(&[("wasi-hold a read,list D", "ok")]).await;
+    let got = p.step("wasi-listings D 500").await;
+    let held: usize = got
+        .strip_prefix("err:io:wasi insufficient-memory after ")
+        .unwrap_or_else(|| panic!("{got}"))
+        .parse()
+        .unwrap();
+    // Each listing holds about 2000 × 170 bytes; 16 MiB fits fewer than 100.
+    assert!((1..100).contains(&held), "{held} listings held");
+    // Dropped, they give their room back.
+    p.expect(&[("wasi-listings D 1", "ok:1")]).await;
+}
+
+/// A spawner is attenuated at most 64 times over (a deeper chain made the
+/// host's stack overflow when dropped), and a share's name is bounded.
+#[tokio::test]
+async fn spawner_chains_and_share_names_are_bounded() {
+    let tree = support::Tree::new();
+    let mut p = Probe::start(&[
+        support::dir_at("data", &tree.root(), "rw"),
+        spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=10s,max-children=4"),
+    ])
+    .await;
+    let mut name = "sp".to_string();
+    for i in 0..64 {
+        let next = format!("s{i}");
+        let step = format!("attenuate-spawner {name} budget 4 probe {next}");
+        assert_eq!(p.step(&step).await, "ok", "{step}");
+        name = next;
+    }
+    p.expect(&[(
+        &format!("attenuate-spawner {name} budget 4 probe deeper"),
+        "err:limit-exceeded",
+    )])
+    .await;
+    let long = "n".repeat(300);
+    p.expect(&[
+        (&format!("attenuate data read {long}"), "ok"),
+        (
+            &format!("spawn sp self budget {long} C granted"),
+            "err:invalid:a share's name",
+        ),
+    ])
+    .await;
+}

@@ -531,3 +531,28 @@ fn operator_files_within_a_grants_reach_are_refused() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(learned.exists());
 }
+
+/// `-m` with a bare file name reads it from the working folder.
+#[test]
+fn a_manifest_named_without_a_folder() {
+    let tree = Tree::new();
+    std::fs::write(
+        tree.path("m.toml"),
+        format!(
+            "component = {:?}\n",
+            guest("std-probe").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(["run", "-q", "-m", "m.toml", "env", "X"])
+        .current_dir(tree.tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("err not-found env"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -70,6 +70,7 @@ impl GuardedWasiView for State {
             state: &mut self.broker.wasi,
             audit: &self.broker.audit,
             pledges: &self.broker.pledges,
+            memory: &self.broker.memory,
         }
     }
 }
@@ -128,6 +129,7 @@ pub fn new_store(engine: &Engine, broker: BrokerCtx, limits: &Limits) -> Store<S
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .max_random_size(crate::wasi::MAX_RANDOM)
         .build();
     new_store_with_wasi(engine, broker, wasi, limits)
 }

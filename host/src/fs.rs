@@ -28,6 +28,9 @@ use crate::pledge::{Holders, Pledges};
 use crate::revoke::{Lineage, RevokerHandle};
 use crate::types::{Error, HostError, HostResult, Rights, RightsList};
 
+/// The longest label a handle keeps for the audit trail.
+pub const MAX_LABEL: usize = 512;
+
 /// `read-file` refuses files larger than this; larger ones are streamed.
 pub const MAX_WHOLE_FILE: u64 = 64 << 20;
 /// `file.read` returns at most this many bytes per call.
@@ -592,12 +595,14 @@ impl DirHandle {
         }
     }
 
+    /// The label of a handle derived at `path`: for the audit trail only,
+    /// and so cut to [`MAX_LABEL`] bytes, however long the guest's path.
     fn child_label(&self, path: &str) -> String {
         if path == "." {
-            self.label.to_string()
-        } else {
-            format!("{}/{}", self.label, path.trim_end_matches('/'))
+            return self.label.to_string();
         }
+        let label = format!("{}/{}", self.label, path.trim_end_matches('/'));
+        crate::types::shortened(label, MAX_LABEL)
     }
 
     /// Who asks, for the authority core: this handle, by `caller`.

@@ -112,7 +112,7 @@ impl Launch {
                     Err(e) => {
                         // A trap, as `wasmtime run` reports one: the message
                         // and status 1.
-                        eprintln!("{}: {e:#}", command.name());
+                        report(command.name(), &format!("{e:#}"));
                         Ok(1)
                     }
                 };
@@ -162,12 +162,12 @@ impl Launch {
         match outcome {
             Ok(Outcome::Ok) => Ok(0),
             Ok(Outcome::Failed(msg)) => {
-                eprintln!("{}: error: {msg}", app.name());
+                report(app.name(), &format!("error: {msg}"));
                 Ok(1)
             }
             Ok(Outcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
             Err(e) => {
-                eprintln!("{}: {e:#}", app.name());
+                report(app.name(), &format!("{e:#}"));
                 Ok(1)
             }
         }
@@ -196,4 +196,16 @@ fn wasi_grants(
         }
     }
     Ok(wasi)
+}
+
+/// Says on stderr how a component ended. The message carries the guest's
+/// text (its error, the names of its functions in a backtrace): each line
+/// is escaped and cut, so it moves no cursor and makes no line of its own.
+fn report(name: &str, message: &str) {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or("");
+    eprintln!("{name}: {}", crate::audit::clean(first, 4096));
+    for line in lines.take(64) {
+        eprintln!("  {}", crate::audit::clean(line, 1024));
+    }
 }

@@ -172,7 +172,10 @@ impl Config {
         })?;
         // Absolute, so that `--print-config` names the same places from
         // anywhere.
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         let base = base.canonicalize().map_err(|e| {
             wasmtime::format_err!(
                 "cannot find the manifest's folder `{}`: {e}",

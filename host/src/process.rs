@@ -36,22 +36,12 @@ use crate::grants::HandleValue;
 use crate::limits::Limits;
 use crate::mailbox::{self, End, Port, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
+use crate::types::shortened;
 use crate::types::{Error, HostError, HostResult};
 
-/// A trap's message, cut to [`SMALL_RESULT`] bytes: it names the guest's
-/// own functions, whose names the guest chooses, and the host keeps it for
-/// the parent.
-fn shortened(mut message: String) -> String {
-    if message.len() > SMALL_RESULT {
-        let mut end = SMALL_RESULT;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str(" …");
-    }
-    message
-}
+/// The longest name a share may have (the child holds it as its grant's
+/// name, the host as the handle's label).
+pub const MAX_SHARE_NAME: usize = 256;
 
 /// A child's result up to this size is given back to the parent without
 /// keeping the child's place in `max-children` (so, at most this much per
@@ -190,6 +180,12 @@ fn check_shares(grants: &[Share]) -> Result<(), Error> {
         return Err(Error::LimitExceeded(format!(
             "shares: {} handles given to one spawn, at most {MAX_SHARES}",
             grants.len()
+        )));
+    }
+    if let Some(g) = grants.iter().find(|g| g.name.len() > MAX_SHARE_NAME) {
+        return Err(Error::Invalid(format!(
+            "a share's name is {} bytes, at most {MAX_SHARE_NAME}",
+            g.name.len()
         )));
     }
     let twice = |name: &str| Error::Invalid(format!("grant `{name}` is given twice"));
@@ -436,7 +432,9 @@ fn classify(e: &wasmtime::Error, store: &Store<State>) -> ExitStatus {
         _ => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) if exit.0 == 0 => ExitStatus::Finished(Vec::new()),
             Some(exit) => ExitStatus::Failed(format!("exited with code {}", exit.0)),
-            None => ExitStatus::Trapped(shortened(format!("{e:#}"))),
+            // It names the guest's own functions, whose names the guest
+            // chooses, and the host keeps it for the parent.
+            None => ExitStatus::Trapped(shortened(format!("{e:#}"), SMALL_RESULT)),
         },
     }
 }
@@ -496,9 +494,9 @@ mod tests {
     #[test]
     fn a_trap_message_is_cut_to_a_small_result() {
         let long = "é".repeat(SMALL_RESULT);
-        let cut = shortened(long);
+        let cut = shortened(long, SMALL_RESULT);
         assert!(cut.len() <= SMALL_RESULT + " …".len());
         assert!(cut.ends_with(" …"));
-        assert_eq!(shortened("short".into()), "short");
+        assert_eq!(shortened("short".into(), SMALL_RESULT), "short");
     }
 }

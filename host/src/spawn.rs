@@ -202,13 +202,20 @@ pub struct Counter {
     live: AtomicU32,
     max: u32,
     parent: Option<Arc<Counter>>,
+    /// How many counters stand above this one.
+    depth: u32,
 }
+
+/// How many times over a spawner may be attenuated: every spawn and exit
+/// walks the chain, and dropping it is recursive.
+pub const MAX_ATTENUATIONS: u32 = 64;
 
 impl Counter {
     fn new(max: u32, parent: Option<Arc<Counter>>) -> Self {
         Counter {
             live: AtomicU32::new(0),
             max,
+            depth: parent.as_ref().map_or(0, |p| p.depth + 1),
             parent,
         }
     }
@@ -284,6 +291,11 @@ impl SpawnerHandle {
     fn attenuate(&self, asked: Budget) -> Result<SpawnerHandle, Error> {
         check_sane(&asked.limits)?;
         check_within(&asked.limits, &self.budget.limits)?;
+        if self.counter.depth >= MAX_ATTENUATIONS {
+            return Err(Error::LimitExceeded(format!(
+                "a spawner can be attenuated at most {MAX_ATTENUATIONS} times over"
+            )));
+        }
         if asked.max_children > self.budget.max_children {
             return Err(Error::Refused(format!(
                 "max-children: asked {}, allowed {}",

@@ -49,6 +49,20 @@ pub fn rights_from_bits(bits: u8) -> Rights {
     flags_from_bits(&RIGHT_NAMES, bits, Rights::empty())
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), with `…`
+/// after it when something was cut: for guest text the host keeps.
+pub fn shortened(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …");
+    }
+    text
+}
+
 /// `read` and `list`: what a `:ro` grant carries.
 pub fn read_only() -> Rights {
     Rights::READ | Rights::LIST

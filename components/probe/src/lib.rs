@@ -492,6 +492,20 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         }
         // A result of `n` bytes (as a child's output).
         ["bigout", n] => Ok("x".repeat(n.parse().unwrap())),
+        // Lists descriptor D `n` times, keeping every listing.
+        ["wasi-listings", d, n] => {
+            let d = wasi_held(h, d)?;
+            let mut kept = Vec::new();
+            for _ in 0..n.parse::<u32>().unwrap() {
+                match d.read_directory() {
+                    Ok(l) => kept.push(l),
+                    Err(e) => {
+                        return Err(Error::Io(format!("wasi {} after {}", e.name(), kept.len())))
+                    }
+                }
+            }
+            Ok(kept.len().to_string())
+        }
         ["pledge-fs"] => {
             capbroker_sdk::pledge::filesystem();
             Ok(String::new())

@@ -191,9 +191,14 @@ impl Audit {
     }
 
     /// The trail of a child process `pid` of this one, into the same log.
+    /// It shares this one's rate limits: a process tree as a whole (a
+    /// server's per-request children included) writes no more than one
+    /// process may.
     pub fn child(&self, component: Arc<str>, pid: u64) -> Audit {
         Audit {
             parent: Some(self.pid),
+            denials: self.denials.clone(),
+            changes: self.changes.clone(),
             ..Audit::new(component, pid).with_log(self.log.clone())
         }
     }
@@ -335,6 +340,11 @@ impl Audit {
 
     /// This process ended: how, and what it used.
     pub fn exited(&self, exit: &ExitRecord) {
+        // A child's exit is an event its parent makes as fast as it spawns;
+        // the root's is written whatever happens.
+        if self.parent.is_some() && !self.take_change(tracing::Level::INFO) {
+            return;
+        }
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             status = %exit.status, fuel = exit.fuel_used, peak_memory = exit.peak_memory,
             wall_us = exit.wall_us, "exited");

@@ -31,6 +31,7 @@ use crate::audit::Audit;
 use crate::authority::{decide, wasi_code, Allowed, Op, OpenIntent, Subject};
 use crate::fs::join_below as join;
 use crate::fs::{open_scope, DirGrant, DirHandle, ScopeEntry};
+use crate::limits::Account;
 use crate::pledge::{Authority, Holders, Pledges};
 use crate::revoke::Lineage;
 use crate::types::{rights_from_bits, rights_to_bits, Error, Rights};
@@ -160,6 +161,8 @@ struct Root {
     /// For a converted handle, the most any handle of its grant may hold
     /// (the guest may keep a stronger one); a preopen's is its gate.
     ceiling: Option<Rights>,
+    /// Where a preopen's directory is, as the host resolves it.
+    host: Option<PathBuf>,
     /// The rights of other grants whose directories overlap this one's.
     beside: Rights,
     /// Descriptors that descend from it; a converted handle's root is
@@ -240,7 +243,9 @@ pub struct WasiFs {
     roots: HashMap<usize, Root>,
     next_root: usize,
     nodes: HashMap<u32, Node>,
-    listings: HashMap<u32, Gate>,
+    /// Each listing's gate, and the bytes of its entries the host holds,
+    /// counted against the instance's memory.
+    listings: HashMap<u32, (Gate, usize)>,
     orphans: Vec<Orphan>,
 }
 
@@ -278,6 +283,7 @@ impl WasiFs {
             unveiled: None,
             scope,
             ceiling: None,
+            host: std::fs::canonicalize(&grant.host_path).ok(),
             beside,
             users: 0,
             handed: 0,
@@ -296,11 +302,25 @@ impl WasiFs {
         for node in self.nodes.values() {
             node.gate.narrow(Rights::empty());
         }
-        for gate in self.listings.values() {
+        for (gate, _) in self.listings.values() {
             gate.narrow(Rights::empty());
         }
         for orphan in &self.orphans {
             orphan.gate.narrow(Rights::empty());
+        }
+    }
+
+    /// Narrows root `id`, every descriptor from it and what their streams
+    /// and listings share, to `keep`.
+    fn narrow_root(&mut self, id: usize, keep: Rights) {
+        if let Some(root) = self.roots.get(&id) {
+            root.gate.narrow(keep);
+        }
+        for node in self.nodes.values().filter(|n| n.root == id) {
+            node.gate.narrow(keep);
+        }
+        for orphan in self.orphans.iter().filter(|o| o.root == id) {
+            orphan.gate.narrow(keep);
         }
     }
 
@@ -526,6 +546,38 @@ impl WasiFs {
                 orphan.gate.narrow(Rights::empty());
             }
         }
+        // Other preopens of directories inside this one reach its files
+        // too (a nested guest path like `/data/secret` resolves through
+        // them): those inside the new view keep at most `rights`, the
+        // others close. Compared as the host resolves them; what cannot
+        // be resolved closes.
+        let view_real = real_path_of(&dir);
+        let root_real = self.roots[&i].host.clone();
+        let others: Vec<(usize, Rights)> = self
+            .roots
+            .iter()
+            .filter(|(&o, r)| o != i && r.guest_path.is_some())
+            .filter_map(|(&o, r)| {
+                let inside = |outer: &Option<PathBuf>| match (&r.host, outer) {
+                    (Some(h), Some(o)) => h.starts_with(o),
+                    _ => false,
+                };
+                if r.host.is_some() && !inside(&root_real) {
+                    return None;
+                }
+                Some((
+                    o,
+                    if inside(&view_real) {
+                        rights
+                    } else {
+                        Rights::empty()
+                    },
+                ))
+            })
+            .collect();
+        for (o, keep) in others {
+            self.narrow_root(o, keep);
+        }
         let root = self.roots.get_mut(&i).expect("found above");
         root.gate.narrow(rights);
         if let Some(old) = root.unveiled.replace(Unveiled {
@@ -622,6 +674,8 @@ pub struct FsView<'a> {
     pub(super) fs: &'a mut WasiFs,
     pub(super) audit: &'a Audit,
     pub(super) pledges: &'a Pledges,
+    /// The instance's memory account, which listings count against.
+    pub(super) memory: &'a Account,
 }
 
 fn borrow(rep: u32) -> Resource<Descriptor> {
@@ -641,6 +695,12 @@ fn full_is_error(e: FsError) -> FsError {
             _ => FsError::trap(trap),
         },
     }
+}
+
+/// Where an open directory is, as the host resolves it now.
+fn real_path_of(dir: &cap_std::fs::Dir) -> Option<PathBuf> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
 }
 
 /// The directory of descriptor `rep`, for calls capbroker makes itself.
@@ -738,6 +798,26 @@ impl FsView<'_> {
     ) -> Result<Route, ErrorCode> {
         let d = self.decide(name, fd, op, Some(path))?;
         Ok(d.route.expect("a path call has a route"))
+    }
+
+    /// About what the host holds for a listing of `fd`: each entry's name
+    /// and the few words beside it. Counted only as far as the memory left
+    /// allows, so the count itself is bounded.
+    fn listing_bytes(&self, fd: &Resource<Descriptor>) -> Result<usize, ErrorCode> {
+        let room = self
+            .memory
+            .max()
+            .saturating_sub(self.memory.linear().saturating_add(self.memory.queued()));
+        let dir = dir_of(self.wasi.table, fd.rep())?;
+        let mut bytes = 0usize;
+        for entry in dir.entries().map_err(ErrorCode::from)? {
+            let entry = entry.map_err(ErrorCode::from)?;
+            bytes = bytes.saturating_add(entry.file_name().len() + 64);
+            if bytes > room {
+                break;
+            }
+        }
+        Ok(bytes)
     }
 
     fn on_self(&self, name: &str, fd: &Resource<Descriptor>, op: Op) -> Result<Gate, ErrorCode> {
@@ -897,13 +977,28 @@ impl HostDescriptor for FsView<'_> {
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<types::DirectoryEntryStream>> {
         let gate = self.on_self("read-directory", &fd, Op::List)?;
-        let stream = self
-            .wasi
-            .filesystem()
-            .read_directory(fd)
-            .await
-            .map_err(full_is_error)?;
-        self.fs.listings.insert(stream.rep(), gate);
+        // wasmtime-wasi reads the whole directory into the host at once:
+        // what that holds must fit the instance's memory budget, as the
+        // guest's own copy would, and counts against it until dropped.
+        let bytes = self.listing_bytes(&fd)?;
+        if let Err(e) = self.memory.charge(bytes) {
+            self.audit.refused(
+                "read-directory",
+                self.fs.label(self.fs.node(&fd)?.root),
+                ".",
+                gate.rights(),
+                &e,
+            );
+            return Err(ErrorCode::InsufficientMemory.into());
+        }
+        let stream = match self.wasi.filesystem().read_directory(fd).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.memory.release(bytes);
+                return Err(full_is_error(e));
+            }
+        };
+        self.fs.listings.insert(stream.rep(), (gate, bytes));
         Ok(stream)
     }
 
@@ -1251,7 +1346,7 @@ impl HostDirectoryEntryStream for FsView<'_> {
         stream: Resource<types::DirectoryEntryStream>,
     ) -> FsResult<Option<types::DirectoryEntry>> {
         match self.fs.listings.get(&stream.rep()) {
-            Some(gate) => gate.check(Rights::LIST).inspect_err(|_| {
+            Some((gate, _)) => gate.check(Rights::LIST).inspect_err(|_| {
                 gate.refused("read-directory-entry", Rights::LIST);
             })?,
             None => return Err(ErrorCode::BadDescriptor.into()),
@@ -1260,7 +1355,9 @@ impl HostDirectoryEntryStream for FsView<'_> {
     }
 
     fn drop(&mut self, stream: Resource<types::DirectoryEntryStream>) -> wasmtime::Result<()> {
-        self.fs.listings.remove(&stream.rep());
+        if let Some((_, bytes)) = self.fs.listings.remove(&stream.rep()) {
+            self.memory.release(bytes);
+        }
         HostDirectoryEntryStream::drop(&mut self.wasi.filesystem(), stream)
     }
 }
@@ -1305,6 +1402,7 @@ impl WasiFs {
             unveiled: None,
             scope: None,
             ceiling: Some(dir.ceiling_at(".")),
+            host: None,
             beside: Rights::empty(),
             users: 0,
             handed: 0,

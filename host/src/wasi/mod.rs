@@ -25,6 +25,10 @@ use crate::fs::DirGrant;
 use crate::net::Reach;
 use crate::pledge::{Authority, Pledges};
 
+/// The most random bytes one `wasi:random` call makes: the host makes them
+/// before the guest's memory is asked for room.
+pub const MAX_RANDOM: u64 = 1 << 20;
+
 /// What the operator grants a plain WASI program. Nothing by default.
 #[derive(Clone, Default)]
 pub struct WasiGrants {
@@ -59,6 +63,7 @@ impl WasiGrants {
         audit: &Audit,
     ) -> wasmtime::Result<(WasiCtx, WasiState)> {
         let mut b = WasiCtx::builder();
+        b.max_random_size(MAX_RANDOM);
         b.inherit_stdout().inherit_stderr().args(args);
         if self.stdin {
             b.inherit_stdin();
@@ -163,6 +168,7 @@ pub struct GuardedView<'a> {
     /// consults for the file system.
     pub audit: &'a Audit,
     pub pledges: &'a Pledges,
+    pub memory: &'a crate::limits::Account,
 }
 
 struct GuardedFs;
@@ -200,12 +206,14 @@ fn fs_view<T: GuardedWasiView>(t: &mut T) -> fs::FsView<'_> {
         state,
         audit,
         pledges,
+        memory,
     } = t.guarded();
     fs::FsView {
         wasi,
         fs: &mut state.fs,
         audit,
         pledges,
+        memory,
     }
 }
 
