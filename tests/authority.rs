@@ -774,6 +774,48 @@ fn case3_unveil_reaches_nested_preopens() {
     assert!(!tree.path("root/secret/n.txt").exists() && !tree.path("root/up/n.txt").exists());
 }
 
+/// Case 3, nested preopens found by what they are now, not where they
+/// were: one moved out of the way before the unveil is closed with it.
+#[test]
+fn case3_unveil_finds_nested_preopens_by_identity() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/secret")).unwrap();
+    std::fs::write(tree.path("root/secret/s.txt"), "S").unwrap();
+    let mut grants = Vec::new();
+    grants.extend(dir_flag("/data", tree.root(), "rw"));
+    grants.extend(dir_flag("/data/secret", tree.path("root/secret"), "rw"));
+    let out = std_probe(
+        &grants,
+        &[
+            "rename",
+            "/data/./secret",
+            "/data/moved",
+            "mkdir",
+            "/data/./secret",
+            "unveil",
+            "/data",
+            "secret",
+            "read,write,create,list",
+            "write",
+            "/data/secret/n.txt",
+            "x",
+            "read",
+            "/data/secret/s.txt",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "ok rename",
+            "ok mkdir",
+            "ok unveil /data secret",
+            "err permission-denied write",
+            "err permission-denied read",
+        ],
+    );
+    assert!(!tree.path("root/moved/n.txt").exists());
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

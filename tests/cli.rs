@@ -483,3 +483,31 @@ fn flags_after_the_component_are_its_arguments() {
     assert!(stdout.contains("err permission-denied write"), "{stdout}");
     assert!(!tree.path("root/new.txt").exists());
 }
+
+/// The same for a component whose path is not UTF-8.
+#[test]
+fn flags_after_a_non_utf8_component_are_its_arguments() {
+    use std::os::unix::ffi::OsStrExt;
+    let tree = Tree::new();
+    let dir = tree
+        .tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("probe.wasm");
+    std::fs::copy(guest("std-probe"), &wasm).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .arg("run")
+        .arg(&wasm)
+        .args([
+            "--dir",
+            &format!("/x={}", tree.root().display()),
+            "read",
+            "/x/hello.txt",
+        ])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("err unknown-step --dir"), "{stdout}");
+    assert!(!stdout.contains("ok read hello"), "{stdout}");
+}

@@ -59,24 +59,44 @@ impl DirGrant {
 /// For each grant, the rights of the other grants whose directory lies in
 /// it, holds it or is it: a file linked or renamed into the overlap can be
 /// used through those too, so they count in the grant's ceiling.
-/// Directories are compared as the host resolves them (links followed);
+/// Directories are compared by identity up their real ancestry (see
+/// [`ancestry`]), so links, `..` and bind mounts do not hide an overlap;
 /// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
-    let real: Vec<Option<PathBuf>> = grants
-        .iter()
-        .map(|g| std::fs::canonicalize(&g.host_path).ok())
-        .collect();
+    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| ancestry(&g.host_path)).collect();
+    let overlap = |i: usize, j: usize| match (chains[i].first(), chains[j].first()) {
+        (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
+        _ => false,
+    };
     (0..grants.len())
         .map(|i| {
             (0..grants.len())
-                .filter(|&j| j != i)
-                .filter(|&j| match (&real[j], &real[i]) {
-                    (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
-                    _ => false,
-                })
+                .filter(|&j| j != i && overlap(i, j))
                 .fold(Rights::empty(), |r, j| r | grants[j].rights)
         })
         .collect()
+}
+
+/// The device and inode of the directory at `path` and of each directory
+/// above it, as the kernel walks `..` (through bind mounts, which share
+/// their source's inodes, and from `/proc/self/fd/N` from an open
+/// directory itself). Empty if `path` cannot be resolved.
+pub(crate) fn ancestry(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut at = path.to_path_buf();
+    while out.len() < 4096 {
+        let Ok(meta) = std::fs::metadata(&at) else {
+            break;
+        };
+        let id = (meta.dev(), meta.ino());
+        if out.last() == Some(&id) {
+            break; // `/..` is `/`
+        }
+        out.push(id);
+        at.push("..");
+    }
+    out
 }
 
 /// Where a handle is below its grant's root, and who records what it is

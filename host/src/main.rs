@@ -62,17 +62,16 @@ fn component_args_apart(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
     };
     let mut i = start + 1;
     while i < argv.len() {
-        let Some(word) = argv[i].to_str() else { break };
-        if word == "--" {
+        // Bytes, not text: a word need not be UTF-8 (a path seldom is not).
+        let word = argv[i].as_encoded_bytes();
+        if word == b"--" {
             return argv;
         }
-        if word.starts_with('-') && word != "-" {
+        if word.starts_with(b"-") && word != b"-" {
             // `--opt=value` carries its value; `--opt value` takes the next.
-            i += if !word.contains('=') && takes_value(word) {
-                2
-            } else {
-                1
-            };
+            let named = std::str::from_utf8(word).ok();
+            let next = !word.contains(&b'=') && named.is_some_and(takes_value);
+            i += if next { 2 } else { 1 };
             continue;
         }
         // The first plain word is the component (or, with a manifest that

@@ -161,8 +161,6 @@ struct Root {
     /// For a converted handle, the most any handle of its grant may hold
     /// (the guest may keep a stronger one); a preopen's is its gate.
     ceiling: Option<Rights>,
-    /// Where a preopen's directory is, as the host resolves it.
-    host: Option<PathBuf>,
     /// The rights of other grants whose directories overlap this one's.
     beside: Rights,
     /// Descriptors that descend from it; a converted handle's root is
@@ -283,7 +281,6 @@ impl WasiFs {
             unveiled: None,
             scope,
             ceiling: None,
-            host: std::fs::canonicalize(&grant.host_path).ok(),
             beside,
             users: 0,
             handed: 0,
@@ -551,23 +548,25 @@ impl WasiFs {
         // them): those inside the new view keep at most `rights`, the
         // others close. Compared as the host resolves them; what cannot
         // be resolved closes.
-        let view_real = real_path_of(&dir);
-        let root_real = self.roots[&i].host.clone();
+        let id_of = |d: &cap_std::fs::Dir| {
+            use cap_std::fs::MetadataExt as _;
+            d.dir_metadata().ok().map(|m| (m.dev(), m.ino()))
+        };
+        let (root_id, view_id) = (id_of(&self.roots[&i].dir), id_of(&dir));
         let others: Vec<(usize, Rights)> = self
             .roots
             .iter()
             .filter(|(&o, r)| o != i && r.guest_path.is_some())
             .filter_map(|(&o, r)| {
-                let inside = |outer: &Option<PathBuf>| match (&r.host, outer) {
-                    (Some(h), Some(o)) => h.starts_with(o),
-                    _ => false,
-                };
-                if r.host.is_some() && !inside(&root_real) {
+                // Where the other preopen's directory is now, by identity.
+                let chain = ancestry_of(&r.dir);
+                let under = |id: Option<(u64, u64)>| id.is_some_and(|id| chain.contains(&id));
+                if !chain.is_empty() && !under(root_id) {
                     return None;
                 }
                 Some((
                     o,
-                    if inside(&view_real) {
+                    if under(view_id) {
                         rights
                     } else {
                         Rights::empty()
@@ -697,10 +696,11 @@ fn full_is_error(e: FsError) -> FsError {
     }
 }
 
-/// Where an open directory is, as the host resolves it now.
-fn real_path_of(dir: &cap_std::fs::Dir) -> Option<PathBuf> {
+/// The identities of an open directory and of those above it now (see
+/// [`crate::fs::ancestry`]).
+fn ancestry_of(dir: &cap_std::fs::Dir) -> Vec<(u64, u64)> {
     use std::os::unix::io::AsRawFd;
-    std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
+    crate::fs::ancestry(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())))
 }
 
 /// The directory of descriptor `rep`, for calls capbroker makes itself.
@@ -1402,7 +1402,6 @@ impl WasiFs {
             unveiled: None,
             scope: None,
             ceiling: Some(dir.ceiling_at(".")),
-            host: None,
             beside: Rights::empty(),
             users: 0,
             handed: 0,
