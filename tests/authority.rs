@@ -816,6 +816,52 @@ fn case3_unveil_finds_nested_preopens_by_identity() {
     assert!(!tree.path("root/moved/n.txt").exists());
 }
 
+/// Case 3, a preopen named under the unveiled one but elsewhere on the
+/// host: its paths are the unveiled preopen's paths too, so it closes; and
+/// two preopens by one name are refused at start.
+#[test]
+fn case3_unveil_reaches_preopens_named_under_it() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/uploads")).unwrap();
+    std::fs::write(tree.path("outside/token"), "T").unwrap();
+    let mut grants = Vec::new();
+    grants.extend(dir_flag("/data", tree.root(), "rw"));
+    grants.extend(dir_flag("/data/cache", tree.outside(), "rw"));
+    let out = std_probe(
+        &grants,
+        &[
+            "unveil",
+            "/data",
+            "uploads",
+            "read,list",
+            "read",
+            "/data/cache/token",
+            "write",
+            "/data/cache/new",
+            "x",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "ok unveil /data uploads",
+            "err permission-denied read",
+            "err permission-denied write",
+        ],
+    );
+    assert!(!tree.path("outside/new").exists());
+    let mut twice = Vec::new();
+    twice.extend(dir_flag("/data", tree.root(), "ro"));
+    twice.extend(dir_flag("/data/", tree.outside(), "ro"));
+    let out = std_probe(&twice, &["read", "/data/hello.txt"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("two directories are granted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

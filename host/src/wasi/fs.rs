@@ -265,6 +265,16 @@ impl WasiFs {
         grant: &DirGrant,
         beside: Rights,
     ) -> wasmtime::Result<()> {
+        // Two preopens by one name (`/data` and `/data/` too) would leave
+        // which one a path, or an `unveil`, means to the order of a map.
+        let same = |other: &str| Path::new(other) == Path::new(guest_path);
+        if self
+            .roots
+            .values()
+            .any(|r| r.guest_path.as_deref().is_some_and(same))
+        {
+            wasmtime::bail!("two directories are granted at the guest path `{guest_path}`");
+        }
         let dir = grant.open()?;
         let scope = match &grant.paths {
             None => None,
@@ -553,25 +563,27 @@ impl WasiFs {
             d.dir_metadata().ok().map(|m| (m.dev(), m.ino()))
         };
         let (root_id, view_id) = (id_of(&self.roots[&i].dir), id_of(&dir));
+        // The guest paths the program names these places by: a preopen at
+        // `/data/cache` is one of `/data`'s paths, wherever its directory.
+        let guest_root = Path::new(guest_path);
+        let guest_view = guest_root.join(&path);
         let others: Vec<(usize, Rights)> = self
             .roots
             .iter()
             .filter(|(&o, r)| o != i && r.guest_path.is_some())
             .filter_map(|(&o, r)| {
+                let name = Path::new(r.guest_path.as_deref().unwrap_or(""));
+                let named_inside = name.starts_with(guest_root);
                 // Where the other preopen's directory is now, by identity.
                 let chain = ancestry_of(&r.dir);
                 let under = |id: Option<(u64, u64)>| id.is_some_and(|id| chain.contains(&id));
-                if !chain.is_empty() && !under(root_id) {
+                let lies_inside = chain.is_empty() || under(root_id);
+                if !named_inside && !lies_inside {
                     return None;
                 }
-                Some((
-                    o,
-                    if under(view_id) {
-                        rights
-                    } else {
-                        Rights::empty()
-                    },
-                ))
+                let in_view = (!named_inside || name.starts_with(&guest_view))
+                    && (!lies_inside || under(view_id));
+                Some((o, if in_view { rights } else { Rights::empty() }))
             })
             .collect();
         for (o, keep) in others {
