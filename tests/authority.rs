@@ -862,6 +862,66 @@ fn case3_unveil_reaches_preopens_named_under_it() {
     );
 }
 
+/// Case 1, moving a file between scoped paths by way of a renamed
+/// directory or a link: a path's text may name one entry while it lands in
+/// another's directory, so a move needs at its source what every path of
+/// the scope gives (here: `write`, which the source lacks).
+#[tokio::test]
+async fn case1_no_move_into_a_richer_scoped_path() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/a/b/c")).unwrap();
+    std::fs::write(tree.path("root/a/secret"), "SECRET").unwrap();
+    symlink("b/c", tree.path("root/a/l")).unwrap();
+    let outer = Rights::READ | Rights::LIST | Rights::CREATE | Rights::REMOVE;
+    let grant = scoped(
+        "data",
+        tree.root(),
+        &[("a", outer), ("a/b/c", outer | Rights::WRITE)],
+    );
+    let mut p = Probe::start(&[grant]).await;
+    p.expect(&[
+        ("write data a/secret PWNED", "err:denied:write"),
+        ("rename data a/b a/z", "err:denied:write"),
+        ("rename data a/secret a/l/secret", "err:denied:write"),
+        ("rename data a/secret a/b/c/secret", "err:denied:write"),
+    ])
+    .await;
+    assert_eq!(tree.read("root/a/secret").as_deref(), Some("SECRET"));
+    assert!(tree.path("root/a/b/c").is_dir());
+}
+
+/// The same on a plain program's scoped preopen.
+#[test]
+fn case2_no_move_into_a_richer_scoped_path() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/a/b/c")).unwrap();
+    std::fs::write(tree.path("root/a/secret"), "SECRET").unwrap();
+    let out = std_probe_scoped(
+        &tree,
+        "\"a\" = \"read,list,create,remove\"\n\"a/b/c\" = \"read,list,create,remove,write\"\n",
+        &[
+            "rename",
+            "/data/a/b",
+            "/data/a/z",
+            "rename",
+            "/data/a/secret",
+            "/data/a/b/c/secret",
+            "write",
+            "/data/a/b/c/secret",
+            "PWNED",
+        ],
+    );
+    expect_lines(
+        &out,
+        &[
+            "err permission-denied rename",
+            "err permission-denied rename",
+            "ok write",
+        ],
+    );
+    assert_eq!(tree.read("root/a/secret").as_deref(), Some("SECRET"));
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

@@ -125,6 +125,16 @@ impl Place {
 
     /// Notes, for `capbroker learn`, that `rights` were used on `path`.
     fn used(&self, path: &str, rights: Rights) {
+        // A `..` is resolved here by its text, and by the host through any
+        // link before it: what it names may not be what was used, so it is
+        // not learned (the next run then refuses it, rather than grant
+        // another file).
+        if Path::new(path)
+            .components()
+            .any(|c| c == Component::ParentDir)
+        {
+            return;
+        }
         if let (Some((learner, grant)), Some(p)) = (&self.learn, self.below(path)) {
             learner.dir(grant, p, rights);
         }
@@ -580,16 +590,16 @@ impl DirHandle {
 
     /// The most any handle of this grant may hold at `path`: for a scoped
     /// grant, what the scope gives there.
-    pub(crate) fn ceiling_at(&self, path: &str) -> Rights {
-        let own = match (&self.reach, self.place.below(path)) {
-            (Reach::Scoped(entries), Some(full)) => {
-                entries
-                    .iter()
-                    .filter(|e| full.starts_with(&e.path))
-                    .fold(Rights::empty(), |r, e| r | e.rights)
-                    & self.ceiling
+    ///
+    /// For a scoped grant that is what any of its paths gives, not what the
+    /// path's text names: a directory renamed, or a link, can make a path
+    /// that reads as one entry's land in another's directory.
+    pub(crate) fn ceiling_at(&self, _path: &str) -> Rights {
+        let own = match &self.reach {
+            Reach::Scoped(entries) => {
+                entries.iter().fold(Rights::empty(), |r, e| r | e.rights) & self.ceiling
             }
-            _ => self.ceiling,
+            Reach::Whole(_) => self.ceiling,
         };
         own | self.beside
     }

@@ -286,7 +286,7 @@ impl Learner {
 /// use again: a path below another gets that one's rights too (a scope
 /// refuses a narrower path below a wider one, which reaches it by other
 /// names anyway; see [`crate::fs::open_scope`]), and the source of a rename
-/// or link gets what its destination is granted (which the move needs).
+/// gets what the scope's paths give together (the ceiling the move needs).
 fn consistent(
     mut paths: Vec<(PathBuf, Rights)>,
     moves: &BTreeSet<(PathBuf, PathBuf)>,
@@ -300,10 +300,13 @@ fn consistent(
     // Each pass only adds rights, from a finite set: it ends.
     loop {
         let before = paths.clone();
-        for (from, to) in moves {
-            let need = at(&paths, to);
+        // A move's destination may be any of the scope's paths (a renamed
+        // directory or a link can put it there), so its source needs what
+        // they all give together.
+        let all = paths.iter().fold(Rights::empty(), |a, (_, r)| a | *r);
+        for (from, _) in moves {
             if let Some((_, r)) = paths.iter_mut().find(|(p, _)| p == from) {
-                *r |= need;
+                *r |= all;
             }
         }
         let snapshot = paths.clone();

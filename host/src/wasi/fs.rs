@@ -188,11 +188,10 @@ impl Scope {
             .max_by_key(|&i| self.entries[i].path.components().count())
     }
 
-    /// What the entries containing `full` give there, together.
-    fn rights_at(&self, full: &Path) -> Rights {
+    /// What the entries give, together.
+    fn rights_of_all(&self) -> Rights {
         self.entries
             .iter()
-            .filter(|e| full.starts_with(&e.path))
             .fold(Rights::empty(), |r, e| r | e.rights)
     }
 
@@ -333,13 +332,15 @@ impl WasiFs {
 
     /// The most any descriptor or handle of root `root`'s grant may hold at
     /// `full`: what a file linked or renamed there could be used with.
-    fn ceiling(&self, root: usize, full: &Path) -> Rights {
+    fn ceiling(&self, root: usize, _full: &Path) -> Rights {
         let Some(root) = self.roots.get(&root) else {
             return Rights::all();
         };
         let most = root.ceiling.unwrap_or_else(|| root.gate.rights());
+        // Any of a scope's paths: a renamed directory or a link can make a
+        // path that reads as one entry's land in another's directory.
         let own = match &root.scope {
-            Some(scope) => scope.rights_at(full) & most,
+            Some(scope) => scope.rights_of_all() & most,
             None => most,
         };
         own | root.beside
