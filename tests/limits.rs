@@ -481,3 +481,23 @@ async fn spawner_chains_and_share_names_are_bounded() {
     ])
     .await;
 }
+
+/// A spawn's input, which the host holds until the child's entry point
+/// returns, counts against the child's memory.
+#[tokio::test]
+async fn a_spawns_input_counts_against_the_childs_memory() {
+    let mut p = Probe::start(&[spawner(
+        "sp=max-memory=64MiB,max-fuel=1G,timeout=10s,max-children=4",
+    )])
+    .await;
+    let big = "x".repeat(5 << 20);
+    p.expect(&[
+        (
+            &format!("spawn sp self 4194304,1000000000,5000 - C {big}"),
+            "err:limit-exceeded:the input of",
+        ),
+        ("spawn sp self 4194304,1000000000,5000 - D granted", "ok"),
+        ("wait D", "ok:finished"),
+    ])
+    .await;
+}

@@ -85,6 +85,11 @@ impl BrokerView for State {
 }
 
 impl State {
+    /// The instance's memory account.
+    pub(crate) fn memory(&self) -> &crate::limits::Account {
+        &self.broker.memory
+    }
+
     /// How many entries the handle table holds now.
     pub fn live_handles(&mut self) -> usize {
         self.table.iter_mut().count()

@@ -26,6 +26,24 @@ struct Cli {
     command: Command,
 }
 
+/// Raises the soft limit on open files to the hard one: each guest may hold
+/// up to about twice its handle table in host files (README: Limits), and
+/// the common soft limit of 1024 would let one guest use up the host's.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct that outlives them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Writes `text` to stdout; a reader that went away (`| head`) is no error.
 fn out(text: &str) {
     use std::io::Write;
@@ -248,6 +266,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "capbroker=warn".into()),
         )
         .init();
+    raise_file_limit();
     let cli = Cli::parse_from(component_args_apart(std::env::args_os().collect()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -280,6 +280,18 @@ impl BrokerCtxView<'_> {
             max_handles: self.table.max_capacity().min(Limits::default().max_handles),
         };
         let mut store = new_store(pre.engine(), ctx, &store_limits);
+        // The host holds the input until the child's entry point returns,
+        // beside the child's own copy: it counts against the child's
+        // memory meanwhile.
+        let input_account = store.data().memory().clone();
+        let input_len = input.len();
+        if let Err(e) = input_account.charge(input_len) {
+            return Err(Error::LimitExceeded(format!(
+                "the input of {input_len} bytes does not fit the child's memory ({})",
+                crate::types::Describe(&e)
+            ))
+            .into());
+        }
 
         let link = parent_end.port();
         let run = {
@@ -291,6 +303,7 @@ impl BrokerCtxView<'_> {
                     let child = pin!(run_child(&pre, &mut store, &entry, input));
                     supervise(child, &link, deadline).await
                 };
+                input_account.release(input_len);
                 let limit = match status {
                     ExitStatus::OutOfMemory => Some("memory"),
                     ExitStatus::OutOfCpu => Some("cpu"),
