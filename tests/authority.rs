@@ -922,6 +922,32 @@ fn case2_no_move_into_a_richer_scoped_path() {
     assert_eq!(tree.read("root/a/secret").as_deref(), Some("SECRET"));
 }
 
+/// A file is never made reachable beyond a revocation: a link or rename
+/// from a revocable handle into one that answers to no such revocation is
+/// refused.
+#[tokio::test]
+async fn a_link_does_not_outlive_a_revocation() {
+    let tree = Tree::new();
+    let mut p = Probe::start(&[
+        dir_at("data", &tree.root(), "rw"),
+        dir_at("b", &tree.outside(), "rw"),
+    ])
+    .await;
+    p.expect(&[
+        ("revocable data rdata rev", "ok"),
+        ("wasi-hold rdata all D", "ok"),
+        ("wasi-hold b all E", "ok"),
+        ("wasi-link D hello.txt E kept", "err:io:wasi not-permitted"),
+        (
+            "wasi-rename D hello.txt E kept",
+            "err:io:wasi not-permitted",
+        ),
+        ("wasi-hold data all F", "ok"),
+        ("wasi-link F hello.txt E kept", "ok"),
+    ])
+    .await;
+}
+
 /// Case 5: Streams answer to the pledge, whatever became of their descriptor.
 #[tokio::test]
 async fn case5_streams_outlive_neither_their_descriptor_nor_a_pledge() {

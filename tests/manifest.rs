@@ -556,3 +556,34 @@ fn a_manifest_named_without_a_folder() {
         text(&out.stdout)
     );
 }
+
+/// A grant whose path goes through a link inside another grant that can
+/// write there is refused: a guest of an earlier run could have put the
+/// link there to point the grant at any folder of the host.
+#[test]
+fn a_grant_redirected_by_a_link_inside_a_writable_grant_is_refused() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/pub")).unwrap();
+    let probe = guest("probe");
+    let data = format!("data={}", tree.root().display());
+    let ro = format!("ro={}:ro", tree.path("root/pub").display());
+    let args = |steps: &[&str]| {
+        let mut a = vec!["run", "--dir", &data, "--dir", &ro, s(&probe)];
+        a.extend_from_slice(steps);
+        capbroker(&a)
+    };
+    // The first run turns the nested folder into a link to the outside.
+    let out = args(&[
+        "rmdir data pub",
+        "wasi-hold data all d",
+        "wasi-symlink d ../outside pub",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(tree.path("root/pub").is_symlink());
+    // The next, with the same flags, is refused before anything runs.
+    let out = args(&["read ro secret"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("goes through the link"), "{stderr}");
+    assert!(!text(&out.stdout).contains("SECRET"));
+}

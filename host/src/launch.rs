@@ -49,6 +49,7 @@ impl Launch {
         // Before any guest runs: one that could write the manifest would
         // choose its own grants from the next run on.
         config.check_manifest_out_of_reach()?;
+        config.check_grants_not_redirected()?;
         // The same for the files the broker writes for the operator: a
         // guest that could reach one could forge it, or plant a link that
         // the broker would follow to overwrite any file it may write.

@@ -407,6 +407,85 @@ impl Config {
     /// the broker reads or writes for the operator (`what`: the manifest,
     /// the `--audit` log, the `--learn` output), or put a link in its place
     /// that the broker would follow. The file need not exist yet.
+    /// Refuses a directory grant whose host path goes through a symbolic
+    /// link inside another grant that can write there: a guest of an
+    /// earlier run could have put the link there, to point this grant at
+    /// any folder of the host. (Each grant is then opened before any guest
+    /// runs, so no guest of this run can change what it opens.)
+    pub fn check_grants_not_redirected(&self) -> wasmtime::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dirs: Vec<(&str, &crate::fs::DirGrant)> = self
+            .grants
+            .iter()
+            .filter_map(|g| match &g.grant {
+                Grant::Dir(d) => Some((g.name.as_str(), d)),
+                _ => None,
+            })
+            .collect();
+        let writers: Vec<(&str, (u64, u64))> = dirs
+            .iter()
+            .filter(|(_, d)| {
+                let paths = d.paths.iter().flatten().map(|(_, r)| *r);
+                (paths.fold(d.rights, |a, r| a | r) & writing()) != crate::types::Rights::empty()
+            })
+            .filter_map(|(n, d)| {
+                let m = std::fs::metadata(&d.host_path).ok()?;
+                Some((*n, (m.dev(), m.ino())))
+            })
+            .collect();
+        if writers.is_empty() {
+            return Ok(());
+        }
+        for (name, d) in &dirs {
+            let mut todo: Vec<std::ffi::OsString> = Vec::new();
+            let start = std::env::current_dir()?.join(&d.host_path);
+            todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
+            let mut at = PathBuf::from("/");
+            let mut links = 0;
+            while let Some(part) = todo.pop() {
+                match part.to_str() {
+                    Some("/") => at = PathBuf::from("/"),
+                    Some(".") => {}
+                    Some("..") => {
+                        at.pop();
+                    }
+                    _ => {
+                        let next = at.join(&part);
+                        // What is missing fails to open, with its own error.
+                        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+                            break;
+                        };
+                        if !meta.is_symlink() {
+                            at = next;
+                            continue;
+                        }
+                        let chain = crate::fs::ancestry(&at);
+                        if let Some((writer, _)) = writers
+                            .iter()
+                            .find(|(w, id)| w != name && chain.contains(id))
+                        {
+                            bail!(
+                                "grant `{name}`: its path `{}` goes through the link `{}`, \
+                                 inside grant `{writer}`, which can write there: a guest \
+                                 could have put it there to point `{name}` elsewhere; name \
+                                 the folder itself",
+                                d.host_path.display(),
+                                next.display()
+                            );
+                        }
+                        links += 1;
+                        if links > 40 {
+                            bail!("grant `{name}`: too many symbolic links in its path");
+                        }
+                        let target = std::fs::read_link(&next)?;
+                        todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn check_out_of_reach(&self, path: &Path, what: &str) -> wasmtime::Result<()> {
         let cannot_tell = |e: std::io::Error| {
             wasmtime::format_err!(

@@ -833,6 +833,26 @@ impl FsView<'_> {
         Ok(bytes)
     }
 
+    /// Refuses to make a file reachable from `to` when `from` answers to a
+    /// revocation that `to` does not: the file would outlive it.
+    fn same_revocations(
+        &self,
+        name: &str,
+        from: &Resource<Descriptor>,
+        to: &Resource<Descriptor>,
+        path: &str,
+    ) -> Result<(), ErrorCode> {
+        let (a, b) = (self.fs.node(from)?, self.fs.node(to)?);
+        if a.gate.lineage.within(&b.gate.lineage) {
+            return Ok(());
+        }
+        let err =
+            Error::Refused("the file would stay reachable after its handle is revoked".into());
+        self.audit
+            .refused(name, self.fs.label(a.root), path, a.gate.rights(), &err);
+        Err(ErrorCode::NotPermitted)
+    }
+
     fn on_self(&self, name: &str, fd: &Resource<Descriptor>, op: Op) -> Result<Gate, ErrorCode> {
         self.decide(name, fd, op, None)?;
         Ok(self.fs.node(fd)?.gate.clone())
@@ -1081,6 +1101,7 @@ impl HostDescriptor for FsView<'_> {
         let to = self.on_path("link-at", &new_fd, Op::LinkTo, &new_path)?;
         let dest = self.fs.ceiling(to.root, &to.full);
         let from = self.on_path("link-at", &fd, Op::LinkFrom { dest }, &old_path)?;
+        self.same_revocations("link-at", &fd, &new_fd, &old_path)?;
         let old_path_flags = follow_unless_exact(old_path_flags, &from);
         self.wasi
             .filesystem()
@@ -1217,6 +1238,7 @@ impl HostDescriptor for FsView<'_> {
             }
         }
         let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
+        self.same_revocations("rename-at", &fd, &new_fd, &old_path)?;
         if first.allowed.held.contains(Rights::WRITE) {
             return self
                 .wasi
