@@ -418,3 +418,24 @@ async fn port_zero_needs_every_port() {
     let mut p = Probe::start(&[listen("web=127.0.0.1:0-65535")]).await;
     p.expect(&[("listen web 127.0.0.1:0 L", "ok")]).await;
 }
+
+/// Port 0 needs every port on the very address asked for; `[::]`, which
+/// also listens on IPv4, needs `0.0.0.0` too; and the unspecified address,
+/// which the system takes for loopback, is never connected to.
+#[tokio::test]
+async fn addresses_that_mean_more_than_they_say() {
+    let port = free_port();
+    let mut p = Probe::start(&[
+        listen(&format!(
+            "web=127.0.0.1:0-1023,127.0.0.2:0-65535,[::]:{port}"
+        )),
+        connect(&format!("api=0.0.0.0/5:{port}")),
+    ])
+    .await;
+    p.expect(&[
+        ("listen web 127.0.0.1:0 L", "err:refused:port 0"),
+        (&format!("listen web [::]:{port} L6"), "err:refused"),
+        (&format!("connect api 0.0.0.0:{port} S"), "err:refused"),
+    ])
+    .await;
+}

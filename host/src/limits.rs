@@ -258,7 +258,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match &s[split..] {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(err),
         _ => Err(err()),
     }
 }

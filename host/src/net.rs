@@ -784,14 +784,29 @@ impl HostListenRight for BrokerCtxView<'_> {
         let result = (|| {
             reach.life.check()?;
             let addr = parse_addr(&address)?;
-            // The system may pick any port: only a grant of every port
-            // covers that.
-            if addr.port() == 0 && !reach.ranges.iter().any(|r| r.ports == (0, u16::MAX)) {
+            // The system may pick any port: only a grant of every port on
+            // that address covers that.
+            if addr.port() == 0
+                && !reach
+                    .ranges
+                    .iter()
+                    .any(|r| r.ports == (0, u16::MAX) && r.net.contains(&addr.ip()))
+            {
                 return Err(Error::Refused(
                     "port 0 lets the system pick a port: name one in the grant".into(),
                 ));
             }
             reach.check(&addr)?;
+            // `[::]` listens on every IPv4 address too (the socket is not
+            // IPv6-only): the grant must cover `0.0.0.0` as well.
+            if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+                let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
+                if reach.check(&v4).is_err() {
+                    return Err(Error::Refused(format!(
+                        "{addr} listens on {v4} too, which the grant does not cover"
+                    )));
+                }
+            }
             let listener = reach.pool().bind_tcp_listener(addr).map_err(io)?;
             let std = std::net::TcpListener::from(std::os::fd::OwnedFd::from(listener));
             std.set_nonblocking(true).map_err(io)?;
@@ -866,6 +881,14 @@ async fn connect(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = None;
     for addr in candidates {
+        // The system takes the unspecified address for a loopback one:
+        // never an address a grant could mean.
+        if addr.ip().is_unspecified() {
+            last = Some(Error::Refused(format!(
+                "{addr}: not an address to connect to"
+            )));
+            continue;
+        }
         pool._pool()
             .check_addr(&addr)
             .map_err(|e| Error::Refused(format!("{addr}: {e}")))?;
