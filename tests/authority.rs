@@ -942,6 +942,12 @@ async fn a_link_does_not_outlive_a_revocation() {
             "wasi-rename D hello.txt E kept",
             "err:io:wasi not-permitted",
         ),
+        // Within the revocable handle too: another handle may reach the
+        // new name (here `data` itself).
+        (
+            "wasi-link D hello.txt D sub/kept",
+            "err:io:wasi not-permitted",
+        ),
         ("wasi-hold data all F", "ok"),
         ("wasi-link F hello.txt E kept", "ok"),
     ])

@@ -587,3 +587,43 @@ fn a_grant_redirected_by_a_link_inside_a_writable_grant_is_refused() {
     assert!(stderr.contains("goes through the link"), "{stderr}");
     assert!(!text(&out.stdout).contains("SECRET"));
 }
+
+/// A grant's path climbing back with `..` after a link the guest made
+/// inside the grant: `..` is taken by its text, so the grant stays where
+/// the operator named it.
+#[test]
+fn a_grant_climbing_out_through_its_own_link_is_refused() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/sub")).unwrap();
+    let probe = guest("probe");
+    let data = format!("data={}/sub/..", tree.root().display());
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &data,
+        s(&probe),
+        "rmdir data sub",
+        "wasi-hold data all d",
+        "wasi-symlink d ../outside/inner sub",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::create_dir_all(tree.path("outside/inner")).unwrap();
+    std::fs::write(tree.path("outside/inner/key"), "KEY").unwrap();
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &data,
+        s(&probe),
+        "read data key",
+        "read data hello.txt",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("read data key => err:not-found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read data hello.txt => ok:hello"),
+        "{stdout}"
+    );
+}

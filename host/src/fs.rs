@@ -51,8 +51,26 @@ impl DirGrant {
     /// Opens the host directory. This is the one place the broker uses
     /// ambient authority for the file system, on the operator's behalf.
     pub fn open(&self) -> wasmtime::Result<Dir> {
-        Dir::open_ambient_dir(&self.host_path, cap_std::ambient_authority())
+        Dir::open_ambient_dir(self.resolved(), cap_std::ambient_authority())
             .with_context(|| format!("cannot open host directory `{}`", self.host_path.display()))
+    }
+
+    /// The grant's path, absolute, with `.` and `..` taken by their text: a
+    /// `..` after a symbolic link then never climbs out of where the link
+    /// leads (a guest could have made that link, inside the grant itself).
+    pub fn resolved(&self) -> PathBuf {
+        let mut out = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        for c in self.host_path.components() {
+            match c {
+                Component::RootDir => out = PathBuf::from("/"),
+                Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(s) => out.push(s),
+            }
+        }
+        out
     }
 }
 
@@ -63,7 +81,7 @@ impl DirGrant {
 /// [`ancestry`]), so links, `..` and bind mounts do not hide an overlap;
 /// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
-    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| ancestry(&g.host_path)).collect();
+    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| ancestry(&g.resolved())).collect();
     let overlap = |i: usize, j: usize| match (chains[i].first(), chains[j].first()) {
         (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
         _ => false,

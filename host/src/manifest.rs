@@ -429,7 +429,7 @@ impl Config {
                 (paths.fold(d.rights, |a, r| a | r) & writing()) != crate::types::Rights::empty()
             })
             .filter_map(|(n, d)| {
-                let m = std::fs::metadata(&d.host_path).ok()?;
+                let m = std::fs::metadata(d.resolved()).ok()?;
                 Some((*n, (m.dev(), m.ino())))
             })
             .collect();
@@ -438,7 +438,7 @@ impl Config {
         }
         for (name, d) in &dirs {
             let mut todo: Vec<std::ffi::OsString> = Vec::new();
-            let start = std::env::current_dir()?.join(&d.host_path);
+            let start = d.resolved();
             todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
             let mut at = PathBuf::from("/");
             let mut links = 0;
@@ -460,9 +460,9 @@ impl Config {
                             continue;
                         }
                         let chain = crate::fs::ancestry(&at);
-                        if let Some((writer, _)) = writers
-                            .iter()
-                            .find(|(w, id)| w != name && chain.contains(id))
+                        // The grant itself too: its own path may climb back
+                        // out of it with `..` after a link inside it.
+                        if let Some((writer, _)) = writers.iter().find(|(_, id)| chain.contains(id))
                         {
                             bail!(
                                 "grant `{name}`: its path `{}` goes through the link `{}`, \
@@ -497,10 +497,10 @@ impl Config {
         for g in &self.grants {
             let Grant::Dir(d) = &g.grant else { continue };
             let roots = match &d.paths {
-                None => vec![(d.host_path.clone(), d.rights)],
+                None => vec![(d.resolved(), d.rights)],
                 Some(paths) => paths
                     .iter()
-                    .map(|(p, r)| (d.host_path.join(p), *r))
+                    .map(|(p, r)| (d.resolved().join(p), *r))
                     .collect(),
             };
             for (root, rights) in roots {

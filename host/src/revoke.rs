@@ -32,6 +32,11 @@ impl Lineage {
         }
     }
 
+    /// Whether nothing can revoke this lineage.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether every revocation that ends this lineage ends `other` too: a
     /// file made reachable from `other` then outlives no revocation of
     /// this one.

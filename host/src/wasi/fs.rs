@@ -843,7 +843,11 @@ impl FsView<'_> {
         path: &str,
     ) -> Result<(), ErrorCode> {
         let (a, b) = (self.fs.node(from)?, self.fs.node(to)?);
-        if a.gate.lineage.within(&b.gate.lineage) {
+        // A hard link shares the file: from a revocable handle, other
+        // handles reaching the new name (the guest's, a child's) would go
+        // on changing it after the revoke, wherever the name is.
+        let link_from_revocable = name == "link-at" && !a.gate.lineage.is_empty();
+        if a.gate.lineage.within(&b.gate.lineage) && !link_from_revocable {
             return Ok(());
         }
         let err =
