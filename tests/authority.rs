@@ -948,6 +948,11 @@ async fn a_link_does_not_outlive_a_revocation() {
             "wasi-link D hello.txt D sub/kept",
             "err:io:wasi not-permitted",
         ),
+        (
+            "wasi-rename D hello.txt D sub/kept",
+            "err:io:wasi not-permitted",
+        ),
+        ("rename rdata hello.txt sub/kept", "err:refused"),
         ("wasi-hold data all F", "ok"),
         ("wasi-link F hello.txt E kept", "ok"),
     ])

@@ -627,3 +627,40 @@ fn a_grant_climbing_out_through_its_own_link_is_refused() {
         "{stdout}"
     );
 }
+
+/// A learned manifest names grants by the paths the run opened, never by
+/// where a link made during the run leads: the next run's check then sees
+/// the link and refuses it.
+#[test]
+fn learning_writes_the_paths_the_run_opened() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("root/sub")).unwrap();
+    let probe = guest("probe");
+    let learned = tree.path("learned.toml");
+    let out = capbroker(&[
+        "run",
+        "--learn",
+        s(&learned),
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        "--dir",
+        &format!("ro={}:ro", tree.path("root/sub").display()),
+        s(&probe),
+        "rmdir data sub",
+        "wasi-hold data all d",
+        "wasi-symlink d ../outside sub",
+        "read ro secret",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = std::fs::read_to_string(&learned).unwrap();
+    assert!(
+        !toml.contains(&tree.outside().display().to_string()),
+        "{toml}"
+    );
+    let out = capbroker(&["run", "-m", s(&learned), "--", "read ro secret"]);
+    assert!(
+        !text(&out.stdout).contains("SECRET"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -51,15 +51,28 @@ impl DirGrant {
     /// Opens the host directory. This is the one place the broker uses
     /// ambient authority for the file system, on the operator's behalf.
     pub fn open(&self) -> wasmtime::Result<Dir> {
-        Dir::open_ambient_dir(self.resolved(), cap_std::ambient_authority())
+        let Some(path) = self.resolved() else {
+            wasmtime::bail!(
+                "cannot open host directory `{}`: it is relative, and the working folder \
+                 is gone",
+                self.host_path.display()
+            );
+        };
+        Dir::open_ambient_dir(path, cap_std::ambient_authority())
             .with_context(|| format!("cannot open host directory `{}`", self.host_path.display()))
     }
 
     /// The grant's path, absolute, with `.` and `..` taken by their text: a
     /// `..` after a symbolic link then never climbs out of where the link
     /// leads (a guest could have made that link, inside the grant itself).
-    pub fn resolved(&self) -> PathBuf {
-        let mut out = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    /// `None` for a relative path when the working folder is gone (never
+    /// `/` in its place).
+    pub fn resolved(&self) -> Option<PathBuf> {
+        let mut out = if self.host_path.is_absolute() {
+            PathBuf::from("/")
+        } else {
+            std::env::current_dir().ok()?
+        };
         for c in self.host_path.components() {
             match c {
                 Component::RootDir => out = PathBuf::from("/"),
@@ -70,7 +83,7 @@ impl DirGrant {
                 Component::Normal(s) => out.push(s),
             }
         }
-        out
+        Some(out)
     }
 }
 
@@ -81,7 +94,10 @@ impl DirGrant {
 /// [`ancestry`]), so links, `..` and bind mounts do not hide an overlap;
 /// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
-    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| ancestry(&g.resolved())).collect();
+    let chains: Vec<Vec<(u64, u64)>> = grants
+        .iter()
+        .map(|g| g.resolved().map(|p| ancestry(&p)).unwrap_or_default())
+        .collect();
     let overlap = |i: usize, j: usize| match (chains[i].first(), chains[j].first()) {
         (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
         _ => false,
@@ -974,6 +990,17 @@ impl DirHandle {
     /// reach the file there).
     fn rename(&self, caller: &Caller<'_>, from: &str, to: &str) -> Result<(), Fail> {
         self.decide_here(caller, "rename", Op::Rename, from)?;
+        if !self.lineage.is_empty() {
+            // The file itself would stay reachable by other handles after
+            // the revoke, wherever it went.
+            let e = Error::Refused(
+                "a revocable handle cannot rename: the file would outlive the revoke".into(),
+            );
+            caller
+                .audit
+                .refused("rename", &self.label, from, self.rights, &e);
+            return Err(Fail::audited(e));
+        }
         let replaces = match self.reach.target(&self.place, to) {
             Ok((t, _)) => !t.is_self() && t.dir.symlink_metadata(&t.path).is_ok(),
             Err(_) => false,

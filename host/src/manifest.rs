@@ -429,7 +429,7 @@ impl Config {
                 (paths.fold(d.rights, |a, r| a | r) & writing()) != crate::types::Rights::empty()
             })
             .filter_map(|(n, d)| {
-                let m = std::fs::metadata(d.resolved()).ok()?;
+                let m = std::fs::metadata(d.resolved()?).ok()?;
                 Some((*n, (m.dev(), m.ino())))
             })
             .collect();
@@ -438,7 +438,9 @@ impl Config {
         }
         for (name, d) in &dirs {
             let mut todo: Vec<std::ffi::OsString> = Vec::new();
-            let start = d.resolved();
+            let Some(start) = d.resolved() else {
+                bail!("grant `{name}`: a relative path, and the working folder is gone");
+            };
             todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
             let mut at = PathBuf::from("/");
             let mut links = 0;
@@ -497,10 +499,10 @@ impl Config {
         for g in &self.grants {
             let Grant::Dir(d) = &g.grant else { continue };
             let roots = match &d.paths {
-                None => vec![(d.resolved(), d.rights)],
+                None => vec![(d.resolved().unwrap_or_default(), d.rights)],
                 Some(paths) => paths
                     .iter()
-                    .map(|(p, r)| (d.resolved().join(p), *r))
+                    .map(|(p, r)| (d.resolved().unwrap_or_default().join(p), *r))
                     .collect(),
             };
             for (root, rights) in roots {
@@ -589,7 +591,12 @@ impl Config {
         };
         for g in &mut c.grants {
             if let Grant::Dir(d) = &mut g.grant {
-                d.host_path = abs(&d.host_path);
+                // By its text, as the run opened it: following links here,
+                // after a guest ran, would write down where a guest's link
+                // leads (the next run's check then sees no link at all).
+                if let Some(p) = d.resolved() {
+                    d.host_path = p;
+                }
             }
         }
         c

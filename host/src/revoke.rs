@@ -37,15 +37,6 @@ impl Lineage {
         self.0.is_empty()
     }
 
-    /// Whether every revocation that ends this lineage ends `other` too: a
-    /// file made reachable from `other` then outlives no revocation of
-    /// this one.
-    pub fn within(&self, other: &Lineage) -> bool {
-        self.0
-            .iter()
-            .all(|cell| other.0.iter().any(|o| Arc::ptr_eq(cell, o)))
-    }
-
     /// The lineage of a new revocable handle derived from this one, and the
     /// revoker for it. Every call checks the whole lineage, so its depth is
     /// bounded.

@@ -833,21 +833,18 @@ impl FsView<'_> {
         Ok(bytes)
     }
 
-    /// Refuses to make a file reachable from `to` when `from` answers to a
-    /// revocation that `to` does not: the file would outlive it.
-    fn same_revocations(
+    /// Refuses a link or rename from a revocable descriptor: either keeps
+    /// the file itself, which other handles reaching the new name (the
+    /// guest's, a child's) would go on seeing and changing after the
+    /// revoke, wherever the name is.
+    fn not_from_revocable(
         &self,
         name: &str,
         from: &Resource<Descriptor>,
-        to: &Resource<Descriptor>,
         path: &str,
     ) -> Result<(), ErrorCode> {
-        let (a, b) = (self.fs.node(from)?, self.fs.node(to)?);
-        // A hard link shares the file: from a revocable handle, other
-        // handles reaching the new name (the guest's, a child's) would go
-        // on changing it after the revoke, wherever the name is.
-        let link_from_revocable = name == "link-at" && !a.gate.lineage.is_empty();
-        if a.gate.lineage.within(&b.gate.lineage) && !link_from_revocable {
+        let a = self.fs.node(from)?;
+        if a.gate.lineage.is_empty() {
             return Ok(());
         }
         let err =
@@ -1105,7 +1102,7 @@ impl HostDescriptor for FsView<'_> {
         let to = self.on_path("link-at", &new_fd, Op::LinkTo, &new_path)?;
         let dest = self.fs.ceiling(to.root, &to.full);
         let from = self.on_path("link-at", &fd, Op::LinkFrom { dest }, &old_path)?;
-        self.same_revocations("link-at", &fd, &new_fd, &old_path)?;
+        self.not_from_revocable("link-at", &fd, &old_path)?;
         let old_path_flags = follow_unless_exact(old_path_flags, &from);
         self.wasi
             .filesystem()
@@ -1242,7 +1239,7 @@ impl HostDescriptor for FsView<'_> {
             }
         }
         let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
-        self.same_revocations("rename-at", &fd, &new_fd, &old_path)?;
+        self.not_from_revocable("rename-at", &fd, &old_path)?;
         if first.allowed.held.contains(Rights::WRITE) {
             return self
                 .wasi
