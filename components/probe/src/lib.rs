@@ -480,7 +480,12 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             let d = wasi_held(h, d)?;
             let mut kept = Vec::new();
             let err = loop {
-                match d.open_at(PathFlags::empty(), path, WasiOpen::empty(), DescriptorFlags::READ) {
+                match d.open_at(
+                    PathFlags::empty(),
+                    path,
+                    WasiOpen::empty(),
+                    DescriptorFlags::READ,
+                ) {
                     Ok(f) => kept.push(f),
                     Err(e) => break e,
                 }
@@ -488,7 +493,11 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                     return Ok("no limit".into());
                 }
             };
-            Err(Error::Io(format!("wasi {} after {}", err.name(), kept.len())))
+            Err(Error::Io(format!(
+                "wasi {} after {}",
+                err.name(),
+                kept.len()
+            )))
         }
         // A result of `n` bytes (as a child's output).
         ["bigout", n] => Ok("x".repeat(n.parse().unwrap())),
