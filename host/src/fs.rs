@@ -744,16 +744,7 @@ impl DirHandle {
         if let (Reach::Scoped(_), Some(full)) = (&self.reach, &full) {
             if full.starts_with(&self.place.base) && self.reach.narrower_below(full) {
                 self.decide_here(caller, name, op, path)?;
-                return Ok(DirHandle {
-                    reach: self.reach.clone(),
-                    rights,
-                    ceiling: self.ceiling,
-                    beside: self.beside,
-                    holders: self.holders.clone(),
-                    place: self.place.at(path),
-                    label: self.child_label(path).into(),
-                    lineage: self.lineage.clone(),
-                });
+                return Ok(self.below(self.reach.clone(), rights, path));
             }
         }
         let (target, _) = self.decide(caller, name, op, path)?;
@@ -761,16 +752,19 @@ impl DirHandle {
             (Reach::Whole(dir), true) => dir.clone(),
             _ => Arc::new(target.open_dir().map_err(|e| Error::from_io(&e, path))?),
         };
-        Ok(DirHandle {
-            reach: Reach::Whole(dir),
+        Ok(self.below(Reach::Whole(dir), rights, path))
+    }
+
+    /// A handle at `path` below this one, reaching `reach` with `rights`;
+    /// the rest (ceiling, lineage, pledges) it inherits.
+    fn below(&self, reach: Reach, rights: Rights, path: &str) -> DirHandle {
+        DirHandle {
+            reach,
             rights,
-            ceiling: self.ceiling,
-            beside: self.beside,
-            holders: self.holders.clone(),
             place: self.place.at(path),
             label: self.child_label(path).into(),
-            lineage: self.lineage.clone(),
-        })
+            ..self.copy(&self.label)
+        }
     }
 
     /// Opens `target` as a regular file. `O_NONBLOCK` keeps a FIFO or
@@ -1128,13 +1122,10 @@ impl BrokerCtxView<'_> {
         f: impl FnOnce(&DirHandle, &Caller<'_>) -> Result<T, Fail>,
     ) -> HostResult<T> {
         let dir = self.table.get(handle)?;
-        let memory = &self.ctx.memory;
         let caller = Caller {
             pledges: &self.ctx.pledges,
             audit: &self.ctx.audit,
-            room: memory
-                .max()
-                .saturating_sub(memory.linear().saturating_add(memory.queued())),
+            room: self.ctx.memory.room(),
         };
         f(dir, &caller).map_err(|fail| {
             if !fail.audited {

@@ -79,6 +79,12 @@ impl MemoryAccount {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// What is left of the limit: what the host may still hold for it.
+    pub fn room(&self) -> usize {
+        self.max()
+            .saturating_sub(self.linear().saturating_add(self.queued()))
+    }
+
     /// Counts `bytes` more of queued messages, if they fit beside the linear
     /// memory; else says what does not fit.
     ///

@@ -817,10 +817,7 @@ impl FsView<'_> {
     /// and the few words beside it. Counted only as far as the memory left
     /// allows, so the count itself is bounded.
     fn listing_bytes(&self, fd: &Resource<Descriptor>) -> Result<usize, ErrorCode> {
-        let room = self
-            .memory
-            .max()
-            .saturating_sub(self.memory.linear().saturating_add(self.memory.queued()));
+        let room = self.memory.room();
         let dir = dir_of(self.wasi.table, fd.rep())?;
         let mut bytes = 0usize;
         for entry in dir.entries().map_err(ErrorCode::from)? {
