@@ -1236,3 +1236,31 @@ fn the_same_without_openat2() {
 fn openat2_is_as_expected() {
     support::assert_openat2_as_expected();
 }
+
+/// A FIFO in a granted folder is refused on the WASI face as on
+/// capbroker's own: opening it would block a host thread for good.
+#[test]
+fn a_fifo_is_refused_not_opened() {
+    let tree = Tree::new();
+    let fifo = std::ffi::CString::new(tree.path("root/fifo").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .arg("run")
+        .args(dir_flag("/d", tree.root(), "ro"))
+        .arg(guest("std-probe"))
+        .args(["read", "/d/fifo", "read", "/d/hello.txt"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A regression would hang: give it 30 s, then fail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("opening a FIFO blocked the broker");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    expect_lines(&out, &["err other read", "ok read hello"]);
+}

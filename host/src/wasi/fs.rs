@@ -1125,6 +1125,20 @@ impl HostDescriptor for FsView<'_> {
         let d = self.decide("open-at", &fd, op, Some(&path))?;
         let r = d.route.expect("a path call has a route");
         let path_flags = follow_unless_exact(path_flags, &r);
+        // A FIFO or a device would block the host's thread in the open
+        // itself (wasmtime-wasi opens without O_NONBLOCK): only regular
+        // files and directories are opened, as on capbroker's own face.
+        if let Ok(st) = self
+            .wasi
+            .filesystem()
+            .stat_at(borrow(r.fd), path_flags, r.path.clone())
+            .await
+        {
+            use types::DescriptorType as T;
+            if !matches!(st.type_, T::RegularFile | T::Directory | T::SymbolicLink) {
+                return Err(ErrorCode::Invalid.into());
+            }
+        }
         let asked_exclusive = oflags.contains(types::OpenFlags::EXCLUSIVE);
         if d.allowed.new_only {
             oflags |= types::OpenFlags::EXCLUSIVE;
