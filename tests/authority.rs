@@ -14,9 +14,9 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use capbroker::core::Rights;
 use capbroker::fs::DirGrant;
 use capbroker::grants::{Grant, NamedGrant};
-use capbroker::types::Rights;
 use support::{dir_at, guest, Probe, Tree};
 
 /// A grant of `root` narrowed to `paths`, as `[dir.NAME.paths]` makes it.
@@ -1187,7 +1187,7 @@ async fn rights_matrix() {
         ("wasi-open D sub read,directory SUB", &[], ""),
         ("wasi-stat SUB .", &[], ""),
     ];
-    for (_, name) in capbroker::types::RIGHT_NAMES {
+    for (_, name) in capbroker::core::rights::RIGHT_NAMES {
         let tree = Tree::new();
         std::fs::write(tree.path("root/gone.txt"), "").unwrap();
         std::fs::write(tree.path("root/moved.txt"), "").unwrap();
@@ -1196,7 +1196,7 @@ async fn rights_matrix() {
         std::fs::create_dir_all(tree.path("root/wempty")).unwrap();
         symlink("hello.txt", tree.path("root/link")).unwrap();
         std::fs::create_dir_all(tree.path("root/empty")).unwrap();
-        let rights: Vec<&str> = capbroker::types::RIGHT_NAMES
+        let rights: Vec<&str> = capbroker::core::rights::RIGHT_NAMES
             .iter()
             .map(|(_, n)| *n)
             .filter(|n| *n != name)

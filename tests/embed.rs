@@ -3,10 +3,10 @@
 
 mod support;
 
-use capbroker::bindings::App;
+use capbroker::core::Rights;
 use capbroker::fs::DirHandle;
 use capbroker::grants::HandleValue;
-use capbroker::types::Rights;
+use capbroker::run::wit::App;
 use capbroker::{BrokerCtx, BrokerCtxView, BrokerView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capbroker::spawn::Components;
+use capbroker::Components;
 use capbroker::{AppComponent, Limits};
 use support::{capbroker, guest, probe_component, runtime, spawner, text, Probe};
 

@@ -21,12 +21,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capbroker::app::{new_store, State};
-use capbroker::bindings::capbroker::caps::process::{ExitStatus, Host, HostProcess};
+use capbroker::core::Rights;
 use capbroker::fs::DirHandle;
 use capbroker::grants::{HandleValue, Share, Shared};
-use capbroker::spawn::{ChildLimits, Components, SpawnGrant};
-use capbroker::types::Rights;
+use capbroker::run::app::{new_store, State};
+use capbroker::run::wit::process::{ExitStatus, Host, HostProcess};
+use capbroker::spawn::{ChildLimits, SpawnGrant};
+use capbroker::Components;
 use capbroker::{BrokerCtx, BrokerView, Limits, Runtime};
 use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Config, Engine, Instance, Module, Store};
@@ -63,7 +64,7 @@ impl Parent {
         let view = store.data_mut().broker();
         let spawner = view
             .table
-            .push(grant.spawner(components.clone()).unwrap())
+            .push(grant.spawner(&components.names()).unwrap())
             .unwrap()
             .rep();
         let open =

@@ -1,46 +1,37 @@
 //! capbroker: a capability broker for WebAssembly components.
 //!
-//! A component holds explicit handles (directories, later sockets and the
-//! right to spawn), derives weaker ones from them and drops what it no longer
-//! needs; what it gives up it cannot get back. This library is the host side:
+//! A component holds explicit handles (directories, network rights and
+//! sockets, the right to spawn), derives weaker ones from them and drops
+//! what it no longer needs; what it gives up it cannot get back. This
+//! library is the host side, laid out as a house with a room per
+//! capability kind (see `docs/architecture.md`):
 //!
-//! - [`authority`]: the one place file-system rights are decided, for
-//!   both faces;
-//! - [`bindings`]: the WIT package `capbroker:caps` as Rust types;
-//! - [`ctx`]: per-store broker state and [`ctx::add_to_linker`], for any
-//!   wasmtime embedder;
-//! - one module per WIT interface: [`types`] (with [`revoke`]), [`fs`], [`net`],
-//!   [`spawn`], [`grants`], [`process`], [`mailbox`], [`pledge`];
-//! - [`wasi`]: standard WASI from the operator's grants, behind the guards
-//!   that `pledge` narrows;
-//! - [`limits`]: what one process may consume;
-//! - [`app`]: loading and running components of the `app` world, and
-//!   [`launch`]: running one from a manifest, as the `capbroker` binary and
-//!   the containerd shim do;
-//! - [`audit`]: the record of grants, derivations, drops and denials.
+//! - [`core`]: what every kind shares (rights, errors, revocation lineage,
+//!   pledges, limits, the audit trail, learning's recorder) and the life
+//!   cycle every kind goes through; it imports no kind;
+//! - one room per kind, each with the same parts (spec, handles, host
+//!   functions, WASI face, bindings): [`fs`], [`net`], [`spawn`]
+//!   (spawners and mailboxes) and [`pledge`];
+//! - [`grants`]: the registry that lists the kinds, and the `grants`
+//!   interface;
+//! - [`wasi`]: standard WASI from the operator's grants, linking each
+//!   room's WASI face;
+//! - [`policy`]: what the operator grants, from flags or `capbroker.toml`,
+//!   and what learning writes;
+//! - [`run`]: the engine, the per-store state ([`BrokerCtx`]), and the one
+//!   process runner for apps, commands and child processes.
 
-pub mod app;
-pub mod audit;
-pub mod authority;
-pub mod bindings;
-pub mod command;
-pub mod ctx;
-pub mod engine;
+pub mod core;
 pub mod fs;
 pub mod grants;
-pub mod launch;
-pub mod learn;
-pub mod limits;
-pub mod mailbox;
-pub mod manifest;
 pub mod net;
 pub mod pledge;
-pub mod process;
-pub mod revoke;
+pub mod policy;
+pub mod run;
 pub mod spawn;
-pub mod types;
 pub mod wasi;
 
-pub use app::{AppComponent, Outcome, Running, Runtime};
-pub use ctx::{add_to_linker, BrokerCtx, BrokerCtxView, BrokerView};
-pub use limits::Limits;
+pub use crate::core::limits::Limits;
+pub use run::app::{AppComponent, Outcome, Running, Runtime};
+pub use run::ctx::{add_to_linker, BrokerCtx, BrokerCtxView, BrokerView};
+pub use run::Components;

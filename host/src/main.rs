@@ -5,12 +5,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use capbroker::app::Loaded;
-use capbroker::audit::report;
+use capbroker::core::audit::report;
+use capbroker::core::limits::parse_duration;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
-use capbroker::launch::Launch;
-use capbroker::limits::parse_duration;
-use capbroker::manifest::Config;
+use capbroker::policy::manifest::Config;
+use capbroker::run::app::Loaded;
+use capbroker::run::launch::Launch;
 use capbroker::Runtime;
 use clap::{Parser, Subcommand};
 use wasmtime::error::Context;
@@ -227,7 +227,7 @@ enum Command {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    let size = capbroker::limits::parse_size(s)?;
+    let size = capbroker::core::limits::parse_size(s)?;
     if size == 0 {
         return Err("a memory limit of zero would stop any component from starting".into());
     }

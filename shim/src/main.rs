@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use capbroker::launch::Launch;
-use capbroker::manifest::Config;
+use capbroker::policy::manifest::Config;
+use capbroker::run::launch::Launch;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::shim::{version, Cli, Shim, Version};

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::Arc;
 
 use capbroker::grants::{Grant, NamedGrant};
-use capbroker::spawn::Components;
+use capbroker::Components;
 use capbroker::{AppComponent, Limits, Outcome, Running, Runtime};
 
 pub fn root() -> PathBuf {

@@ -3,27 +3,21 @@
 //! wasmtime-wasi implements WASI; capbroker decides what it may reach. The
 //! operator's grants for a plain `wasi:cli` program ([`WasiGrants`]:
 //! preopened directories with capbroker rights, environment variables,
-//! stdin, listen and connect ranges) become a [`WasiCtx`] plus capbroker's
-//! own guards in front of `wasi:filesystem` ([`fs`]), `wasi:sockets/tcp`
-//! ([`tcp`]) and `wasi:cli/environment`. Those guards are also where
-//! `pledge` takes authority away for good.
+//! stdin, listen and connect ranges) become a [`WasiCtx`] plus each room's
+//! guard in front of its part of WASI: [`crate::fs::wasi`] for
+//! `wasi:filesystem`, [`crate::net::wasi`] for `wasi:sockets`, and the
+//! environment here. This module only builds and links them.
 
-pub mod fs;
-pub mod streams;
-pub mod tcp;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::component::Linker;
 use wasmtime_wasi::p2::bindings::{cli, filesystem, sockets};
-use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiView};
 
-use crate::audit::Audit;
-use crate::fs::DirGrant;
-use crate::net::Reach;
-use crate::pledge::{Authority, Pledges};
+use crate::core::audit::Audit;
+use crate::core::pledges::Pledges;
+use crate::core::view::{HasWasiFace, WasiFace, WasiParts};
+use crate::core::Core;
+use crate::fs::{DirGrant, FsCtx};
+use crate::net::{NetCtx, Reach};
 
 /// The most random bytes one `wasi:random` call makes: the host makes them
 /// before the guest's memory is asked for room.
@@ -44,18 +38,22 @@ pub struct WasiGrants {
     pub connect: Vec<Reach>,
 }
 
-/// The WASI state capbroker keeps for one instance.
+/// The environment a program sees: what the operator granted, until it
+/// pledges the environment away.
+pub type EnvCtx = Vec<(String, String)>;
+
+/// The WASI state of each room, for one instance.
 #[derive(Default)]
 pub struct WasiState {
-    pub fs: fs::WasiFs,
-    env: Vec<(String, String)>,
-    tcp: tcp::WasiTcp,
+    pub fs: FsCtx,
+    pub tcp: NetCtx,
+    pub env: EnvCtx,
 }
 
 impl WasiGrants {
     /// The wasmtime-wasi context for these grants (stdout and stderr are
     /// always the host's; sockets only within the ranges, and only until
-    /// the network is pledged away) and capbroker's own state beside it.
+    /// the network is pledged away) and each room's state beside it.
     pub fn build(
         &self,
         args: &[String],
@@ -73,26 +71,12 @@ impl WasiGrants {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         if networked {
-            let listen: Arc<[Reach]> = self.listen.clone().into();
-            let connect: Arc<[Reach]> = self.connect.clone().into();
-            let pledges = pledges.clone();
-            let audit = audit.clone();
-            b.socket_addr_check(move |addr, use_| {
-                let pledged = pledges.renounced().contains(Authority::NETWORK);
-                let allowed = !pledged && allows(&listen, &connect, &addr, use_);
-                if !allowed {
-                    // Every denial is recorded, the socket guard's too.
-                    let err = crate::types::Error::Refused(if pledged {
-                        "the network was pledged away".into()
-                    } else {
-                        format!("{addr} is not within the network grants")
-                    });
-                    let op = format!("{use_:?}").to_lowercase();
-                    let none = crate::types::Rights::empty();
-                    audit.refused(&op, "wasi socket", &addr.to_string(), none, &err);
-                }
-                Box::pin(async move { allowed })
-            });
+            b.socket_addr_check(crate::net::wasi::addr_check(
+                self.listen.clone().into(),
+                self.connect.clone().into(),
+                pledges.clone(),
+                audit.clone(),
+            ));
         }
         let mut state = WasiState {
             env: self.env.clone(),
@@ -106,128 +90,66 @@ impl WasiGrants {
     }
 }
 
-/// Whether the operator's ranges allow one use of an address. A connect
-/// first asks to bind the unspecified address to port 0, which the OS then
-/// does implicitly; that needs a connect grant, not a listen one. Accepted
-/// peers may be anyone: the listener's address was checked.
-fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAddrUse) -> bool {
-    let within = |ranges: &[Reach]| ranges.iter().any(|r| r.check(addr).is_ok());
-    match use_ {
-        SocketAddrUse::TcpBind => {
-            within(listen)
-                || (addr.ip().is_unspecified() && addr.port() == 0 && !connect.is_empty())
-        }
-        SocketAddrUse::TcpListen => within(listen),
-        SocketAddrUse::TcpConnect => within(connect),
-        SocketAddrUse::TcpAccept => true,
-        _ => false,
-    }
-}
-
-impl WasiState {
-    /// Gives up `authority` in everything this state guards.
-    pub fn renounce(&mut self, authority: Authority) {
-        if authority.contains(Authority::FILESYSTEM) {
-            self.fs.renounce();
-        }
-        if authority.contains(Authority::NETWORK) {
-            self.tcp.renounce();
-        }
-        if authority.contains(Authority::ENVIRONMENT) {
-            self.env.clear();
-        }
-    }
-}
-
-/// The WASI context and the table, as wasmtime-wasi's own host code wants
-/// them.
-pub struct WasiParts<'a> {
-    pub ctx: &'a mut WasiCtx,
-    pub table: &'a mut ResourceTable,
-}
-
-impl WasiView for WasiParts<'_> {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: self.ctx,
-            table: self.table,
-        }
-    }
-}
-
 /// Implemented by store data that holds capbroker's WASI guards.
 pub trait GuardedWasiView: WasiView {
     fn guarded(&mut self) -> GuardedView<'_>;
 }
 
-/// Borrowed access to the guards and to wasmtime-wasi's state.
+/// Borrowed access to wasmtime-wasi's state, the core state and each
+/// room's WASI context.
 pub struct GuardedView<'a> {
     pub wasi: WasiParts<'a>,
-    pub state: &'a mut WasiState,
-    /// The instance's audit trail and pledges, which the authority core
-    /// consults for the file system.
-    pub audit: &'a Audit,
-    pub pledges: &'a Pledges,
-    pub memory: &'a crate::limits::Account,
+    pub core: &'a Core,
+    pub fs: &'a mut FsCtx,
+    pub net: &'a mut NetCtx,
+    pub env: &'a mut EnvCtx,
 }
 
-struct GuardedFs;
-impl HasData for GuardedFs {
-    type Data<'a> = fs::FsView<'a>;
-}
-
-struct GuardedTcp;
-impl HasData for GuardedTcp {
-    type Data<'a> = tcp::TcpView<'a>;
-}
-
-struct GuardedEnv;
-impl HasData for GuardedEnv {
-    type Data<'a> = GuardedView<'a>;
-}
-
-/// Adds WASI to `linker`, with capbroker's guards in front of the file
-/// system, TCP sockets and the environment.
+/// Adds WASI to `linker`, with each room's guard in front of its part.
 pub fn add_to_linker<T: GuardedWasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     // The guarded interfaces replace wasmtime-wasi's own.
     linker.allow_shadowing(true);
-    filesystem::types::add_to_linker::<T, GuardedFs>(linker, |t| fs_view(t))?;
-    filesystem::preopens::add_to_linker::<T, GuardedFs>(linker, |t| fs_view(t))?;
-    sockets::tcp::add_to_linker::<T, GuardedTcp>(linker, |t| tcp_view(t))?;
-    cli::environment::add_to_linker::<T, GuardedEnv>(linker, |t| t.guarded())?;
+    type Fs = HasWasiFace<FsCtx>;
+    type Net = HasWasiFace<NetCtx>;
+    type Env = HasWasiFace<EnvCtx>;
+    filesystem::types::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
+    filesystem::preopens::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
+    sockets::tcp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
+    cli::environment::add_to_linker::<T, Env>(linker, |t| face(t, |g| g.env))?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-fn fs_view<T: GuardedWasiView>(t: &mut T) -> fs::FsView<'_> {
+/// One room's WASI face of the store's data.
+fn face<'a, T: GuardedWasiView, K: ?Sized>(
+    t: &'a mut T,
+    kind: impl FnOnce(GuardedViewParts<'a>) -> &'a mut K,
+) -> WasiFace<'a, K> {
     let GuardedView {
         wasi,
-        state,
-        audit,
-        pledges,
-        memory,
+        core,
+        fs,
+        net,
+        env,
     } = t.guarded();
-    fs::FsView {
+    WasiFace {
         wasi,
-        fs: &mut state.fs,
-        audit,
-        pledges,
-        memory,
+        core,
+        kind: kind(GuardedViewParts { fs, net, env }),
     }
 }
 
-fn tcp_view<T: GuardedWasiView>(t: &mut T) -> tcp::TcpView<'_> {
-    let GuardedView { wasi, state, .. } = t.guarded();
-    tcp::TcpView {
-        wasi,
-        tcp: &mut state.tcp,
-    }
+/// The rooms' contexts, to pick one from.
+struct GuardedViewParts<'a> {
+    fs: &'a mut FsCtx,
+    net: &'a mut NetCtx,
+    env: &'a mut EnvCtx,
 }
 
-impl cli::environment::Host for GuardedView<'_> {
+impl cli::environment::Host for WasiFace<'_, EnvCtx> {
     fn get_environment(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.state.env.clone())
+        Ok(self.kind.clone())
     }
 
     fn get_arguments(&mut self) -> wasmtime::Result<Vec<String>> {

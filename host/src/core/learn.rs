@@ -1,0 +1,118 @@
+//! Learning mode's recorder: what a run actually used.
+//!
+//! Handles carry the [`Learner`] of their run (a directory handle with its
+//! grant's name and its place below the grant's root; a network right with
+//! its grant's name), and note each use that passed its checks. Children
+//! inherit the learner from their parent, so what they use is learned for
+//! the grant it came from. Each kind then narrows its grants to what was
+//! used (see [`crate::core::kind::Kind::narrow`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::audit::ExitRecord;
+use super::Rights;
+
+/// How much more than the peak a learned budget allows.
+pub const HEADROOM: u64 = 2;
+
+/// The recorder of one run.
+#[derive(Default, Debug)]
+pub struct Learner {
+    used: Mutex<Used>,
+}
+
+#[derive(Default, Debug)]
+pub struct Used {
+    /// Per directory grant: each path below its root, and the rights used on it.
+    pub dirs: BTreeMap<String, BTreeMap<PathBuf, Rights>>,
+    /// Per directory grant: renames and links made, from and to; a source
+    /// needs what its destination is granted.
+    pub moves: BTreeMap<String, BTreeSet<(PathBuf, PathBuf)>>,
+    /// Per network grant: the addresses listened on or connected to.
+    pub net: BTreeMap<String, BTreeSet<String>>,
+    /// The components started as children, by the name they were spawned by.
+    pub spawned: BTreeSet<String>,
+    pub children: u64,
+    pub running: u64,
+    pub peak_running: u64,
+    pub peak_memory: u64,
+    pub peak_fuel: u64,
+    pub peak_wall_us: u64,
+}
+
+impl Learner {
+    pub fn new() -> Arc<Learner> {
+        Arc::new(Learner::default())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Used) -> T) -> T {
+        f(&mut self.used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Something at `from` was renamed or linked to `to`, both relative to
+    /// the root of grant `grant`.
+    pub fn moved(&self, grant: &str, from: PathBuf, to: PathBuf) {
+        self.with(|u| {
+            u.moves
+                .entry(grant.to_string())
+                .or_default()
+                .insert((from, to));
+        })
+    }
+
+    /// `rights` were used on `path`, relative to the root of grant `grant`.
+    pub fn dir(&self, grant: &str, path: PathBuf, rights: Rights) {
+        self.with(|u| {
+            *u.dirs
+                .entry(grant.to_string())
+                .or_default()
+                .entry(path)
+                .or_insert(Rights::empty()) |= rights;
+        })
+    }
+
+    /// The network grant `grant` was used for `addr` (`IP:PORT`).
+    pub fn net(&self, grant: &str, addr: String) {
+        self.with(|u| {
+            u.net.entry(grant.to_string()).or_default().insert(addr);
+        })
+    }
+
+    /// A child was started as `component` (the name given to `spawn`).
+    pub fn spawned(&self, component: &str) {
+        self.with(|u| {
+            u.spawned.insert(component.to_string());
+            u.children += 1;
+            u.running += 1;
+            u.peak_running = u.peak_running.max(u.running);
+        })
+    }
+
+    /// A child ended, having used what `exit` says.
+    pub fn exited(&self, exit: &ExitRecord) {
+        self.with(|u| {
+            u.running = u.running.saturating_sub(1);
+            u.peak_memory = u.peak_memory.max(exit.peak_memory);
+            u.peak_fuel = u.peak_fuel.max(exit.fuel_used);
+            u.peak_wall_us = u.peak_wall_us.max(exit.wall_us);
+        })
+    }
+
+    /// Reads what was used so far.
+    pub fn seen<T>(&self, f: impl FnOnce(&Used) -> T) -> T {
+        f(&self.used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Waits (a little) for children that are still ending, so that what
+    /// they used is counted.
+    pub async fn settle(&self) {
+        for _ in 0..200 {
+            if self.with(|u| u.running) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}

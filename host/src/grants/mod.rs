@@ -1,0 +1,300 @@
+//! The registry of capability kinds, and the `grants` interface: how an
+//! operator's grant becomes a guest's handle.
+//!
+//! Every kind goes through the same life cycle ([`crate::core::kind`]);
+//! [`kinds!`] below is the one place that lists the kinds, one line each,
+//! and makes from that list the enums that hold a grant or a handle of any
+//! kind, and the dispatch from them to each kind's own code. Adding a kind
+//! is its room, its WIT, and one line here (see `docs/adding-a-kind.md`).
+//!
+//! A run's grants go:
+//! 1. from the policy (flags, manifest) as [`NamedGrant`]s;
+//! 2. fitted to what the component asks for in its `requests` export
+//!    ([`fit`]): a grant the component did not ask for is an error, and a
+//!    grant with more authority than asked for is narrowed to the request;
+//! 3. opened ([`open`]) and kept in the store's [`GrantsCtx`];
+//! 4. taken by the guest with `grants.granted`, which pushes every pending
+//!    handle into the store's table once, held by the instance's pledges.
+
+pub mod wit;
+
+use std::collections::HashSet;
+
+use wasmtime::bail;
+use wasmtime::component::{HasData, Linker, ResourceTable, ResourceTableError};
+use wasmtime::error::Context as _;
+
+pub use self::wit::grants::{Grant as GuestGrant, Handle as GuestHandle, Share, Shared};
+pub use crate::core::wit::capbroker::caps::types::{Request, Wants};
+
+use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, ShareTo};
+use crate::core::pledges::Pledges;
+use crate::core::{Core, HostResult, View};
+
+/// Lists every capability kind: the WIT case that names it (in `wants`,
+/// `grants.handle` and `grants.shared`) and the type that implements its
+/// life cycle; then the handles that are shared but never granted.
+macro_rules! kinds {
+    (
+        granted { $($case:ident => $kind:ty,)* }
+        shared { $($scase:ident => $handle:ty,)* }
+    ) => {
+        /// One capability the operator grants, by kind.
+        #[derive(Clone, Debug)]
+        pub enum Grant {
+            $($case(<$kind as Kind>::Spec),)*
+        }
+
+        /// A host handle of any kind, before it is put into a store's table.
+        pub enum HandleValue {
+            $($case(<$kind as Kind>::Handle),)*
+            $($scase($handle),)*
+        }
+
+        impl Grant {
+            /// The kind's name, as in the flag that grants it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Grant::$case(_) => <$kind as Kind>::NAME,)*
+                }
+            }
+
+            /// Checks that the grant's host resource can be opened, before
+            /// anything is loaded, so that a bad path is reported first and
+            /// alone.
+            pub fn check(&self) -> wasmtime::Result<()> {
+                match self {
+                    $(Grant::$case(s) => <$kind as Kind>::check(s),)*
+                }
+            }
+
+            fn fit(&self, name: &str, wants: &Wants) -> Result<Grant, FitError> {
+                match self {
+                    $(Grant::$case(s) => <$kind as Kind>::fit(s, name, wants).map(Grant::$case),)*
+                }
+            }
+
+            /// The grant narrowed to what learning saw, or `None`.
+            pub fn narrow(&self, name: &str, learned: &mut Learned<'_>) -> Option<Grant> {
+                match self {
+                    $(Grant::$case(s) => <$kind as Kind>::narrow(s, name, learned).map(Grant::$case),)*
+                }
+            }
+
+            /// Opens the grant; `all` are the run's grants, this one among them.
+            fn open(
+                &self,
+                name: &str,
+                all: &[NamedGrant],
+                env: &OpenEnv<'_>,
+            ) -> wasmtime::Result<(HandleValue, String, String)> {
+                match self {
+                    $(Grant::$case(spec) => {
+                        let peers: Vec<_> = all
+                            .iter()
+                            .filter_map(|g| match &g.grant {
+                                Grant::$case(s) => Some(s),
+                                #[allow(unreachable_patterns)]
+                                _ => None,
+                            })
+                            .collect();
+                        let o = <$kind as Kind>::open(spec, name, &peers, env)?;
+                        Ok((HandleValue::$case(o.handle), o.target, o.detail))
+                    })*
+                }
+            }
+        }
+
+        /// The kind a request asks for.
+        fn wants_kind(w: &Wants) -> &'static str {
+            match w {
+                $(Wants::$case { .. } => <$kind as Kind>::NAME,)*
+            }
+        }
+
+        /// How an operator grants a request, as a flag.
+        fn describe_wants(name: &str, w: &Wants) -> String {
+            match w {
+                $(Wants::$case { .. } => <$kind as Kind>::describe(name, w),)*
+            }
+        }
+
+        impl HandleValue {
+            /// The same handle, ended for good when the instance whose
+            /// pledges these are pledges its kind of authority away.
+            fn held_by(self, pledges: &Pledges) -> HandleValue {
+                match self {
+                    $(HandleValue::$case(h) => HandleValue::$case(Handle::held_by(h, pledges)),)*
+                    $(HandleValue::$scase(h) => HandleValue::$scase(Handle::held_by(h, pledges)),)*
+                }
+            }
+
+            /// Puts the handle into `table`, as the guest will see it.
+            pub fn push_into(
+                self,
+                table: &mut ResourceTable,
+            ) -> Result<GuestHandle, ResourceTableError> {
+                Ok(match self {
+                    $(HandleValue::$case(h) => GuestHandle::$case(table.push(h)?),)*
+                    $(HandleValue::$scase(h) => GuestHandle::$scase(table.push(h)?),)*
+                })
+            }
+
+            /// A copy of the shared handle for a child.
+            pub fn shared(
+                table: &ResourceTable,
+                share: &Shared,
+                to: &ShareTo<'_>,
+            ) -> HostResult<HandleValue> {
+                Ok(match share {
+                    $(Shared::$case(r) => HandleValue::$case(Handle::share(table.get(r)?, to)?),)*
+                    $(Shared::$scase(r) => HandleValue::$scase(Handle::share(table.get(r)?, to)?),)*
+                })
+            }
+        }
+    };
+}
+
+kinds! {
+    granted {
+        Dir => crate::fs::Dirs,
+        Spawner => crate::spawn::Spawners,
+        Listen => crate::net::Listeners,
+        Connect => crate::net::Connectors,
+    }
+    shared {
+        TcpStream => crate::net::TcpStreamHandle,
+    }
+}
+
+/// An operator's grant under the name the component knows it by.
+#[derive(Clone, Debug)]
+pub struct NamedGrant {
+    pub name: String,
+    pub grant: Grant,
+}
+
+/// The grants room's per-store state: granted handles the guest has not
+/// yet taken with `grants.granted`.
+#[derive(Default)]
+pub struct GrantsCtx {
+    pub pending: Vec<(String, HandleValue)>,
+}
+
+struct HasGrants;
+
+impl HasData for HasGrants {
+    type Data<'a> = View<'a, GrantsCtx>;
+}
+
+/// Adds the `grants` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> View<'_, GrantsCtx>,
+) -> wasmtime::Result<()> {
+    wit::grants::add_to_linker::<T, HasGrants>(linker, get)
+}
+
+/// Opens every fitted grant and keeps it in `pending` for the guest's
+/// `grants.granted`, recording each in the audit trail. `components` are
+/// the names the broker can start.
+pub fn open(
+    fitted: &[NamedGrant],
+    core: &Core,
+    components: &[String],
+    pending: &mut GrantsCtx,
+) -> wasmtime::Result<()> {
+    let env = OpenEnv {
+        learner: core.learner.as_ref(),
+        components,
+    };
+    for g in fitted {
+        let (value, target, detail) = g.grant.open(&g.name, fitted, &env)?;
+        core.audit.granted(&g.name, &target, &detail);
+        pending.pending.push((g.name.clone(), value));
+    }
+    Ok(())
+}
+
+impl wit::grants::Host for View<'_, GrantsCtx> {
+    fn granted(&mut self) -> wasmtime::Result<Vec<GuestGrant>> {
+        let pending = std::mem::take(&mut self.kind.pending);
+        let mut out = Vec::with_capacity(pending.len());
+        for (name, value) in pending {
+            // The operator's limit on handles is below what was granted:
+            // the component cannot start as configured.
+            let value = value.held_by(&self.core.pledges);
+            let handle = value.push_into(self.table).with_context(|| {
+                format!("grant `{name}`: the handle table is full (raise max-handles)")
+            })?;
+            out.push(GuestGrant { name, handle });
+        }
+        Ok(out)
+    }
+}
+
+/// Matches the operator's grants to the component's requests. Every grant
+/// must answer a request of the same kind and carry the rights it asks for;
+/// every request that is not optional must be granted. Returns the grants
+/// narrowed to the requests, in the order the operator gave them.
+pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<NamedGrant>> {
+    let mut seen = HashSet::new();
+    let mut fitted = Vec::new();
+    for g in grants {
+        if !seen.insert(g.name.as_str()) {
+            bail!("grant `{}` is given twice", g.name);
+        }
+        let Some(request) = requests.iter().find(|r| r.name == g.name) else {
+            let known: Vec<String> = requests
+                .iter()
+                .map(|r| format!("{} ({})", r.name, wants_kind(&r.wants)))
+                .collect();
+            bail!(
+                "grant `{}`: the component does not ask for a handle by that name \
+                 (it asks for: {})",
+                g.name,
+                if known.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        if g.grant.kind() != wants_kind(&request.wants) {
+            bail!(
+                "grant `{}`: the component asks for a {} handle, not a {}",
+                g.name,
+                wants_kind(&request.wants),
+                g.grant.kind()
+            );
+        }
+        fitted.push(NamedGrant {
+            name: g.name.clone(),
+            grant: g.grant.fit(&g.name, &request.wants)?,
+        });
+    }
+    let missing: Vec<String> = requests
+        .iter()
+        .filter(|r| !r.optional && !seen.contains(r.name.as_str()))
+        .map(describe_request)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the component needs grants the operator did not give: {}",
+            missing.join("; ")
+        );
+    }
+    Ok(fitted)
+}
+
+/// One request as the operator would grant it, e.g.
+/// `--dir data=PATH:read,list (where it keeps its state)`.
+pub fn describe_request(r: &Request) -> String {
+    let flag = describe_wants(&r.name, &r.wants);
+    let optional = if r.optional { ", optional" } else { "" };
+    if r.about.is_empty() {
+        format!("{flag}{optional}")
+    } else {
+        format!("{flag} ({}{optional})", r.about)
+    }
+}

@@ -1,0 +1,175 @@
+//! The network room: listen and connect rights over sets of addresses and
+//! the TCP sockets they yield (capbroker's `net` interface), and the guard
+//! in front of standard `wasi:sockets`.
+//!
+//! - [`spec`]: what the operator grants ([`NetGrant`]);
+//! - [`handle`]: what a right reaches ([`Reach`]), the rights and sockets;
+//! - [`host`]: the `net` interface's host functions;
+//! - [`wasi`]: the `wasi:sockets` face;
+//! - [`wit`]: the generated bindings.
+//!
+//! [`Listeners`] and [`Connectors`] are the kinds' life cycles.
+
+pub mod handle;
+pub mod host;
+pub mod spec;
+pub mod wasi;
+pub mod wit;
+
+pub use handle::{
+    ConnectRight, ListenRight, Reach, Resolve, SystemResolver, TcpListenerHandle, TcpStreamHandle,
+    CONNECT_TIMEOUT, MAX_RANGES,
+};
+pub use spec::{host_name, HostPorts, NetGrant, Range};
+pub use wit::net::AddressRange;
+
+use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, Opened, ShareTo};
+use crate::core::pledges::Pledges;
+use crate::core::wit::capbroker::caps::types::Wants;
+use crate::core::Error;
+
+/// The net room's per-store state: the WASI face's sockets.
+pub type NetCtx = wasi::WasiTcp;
+
+/// Adds the `net` interface to `linker`. Its host functions need no state
+/// of their own: `K` is whatever context the caller's view carries.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> crate::core::View<'_, NetCtx>,
+) -> wasmtime::Result<()> {
+    wit::net::add_to_linker::<T, crate::core::view::HasView<NetCtx>>(linker, get)
+}
+
+/// Listen grants: `--listen NAME=RANGES`, `[listen]`.
+pub struct Listeners;
+
+/// Connect grants: `--connect NAME=RANGES`, `[connect]`.
+pub struct Connectors;
+
+impl Kind for Listeners {
+    const NAME: &'static str = "listen";
+    type Spec = NetGrant;
+    type Handle = ListenRight;
+
+    fn fit(spec: &NetGrant, _: &str, _: &Wants) -> Result<NetGrant, FitError> {
+        Ok(spec.clone())
+    }
+
+    fn open(
+        spec: &NetGrant,
+        name: &str,
+        _: &[&NetGrant],
+        env: &OpenEnv<'_>,
+    ) -> wasmtime::Result<Opened<ListenRight>> {
+        let reach = Reach::listen(spec)
+            .map_err(|e| wasmtime::format_err!("grant `{name}`: {e}"))?
+            .learned_by(env.learner.cloned(), name);
+        Ok(Opened {
+            target: Self::NAME.into(),
+            detail: reach.detail(),
+            handle: ListenRight(reach),
+        })
+    }
+
+    fn describe(name: &str, _: &Wants) -> String {
+        format!("--listen {name}=ADDRESS:PORT")
+    }
+
+    fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {
+        narrow(spec, name, learned)
+    }
+}
+
+impl Kind for Connectors {
+    const NAME: &'static str = "connect";
+    type Spec = NetGrant;
+    type Handle = ConnectRight;
+
+    fn fit(spec: &NetGrant, _: &str, _: &Wants) -> Result<NetGrant, FitError> {
+        Ok(spec.clone())
+    }
+
+    fn open(
+        spec: &NetGrant,
+        name: &str,
+        _: &[&NetGrant],
+        env: &OpenEnv<'_>,
+    ) -> wasmtime::Result<Opened<ConnectRight>> {
+        let reach = Reach::connect(spec)
+            .map_err(|e| wasmtime::format_err!("grant `{name}`: {e}"))?
+            .learned_by(env.learner.cloned(), name);
+        Ok(Opened {
+            target: Self::NAME.into(),
+            detail: reach.detail(),
+            handle: ConnectRight(reach),
+        })
+    }
+
+    fn describe(name: &str, _: &Wants) -> String {
+        format!("--connect {name}=ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT")
+    }
+
+    fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {
+        narrow(spec, name, learned)
+    }
+}
+
+/// A network grant narrowed to the addresses the run used.
+fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {
+    let used = learned.used.net.get(name).cloned().unwrap_or_default();
+    if used.is_empty() {
+        if learned.required {
+            learned
+                .notes
+                .push(format!("# {name}: not used, but required: kept"));
+            return Some(spec.clone());
+        }
+        learned
+            .notes
+            .push(format!("# {name}: not used, not granted"));
+        return None;
+    }
+    let used: Vec<String> = used.into_iter().collect();
+    learned
+        .notes
+        .push(format!("# {name}: used {}", used.join(", ")));
+    Some(NetGrant::parse(&used.join(",")).unwrap_or_else(|e| {
+        learned
+            .notes
+            .push(format!("# {name}: kept as granted ({e})"));
+        spec.clone()
+    }))
+}
+
+impl Handle for ListenRight {
+    fn share(&self, _: &ShareTo<'_>) -> Result<Self, Error> {
+        self.lineage().check()?;
+        Ok(self.copy())
+    }
+
+    fn held_by(self, pledges: &Pledges) -> Self {
+        ListenRight::held_by(self, pledges)
+    }
+}
+
+impl Handle for ConnectRight {
+    fn share(&self, _: &ShareTo<'_>) -> Result<Self, Error> {
+        self.lineage().check()?;
+        Ok(self.copy())
+    }
+
+    fn held_by(self, pledges: &Pledges) -> Self {
+        ConnectRight::held_by(self, pledges)
+    }
+}
+
+impl Handle for TcpStreamHandle {
+    fn share(&self, _: &ShareTo<'_>) -> Result<Self, Error> {
+        self.lineage().check()?;
+        TcpStreamHandle::share(self)
+    }
+
+    fn held_by(self, pledges: &Pledges) -> Self {
+        TcpStreamHandle::held_by(self, pledges)
+    }
+}

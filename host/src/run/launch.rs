@@ -1,0 +1,212 @@
+//! Running a component from a [`Config`], as `capbroker run` does and as
+//! the containerd shim does inside a container.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::bail;
+use wasmtime::error::Context;
+
+use super::components::Components;
+use crate::core::audit::AuditLog;
+use crate::core::learn::Learner;
+use crate::grants::{Grant, NamedGrant};
+use crate::net::Reach;
+use crate::policy::manifest::Config;
+use crate::run::app::Loaded;
+use crate::run::command::CommandOutcome;
+use crate::wasi::WasiGrants;
+use crate::{Outcome, Runtime};
+
+/// One run of a component: what is granted, and what is recorded.
+pub struct Launch {
+    pub config: Config,
+    /// Write the audit log, as JSON Lines, to this file (`-` for stderr).
+    pub audit: Option<PathBuf>,
+    /// Learning mode: write the manifest of what the run used to this file.
+    pub learn: Option<PathBuf>,
+    /// The environment came with the container rather than from the
+    /// operator: an app, which has no environment, runs without it instead
+    /// of being refused.
+    pub env_from_container: bool,
+    /// Do not say on stderr which manifest the run uses.
+    pub quiet: bool,
+}
+
+impl Launch {
+    /// Runs the component to its end and gives its exit status: 0, 1 for a
+    /// failure or a trap (said on stderr), or the code a command exited
+    /// with. An error is the operator's: a component that cannot be loaded,
+    /// a grant that cannot be made.
+    pub async fn run(self) -> wasmtime::Result<u8> {
+        let Launch {
+            config,
+            audit,
+            learn,
+            env_from_container,
+            quiet,
+        } = self;
+        // Before any guest runs: one that could write the manifest would
+        // choose its own grants from the next run on.
+        config.check_manifest_out_of_reach()?;
+        config.check_grants_not_redirected()?;
+        // The same for the files the broker writes for the operator: a
+        // guest that could reach one could forge it, or plant a link that
+        // the broker would follow to overwrite any file it may write.
+        if let Some(path) = audit.as_ref().filter(|p| p.as_os_str() != "-") {
+            config.check_out_of_reach(path, "the --audit log")?;
+        }
+        if let Some(path) = &learn {
+            config.check_out_of_reach(path, "the --learn output")?;
+        }
+        if let (Some(m), false) = (&config.manifest, quiet) {
+            // Not through `tracing`: no log filter may hide where grants
+            // come from.
+            let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
+            eprintln!(
+                "capbroker: grants and limits from the manifest {}",
+                path.display()
+            );
+        }
+        let Some(component) = config.component.clone() else {
+            bail!(
+                "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
+            );
+        };
+        let mut rt = Runtime::new()?;
+        if let Some(path) = audit {
+            let out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
+                )
+            };
+            rt.set_audit_log(AuditLog::new(out));
+        }
+        let limits = config.limits();
+        let app = match rt.load_any(&component)? {
+            Loaded::App(app) => app,
+            Loaded::Command(command) => {
+                if learn.is_some() {
+                    bail!(
+                        "--learn is for capbroker apps; `{}` is a WASI command",
+                        command.name()
+                    );
+                }
+                if config
+                    .grants
+                    .iter()
+                    .any(|g| matches!(g.grant, Grant::Spawner(_)))
+                    || !config.components.is_empty()
+                {
+                    bail!(
+                        "`{}` is a WASI command: spawners and --component are for capbroker apps",
+                        command.name()
+                    );
+                }
+                let grants = wasi_grants(config.grants, config.env, config.stdin)?;
+                return match command.run(&grants, &config.args, &limits).await {
+                    Ok(CommandOutcome::Success) => Ok(0),
+                    Ok(CommandOutcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+                    Err(e) => {
+                        // A trap, as `wasmtime run` reports one: the message
+                        // and status 1.
+                        report(command.name(), &format!("{e:#}"));
+                        Ok(1)
+                    }
+                };
+            }
+        };
+        if (!config.env.is_empty() && !env_from_container) || config.stdin {
+            bail!(
+                "--env and --stdin are for WASI commands; `{}` is a capbroker app",
+                app.name()
+            );
+        }
+        let mut registry = Components::new();
+        registry.insert(app.name(), app.instance_pre().clone())?;
+        for (name, path) in &config.components {
+            let pre = rt
+                .load_child(path)
+                .with_context(|| format!("--component {name}"))?;
+            registry
+                .insert(name, pre)
+                .with_context(|| format!("--component {name}"))?;
+        }
+        let mut app = app;
+        let learner = learn.as_ref().map(|_| {
+            let l = Learner::new();
+            app.learn_with(l.clone());
+            l
+        });
+        let mut running = app
+            .start(&config.grants, &limits, Arc::new(registry))
+            .await?;
+        let outcome = running.run(&config.args).await;
+        drop(running);
+        if let (Some(path), Some(learner)) = (&learn, &learner) {
+            // Wait for children still running, so their use counts.
+            learner.settle().await;
+            let requests = app.requests().await?;
+            let text = crate::policy::learned::manifest(learner, &config.absolute(), &requests);
+            std::fs::write(path, text)
+                .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+            if !matches!(outcome, Ok(Outcome::Ok)) {
+                eprintln!(
+                    "capbroker: the run did not succeed: the manifest may lack what the rest of it needs"
+                );
+            }
+            eprintln!("capbroker: wrote {}", path.display());
+        }
+        match outcome {
+            Ok(Outcome::Ok) => Ok(0),
+            Ok(Outcome::Failed(msg)) => {
+                report(app.name(), &format!("error: {msg}"));
+                Ok(1)
+            }
+            Ok(Outcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+            Err(e) => {
+                report(app.name(), &format!("{e:#}"));
+                Ok(1)
+            }
+        }
+    }
+}
+
+/// The standard WASI grants of a command. Errors for a listen grant that
+/// names a host, or a connect grant whose host cannot be looked up.
+fn wasi_grants(
+    grants: Vec<NamedGrant>,
+    env: Vec<(String, String)>,
+    stdin: bool,
+) -> wasmtime::Result<WasiGrants> {
+    let mut wasi = WasiGrants {
+        env,
+        stdin,
+        ..WasiGrants::default()
+    };
+    for g in grants {
+        let named = |e: String| wasmtime::format_err!("grant `{}`: {e}", g.name);
+        match &g.grant {
+            Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
+            Grant::Listen(n) => wasi.listen.push(Reach::listen(n).map_err(named)?),
+            Grant::Connect(n) => wasi.connect.push(Reach::connect(n).map_err(named)?),
+            Grant::Spawner(_) => {}
+        }
+    }
+    Ok(wasi)
+}
+
+/// Says on stderr how a component ended. The message carries the guest's
+/// text (its error, the names of its functions in a backtrace): each line
+/// is escaped and cut, so it moves no cursor and makes no line of its own.
+fn report(name: &str, message: &str) {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or("");
+    eprintln!("{name}: {}", crate::core::audit::clean(first, 4096));
+    for line in lines.take(64) {
+        eprintln!("  {}", crate::core::audit::clean(line, 1024));
+    }
+}
