@@ -125,7 +125,7 @@ async fn the_host_frees_what_an_ended_child_held() {
     let _s = serial().await;
     let tree = Tree::new();
     let mut p = Probe::start(&[dir_at("data", &tree.root(), "rw"), spawner(SP)]).await;
-    let instances = capbroker::run::app::live_instances();
+    let instances = capbroker::run::ctx::live_instances();
     let handles = p.live_handles();
     // Warm up, then measure: 8 rounds of 25 children, each taking 8 MiB and
     // holding handles, ending every way there is.
@@ -157,13 +157,13 @@ async fn the_host_frees_what_an_ended_child_held() {
     .await;
     // A dropped process handle kills the child; give its task a moment.
     for _ in 0..100 {
-        if capbroker::run::app::live_instances() == instances {
+        if capbroker::run::ctx::live_instances() == instances {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
-        capbroker::run::app::live_instances(),
+        capbroker::run::ctx::live_instances(),
         instances,
         "a child's store outlived it"
     );

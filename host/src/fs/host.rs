@@ -1,8 +1,6 @@
 //! The `fs` interface's host functions, over the handles in the store's
 //! table.
 
-
-
 use wasmtime::component::Resource;
 
 use super::handle::*;

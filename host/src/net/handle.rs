@@ -23,7 +23,6 @@ use crate::core::pledges::{Authority, Pledges};
 use crate::core::Error;
 pub use crate::net::wit::net::AddressRange;
 
-
 /// A `connect` gives up after this long, over all the addresses it tries:
 /// an address that drops SYNs would otherwise hold the guest for the
 /// system's own timeout (minutes).

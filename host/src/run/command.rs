@@ -1,18 +1,17 @@
 //! Running plain `wasi:cli/command` components, as `wasmtime run` does, with
 //! standard WASI authority from the operator's grants only.
 
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::error::Context;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use super::components::Components;
+use super::ctx::{BrokerCtx, Components, State};
+use super::runner::{late, new_store_with_wasi, record_exit, supervise, Deadline, Ended, Stopped};
 use crate::core::audit::AuditLog;
 use crate::core::limits::Limits;
 use crate::core::pledges::Pledges;
-use crate::run::app::{by, exit_record, late, new_store_with_wasi, Ended, State};
-use crate::run::ctx::BrokerCtx;
 use crate::wasi::WasiGrants;
 
 /// A compiled, linked command component.
@@ -86,30 +85,31 @@ impl CommandComponent {
         let broker = broker.with_wasi(state, pledges);
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);
         // Instantiating runs guest code too: the timeout counts from here.
-        let deadline = limits.timeout.map(|t| (Instant::now() + t, t));
-        let command = by(deadline, self.pre.instantiate_async(&mut store))
-            .await
-            .unwrap_or_else(|t| Err(late("while instantiating", t)))
+        let deadline = Deadline::after(limits.timeout);
+        let instantiating = self.pre.instantiate_async(&mut store);
+        let command =
+            match supervise(pin!(instantiating), deadline, std::future::pending()).await {
+                Stopped::Done(r) => r,
+                _ => Err(late(
+                    "the component",
+                    deadline.timeout().unwrap_or_default(),
+                    "while instantiating",
+                )),
+            }
             .with_context(|| format!("cannot instantiate `{}`", self.name))?;
         let call = command.wasi_cli_run().call_run(&mut store);
-        let result = match by(deadline, call).await {
-            Ok(r) => r,
-            Err(t) => {
-                let record = exit_record(&store, "timed-out", Some("time"));
-                store.data().audit().exited(&record);
-                wasmtime::bail!("the program ran past its timeout of {t:?}")
-            }
-        };
-        let ended = Ended::of(result, &store);
+        let stopped = supervise(pin!(call), deadline, std::future::pending()).await;
+        let ended = Ended::of(stopped, &store);
         let status = ended.status(|r| if r.is_ok() { "finished" } else { "exit 1" });
-        let record = exit_record(&store, status, ended.limit());
-        store.data().audit().exited(&record);
+        record_exit(&store, status, ended.limit());
         match ended {
             Ended::Returned(Ok(())) | Ended::Exit(0) => Ok(CommandOutcome::Success),
             Ended::Returned(Err(())) => Ok(CommandOutcome::Exit(1)),
             Ended::Exit(code) => Ok(CommandOutcome::Exit(code)),
             Ended::OutOfMemory(e) => Err(e.context("the program ran out of memory")),
             Ended::OutOfFuel(e) => Err(e.context("the program ran out of fuel")),
+            Ended::TimedOut(t) => Err(late("the program", t, "")),
+            Ended::Killed => Err(wasmtime::format_err!("the program was killed")),
             Ended::Trapped(e) => Err(e.context("the program trapped")),
         }
     }

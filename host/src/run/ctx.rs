@@ -1,4 +1,6 @@
-//! Per-store broker state, and how capbroker's interfaces reach it.
+//! Per-store state: capbroker's ([`BrokerCtx`]), and the data of every
+//! store the broker runs ([`State`]), with the [`Components`] its
+//! spawners can start.
 //!
 //! This is the shape every capability kind shares (the same one
 //! wasmtime-wasi uses): the embedder keeps a [`BrokerCtx`] and a
@@ -8,16 +10,24 @@
 //! Handles of all kinds, and WASI's own resources, live in that one table,
 //! so one bound covers them all.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::bail;
+use wasmtime::component::{InstancePre, Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::components::Components;
 use crate::core::audit::{Audit, AuditLog};
 use crate::core::learn::Learner;
 use crate::core::limits::Account;
+use crate::core::limits::{Limits, MemoryLimiter};
+use crate::core::lineage::RevokerHandle;
+use crate::core::wit::capbroker::caps::types;
+use crate::core::HostError;
 use crate::core::pledges::{Authority, Pledges};
+use crate::core::view::WasiParts;
 use crate::core::{Core, Error, Rights, View};
 use crate::fs::FsCtx;
 use crate::grants::{GrantsCtx, HandleValue};
@@ -26,6 +36,7 @@ use crate::pledge::{PledgeCtx, Pledgeable};
 use crate::spawn::mailbox::End;
 use crate::spawn::SpawnCtx;
 use crate::wasi::{EnvCtx, WasiState};
+use crate::wasi::{GuardedView, GuardedWasiView};
 
 /// What capbroker keeps for one component instance, besides its handles:
 /// the core state every kind consults, and each kind's own context.
@@ -175,73 +186,211 @@ impl<'a> BrokerCtxView<'a> {
         }
     }
 
-    fn fs(self) -> View<'a, FsCtx> {
+    pub(crate) fn fs(self) -> View<'a, FsCtx> {
         self.view(|k| &mut k.fs)
     }
 
-    fn net(self) -> View<'a, NetCtx> {
+    pub(crate) fn net(self) -> View<'a, NetCtx> {
         self.view(|k| &mut k.net)
     }
 
-    fn spawn(self) -> View<'a, SpawnCtx> {
+    pub(crate) fn spawn(self) -> View<'a, SpawnCtx> {
         self.view(|k| &mut k.spawn)
     }
 
-    fn grants(self) -> View<'a, GrantsCtx> {
+    pub(crate) fn grants(self) -> View<'a, GrantsCtx> {
         self.view(|k| &mut k.grants)
     }
 
-    fn pledge(self) -> View<'a, PledgeCtx> {
+    pub(crate) fn pledge(self) -> View<'a, PledgeCtx> {
         self.view(|k| k as &mut PledgeCtx)
     }
 }
 
-/// The process runner's own interface, `process`, sees the whole state.
-pub(crate) struct Broker;
-
-impl HasData for Broker {
-    type Data<'a> = BrokerCtxView<'a>;
+// The process runner's `process` interface works on the whole state, and
+// its errors and revokers are the core's: handled by a kind's view.
+impl BrokerCtxView<'_> {
+    fn reborrow(&mut self) -> View<'_, GrantsCtx> {
+        BrokerCtxView {
+            ctx: &mut *self.ctx,
+            table: &mut *self.table,
+        }
+        .grants()
+    }
 }
 
-/// Adds every capbroker interface to `linker`: each room's, then the
-/// process runner's.
-pub fn add_to_linker<T: BrokerView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    use crate::core::view::HasView;
-    use crate::core::wit::capbroker::caps::types;
-    types::add_to_linker::<T, HasView<GrantsCtx>>(linker, |t| t.broker().grants())?;
-    crate::fs::add_to_linker(linker, |t| t.broker().fs())?;
-    crate::net::add_to_linker(linker, |t| t.broker().net())?;
-    crate::spawn::add_to_linker(linker, |t| t.broker().spawn())?;
-    crate::grants::add_to_linker(linker, |t| t.broker().grants())?;
-    crate::pledge::add_to_linker(linker, |t| t.broker().pledge())?;
-    super::wit::process::add_to_linker::<T, Broker>(linker, T::broker)?;
-    Ok(())
+impl types::Host for BrokerCtxView<'_> {
+    fn convert_error(&mut self, err: HostError) -> wasmtime::Result<Error> {
+        types::Host::convert_error(&mut self.reborrow(), err)
+    }
 }
 
-impl crate::core::wit::capbroker::caps::types::Host for BrokerCtxView<'_> {
-    fn convert_error(&mut self, err: crate::core::HostError) -> wasmtime::Result<Error> {
-        match err {
-            crate::core::HostError::Guest(e) => Ok(e),
-            crate::core::HostError::Trap(t) => Err(t),
+impl types::HostRevoker for BrokerCtxView<'_> {
+    fn revoke(&mut self, revoker: Resource<RevokerHandle>) -> wasmtime::Result<()> {
+        types::HostRevoker::revoke(&mut self.reborrow(), revoker)
+    }
+
+    fn drop(&mut self, revoker: Resource<RevokerHandle>) -> wasmtime::Result<()> {
+        types::HostRevoker::drop(&mut self.reborrow(), revoker)
+    }
+}
+
+/// The store data of every capbroker component instance.
+pub struct State {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    broker: BrokerCtx,
+    limiter: MemoryLimiter,
+    /// The fuel the store started with, and when, for the exit record.
+    fuel_start: u64,
+    started: Instant,
+}
+
+/// Instances whose store is alive, across the host process.
+static LIVE_INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many component instances (roots and child processes) hold a store
+/// right now: a child's is freed as soon as it ends.
+pub fn live_instances() -> usize {
+    LIVE_INSTANCES.load(Ordering::Acquire)
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        LIVE_INSTANCES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
         }
     }
 }
 
-impl crate::core::wit::capbroker::caps::types::HostRevoker for BrokerCtxView<'_> {
-    fn revoke(
-        &mut self,
-        revoker: wasmtime::component::Resource<crate::core::lineage::RevokerHandle>,
-    ) -> wasmtime::Result<()> {
-        self.ctx.core.audit.revoked(revoker.rep());
-        self.table.get(&revoker)?.revoke();
+impl GuardedWasiView for State {
+    fn guarded(&mut self) -> GuardedView<'_> {
+        GuardedView {
+            wasi: WasiParts {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            },
+            core: &self.broker.core,
+            fs: &mut self.broker.kinds.fs,
+            net: &mut self.broker.kinds.net,
+            env: &mut self.broker.kinds.env,
+        }
+    }
+}
+
+impl BrokerView for State {
+    fn broker(&mut self) -> BrokerCtxView<'_> {
+        BrokerCtxView {
+            ctx: &mut self.broker,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl State {
+    /// The data of a new store: `broker`'s state, `wasi`'s context, a
+    /// table of at most `limits.max_handles`, memory within
+    /// `limits.max_memory`, and `fuel` to start with.
+    pub(crate) fn new(broker: BrokerCtx, wasi: WasiCtx, limits: &Limits, fuel: u64) -> State {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_handles);
+        LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
+        broker.core.memory.set_max(limits.max_memory);
+        let limiter = MemoryLimiter::new(broker.core.memory.clone());
+        State {
+            table,
+            wasi,
+            broker,
+            limiter,
+            fuel_start: fuel,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn broker_mut(&mut self) -> &mut BrokerCtx {
+        &mut self.broker
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+
+    pub(crate) fn fuel_start(&self) -> u64 {
+        self.fuel_start
+    }
+
+    pub(crate) fn peak_memory(&self) -> usize {
+        self.limiter.peak()
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The instance's memory account.
+    pub(crate) fn memory(&self) -> &crate::core::limits::Account {
+        &self.broker.core.memory
+    }
+
+    /// How many entries the handle table holds now.
+    pub fn live_handles(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
+    /// Whether the instance tried to grow memory past its limit.
+    pub fn memory_limit_hit(&self) -> bool {
+        self.limiter.hit()
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.broker.core.audit.pid()
+    }
+
+    pub fn audit(&self) -> &crate::core::audit::Audit {
+        &self.broker.core.audit
+    }
+}
+
+/// The components a broker can start as child processes, by name.
+///
+/// Names are shared with the audit trails of the processes that run them,
+/// so that a spawn does not copy its child's name.
+#[derive(Default)]
+pub struct Components(BTreeMap<Arc<str>, InstancePre<State>>);
+
+impl Components {
+    pub fn new() -> Self {
+        Components::default()
+    }
+
+    /// Adds a compiled, linked component under `name`.
+    pub fn insert(&mut self, name: &str, pre: InstancePre<State>) -> wasmtime::Result<()> {
+        if name == "self" {
+            bail!("`self` is reserved: it names the component that spawns");
+        }
+        if self.0.insert(name.into(), pre).is_some() {
+            bail!("two components are named `{name}`");
+        }
         Ok(())
     }
 
-    fn drop(
-        &mut self,
-        revoker: wasmtime::component::Resource<crate::core::lineage::RevokerHandle>,
-    ) -> wasmtime::Result<()> {
-        self.table.delete(revoker)?;
-        Ok(())
+    pub fn get(&self, name: &str) -> Option<&InstancePre<State>> {
+        self.0.get(name)
+    }
+
+    /// The component named `name`, and the name as the map shares it.
+    pub fn entry(&self, name: &str) -> Option<(&Arc<str>, &InstancePre<State>)> {
+        self.0.get_key_value(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.keys().map(|n| n.to_string()).collect()
     }
 }

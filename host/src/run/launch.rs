@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
-use super::components::Components;
+use super::ctx::Components;
 use crate::core::audit::AuditLog;
 use crate::core::learn::Learner;
 use crate::grants::{Grant, NamedGrant};

@@ -3,22 +3,27 @@
 //! process go through.
 //!
 //! - [`engine`]: the wasmtime engine (fuel, epochs, the instance pool);
-//! - [`ctx`]: the per-store broker state, a struct of the kinds' own
-//!   contexts, and [`ctx::add_to_linker`];
-//! - [`app`]: the store's data, loading and linking components, the `app`
-//!   world;
+//! - [`ctx`]: the per-store state: capbroker's ([`BrokerCtx`], a struct of
+//!   the kinds' own contexts), the store's data ([`State`]), and the
+//!   [`Components`] spawners can start;
+//! - [`runner`]: the one process runner: stores, deadlines, how a run
+//!   ended, the exit record;
+//! - [`link`]: adding capbroker's interfaces to a linker;
+//! - [`app`]: loading and linking components, and the `app` world;
 //! - [`command`]: plain `wasi:cli` commands;
 //! - [`process`]: child processes (the `process` interface);
-//! - [`components`]: what spawners can start;
-//! - [`launch`]: one run from a policy, as the binary and the shim do it.
+//! - [`launch`]: one run from a policy, as the binary and the shim do it;
+//! - [`wit`]: the generated bindings of `process` and the worlds.
 
 pub mod app;
 pub mod command;
-pub mod components;
 pub mod ctx;
 pub mod engine;
 pub mod launch;
+pub mod link;
 pub mod process;
+pub mod runner;
 pub mod wit;
 
-pub use components::Components;
+pub use ctx::{BrokerCtx, Components, State};
+pub use process::ProcessHandle;

@@ -23,12 +23,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::task::{JoinError, JoinHandle};
-use tokio::time::{Instant, Sleep};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Resource};
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
-use super::app::{exit_record, new_store, State};
-use super::ctx::{BrokerCtx, BrokerCtxView};
+use super::ctx::{BrokerCtx, BrokerCtxView, State};
+use super::runner::{exit_record, new_store, supervise, Deadline, Ended};
 pub use super::wit::process::ExitStatus;
 use super::wit::process::{Host, HostProcess};
 use crate::core::error::shortened;
@@ -36,7 +35,7 @@ use crate::core::kind::ShareTo;
 use crate::core::limits::Limits;
 use crate::core::{Error, HostError, HostResult};
 use crate::grants::{HandleValue, Share};
-use crate::spawn::mailbox::{self, End, Port, Unsent};
+use crate::spawn::mailbox::{self, End, Unsent};
 use crate::spawn::{Admitted, ChildLimits, SpawnerHandle};
 
 /// The longest name a share may have (the child holds it as its grant's
@@ -288,21 +287,18 @@ impl BrokerCtxView<'_> {
 
         let link = parent_end.port();
         let run = {
-            let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+            let deadline = Deadline::after(Some(Duration::from_millis(limits.timeout_ms)));
             async move {
-                let status = {
+                let stopped = {
                     // Pinned where it is made: the future is large, and
                     // every move of it is a copy.
                     let child = pin!(run_child(&pre, &mut store, &entry, input));
-                    supervise(child, &link, deadline).await
+                    supervise(child, deadline, link.killed()).await
                 };
                 input_account.release(input_len);
-                let limit = match status {
-                    ExitStatus::OutOfMemory => Some("memory"),
-                    ExitStatus::OutOfCpu => Some("cpu"),
-                    ExitStatus::TimedOut => Some("time"),
-                    _ => None,
-                };
+                let ended = Ended::of(stopped, &store);
+                let limit = ended.limit();
+                let status = exit_status(ended);
                 let record = exit_record(&store, status_word(&status), limit);
                 let child_audit = store.data().audit().clone();
                 // Free everything the child held before anyone hears it ended.
@@ -341,57 +337,6 @@ impl BrokerCtxView<'_> {
     }
 }
 
-/// Runs `child` until it ends, is killed through `link`, or passes
-/// `deadline`.
-///
-/// The kill is listened for and the timer armed only once the child first
-/// waits: until then its parent is still in `spawn` and cannot kill it, and
-/// a child that runs to its end in one go (most per-request children) never
-/// touches tokio's timer wheel. A busy child still waits at every epoch tick
-/// (see `new_store`), so its deadline holds.
-async fn supervise(
-    mut child: Pin<&mut impl Future<Output = ExitStatus>>,
-    link: &Port,
-    deadline: Instant,
-) -> ExitStatus {
-    let mut killed = pin!(link.killed());
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    poll_fn(|cx| {
-        if let Some(timer) = timer.as_mut() {
-            // Once it has waited, a killed or late child is not run any more.
-            if let Some(end) = stopped(killed.as_mut(), timer.as_mut(), cx) {
-                return Poll::Ready(end);
-            }
-            return child.as_mut().poll(cx);
-        }
-        if let Poll::Ready(status) = child.as_mut().poll(cx) {
-            return Poll::Ready(status);
-        }
-        // Its first wait: from here on, listen for the kill and the clock.
-        let timer = timer.insert(Box::pin(tokio::time::sleep_until(deadline)));
-        match stopped(killed.as_mut(), timer.as_mut(), cx) {
-            Some(end) => Poll::Ready(end),
-            None => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// How a waiting child ends from outside, if it does: killed, or late.
-fn stopped(
-    killed: Pin<&mut impl Future<Output = ()>>,
-    timer: Pin<&mut Sleep>,
-    cx: &mut Context<'_>,
-) -> Option<ExitStatus> {
-    if killed.poll(cx).is_ready() {
-        Some(ExitStatus::Killed)
-    } else if timer.poll(cx).is_ready() {
-        Some(ExitStatus::TimedOut)
-    } else {
-        None
-    }
-}
-
 /// A child's entry point: its name, and where it is in the component, found
 /// once at the spawn so that the child need not look it up by name.
 struct Entry {
@@ -405,43 +350,35 @@ async fn run_child(
     store: &mut Store<State>,
     entry: &Entry,
     input: Vec<u8>,
-) -> ExitStatus {
-    let result = async {
-        let instance = pre.instantiate_async(&mut *store).await?;
-        let func = instance
-            .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut *store, &entry.export)
-            .map_err(|e| {
-                e.context(format!(
-                    "export `{}` is not a child entry point \
-                     (func(input: list<u8>) -> result<list<u8>, string>)",
-                    entry.name
-                ))
-            })?;
-        let (out,) = func.call_async(&mut *store, (input,)).await?;
-        Ok::<_, wasmtime::Error>(out)
-    }
-    .await;
-    match result {
-        Ok(Ok(out)) => ExitStatus::Finished(out),
-        Ok(Err(msg)) => ExitStatus::Failed(msg),
-        Err(e) => classify(&e, store),
-    }
+) -> wasmtime::Result<Result<Vec<u8>, String>> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let func = instance
+        .get_typed_func::<(Vec<u8>,), (Result<Vec<u8>, String>,)>(&mut *store, &entry.export)
+        .map_err(|e| {
+            e.context(format!(
+                "export `{}` is not a child entry point \
+                 (func(input: list<u8>) -> result<list<u8>, string>)",
+                entry.name
+            ))
+        })?;
+    let (out,) = func.call_async(&mut *store, (input,)).await?;
+    Ok(out)
 }
 
-/// Says why a child's call failed: its memory limit, its fuel, or a trap.
-fn classify(e: &wasmtime::Error, store: &Store<State>) -> ExitStatus {
-    if store.data().memory_limit_hit() {
-        return ExitStatus::OutOfMemory;
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => ExitStatus::OutOfCpu,
-        _ => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            Some(exit) if exit.0 == 0 => ExitStatus::Finished(Vec::new()),
-            Some(exit) => ExitStatus::Failed(format!("exited with code {}", exit.0)),
-            // It names the guest's own functions, whose names the guest
-            // chooses, and the host keeps it for the parent.
-            None => ExitStatus::Trapped(shortened(format!("{e:#}"), SMALL_RESULT)),
-        },
+/// A child's exit status, from how its entry point ended.
+fn exit_status(ended: Ended<Result<Vec<u8>, String>>) -> ExitStatus {
+    match ended {
+        Ended::Returned(Ok(out)) => ExitStatus::Finished(out),
+        Ended::Returned(Err(msg)) => ExitStatus::Failed(msg),
+        Ended::Exit(0) => ExitStatus::Finished(Vec::new()),
+        Ended::Exit(code) => ExitStatus::Failed(format!("exited with code {code}")),
+        Ended::OutOfMemory(_) => ExitStatus::OutOfMemory,
+        Ended::OutOfFuel(_) => ExitStatus::OutOfCpu,
+        Ended::TimedOut(_) => ExitStatus::TimedOut,
+        Ended::Killed => ExitStatus::Killed,
+        // It names the guest's own functions, whose names the guest
+        // chooses, and the host keeps it for the parent.
+        Ended::Trapped(e) => ExitStatus::Trapped(shortened(format!("{e:#}"), SMALL_RESULT)),
     }
 }
 

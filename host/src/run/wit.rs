@@ -33,7 +33,7 @@ wasmtime::component::bindgen!({
         "capbroker:caps/net": crate::net::wit::net,
         "capbroker:caps/spawn": crate::spawn::wit::spawn,
         "capbroker:caps/grants": crate::grants::wit::grants,
-        "capbroker:caps/process.process": crate::run::process::ProcessHandle,
+        "capbroker:caps/process.process": crate::run::ProcessHandle,
     },
 });
 
