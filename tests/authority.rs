@@ -23,11 +23,11 @@ use support::{dir_at, guest, Probe, Tree};
 fn scoped(name: &str, root: PathBuf, paths: &[(&str, Rights)]) -> NamedGrant {
     NamedGrant {
         name: name.into(),
-        grant: Grant::Dir(DirGrant {
-            host_path: root,
-            rights: Rights::all(),
-            paths: Some(paths.iter().map(|(p, r)| (p.into(), *r)).collect()),
-        }),
+        grant: Grant::Dir(DirGrant::new(
+            root,
+            Rights::all(),
+            Some(paths.iter().map(|(p, r)| (p.into(), *r)).collect()),
+        )),
     }
 }
 

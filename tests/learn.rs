@@ -56,8 +56,8 @@ fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
 
     let toml = learned(&tree);
     for line in [
-        "[dir.\"data\".paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
-         \"sub\" = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
+        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
+         sub = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
         &format!(
             "path = \"{}\"",
             std::fs::canonicalize(tree.root()).unwrap().display()
@@ -214,7 +214,7 @@ fn learning_covers_children_and_their_budgets() {
 
     let toml = learned(&tree);
     for line in [
-        "[dir.\"data\".paths]\n\"hello.txt\" = \"read\"\n",
+        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n",
         "max-children = 2\ncomponents = [\"probe\"]",
         "# spawn.sp: 1 children, at most 1 at once",
     ] {
@@ -225,9 +225,9 @@ fn learning_covers_children_and_their_budgets() {
         "an unused component stays out:\n{toml}"
     );
     // The learned budget: twice the peaks, within what was granted.
-    let memory: u64 = field(&toml, "[spawn.\"sp\"]", "max-memory");
+    let memory: u64 = field(&toml, "[spawn.sp]", "max-memory");
     assert!(memory > 0 && memory <= 32 << 20, "{memory}");
-    let fuel: u64 = field(&toml, "[spawn.\"sp\"]", "max-fuel");
+    let fuel: u64 = field(&toml, "[spawn.sp]", "max-fuel");
     assert!(fuel > 0 && fuel < 100_000_000, "{fuel}");
 
     // Same input, same result; a child doing something else is refused.
@@ -297,7 +297,7 @@ fn learning_narrows_network_grants_to_the_addresses_used() {
     ]);
     let toml = learned(&tree);
     assert!(
-        toml.contains(&format!("connect.\"api\" = [\"127.0.0.1:{pa}\"]")),
+        toml.contains(&format!("[connect]\napi = [\"127.0.0.1:{pa}\"]")),
         "{toml}"
     );
     let other = format!("connect api 127.0.0.1:{pb} T");

@@ -97,22 +97,22 @@ fn the_manifest_grants_and_the_flags_add_or_override() {
     for want in [
         format!("component = \"{}/worker.wasm\"", app.display()),
         "args = [\"an-arg\"]".to_string(),
-        "listen.\"web\" = [\"127.0.0.1:8080\"]".to_string(),
+        "[listen]\n# from the command line\nweb = [\"127.0.0.1:8080\"]".to_string(),
         "max-memory = 33554432".to_string(),
         "max-fuel = 5000000".to_string(),
         "timeout = \"20000ms\"".to_string(),
         format!(
-            "[dir.\"cfg\"]\npath = \"{}\"\nrights = \"read\"",
+            "[dir.cfg]\npath = \"{}\"\nrights = \"read\"",
             tree.root().display()
         ),
         format!(
-            "[dir.\"data\"]\npath = \"{}/data\"\nrights = \"read,write,create,list\"",
+            "[dir.data]\npath = \"{}/data\"\nrights = \"read,write,create,list\"",
             app.display()
         ),
         // Where each came from.
         format!("# manifest: {}", manifest.display()),
-        format!("# from {}\n[dir.\"data\"]", manifest.display()),
-        "# from the command line\n[dir.\"cfg\"]".to_string(),
+        format!("# from {}\n[dir.data]", manifest.display()),
+        "# from the command line\n[dir.cfg]".to_string(),
         format!("# from {}\nmax-memory = 33554432", manifest.display()),
         "# from the command line\nmax-fuel = 5000000".to_string(),
         "# from the default\nmax-handles = 1024".to_string(),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use capbroker::core::audit::report;
 use capbroker::core::limits::parse_duration;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
-use capbroker::policy::manifest::Config;
+use capbroker::policy::Config;
 use capbroker::run::app::Loaded;
 use capbroker::run::launch::Launch;
 use capbroker::Runtime;
@@ -360,7 +360,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 None => flags,
             };
             if print_config {
-                out(&config.to_toml_with_origins());
+                out(&config.absolute().to_toml_with_origins());
                 return Ok(ExitCode::SUCCESS);
             }
             let code = Launch {

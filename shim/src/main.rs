@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use capbroker::policy::manifest::Config;
+use capbroker::policy::Config;
 use capbroker::run::launch::Launch;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use containerd_shim_wasm::sandbox::Sandbox;

@@ -2,7 +2,9 @@
 //! grant to the guest's handle:
 //!
 //! 1. **spec**: what the operator grants, as plain data ([`Kind::Spec`]),
-//!    which the flags and `capbroker.toml` both parse into;
+//!    which the flags and `capbroker.toml` both parse into; in the
+//!    manifest it is a table entry ([`Kind::Table`]), read and written by
+//!    serde;
 //! 2. **fit**: the spec narrowed to what the component asks for in its
 //!    `requests` export ([`Kind::fit`]);
 //! 3. **open**: the host handle, made once per instance and held for the
@@ -19,7 +21,12 @@
 //! the only place that names them all.
 
 use std::fmt::Debug;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::learn::{Learner, Used};
 use super::pledges::Pledges;
@@ -56,6 +63,16 @@ pub trait Kind: 'static {
     type Spec: Clone + Debug + Send + Sync;
     /// What the guest holds.
     type Handle: Handle;
+    /// How `capbroker.toml` writes one grant of the kind: the entry under
+    /// its table (`[dir.NAME]`, `listen.NAME`, …).
+    type Table: Serialize + DeserializeOwned + Clone + Debug;
+
+    /// The spec a manifest's entry `name` makes; host paths in it are
+    /// relative to `base`, the manifest's folder.
+    fn from_table(table: &Self::Table, name: &str, base: &Path) -> Result<Self::Spec, Located>;
+
+    /// The entry that makes `spec` again.
+    fn to_table(spec: &Self::Spec) -> Self::Table;
 
     /// The operator's `spec` narrowed to what the component `wants` (of this
     /// kind). Errors when the grant lacks what the component needs.
@@ -118,4 +135,55 @@ pub struct Learned<'a> {
     pub wants: Option<&'a Wants>,
     /// Comment lines for the written manifest, each starting with `# `.
     pub notes: &'a mut Vec<String>,
+}
+
+/// An error in a manifest's entry, and where in the file it is.
+#[derive(Debug)]
+pub struct Located {
+    pub span: Range<usize>,
+    pub message: String,
+}
+
+impl Located {
+    pub fn at(span: Range<usize>, message: impl Into<String>) -> Located {
+        Located {
+            span,
+            message: message.into(),
+        }
+    }
+}
+
+/// `"read,list"` or `["read", "list"]`: a list a manifest may write either
+/// way.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum Words {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Words {
+    pub fn joined(&self) -> String {
+        match self {
+            Words::One(s) => s.clone(),
+            Words::Many(v) => v.join(","),
+        }
+    }
+}
+
+/// `"64MiB"` or `1000`: an amount a manifest may write as text or number.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum Amount {
+    Number(u64),
+    Text(String),
+}
+
+impl Amount {
+    pub fn text(&self) -> String {
+        match self {
+            Amount::Number(n) => n.to_string(),
+            Amount::Text(s) => s.clone(),
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub mod wasi;
 pub mod wit;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wasmtime::error::Context as _;
 
@@ -29,9 +29,9 @@ pub use handle::{
     join_below, open_scope, rename_noreplace, DirHandle, FileHandle, Place, ScopeEntry, MAX_LABEL,
     MAX_READ_CHUNK, MAX_WHOLE_FILE,
 };
-pub use spec::{ancestry, beside, DirGrant};
+pub use spec::{ancestry, beside, DirGrant, DirTable};
 
-use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, Opened, ShareTo};
+use crate::core::kind::{FitError, Handle, Kind, Learned, Located, OpenEnv, Opened, ShareTo};
 use crate::core::pledges::Pledges;
 use crate::core::wit::capbroker::caps::types::Wants;
 use crate::core::{Error, Rights, RightsList};
@@ -57,6 +57,15 @@ impl Kind for Dirs {
     const NAME: &'static str = "dir";
     type Spec = DirGrant;
     type Handle = DirHandle;
+    type Table = DirTable;
+
+    fn from_table(t: &DirTable, name: &str, base: &Path) -> Result<DirGrant, Located> {
+        DirGrant::from_table(t, name, base)
+    }
+
+    fn to_table(d: &DirGrant) -> DirTable {
+        d.to_table()
+    }
 
     fn fit(d: &DirGrant, name: &str, wants: &Wants) -> Result<DirGrant, FitError> {
         let wanted = match wants {
@@ -76,11 +85,7 @@ impl Kind for Dirs {
                 ),
             });
         }
-        Ok(DirGrant {
-            host_path: d.host_path.clone(),
-            rights: d.rights & wanted,
-            paths: d.paths.clone(),
-        })
+        Ok(d.narrowed(d.rights & wanted, d.paths.clone()))
     }
 
     fn open(
@@ -148,11 +153,7 @@ impl Kind for Dirs {
             paths.len(),
             RightsList(used)
         ));
-        Some(DirGrant {
-            host_path: d.host_path.clone(),
-            rights: d.rights & (used | wanted),
-            paths: Some(paths),
-        })
+        Some(d.narrowed(d.rights & (used | wanted), Some(paths)))
     }
 }
 

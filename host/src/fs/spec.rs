@@ -1,12 +1,19 @@
 //! What an operator grants of the file system: a host directory, with
 //! rights, and optionally only some paths below it.
 
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
 use wasmtime::error::Context;
 
-use crate::core::Rights;
+use crate::core::kind::{Located, Words};
+use crate::core::rights::parse_rights;
+use crate::core::{Rights, RightsList};
 
 /// The operator's grant of a host directory.
 #[derive(Clone, Debug)]
@@ -17,12 +24,53 @@ pub struct DirGrant {
     /// reach, each with the most rights it may use there (and below it).
     /// `None`: the whole directory.
     pub paths: Option<Vec<(PathBuf, Rights)>>,
+    /// The directory, once opened. The grant's copies share it, so the
+    /// path is looked up once: what was checked is what is granted, and a
+    /// grant is opened once however many times it is used.
+    opened: Arc<OnceLock<Dir>>,
+}
+
+/// A directory grant as `capbroker.toml` writes it: `[dir.NAME]`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DirTable {
+    pub path: Spanned<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<Spanned<Words>>,
+    /// The paths below `path` the handle reaches, each with its rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<BTreeMap<String, Spanned<Words>>>,
 }
 
 impl DirGrant {
-    /// Opens the host directory. This is the one place the broker uses
+    /// A grant of the directory at `host_path`, not opened yet.
+    pub fn new(host_path: PathBuf, rights: Rights, paths: Option<Vec<(PathBuf, Rights)>>) -> Self {
+        DirGrant {
+            host_path,
+            rights,
+            paths,
+            opened: Arc::default(),
+        }
+    }
+
+    /// The same directory with other rights and paths.
+    pub fn narrowed(&self, rights: Rights, paths: Option<Vec<(PathBuf, Rights)>>) -> Self {
+        DirGrant {
+            host_path: self.host_path.clone(),
+            rights,
+            paths,
+            opened: self.opened.clone(),
+        }
+    }
+
+    /// The host directory: opened by its path the first time, the same
+    /// directory from then on. This is the one place the broker uses
     /// ambient authority for the file system, on the operator's behalf.
     pub fn open(&self) -> wasmtime::Result<Dir> {
+        let named = || format!("cannot open host directory `{}`", self.host_path.display());
+        if let Some(dir) = self.opened.get() {
+            return dir.try_clone().with_context(named);
+        }
         let Some(path) = self.resolved() else {
             wasmtime::bail!(
                 "cannot open host directory `{}`: it is relative, and the working folder \
@@ -30,8 +78,91 @@ impl DirGrant {
                 self.host_path.display()
             );
         };
-        Dir::open_ambient_dir(path, cap_std::ambient_authority())
-            .with_context(|| format!("cannot open host directory `{}`", self.host_path.display()))
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority()).with_context(named)?;
+        self.opened
+            .get_or_init(|| dir)
+            .try_clone()
+            .with_context(named)
+    }
+
+    /// The device and inode of the granted directory and of each above it
+    /// (see [`ancestry`]): of the directory opened, once it is.
+    fn chain(&self) -> Vec<(u64, u64)> {
+        match self.opened.get() {
+            Some(dir) => ancestry(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd()))),
+            None => self.resolved().map(|p| ancestry(&p)).unwrap_or_default(),
+        }
+    }
+
+    /// The grant a manifest's `[dir.NAME]` makes; host paths are relative
+    /// to `base`. The directory must open.
+    pub fn from_table(t: &DirTable, name: &str, base: &Path) -> Result<DirGrant, Located> {
+        let rights = match &t.rights {
+            None => Rights::all(),
+            Some(r) => parse_rights(&r.get_ref().joined())
+                .map_err(|e| Located::at(r.span(), format!("[dir.{name}] rights: {e}")))?,
+        };
+        let paths = match &t.paths {
+            None => None,
+            Some(map) => {
+                let mut paths = Vec::new();
+                for (p, r) in map {
+                    let below = super::join_below(Path::new(""), p).ok_or_else(|| {
+                        Located::at(
+                            r.span(),
+                            format!(
+                                "[dir.{name}.paths] `{p}`: expected a path below the \
+                                 directory (relative, without `..`)"
+                            ),
+                        )
+                    })?;
+                    let path_rights = parse_rights(&r.get_ref().joined()).map_err(|e| {
+                        Located::at(r.span(), format!("[dir.{name}.paths] `{p}`: {e}"))
+                    })?;
+                    let beyond = path_rights & !rights;
+                    if beyond != Rights::empty() {
+                        return Err(Located::at(
+                            r.span(),
+                            format!(
+                                "[dir.{name}.paths] `{p}`: {} is not in the directory's \
+                                 rights ({})",
+                                RightsList(beyond),
+                                RightsList(rights)
+                            ),
+                        ));
+                    }
+                    paths.push((below, path_rights));
+                }
+                Some(paths)
+            }
+        };
+        let grant = DirGrant::new(base.join(t.path.get_ref()), rights, paths);
+        grant
+            .open()
+            .map_err(|e| Located::at(t.path.span(), format!("[dir.{name}] path: {e:#}")))?;
+        Ok(grant)
+    }
+
+    /// The `[dir.NAME]` entry that makes this grant again.
+    pub fn to_table(&self) -> DirTable {
+        let words = |r: Rights| Spanned::new(0..0, Words::One(RightsList(r).to_string()));
+        DirTable {
+            path: Spanned::new(0..0, self.host_path.display().to_string()),
+            rights: Some(words(self.rights)),
+            paths: self.paths.as_ref().map(|paths| {
+                paths
+                    .iter()
+                    .map(|(p, r)| {
+                        let p = if p.as_os_str().is_empty() {
+                            ".".to_string()
+                        } else {
+                            p.display().to_string()
+                        };
+                        (p, words(*r))
+                    })
+                    .collect()
+            }),
+        }
     }
 
     /// The grant's path, absolute, with `.` and `..` taken by their text: a
@@ -66,10 +197,7 @@ impl DirGrant {
 /// [`ancestry`]), so links, `..` and bind mounts do not hide an overlap;
 /// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
-    let chains: Vec<Vec<(u64, u64)>> = grants
-        .iter()
-        .map(|g| g.resolved().map(|p| ancestry(&p)).unwrap_or_default())
-        .collect();
+    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| g.chain()).collect();
     let overlap = |i: usize, j: usize| match (chains[i].first(), chains[j].first()) {
         (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
         _ => false,

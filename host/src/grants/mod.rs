@@ -2,10 +2,11 @@
 //! operator's grant becomes a guest's handle.
 //!
 //! Every kind goes through the same life cycle ([`crate::core::kind`]);
-//! [`kinds!`] below is the one place that lists the kinds, one line each,
-//! and makes from that list the enums that hold a grant or a handle of any
-//! kind, and the dispatch from them to each kind's own code. Adding a kind
-//! is its room, its WIT, and one line here (see `docs/adding-a-kind.md`).
+//! `with_kinds!` below is the one place that lists the kinds, one line
+//! each; the enums that hold a grant or a handle of any kind, the dispatch
+//! from them to each kind's own code, and the manifest's tables are all
+//! made from that list. Adding a kind is its room, its WIT, and one line
+//! here (see `docs/adding-a-kind.md`).
 //!
 //! A run's grants go:
 //! 1. from the policy (flags, manifest) as [`NamedGrant`]s;
@@ -31,12 +32,35 @@ use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, ShareTo};
 use crate::core::pledges::Pledges;
 use crate::core::{Core, HostResult, View};
 
-/// Lists every capability kind: the WIT case that names it (in `wants`,
-/// `grants.handle` and `grants.shared`) and the type that implements its
-/// life cycle; then the handles that are shared but never granted.
-macro_rules! kinds {
+/// The one list of capability kinds. For each: the case that names it in
+/// WIT (`wants`, `grants.handle`, `grants.shared`), its table in
+/// `capbroker.toml`, and the type that implements its life cycle; then the
+/// handles that are shared but never granted. `with_kinds!(m)` hands the
+/// list to the macro `m`: every place that names each kind (the enums
+/// here, the manifest's tables in [`crate::policy`]) is made from it.
+macro_rules! with_kinds {
+    ($then:ident) => {
+        $then! {
+            granted {
+                Dir(dir) => crate::fs::Dirs,
+                Listen(listen) => crate::net::Listeners,
+                Connect(connect) => crate::net::Connectors,
+                Spawner(spawn) => crate::spawn::Spawners,
+            }
+            shared {
+                TcpStream => crate::net::TcpStreamHandle,
+            }
+        }
+    };
+}
+
+pub(crate) use with_kinds;
+
+/// Makes, from the list of kinds, the enums that hold a grant or a handle
+/// of any kind, and the dispatch from them to each kind's own code.
+macro_rules! registry {
     (
-        granted { $($case:ident => $kind:ty,)* }
+        granted { $($case:ident($table:ident) => $kind:ty,)* }
         shared { $($scase:ident => $handle:ty,)* }
     ) => {
         /// One capability the operator grants, by kind.
@@ -155,17 +179,7 @@ macro_rules! kinds {
     };
 }
 
-kinds! {
-    granted {
-        Dir => crate::fs::Dirs,
-        Spawner => crate::spawn::Spawners,
-        Listen => crate::net::Listeners,
-        Connect => crate::net::Connectors,
-    }
-    shared {
-        TcpStream => crate::net::TcpStreamHandle,
-    }
-}
+with_kinds!(registry);
 
 /// An operator's grant under the name the component knows it by.
 #[derive(Clone, Debug)]

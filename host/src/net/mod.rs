@@ -23,7 +23,13 @@ pub use handle::{
 pub use spec::{host_name, HostPorts, NetGrant, Range};
 pub use wit::net::AddressRange;
 
-use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, Opened, ShareTo};
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::core::kind::{
+    FitError, Handle, Kind, Learned, Located, OpenEnv, Opened, ShareTo, Words,
+};
 use crate::core::pledges::Pledges;
 use crate::core::wit::capbroker::caps::types::Wants;
 use crate::core::Error;
@@ -50,6 +56,16 @@ impl Kind for Listeners {
     const NAME: &'static str = "listen";
     type Spec = NetGrant;
     type Handle = ListenRight;
+    type Table = Spanned<Words>;
+
+    fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<NetGrant, Located> {
+        NetGrant::parse_listen(&t.get_ref().joined())
+            .map_err(|e| Located::at(t.span(), format!("[listen] {name}: {e}")))
+    }
+
+    fn to_table(spec: &NetGrant) -> Self::Table {
+        Spanned::new(0..0, Words::Many(spec.entries()))
+    }
 
     fn fit(spec: &NetGrant, _: &str, _: &Wants) -> Result<NetGrant, FitError> {
         Ok(spec.clone())
@@ -84,6 +100,16 @@ impl Kind for Connectors {
     const NAME: &'static str = "connect";
     type Spec = NetGrant;
     type Handle = ConnectRight;
+    type Table = Spanned<Words>;
+
+    fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<NetGrant, Located> {
+        NetGrant::parse(&t.get_ref().joined())
+            .map_err(|e| Located::at(t.span(), format!("[connect] {name}: {e}")))
+    }
+
+    fn to_table(spec: &NetGrant) -> Self::Table {
+        Spanned::new(0..0, Words::Many(spec.entries()))
+    }
 
     fn fit(spec: &NetGrant, _: &str, _: &Wants) -> Result<NetGrant, FitError> {
         Ok(spec.clone())

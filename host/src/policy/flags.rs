@@ -87,11 +87,7 @@ impl Grant {
         }
         Ok(NamedGrant {
             name: name.to_string(),
-            grant: Grant::Dir(DirGrant {
-                host_path: PathBuf::from(path),
-                rights,
-                paths: None,
-            }),
+            grant: Grant::Dir(DirGrant::new(PathBuf::from(path), rights, None)),
         })
     }
 }

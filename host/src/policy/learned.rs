@@ -1,7 +1,7 @@
 //! Learning mode's manifest: a run's configuration narrowed to what the run
 //! used, each grant by its own kind (see [`crate::core::kind::Kind::narrow`]).
 
-use super::manifest::Config;
+use super::Config;
 use crate::core::kind::Learned;
 use crate::core::learn::Learner;
 use crate::grants::{NamedGrant, Request};
@@ -53,7 +53,7 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Str
     });
     let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
     format!(
-        "# Written by `capbroker learn`: only what the run used.\n{notes}\n{}",
+        "# Written by `capbroker run --learn`: only what the run used.\n{notes}\n{}",
         learned.to_toml()
     )
 }

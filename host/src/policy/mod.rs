@@ -1,7 +1,14 @@
-//! What the operator grants: from the flags of `capbroker run`
-//! ([`flags`]) or a `capbroker.toml` ([`manifest`]), and what learning
-//! mode writes ([`learned`]).
+//! What the operator grants: plain data that the flags of `capbroker run`
+//! ([`flags`]) and a `capbroker.toml` ([`manifest`]) both make, validated
+//! once into a [`Config`] whose directories are opened once; what learning
+//! mode writes ([`learned`]); and the checks that no grant reaches what the
+//! broker reads or writes for the operator ([`reach`]).
 
+pub mod config;
 pub mod flags;
 pub mod learned;
 pub mod manifest;
+pub mod reach;
+
+pub use config::{Config, ManifestSource};
+pub use manifest::{LimitsTable, Policy};

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
+use super::app::{Outcome, Runtime};
 use super::ctx::Components;
 use crate::core::audit::AuditLog;
 use crate::core::learn::Learner;
 use crate::grants::{Grant, NamedGrant};
 use crate::net::Reach;
-use crate::policy::manifest::Config;
+use crate::policy::Config;
 use crate::run::app::Loaded;
 use crate::run::command::CommandOutcome;
 use crate::wasi::WasiGrants;
-use crate::{Outcome, Runtime};
 
 /// One run of a component: what is granted, and what is recorded.
 pub struct Launch {

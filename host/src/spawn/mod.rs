@@ -21,9 +21,13 @@ pub use spawner::{
     check_sane, check_within, Admitted, Budget, ChildLimits, Counter, Slot, SpawnerHandle,
     MAX_ATTENUATIONS, MAX_MEMORY,
 };
-pub use spec::SpawnGrant;
+pub use spec::{SpawnGrant, SpawnTable};
 
-use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, Opened, ShareTo};
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::core::kind::{FitError, Handle, Kind, Learned, Located, OpenEnv, Opened, ShareTo};
 use crate::core::pledges::Pledges;
 use crate::core::wit::capbroker::caps::types::Wants;
 use crate::core::Error;
@@ -52,6 +56,15 @@ impl Kind for Spawners {
     const NAME: &'static str = "spawner";
     type Spec = SpawnGrant;
     type Handle = SpawnerHandle;
+    type Table = Spanned<SpawnTable>;
+
+    fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<SpawnGrant, Located> {
+        SpawnGrant::from_table(t, name)
+    }
+
+    fn to_table(spec: &SpawnGrant) -> Self::Table {
+        spec.to_table()
+    }
 
     fn fit(spec: &SpawnGrant, _: &str, _: &Wants) -> Result<SpawnGrant, FitError> {
         Ok(spec.clone())

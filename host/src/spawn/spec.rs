@@ -1,10 +1,30 @@
 //! What an operator grants of spawning: a spawner's budget.
 
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
 use wasmtime::bail;
 
 use super::spawner::{check_sane, SpawnerHandle};
 use super::wit::spawn::{Budget, Limits as ChildLimits};
+use crate::core::kind::{Amount, Located};
 use crate::core::limits::{parse_count, parse_duration, parse_size};
+
+/// A spawner grant as `capbroker.toml` writes it: `[spawn.NAME]`. Limits
+/// left out keep their defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpawnTable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fuel: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_children: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<String>>,
+}
 
 /// The operator's grant of a spawner. `components: None` means every
 /// component the broker knows.
@@ -41,15 +61,8 @@ impl SpawnGrant {
                 .split_once('=')
                 .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
             match key {
-                "max-memory" => g.limits.max_memory = parse_size(value)? as u64,
-                "max-fuel" => g.limits.max_fuel = parse_count(value)?,
-                "timeout" => g.limits.timeout_ms = parse_duration(value)?.as_millis() as u64,
-                "max-children" => {
-                    g.max_children = value
-                        .parse()
-                        .map_err(|_| format!("max-children `{value}` is not a whole number"))?
-                }
                 "components" => g.components = Some(value.split('+').map(str::to_string).collect()),
+                "max-memory" | "max-fuel" | "timeout" | "max-children" => g.set(key, value)?,
                 other => {
                     return Err(format!(
                         "unknown key `{other}` (keys are max-memory, max-fuel, timeout, \
@@ -58,11 +71,66 @@ impl SpawnGrant {
                 }
             }
         }
-        check_sane(&g.limits).map_err(|e| crate::core::Describe(&e).to_string())?;
-        if g.max_children == 0 {
+        g.checked()
+    }
+
+    /// Sets the limit `key` from its text.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "max-memory" => self.limits.max_memory = parse_size(value)? as u64,
+            "max-fuel" => self.limits.max_fuel = parse_count(value)?,
+            "timeout" => self.limits.timeout_ms = parse_duration(value)?.as_millis() as u64,
+            _ => {
+                self.max_children = value
+                    .parse()
+                    .map_err(|_| format!("max-children `{value}` is not a whole number"))?
+            }
+        }
+        Ok(())
+    }
+
+    /// The grant, if its limits mean something.
+    fn checked(self) -> Result<SpawnGrant, String> {
+        check_sane(&self.limits).map_err(|e| crate::core::Describe(&e).to_string())?;
+        if self.max_children == 0 {
             return Err("max-children of 0 would allow no child at all".into());
         }
-        Ok(g)
+        Ok(self)
+    }
+
+    /// The grant a manifest's `[spawn.NAME]` makes.
+    pub fn from_table(t: &Spanned<SpawnTable>, name: &str) -> Result<SpawnGrant, Located> {
+        let at = |e: String| Located::at(t.span(), format!("[spawn.{name}]: {e}"));
+        let spec = t.get_ref();
+        let mut g = SpawnGrant::default();
+        if let Some(v) = &spec.max_memory {
+            g.set("max-memory", &v.text()).map_err(at)?;
+        }
+        if let Some(v) = &spec.max_fuel {
+            g.set("max-fuel", &v.text()).map_err(at)?;
+        }
+        if let Some(v) = &spec.timeout {
+            g.set("timeout", v).map_err(at)?;
+        }
+        if let Some(v) = spec.max_children {
+            g.set("max-children", &v.to_string()).map_err(at)?;
+        }
+        g.components = spec.components.clone();
+        g.checked().map_err(at)
+    }
+
+    /// The `[spawn.NAME]` entry that makes this grant again.
+    pub fn to_table(&self) -> Spanned<SpawnTable> {
+        Spanned::new(
+            0..0,
+            SpawnTable {
+                max_memory: Some(Amount::Number(self.limits.max_memory)),
+                max_fuel: Some(Amount::Number(self.limits.max_fuel)),
+                timeout: Some(format!("{}ms", self.limits.timeout_ms)),
+                max_children: Some(u64::from(self.max_children)),
+                components: self.components.clone(),
+            },
+        )
     }
 
     /// A spawner for this grant; `known` are the components the broker

@@ -1,0 +1,133 @@
+//! A run's configuration, validated: the grants (each directory opened
+//! once), the components, the environment and the limits, from a manifest,
+//! the flags, or both.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::core::limits::Limits;
+use crate::grants::{Grant, NamedGrant};
+
+/// A run's configuration: from a manifest, the flags, or both.
+#[derive(Default)]
+pub struct Config {
+    pub component: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub grants: Vec<NamedGrant>,
+    pub components: Vec<(String, PathBuf)>,
+    pub env: Vec<(String, String)>,
+    pub stdin: bool,
+    pub max_memory: Option<usize>,
+    pub max_handles: Option<usize>,
+    pub max_fuel: Option<u64>,
+    pub timeout: Option<Duration>,
+    /// The manifest this configuration was read from, if any.
+    pub manifest: Option<ManifestSource>,
+}
+
+/// The manifest a [`Config`] was read from, and what in the configuration
+/// is still its (the flags replace some), for `--print-config`.
+#[derive(Clone, Debug)]
+pub struct ManifestSource {
+    /// As the operator named it.
+    pub path: PathBuf,
+    pub(crate) grants: BTreeSet<String>,
+    pub(crate) components: BTreeSet<String>,
+    pub(crate) limits: BTreeSet<&'static str>,
+}
+
+impl Config {
+    /// `flags` added to this configuration: a grant, component or variable
+    /// of the same name, or a limit the flags set, replaces the manifest's.
+    pub fn merge(mut self, flags: Config) -> Config {
+        if let Some(m) = &mut self.manifest {
+            m.grants
+                .retain(|n| !flags.grants.iter().any(|f| &f.name == n));
+            m.components
+                .retain(|n| !flags.components.iter().any(|(f, _)| f == n));
+            for (key, set) in flags.limits_set() {
+                if set {
+                    m.limits.remove(key);
+                }
+            }
+        }
+        self.grants
+            .retain(|g| !flags.grants.iter().any(|f| f.name == g.name));
+        self.grants.extend(flags.grants);
+        self.components
+            .retain(|(n, _)| !flags.components.iter().any(|(f, _)| f == n));
+        self.components.extend(flags.components);
+        self.env
+            .retain(|(k, _)| !flags.env.iter().any(|(f, _)| f == k));
+        self.env.extend(flags.env);
+        Config {
+            component: flags.component.or(self.component),
+            args: if flags.args.is_empty() {
+                self.args
+            } else {
+                flags.args
+            },
+            grants: self.grants,
+            components: self.components,
+            env: self.env,
+            stdin: self.stdin || flags.stdin,
+            max_memory: flags.max_memory.or(self.max_memory),
+            max_handles: flags.max_handles.or(self.max_handles),
+            max_fuel: flags.max_fuel.or(self.max_fuel),
+            timeout: flags.timeout.or(self.timeout),
+            manifest: self.manifest.or(flags.manifest),
+        }
+    }
+
+    /// Each limit's key, and whether this configuration sets it.
+    pub(crate) fn limits_set(&self) -> [(&'static str, bool); 4] {
+        [
+            ("max-memory", self.max_memory.is_some()),
+            ("max-handles", self.max_handles.is_some()),
+            ("max-fuel", self.max_fuel.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ]
+    }
+
+    /// The limits of the root component: these, or the defaults.
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_memory: self.max_memory.unwrap_or(d.max_memory),
+            max_handles: self.max_handles.unwrap_or(d.max_handles),
+            max_fuel: self.max_fuel.or(d.max_fuel),
+            timeout: self.timeout.or(d.timeout),
+        }
+    }
+
+    /// The same configuration with every path made absolute, so that a
+    /// manifest written from it can live anywhere.
+    pub fn absolute(&self) -> Config {
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = Config {
+            component: self.component.as_deref().map(abs),
+            args: self.args.clone(),
+            grants: self.grants.clone(),
+            components: self
+                .components
+                .iter()
+                .map(|(n, p)| (n.clone(), abs(p)))
+                .collect(),
+            env: self.env.clone(),
+            manifest: self.manifest.clone(),
+            ..*self
+        };
+        for g in &mut c.grants {
+            if let Grant::Dir(d) = &mut g.grant {
+                // By its text, as the run opened it: following links here,
+                // after a guest ran, would write down where a guest's link
+                // leads (the next run's check then sees no link at all).
+                if let Some(p) = d.resolved() {
+                    d.host_path = p;
+                }
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,266 @@
+//! Checks that no grant of a run reaches what the broker reads or writes
+//! for the operator (the manifest, the audit log, learning's output), and
+//! that no grant is redirected through a link another grant could have
+//! planted. A guest that could change the manifest would choose its own
+//! grants from the next run on.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use wasmtime::bail;
+
+use super::Config;
+use crate::core::{Rights, RightsList};
+use crate::grants::Grant;
+
+/// The rights that change what is in a directory.
+fn writing() -> Rights {
+    Rights::WRITE | Rights::CREATE | Rights::REMOVE
+}
+
+impl Config {
+    /// Refuses a manifest that a directory grant of this run could change
+    /// (see [`lookup`] for what that covers). Children only ever get
+    /// handles derived from the run's grants, so these are every grant of
+    /// the run, a plain command's preopens included. Places are compared by
+    /// identity (device and inode), so that `..`, symbolic links and bind
+    /// mounts do not make one folder look like two.
+    pub fn check_manifest_out_of_reach(&self) -> wasmtime::Result<()> {
+        match &self.manifest {
+            Some(manifest) => self.check_out_of_reach(&manifest.path, "the manifest"),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a run in which a directory grant could change `path`, a file
+    /// the broker reads or writes for the operator (`what`: the manifest,
+    /// the `--audit` log, the `--learn` output), or put a link in its place
+    /// that the broker would follow. The file need not exist yet.
+    /// Refuses a directory grant whose host path goes through a symbolic
+    /// link inside another grant that can write there: a guest of an
+    /// earlier run could have put the link there, to point this grant at
+    /// any folder of the host. (Each grant is then opened before any guest
+    /// runs, so no guest of this run can change what it opens.)
+    pub fn check_grants_not_redirected(&self) -> wasmtime::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dirs: Vec<(&str, &crate::fs::DirGrant)> = self
+            .grants
+            .iter()
+            .filter_map(|g| match &g.grant {
+                Grant::Dir(d) => Some((g.name.as_str(), d)),
+                _ => None,
+            })
+            .collect();
+        let writers: Vec<(&str, (u64, u64))> = dirs
+            .iter()
+            .filter(|(_, d)| {
+                let paths = d.paths.iter().flatten().map(|(_, r)| *r);
+                (paths.fold(d.rights, |a, r| a | r) & writing()) != Rights::empty()
+            })
+            .filter_map(|(n, d)| {
+                let m = std::fs::metadata(d.resolved()?).ok()?;
+                Some((*n, (m.dev(), m.ino())))
+            })
+            .collect();
+        if writers.is_empty() {
+            return Ok(());
+        }
+        for (name, d) in &dirs {
+            let mut todo: Vec<std::ffi::OsString> = Vec::new();
+            let Some(start) = d.resolved() else {
+                bail!("grant `{name}`: a relative path, and the working folder is gone");
+            };
+            todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
+            let mut at = PathBuf::from("/");
+            let mut links = 0;
+            while let Some(part) = todo.pop() {
+                match part.to_str() {
+                    Some("/") => at = PathBuf::from("/"),
+                    Some(".") => {}
+                    Some("..") => {
+                        at.pop();
+                    }
+                    _ => {
+                        let next = at.join(&part);
+                        // What is missing fails to open, with its own error.
+                        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+                            break;
+                        };
+                        if !meta.is_symlink() {
+                            at = next;
+                            continue;
+                        }
+                        let chain = crate::fs::ancestry(&at);
+                        // The grant itself too: its own path may climb back
+                        // out of it with `..` after a link inside it.
+                        if let Some((writer, _)) = writers.iter().find(|(_, id)| chain.contains(id))
+                        {
+                            bail!(
+                                "grant `{name}`: its path `{}` goes through the link `{}`, \
+                                 inside grant `{writer}`, which can write there: a guest \
+                                 could have put it there to point `{name}` elsewhere; name \
+                                 the folder itself",
+                                d.host_path.display(),
+                                next.display()
+                            );
+                        }
+                        links += 1;
+                        if links > 40 {
+                            bail!("grant `{name}`: too many symbolic links in its path");
+                        }
+                        let target = std::fs::read_link(&next)?;
+                        todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_out_of_reach(&self, path: &Path, what: &str) -> wasmtime::Result<()> {
+        let cannot_tell = |e: std::io::Error| {
+            wasmtime::format_err!(
+                "cannot tell whether a grant reaches {what} `{}`: {e}",
+                path.display()
+            )
+        };
+        let mut writable = Vec::new();
+        for g in &self.grants {
+            let Grant::Dir(d) = &g.grant else { continue };
+            let roots = match &d.paths {
+                None => vec![(d.resolved().unwrap_or_default(), d.rights)],
+                Some(paths) => paths
+                    .iter()
+                    .map(|(p, r)| (d.resolved().unwrap_or_default().join(p), *r))
+                    .collect(),
+            };
+            for (root, rights) in roots {
+                let rights = rights & writing();
+                if rights != Rights::empty() {
+                    writable.push((g, root, rights, d.paths.is_some()));
+                }
+            }
+        }
+        let Some((first, root, rights, _)) = writable.first() else {
+            return Ok(());
+        };
+        let (links, steps) = lookup(path).map_err(cannot_tell)?;
+        if links > 1 {
+            bail!(
+                "{what} `{}` has {links} hard links: the broker cannot tell whether grant \
+                 `{}` (`{}`, {}) reaches one of them; give it a file of its own",
+                path.display(),
+                first.name,
+                root.display(),
+                RightsList(*rights)
+            );
+        }
+        for (g, root, rights, narrowed) in writable {
+            let id = match std::fs::metadata(&root) {
+                Ok(m) => (m.dev(), m.ino()),
+                // A narrowed path that is not there holds nothing the
+                // manifest depends on.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => continue,
+                Err(e) => return Err(cannot_tell(e)),
+            };
+            if let Some(step) = steps.iter().find(|s| s.id == id) {
+                bail!(
+                    "{what} `{}` is within reach of grant `{}`: its {} over `{}` can \
+                     change `{}`, {}, so a guest could rewrite it or put a link in its place; \
+                     keep it out of every grant with write, create or remove, or grant less",
+                    path.display(),
+                    g.name,
+                    RightsList(rights),
+                    root.display(),
+                    step.path.display(),
+                    step.role
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A place what a manifest's path names depends on, for
+/// [`Config::check_manifest_out_of_reach`].
+struct Step {
+    role: &'static str,
+    path: PathBuf,
+    /// Device and inode.
+    id: (u64, u64),
+}
+
+/// Every place the file at `path` depends on: the file itself and each
+/// folder its lookup reads an entry of, from `/` (through the working
+/// folder for a relative path), following symbolic links wherever they
+/// lead, `..` included. A folder above one is among them, so a rename that
+/// puts another folder in one's place is covered. Also the file's link
+/// count: a hard link elsewhere is a way to it that no walk finds.
+fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
+    fn push(todo: &mut Vec<OsString>, p: &Path) {
+        todo.extend(p.components().rev().map(|c| c.as_os_str().to_owned()));
+    }
+    let mut todo = Vec::new();
+    push(&mut todo, &std::env::current_dir()?.join(path));
+    let mut at = PathBuf::from("/");
+    let mut folders = BTreeSet::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        // `at` is always a real folder, so `..` is its lexical parent.
+        match part.to_str() {
+            Some("/") => at = PathBuf::from("/"),
+            Some(".") => {}
+            Some("..") => {
+                at.pop();
+            }
+            _ => {
+                folders.insert(at.clone());
+                let next = at.join(&part);
+                let meta = match std::fs::symlink_metadata(&next) {
+                    // A file not made yet: what it depends on is its folder.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && todo.is_empty() => {
+                        return steps_of(None, folders);
+                    }
+                    other => other?,
+                };
+                if meta.is_symlink() {
+                    links += 1;
+                    if links > 40 {
+                        return Err(std::io::Error::other("too many symbolic links"));
+                    }
+                    push(&mut todo, &std::fs::read_link(&next)?);
+                } else {
+                    at = next;
+                }
+            }
+        }
+    }
+    steps_of(Some(at), folders)
+}
+
+/// The steps of [`lookup`]: the file at `at` (if it exists) and `folders`,
+/// with the file's link count.
+fn steps_of(at: Option<PathBuf>, folders: BTreeSet<PathBuf>) -> std::io::Result<(u64, Vec<Step>)> {
+    let mut steps = Vec::new();
+    let mut nlink = 1;
+    if let Some(at) = at {
+        let file = std::fs::metadata(&at)?;
+        nlink = file.nlink();
+        steps.push(Step {
+            role: "the file itself",
+            id: (file.dev(), file.ino()),
+            path: at,
+        });
+    }
+    for path in folders {
+        let m = std::fs::metadata(&path)?;
+        steps.push(Step {
+            role: "a folder its path is looked up in",
+            id: (m.dev(), m.ino()),
+            path,
+        });
+    }
+    Ok((nlink, steps))
+}
