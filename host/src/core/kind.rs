@@ -17,7 +17,7 @@
 //! 6. **link**: each kind's room adds its interfaces to a linker, its host
 //!    functions working through a [`crate::core::View`].
 //!
-//! The registry in [`crate::grants`] lists the kinds, one line each; it is
+//! The registry in `grants/mod.rs` lists the kinds, one line each; it is
 //! the only place that names them all.
 
 use std::fmt::Debug;

@@ -507,7 +507,7 @@ impl DirHandle {
     }
 
     /// The same handle, also ended when the instance whose pledges these
-    /// are pledges the file system away; see [`crate::grants`]' `granted`.
+    /// are pledges the file system away; see `grants.granted`.
     pub fn held_by(mut self, pledges: &Pledges) -> DirHandle {
         self.holders = self.holders.with(pledges);
         self

@@ -37,7 +37,7 @@ use crate::core::{Core, HostResult, View};
 /// `capbroker.toml`, and the type that implements its life cycle; then the
 /// handles that are shared but never granted. `with_kinds!(m)` hands the
 /// list to the macro `m`: every place that names each kind (the enums
-/// here, the manifest's tables in [`crate::policy`]) is made from it.
+/// here, the manifest's tables in the policy) is made from it.
 macro_rules! with_kinds {
     ($then:ident) => {
         $then! {

@@ -396,7 +396,7 @@ impl ListenRight {
         &self.0.life.lineage
     }
     /// The same right, ended by a pledge of the network in the instance
-    /// whose pledges these are; see [`crate::grants`]' `granted`.
+    /// whose pledges these are; see `grants.granted`.
     pub fn held_by(self, pledges: &Pledges) -> ListenRight {
         ListenRight(self.0.held_by(pledges))
     }

@@ -8,7 +8,7 @@
 //!   `mailbox` interface;
 //! - [`wit`]: the generated bindings.
 //!
-//! Starting a child is the process runner's ([`crate::run::process`]): a
+//! Starting a child is the process runner's (`run/process.rs`): a
 //! spawner only admits it. [`Spawners`] is the kind's life cycle.
 
 pub mod host;

@@ -157,7 +157,7 @@ impl SpawnerHandle {
     }
 
     /// The same spawner, also ended when the instance whose pledges these
-    /// are pledges spawning away; see [`crate::grants`]' `granted`.
+    /// are pledges spawning away; see `grants.granted`.
     pub fn held_by(mut self, pledges: &Pledges) -> SpawnerHandle {
         self.holders = self.holders.with(pledges);
         self
