@@ -27,8 +27,9 @@ struct Cli {
 }
 
 /// Raises the soft limit on open files to the hard one: each guest may hold
-/// up to about twice its handle table in host files (README: Limits), and
-/// the common soft limit of 1024 would let one guest use up the host's.
+/// up to about twice its handle table in host files (docs/confinement.md,
+/// Limits), and the common soft limit of 1024 would let one guest use up
+/// the host's.
 fn raise_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -4,7 +4,7 @@
 //! Events always go to `tracing` under the target `capbroker::audit` (the
 //! `capbroker` binary prints warnings, denials among them, on stderr). With
 //! an [`AuditLog`] (`capbroker run --audit FILE`) they are also written as
-//! JSON Lines, one object per event; see the README for the schema.
+//! JSON Lines, one object per event; see docs/audit.md for the schema.
 //!
 //! A guest decides how many denials it causes and what text they carry, so
 //! both are bounded here, where every caller goes through: a process that
