@@ -664,3 +664,40 @@ fn learning_writes_the_paths_the_run_opened() {
         text(&out.stdout)
     );
 }
+
+/// A grant is opened once, when the run reads it; if its folder is not the
+/// same one when its path is checked (a link on the path changed, or the
+/// folder was moved and another put in its place, by a guest of another
+/// run), the run is refused rather than given either folder.
+#[test]
+fn a_grant_whose_folder_changed_after_it_was_opened_is_refused() {
+    use capbroker::core::Rights;
+    use capbroker::fs::DirGrant;
+    use capbroker::grants::{Grant, NamedGrant};
+    use capbroker::policy::Config;
+
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("a")).unwrap();
+    let grant = DirGrant::new(tree.path("a"), Rights::READ | Rights::LIST, None);
+    grant.open().unwrap();
+    let config = |grant: &DirGrant| Config {
+        grants: vec![NamedGrant {
+            name: "data".into(),
+            grant: Grant::Dir(grant.clone()),
+        }],
+        ..Config::default()
+    };
+    config(&grant).check_grants_not_redirected().unwrap();
+
+    std::fs::rename(tree.path("a"), tree.path("moved")).unwrap();
+    std::fs::create_dir_all(tree.path("a")).unwrap();
+    let err = config(&grant).check_grants_not_redirected().unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no longer the folder the broker opened"),
+        "{err:#}"
+    );
+    // Opened again from its path, the grant is the new folder, and fine.
+    let fresh = DirGrant::new(tree.path("a"), Rights::READ | Rights::LIST, None);
+    fresh.open().unwrap();
+    config(&fresh).check_grants_not_redirected().unwrap();
+}

@@ -85,6 +85,13 @@ impl DirGrant {
             .with_context(named)
     }
 
+    /// The device and inode of the directory, if it was opened.
+    pub fn opened_id(&self) -> Option<(u64, u64)> {
+        use cap_std::fs::MetadataExt;
+        let meta = self.opened.get()?.dir_metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+
     /// The device and inode of the granted directory and of each above it
     /// (see [`ancestry`]): of the directory opened, once it is.
     fn chain(&self) -> Vec<(u64, u64)> {

@@ -34,15 +34,13 @@ impl Config {
         }
     }
 
-    /// Refuses a run in which a directory grant could change `path`, a file
-    /// the broker reads or writes for the operator (`what`: the manifest,
-    /// the `--audit` log, the `--learn` output), or put a link in its place
-    /// that the broker would follow. The file need not exist yet.
     /// Refuses a directory grant whose host path goes through a symbolic
     /// link inside another grant that can write there: a guest of an
     /// earlier run could have put the link there, to point this grant at
-    /// any folder of the host. (Each grant is then opened before any guest
-    /// runs, so no guest of this run can change what it opens.)
+    /// any folder of the host. A grant already opened must still be what
+    /// its path names once the path is checked, so that a link put there
+    /// and taken away again (by a guest of another run) between the open
+    /// and the check is caught too; no guest of this run has run yet.
     pub fn check_grants_not_redirected(&self) -> wasmtime::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let dirs: Vec<(&str, &crate::fs::DirGrant)> = self
@@ -60,13 +58,13 @@ impl Config {
                 (paths.fold(d.rights, |a, r| a | r) & writing()) != Rights::empty()
             })
             .filter_map(|(n, d)| {
-                let m = std::fs::metadata(d.resolved()?).ok()?;
-                Some((*n, (m.dev(), m.ino())))
+                let id = d.opened_id().or_else(|| {
+                    let m = std::fs::metadata(d.resolved()?).ok()?;
+                    Some((m.dev(), m.ino()))
+                })?;
+                Some((*n, id))
             })
             .collect();
-        if writers.is_empty() {
-            return Ok(());
-        }
         for (name, d) in &dirs {
             let mut todo: Vec<std::ffi::OsString> = Vec::new();
             let Some(start) = d.resolved() else {
@@ -115,10 +113,25 @@ impl Config {
                     }
                 }
             }
+            // What was opened is what the path names now that it is checked.
+            if let Some(id) = d.opened_id() {
+                let now = std::fs::metadata(&at).map(|m| (m.dev(), m.ino())).ok();
+                if now != Some(id) {
+                    bail!(
+                        "grant `{name}`: `{}` is no longer the folder the broker opened (a \
+                         link on its path changed); name the folder itself, and run again",
+                        d.host_path.display()
+                    );
+                }
+            }
         }
         Ok(())
     }
 
+    /// Refuses a run in which a directory grant could change `path`, a file
+    /// the broker reads or writes for the operator (`what`: the manifest,
+    /// the `--audit` log, the `--learn` output), or put a link in its place
+    /// that the broker would follow. The file need not exist yet.
     pub fn check_out_of_reach(&self, path: &Path, what: &str) -> wasmtime::Result<()> {
         let cannot_tell = |e: std::io::Error| {
             wasmtime::format_err!(
