@@ -22,7 +22,7 @@ pub mod wit;
 use std::collections::HashSet;
 
 use wasmtime::bail;
-use wasmtime::component::{HasData, Linker, ResourceTable, ResourceTableError};
+use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
 use wasmtime::error::Context as _;
 
 pub use self::wit::grants::{Grant as GuestGrant, Handle as GuestHandle, Share, Shared};
@@ -30,6 +30,7 @@ pub use crate::core::wit::capbroker::caps::types::{Request, Wants};
 
 use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, ShareTo};
 use crate::core::pledges::Pledges;
+use crate::core::view::HasView;
 use crate::core::{Core, HostResult, View};
 
 /// The one list of capability kinds. For each: the case that names it in
@@ -195,18 +196,12 @@ pub struct GrantsCtx {
     pub pending: Vec<(String, HandleValue)>,
 }
 
-struct HasGrants;
-
-impl HasData for HasGrants {
-    type Data<'a> = View<'a, GrantsCtx>;
-}
-
 /// Adds the `grants` interface to `linker`.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> View<'_, GrantsCtx>,
 ) -> wasmtime::Result<()> {
-    wit::grants::add_to_linker::<T, HasGrants>(linker, get)
+    wit::grants::add_to_linker::<T, HasView<GrantsCtx>>(linker, get)
 }
 
 /// Opens every fitted grant and keeps it in `pending` for the guest's

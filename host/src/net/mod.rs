@@ -23,6 +23,7 @@ pub use handle::{
 pub use spec::{host_name, HostPorts, NetGrant, Range};
 pub use wit::net::AddressRange;
 
+use std::marker::PhantomData;
 use std::path::Path;
 
 use toml::Spanned;
@@ -46,65 +47,66 @@ pub fn add_to_linker<T: Send + 'static>(
     wit::net::add_to_linker::<T, crate::core::view::HasView<NetCtx>>(linker, get)
 }
 
-/// Listen grants: `--listen NAME=RANGES`, `[listen]`.
-pub struct Listeners;
+/// What tells listen grants and connect grants apart; the rest of their
+/// life cycle is the same ([`Net`]).
+pub trait Direction: Handle {
+    /// The flag and manifest table that grant it.
+    const NAME: &'static str;
+    /// How the flag is written, for `capbroker inspect`.
+    const FORM: &'static str;
+    /// Parses the ranges of a grant.
+    fn parse(spec: &str) -> Result<NetGrant, String>;
+    /// What a grant reaches (a connect grant's host names looked up).
+    fn reach(spec: &NetGrant) -> Result<Reach, String>;
+    fn wrap(reach: Reach) -> Self;
+}
 
-/// Connect grants: `--connect NAME=RANGES`, `[connect]`.
-pub struct Connectors;
-
-impl Kind for Listeners {
+impl Direction for ListenRight {
     const NAME: &'static str = "listen";
-    type Spec = NetGrant;
-    type Handle = ListenRight;
-    type Table = Spanned<Words>;
-
-    fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<NetGrant, Located> {
-        NetGrant::parse_listen(&t.get_ref().joined())
-            .map_err(|e| Located::at(t.span(), format!("[listen] {name}: {e}")))
+    const FORM: &'static str = "ADDRESS:PORT";
+    fn parse(spec: &str) -> Result<NetGrant, String> {
+        NetGrant::parse_listen(spec)
     }
-
-    fn to_table(spec: &NetGrant) -> Self::Table {
-        Spanned::new(0..0, Words::Many(spec.entries()))
+    fn reach(spec: &NetGrant) -> Result<Reach, String> {
+        Reach::listen(spec)
     }
-
-    fn fit(spec: &NetGrant, _: &str, _: &Wants) -> Result<NetGrant, FitError> {
-        Ok(spec.clone())
-    }
-
-    fn open(
-        spec: &NetGrant,
-        name: &str,
-        _: &[&NetGrant],
-        env: &OpenEnv<'_>,
-    ) -> wasmtime::Result<Opened<ListenRight>> {
-        let reach = Reach::listen(spec)
-            .map_err(|e| wasmtime::format_err!("grant `{name}`: {e}"))?
-            .learned_by(env.learner.cloned(), name);
-        Ok(Opened {
-            target: Self::NAME.into(),
-            detail: reach.detail(),
-            handle: ListenRight(reach),
-        })
-    }
-
-    fn describe(name: &str, _: &Wants) -> String {
-        format!("--listen {name}=ADDRESS:PORT")
-    }
-
-    fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {
-        narrow(spec, name, learned)
+    fn wrap(reach: Reach) -> Self {
+        ListenRight(reach)
     }
 }
 
-impl Kind for Connectors {
+impl Direction for ConnectRight {
     const NAME: &'static str = "connect";
+    const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
+    fn parse(spec: &str) -> Result<NetGrant, String> {
+        NetGrant::parse(spec)
+    }
+    fn reach(spec: &NetGrant) -> Result<Reach, String> {
+        Reach::connect(spec)
+    }
+    fn wrap(reach: Reach) -> Self {
+        ConnectRight(reach)
+    }
+}
+
+/// A network grant's life cycle, for listen or connect rights.
+pub struct Net<R>(PhantomData<R>);
+
+/// Listen grants: `--listen NAME=RANGES`, `[listen]`.
+pub type Listeners = Net<ListenRight>;
+
+/// Connect grants: `--connect NAME=RANGES`, `[connect]`.
+pub type Connectors = Net<ConnectRight>;
+
+impl<R: Direction> Kind for Net<R> {
+    const NAME: &'static str = R::NAME;
     type Spec = NetGrant;
-    type Handle = ConnectRight;
+    type Handle = R;
     type Table = Spanned<Words>;
 
     fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<NetGrant, Located> {
-        NetGrant::parse(&t.get_ref().joined())
-            .map_err(|e| Located::at(t.span(), format!("[connect] {name}: {e}")))
+        R::parse(&t.get_ref().joined())
+            .map_err(|e| Located::at(t.span(), format!("[{}] {name}: {e}", R::NAME)))
     }
 
     fn to_table(spec: &NetGrant) -> Self::Table {
@@ -120,19 +122,19 @@ impl Kind for Connectors {
         name: &str,
         _: &[&NetGrant],
         env: &OpenEnv<'_>,
-    ) -> wasmtime::Result<Opened<ConnectRight>> {
-        let reach = Reach::connect(spec)
+    ) -> wasmtime::Result<Opened<R>> {
+        let reach = R::reach(spec)
             .map_err(|e| wasmtime::format_err!("grant `{name}`: {e}"))?
             .learned_by(env.learner.cloned(), name);
         Ok(Opened {
-            target: Self::NAME.into(),
+            target: R::NAME.into(),
             detail: reach.detail(),
-            handle: ConnectRight(reach),
+            handle: R::wrap(reach),
         })
     }
 
     fn describe(name: &str, _: &Wants) -> String {
-        format!("--connect {name}=ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT")
+        format!("--{} {name}={}", R::NAME, R::FORM)
     }
 
     fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {

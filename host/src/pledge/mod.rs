@@ -7,9 +7,10 @@
 //! and `unveil` narrows a preopen: both through [`Pledgeable`], which the
 //! broker implements over the kinds, so this room imports none of them.
 
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 
 use crate::core::pledges::{names, Authority};
+use crate::core::view::HasView;
 use crate::core::wit::capbroker::caps::pledge::{self as wit, Host};
 use crate::core::{Core, Error, HostResult, Rights, View};
 
@@ -33,18 +34,12 @@ pub trait Pledgeable: Send {
 /// The pledge room's context: the kinds, as they pledge.
 pub type PledgeCtx = dyn Pledgeable;
 
-struct HasPledge;
-
-impl HasData for HasPledge {
-    type Data<'a> = View<'a, PledgeCtx>;
-}
-
 /// Adds the `pledge` interface to `linker`.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> View<'_, PledgeCtx>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasPledge>(linker, get)
+    wit::add_to_linker::<T, HasView<PledgeCtx>>(linker, get)
 }
 
 impl Host for View<'_, PledgeCtx> {
