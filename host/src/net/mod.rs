@@ -17,8 +17,8 @@ pub mod wasi;
 pub mod wit;
 
 pub use handle::{
-    ConnectRight, ListenRight, Reach, Resolve, SystemResolver, TcpListenerHandle, TcpStreamHandle,
-    CONNECT_TIMEOUT, MAX_RANGES,
+    ConnectRight, ListenRight, LookupError, Reach, Resolve, SystemResolver, TcpListenerHandle,
+    TcpStreamHandle, CONNECT_TIMEOUT, MAX_RANGES,
 };
 pub use spec::{host_name, HostPorts, NetGrant, Range};
 pub use wit::net::AddressRange;
