@@ -20,6 +20,15 @@
 //!   and what learning writes;
 //! - [`run`]: the engine, the per-store state ([`BrokerCtx`]), and the one
 //!   process runner for apps, commands and child processes.
+//!
+//! Errors, one model per layer: a guest gets the WIT `error`
+//! ([`core::Error`], through [`core::HostError`]), and a WASI face
+//! wasmtime-wasi's own; an operator's value that does not parse is a
+//! [`core::Invalid`]; what is wrong with the flags, the manifest or a run's
+//! reach is a [`policy::Error`] (and grants that do not match the
+//! component's requests a [`grants::Mismatch`]). `wasmtime::Result` is
+//! left to the wasmtime boundary: loading, linking and running components,
+//! opening grants for a store, host functions, and `main`.
 
 pub mod core;
 pub mod fs;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use capbroker::core::audit::report;
 use capbroker::core::limits::parse_duration;
+use capbroker::core::Invalid;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
 use capbroker::policy::Config;
 use capbroker::run::app::Loaded;
@@ -227,34 +228,45 @@ enum Command {
     },
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
+fn parse_size(s: &str) -> Result<usize, Invalid> {
     let size = capbroker::core::limits::parse_size(s)?;
     if size == 0 {
-        return Err("a memory limit of zero would stop any component from starting".into());
+        return Err(Invalid::Nothing(
+            "a memory limit of zero would stop any component from starting",
+        ));
     }
     Ok(size)
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+/// A `--env` value that gives no variable.
+#[derive(Debug, thiserror::Error)]
+enum BadEnv {
+    #[error("`{0}` is not set in the host's environment")]
+    Unset(String),
+    #[error("`{0}` has an empty name")]
+    NoName(String),
+}
+
+fn parse_env(s: &str) -> Result<(String, String), BadEnv> {
     let (key, value) = match s.split_once('=') {
         Some((k, v)) => (k.to_string(), v.to_string()),
         None => (
             s.to_string(),
-            std::env::var(s).map_err(|_| format!("`{s}` is not set in the host's environment"))?,
+            std::env::var(s).map_err(|_| BadEnv::Unset(s.to_string()))?,
         ),
     };
     if key.is_empty() {
-        return Err(format!("`{s}` has an empty name"));
+        return Err(BadEnv::NoName(s.to_string()));
     }
     Ok((key, value))
 }
 
-fn parse_component(s: &str) -> Result<(String, PathBuf), String> {
+fn parse_component(s: &str) -> Result<(String, PathBuf), Invalid> {
     match s.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
             Ok((name.to_string(), PathBuf::from(path)))
         }
-        _ => Err(format!("`{s}` is not NAME=PATH")),
+        _ => Err(Invalid::form(s, "NAME=PATH")),
     }
 }
 

@@ -1,5 +1,11 @@
 //! The error every capability call returns to the guest, and what a host
-//! function returns: a guest error, or a trap for a host fault.
+//! function returns: a guest error, or a trap for a host fault; and
+//! [`Invalid`], an operator's value that does not parse.
+//!
+//! The broker's typed errors (here, and the policy's) carry the text of
+//! what caused them in their message, never also as their `source`: the
+//! edge prints an error with its chain of sources (`{:#}`), and would say
+//! the cause twice.
 
 use std::fmt;
 use std::io;
@@ -118,4 +124,73 @@ impl From<ResourceTableError> for HostError {
             other => HostError::Trap(wasmtime::Error::new(other)),
         }
     }
+}
+
+/// An operator's value that does not parse (a flag's, or a manifest
+/// entry's): the text, and what is wrong with it. Its `Display` is what the
+/// operator reads after the flag or entry the value came from. The variants
+/// are shapes of message, not kinds: each room says what it expected.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Invalid {
+    /// Not of the form expected: "`lots` is not a size (expected e.g. …)".
+    #[error("`{text}` is not {expected}")]
+    Form {
+        text: String,
+        /// What the text should be, and how to write it.
+        expected: &'static str,
+    },
+    /// A word that is none of those known: "unknown right `fly` (rights
+    /// are …)". `within` is the text the word is part of, when naming it
+    /// helps.
+    #[error("unknown {what} `{word}`{} ({known})", in_text(within))]
+    Word {
+        what: &'static str,
+        word: String,
+        within: Option<String>,
+        known: &'static str,
+    },
+    /// A number too large to hold: "`9999999999GiB` is too large".
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+    /// Not a whole number: "max-children `two` is not a whole number".
+    #[error("{what} `{text}` is not a whole number")]
+    NotWhole { what: &'static str, text: String },
+    /// Well formed, but it would allow nothing: "max-children of 0 would
+    /// allow no child at all".
+    #[error("{0}")]
+    Nothing(&'static str),
+    /// A part of `text` is invalid: "`[::1]:90-80`: the port range is
+    /// empty".
+    #[error("`{text}`: {part}")]
+    In { text: String, part: Box<Invalid> },
+    /// Limits the broker refuses whoever asks (the operator, or a guest
+    /// for a child): "invalid: max-fuel of 0 would run nothing".
+    #[error("{}", Describe(.0))]
+    Limits(Error),
+}
+
+impl Invalid {
+    /// `text` is not of the form `expected`.
+    pub fn form(text: &str, expected: &'static str) -> Invalid {
+        Invalid::Form {
+            text: text.into(),
+            expected,
+        }
+    }
+
+    /// `self`, as the error of a part of `text`.
+    pub fn within(self, text: &str) -> Invalid {
+        Invalid::In {
+            text: text.into(),
+            part: Box::new(self),
+        }
+    }
+}
+
+/// Where an unknown word was: ` in ` and the text, or nothing.
+fn in_text(within: &Option<String>) -> String {
+    within
+        .as_ref()
+        .map(|t| format!(" in `{t}`"))
+        .unwrap_or_default()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
-use crate::core::Error;
+use crate::core::{Error, Invalid};
 
 /// What one component instance (the root or a child process) may consume.
 #[derive(Clone, Debug)]
@@ -220,29 +220,32 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 /// Parses sizes such as `65536`, `64KiB`, `256MiB` or `1GiB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, Invalid> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     let n: usize = digits
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (expected e.g. 65536, 64KiB, 256MiB, 1GiB)"))?;
+        .map_err(|_| Invalid::form(s, "a size (expected e.g. 65536, 64KiB, 256MiB, 1GiB)"))?;
     let mult: usize = match unit.trim() {
         "" | "B" => 1,
         "K" | "KB" | "KiB" => 1 << 10,
         "M" | "MB" | "MiB" => 1 << 20,
         "G" | "GB" | "GiB" => 1 << 30,
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)"
-            ))
+            return Err(Invalid::Word {
+                what: "size unit",
+                word: other.into(),
+                within: Some(s.into()),
+                known: "use KiB, MiB or GiB",
+            })
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| Invalid::TooLarge(s.into()))
 }
 
-pub fn parse_count(s: &str) -> Result<u64, String> {
+pub fn parse_count(s: &str) -> Result<u64, Invalid> {
     let (digits, mult) = match s.strip_suffix(['K', 'M', 'G']) {
         Some(d) if s.ends_with('K') => (d, 1_000),
         Some(d) if s.ends_with('M') => (d, 1_000_000),
@@ -253,12 +256,12 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a count (expected e.g. 5000000, 500M, 2G)"))
+        .ok_or_else(|| Invalid::form(s, "a count (expected e.g. 5000000, 500M, 2G)"))
 }
 
 /// Parses `500ms`, `2s` or `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("`{s}` is not a duration (expected e.g. 500ms, 2s, 1m)");
+pub fn parse_duration(s: &str) -> Result<Duration, Invalid> {
+    let err = || Invalid::form(s, "a duration (expected e.g. 500ms, 2s, 1m)");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let n: u64 = s[..split].parse().map_err(|_| err())?;
     match &s[split..] {

@@ -1,8 +1,8 @@
 //! The shared core: what every capability kind uses, and which imports none
 //! of them.
 //!
-//! - [`rights`] and [`error`]: what a handle allows, and the error every
-//!   call returns;
+//! - [`rights`] and [`error`]: what a handle allows, the error every call
+//!   returns, and the error of an operator's value that does not parse;
 //! - [`lineage`]: revocation cells a handle descends from;
 //! - [`pledges`]: the classes of authority an instance has given up;
 //! - [`gate`] and [`streams`]: rights shared by a descriptor and the streams
@@ -26,6 +26,6 @@ pub mod streams;
 pub mod view;
 pub mod wit;
 
-pub use error::{Describe, Error, HostError, HostResult};
+pub use error::{Describe, Error, HostError, HostResult, Invalid};
 pub use rights::{Rights, RightsList};
 pub use view::{Core, View};

@@ -3,7 +3,7 @@
 use std::fmt;
 
 pub use super::wit::capbroker::caps::types::Rights;
-use super::Error;
+use super::{Error, Invalid};
 
 /// Every right, with the name the WIT and the command line use for it.
 pub const RIGHT_NAMES: [(Rights, &str); 5] = [
@@ -71,7 +71,7 @@ impl fmt::Display for RightsList {
 }
 
 /// Parses `ro`, `rw`, `all`, `none` or a comma-separated list of right names.
-pub fn parse_rights(spec: &str) -> Result<Rights, String> {
+pub fn parse_rights(spec: &str) -> Result<Rights, Invalid> {
     match spec {
         "ro" => return Ok(read_only()),
         "rw" | "all" => return Ok(Rights::all()),
@@ -84,11 +84,12 @@ pub fn parse_rights(spec: &str) -> Result<Rights, String> {
         let (right, _) = RIGHT_NAMES
             .iter()
             .find(|(_, name)| *name == word)
-            .ok_or_else(|| {
-                format!(
-                    "unknown right `{word}` (rights are ro, rw, none, or a comma-separated \
-                     list of read, write, create, list, remove)"
-                )
+            .ok_or_else(|| Invalid::Word {
+                what: "right",
+                word: word.into(),
+                within: None,
+                known: "rights are ro, rw, none, or a comma-separated list of read, write, \
+                        create, list, remove",
             })?;
         rights |= *right;
     }

@@ -21,7 +21,6 @@ pub mod wit;
 
 use std::collections::HashSet;
 
-use wasmtime::bail;
 use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
 use wasmtime::error::Context as _;
 
@@ -242,40 +241,61 @@ impl wit::grants::Host for View<'_, GrantsCtx> {
     }
 }
 
+/// Why the operator's grants do not match the component's requests.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    #[error("grant `{0}` is given twice")]
+    Twice(String),
+    /// `asks` are the requests, as `NAME (KIND)`.
+    #[error(
+        "grant `{name}`: the component does not ask for a handle by that name \
+         (it asks for: {})",
+        if asks.is_empty() { "nothing".to_string() } else { asks.join(", ") }
+    )]
+    Unasked { name: String, asks: Vec<String> },
+    #[error("grant `{name}`: the component asks for a {asked} handle, not a {granted}")]
+    Kind {
+        name: String,
+        asked: &'static str,
+        granted: &'static str,
+    },
+    /// The grant lacks what the request needs.
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    /// `missing` are the requests not granted, as the flags that grant them.
+    #[error(
+        "the component needs grants the operator did not give: {}",
+        missing.join("; ")
+    )]
+    Missing { missing: Vec<String> },
+}
+
 /// Matches the operator's grants to the component's requests. Every grant
 /// must answer a request of the same kind and carry the rights it asks for;
 /// every request that is not optional must be granted. Returns the grants
 /// narrowed to the requests, in the order the operator gave them.
-pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<NamedGrant>> {
+pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> Result<Vec<NamedGrant>, Mismatch> {
     let mut seen = HashSet::new();
     let mut fitted = Vec::new();
     for g in grants {
         if !seen.insert(g.name.as_str()) {
-            bail!("grant `{}` is given twice", g.name);
+            return Err(Mismatch::Twice(g.name.clone()));
         }
         let Some(request) = requests.iter().find(|r| r.name == g.name) else {
-            let known: Vec<String> = requests
-                .iter()
-                .map(|r| format!("{} ({})", r.name, wants_kind(&r.wants)))
-                .collect();
-            bail!(
-                "grant `{}`: the component does not ask for a handle by that name \
-                 (it asks for: {})",
-                g.name,
-                if known.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    known.join(", ")
-                }
-            );
+            return Err(Mismatch::Unasked {
+                name: g.name.clone(),
+                asks: requests
+                    .iter()
+                    .map(|r| format!("{} ({})", r.name, wants_kind(&r.wants)))
+                    .collect(),
+            });
         };
         if g.grant.kind() != wants_kind(&request.wants) {
-            bail!(
-                "grant `{}`: the component asks for a {} handle, not a {}",
-                g.name,
-                wants_kind(&request.wants),
-                g.grant.kind()
-            );
+            return Err(Mismatch::Kind {
+                name: g.name.clone(),
+                asked: wants_kind(&request.wants),
+                granted: g.grant.kind(),
+            });
         }
         fitted.push(NamedGrant {
             name: g.name.clone(),
@@ -288,10 +308,7 @@ pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> wasmtime::Result<Vec<
         .map(describe_request)
         .collect();
     if !missing.is_empty() {
-        bail!(
-            "the component needs grants the operator did not give: {}",
-            missing.join("; ")
-        );
+        return Err(Mismatch::Missing { missing });
     }
     Ok(fitted)
 }

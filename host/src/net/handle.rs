@@ -20,7 +20,7 @@ use super::spec::*;
 use crate::core::learn::Learner;
 use crate::core::lineage::{Lineage, RevokerHandle};
 use crate::core::pledges::{Authority, Pledges};
-use crate::core::Error;
+use crate::core::{Error, Invalid};
 pub use crate::net::wit::net::AddressRange;
 
 /// A `connect` gives up after this long, over all the addresses it tries:
@@ -35,6 +35,17 @@ pub trait Resolve {
 
 /// The host's resolver (`getaddrinfo`).
 pub struct SystemResolver;
+
+/// A host name of a connect grant that gives no address to reach.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The resolver failed. (Its error is in the message, not the
+    /// `source`: see [`crate::core::error`].)
+    #[error("cannot look up `{host}`: {error}")]
+    Failed { host: String, error: std::io::Error },
+    #[error("`{host}` resolves to no address")]
+    NoAddress { host: String },
+}
 
 impl Resolve for SystemResolver {
     fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
@@ -102,7 +113,7 @@ pub struct Reach {
 
 impl Reach {
     /// A listen right's reach: addresses only (see [`listen_host`]).
-    pub fn listen(grant: &NetGrant) -> Result<Reach, String> {
+    pub fn listen(grant: &NetGrant) -> Result<Reach, Invalid> {
         if let Some(h) = grant.hosts.first() {
             return Err(listen_host(h));
         }
@@ -111,7 +122,7 @@ impl Reach {
 
     /// A connect right's reach, its host names looked up now by the
     /// system's resolver.
-    pub fn connect(grant: &NetGrant) -> Result<Reach, String> {
+    pub fn connect(grant: &NetGrant) -> Result<Reach, LookupError> {
         Reach::connect_with(grant, &SystemResolver)
     }
 
@@ -119,14 +130,17 @@ impl Reach {
     /// once each. The right reaches exactly the addresses returned, for
     /// good: a later change in DNS does not move it, and nothing the guest
     /// does causes another lookup.
-    pub fn connect_with(grant: &NetGrant, resolver: &dyn Resolve) -> Result<Reach, String> {
+    pub fn connect_with(grant: &NetGrant, resolver: &dyn Resolve) -> Result<Reach, LookupError> {
         let mut ranges = grant.ranges.clone();
         let mut names = Vec::with_capacity(grant.hosts.len());
         for h in &grant.hosts {
             let mut addrs: Vec<IpAddr> = Vec::new();
             let found = resolver
                 .lookup(&h.host)
-                .map_err(|e| format!("cannot look up `{}`: {e}", h.host))?;
+                .map_err(|error| LookupError::Failed {
+                    host: h.host.clone(),
+                    error,
+                })?;
             for ip in found {
                 // The mapped form is refused at connect: keep the plain one.
                 let ip = match ip {
@@ -138,7 +152,9 @@ impl Reach {
                 }
             }
             if addrs.is_empty() {
-                return Err(format!("`{}` resolves to no address", h.host));
+                return Err(LookupError::NoAddress {
+                    host: h.host.clone(),
+                });
             }
             ranges.extend(addrs.iter().map(|ip| Range {
                 net: IpNet::from(*ip),
@@ -541,11 +557,12 @@ mod tests {
         assert_eq!(g.to_string(), "10.0.0.0/8:443,api.example.com:443-444");
         assert!(NetGrant::parse("example.com:90-80")
             .unwrap_err()
+            .to_string()
             .contains("empty"));
         assert!(NetGrant::parse("example.com").is_err());
         assert!(NetGrant::parse("127.1:80").is_err());
         let listen = Reach::listen(&NetGrant::parse("localhost:80").unwrap());
-        assert!(listen.unwrap_err().contains("not host names"));
+        assert!(listen.unwrap_err().to_string().contains("not host names"));
     }
 
     #[test]
@@ -619,7 +636,7 @@ mod tests {
         let nothing = Counting::new(&[]);
         let grant = NetGrant::parse("api.test:80").unwrap();
         let e = Reach::connect_with(&grant, &nothing).unwrap_err();
-        assert!(e.contains("no address"), "{e}");
+        assert!(e.to_string().contains("no address"), "{e}");
     }
 
     #[tokio::test]

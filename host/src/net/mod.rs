@@ -17,8 +17,8 @@ pub mod wasi;
 pub mod wit;
 
 pub use handle::{
-    ConnectRight, ListenRight, Reach, Resolve, SystemResolver, TcpListenerHandle, TcpStreamHandle,
-    CONNECT_TIMEOUT, MAX_RANGES,
+    ConnectRight, ListenRight, LookupError, Reach, Resolve, SystemResolver, TcpListenerHandle,
+    TcpStreamHandle, CONNECT_TIMEOUT, MAX_RANGES,
 };
 pub use spec::{host_name, HostPorts, NetGrant, Range};
 pub use wit::net::AddressRange;
@@ -33,7 +33,7 @@ use crate::core::kind::{
 };
 use crate::core::pledges::Pledges;
 use crate::core::wit::capbroker::caps::types::Wants;
-use crate::core::Error;
+use crate::core::{Error, Invalid};
 
 /// The net room's per-store state: the WASI face's sockets.
 pub type NetCtx = wasi::WasiTcp;
@@ -54,20 +54,23 @@ pub trait Direction: Handle {
     const NAME: &'static str;
     /// How the flag is written, for `capbroker inspect`.
     const FORM: &'static str;
+    /// Why a grant reaches nothing.
+    type Unreachable: std::fmt::Display;
     /// Parses the ranges of a grant.
-    fn parse(spec: &str) -> Result<NetGrant, String>;
+    fn parse(spec: &str) -> Result<NetGrant, Invalid>;
     /// What a grant reaches (a connect grant's host names looked up).
-    fn reach(spec: &NetGrant) -> Result<Reach, String>;
+    fn reach(spec: &NetGrant) -> Result<Reach, Self::Unreachable>;
     fn wrap(reach: Reach) -> Self;
 }
 
 impl Direction for ListenRight {
     const NAME: &'static str = "listen";
     const FORM: &'static str = "ADDRESS:PORT";
-    fn parse(spec: &str) -> Result<NetGrant, String> {
+    type Unreachable = Invalid;
+    fn parse(spec: &str) -> Result<NetGrant, Invalid> {
         NetGrant::parse_listen(spec)
     }
-    fn reach(spec: &NetGrant) -> Result<Reach, String> {
+    fn reach(spec: &NetGrant) -> Result<Reach, Invalid> {
         Reach::listen(spec)
     }
     fn wrap(reach: Reach) -> Self {
@@ -78,10 +81,11 @@ impl Direction for ListenRight {
 impl Direction for ConnectRight {
     const NAME: &'static str = "connect";
     const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
-    fn parse(spec: &str) -> Result<NetGrant, String> {
+    type Unreachable = LookupError;
+    fn parse(spec: &str) -> Result<NetGrant, Invalid> {
         NetGrant::parse(spec)
     }
-    fn reach(spec: &NetGrant) -> Result<Reach, String> {
+    fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
         Reach::connect(spec)
     }
     fn wrap(reach: Reach) -> Self {

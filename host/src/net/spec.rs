@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::AddressRange;
-use crate::core::Error;
+use crate::core::{Error, Invalid};
 
 /// Parses an IP network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
 pub(crate) fn parse_network(s: &str) -> Option<IpNet> {
@@ -26,7 +26,7 @@ pub struct Range {
 
 /// Parses `PORT` or `PORT-PORT`: `None` if it is neither, `Some(Err)` for
 /// an empty range.
-pub(crate) fn parse_ports(s: &str) -> Option<Result<(u16, u16), String>> {
+pub(crate) fn parse_ports(s: &str) -> Option<Result<(u16, u16), Invalid>> {
     let (first, last) = match s.split_once('-') {
         Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
         None => {
@@ -35,7 +35,7 @@ pub(crate) fn parse_ports(s: &str) -> Option<Result<(u16, u16), String>> {
         }
     };
     Some(if first > last {
-        Err("the port range is empty".into())
+        Err(Invalid::Nothing("the port range is empty"))
     } else {
         Ok((first, last))
     })
@@ -67,15 +67,19 @@ pub fn host_name(s: &str) -> Option<String> {
 impl Range {
     /// Parses `IP[/PREFIX]:PORT[-PORT]`, IPv6 in brackets
     /// (`[::1]:8080`, `[fd00::]/8:443`).
-    pub fn parse(s: &str) -> Result<Range, String> {
+    pub fn parse(s: &str) -> Result<Range, Invalid> {
         let bad = || {
-            format!("`{s}` is not ADDRESS[/PREFIX]:PORT[-PORT] (e.g. 127.0.0.1:8080, 10.0.0.0/8:443, [::1]:8000-8099)")
+            Invalid::form(
+                s,
+                "ADDRESS[/PREFIX]:PORT[-PORT] (e.g. 127.0.0.1:8080, 10.0.0.0/8:443, \
+                 [::1]:8000-8099)",
+            )
         };
         let (addr, ports) = s.rsplit_once(':').ok_or_else(bad)?;
         let net = parse_network(&addr.replace(['[', ']'], "")).ok_or_else(bad)?;
         let ports = parse_ports(ports)
             .ok_or_else(bad)?
-            .map_err(|e| format!("`{s}`: {e}"))?;
+            .map_err(|e| e.within(s))?;
         Ok(Range {
             net: net.trunc(),
             ports,
@@ -141,13 +145,13 @@ pub struct HostPorts {
 
 impl HostPorts {
     /// Parses `HOST:PORT[-PORT]`; `None` if it is not spelled so.
-    pub(crate) fn parse(s: &str) -> Option<Result<HostPorts, String>> {
+    pub(crate) fn parse(s: &str) -> Option<Result<HostPorts, Invalid>> {
         let (host, ports) = s.rsplit_once(':')?;
         let host = host_name(host)?;
         Some(
             parse_ports(ports)?
                 .map(|ports| HostPorts { host, ports })
-                .map_err(|e| format!("`{s}`: {e}")),
+                .map_err(|e| e.within(s)),
         )
     }
 }
@@ -173,7 +177,7 @@ pub struct NetGrant {
 }
 
 impl NetGrant {
-    pub fn parse(spec: &str) -> Result<NetGrant, String> {
+    pub fn parse(spec: &str) -> Result<NetGrant, Invalid> {
         let mut grant = NetGrant::default();
         for entry in spec.split(',') {
             match Range::parse(entry) {
@@ -181,9 +185,10 @@ impl NetGrant {
                 Err(e) => match HostPorts::parse(entry) {
                     Some(h) => grant.hosts.push(h?),
                     None if entry.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-                        return Err(format!(
-                            "`{entry}` is not ADDRESS[/PREFIX]:PORT[-PORT] or \
-                             HOST:PORT[-PORT] (e.g. 127.0.0.1:8080, example.com:443)"
+                        return Err(Invalid::form(
+                            entry,
+                            "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT[-PORT] \
+                             (e.g. 127.0.0.1:8080, example.com:443)",
                         ))
                     }
                     None => return Err(e),
@@ -194,7 +199,7 @@ impl NetGrant {
     }
 
     /// Parses a listen grant: addresses only.
-    pub fn parse_listen(spec: &str) -> Result<NetGrant, String> {
+    pub fn parse_listen(spec: &str) -> Result<NetGrant, Invalid> {
         let grant = NetGrant::parse(spec)?;
         match grant.hosts.first() {
             Some(h) => Err(listen_host(h)),
@@ -220,8 +225,9 @@ impl std::fmt::Display for NetGrant {
 
 /// A listen grant names no host: it would bind wherever the name pointed at
 /// start.
-pub(crate) fn listen_host(h: &HostPorts) -> String {
-    format!(
-        "`{h}` is not ADDRESS[/PREFIX]:PORT[-PORT]: a listen grant takes addresses, not host names"
+pub(crate) fn listen_host(h: &HostPorts) -> Invalid {
+    Invalid::form(
+        &h.to_string(),
+        "ADDRESS[/PREFIX]:PORT[-PORT]: a listen grant takes addresses, not host names",
     )
 }

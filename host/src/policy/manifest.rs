@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::config::{Config, ManifestSource};
+use super::Error;
 use crate::core::kind::{Amount, Kind, Located};
 use crate::core::limits::{parse_count, parse_duration, parse_size};
 use crate::grants::{with_kinds, Grant, NamedGrant};
@@ -110,19 +111,23 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn at(&self, span: Range<usize>, msg: impl std::fmt::Display) -> wasmtime::Error {
+    fn at(&self, span: Range<usize>, message: impl std::fmt::Display) -> Error {
         let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        wasmtime::format_err!("{}:{line}:{col}: {msg}", self.name)
+        Error::Manifest {
+            file: self.name.to_string(),
+            line: before.matches('\n').count() + 1,
+            col: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message: message.to_string(),
+        }
     }
 }
 
 impl Config {
     /// Reads the manifest at `path`.
-    pub fn load(path: &Path) -> wasmtime::Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            wasmtime::format_err!("cannot read the manifest `{}`: {e}", path.display())
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+            path: path.to_path_buf(),
+            error,
         })?;
         // Absolute, so that `--print-config` names the same places from
         // anywhere.
@@ -130,11 +135,9 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let base = base.canonicalize().map_err(|e| {
-            wasmtime::format_err!(
-                "cannot find the manifest's folder `{}`: {e}",
-                base.display()
-            )
+        let base = base.canonicalize().map_err(|error| Error::Folder {
+            path: base.to_path_buf(),
+            error,
         })?;
         let mut c = Config::parse(&path.display().to_string(), &text, &base)?;
         c.manifest = Some(ManifestSource {
@@ -153,13 +156,16 @@ impl Config {
 
     /// Parses a manifest's `text`; `name` is how errors refer to it, and
     /// host paths are relative to `base`.
-    pub fn parse(name: &str, text: &str, base: &Path) -> wasmtime::Result<Config> {
+    pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Error> {
         let src = Source { name, text };
         let policy: Policy = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end().to_string();
             match e.span() {
                 Some(span) => src.at(span, msg),
-                None => wasmtime::format_err!("{name}: {msg}"),
+                None => Error::Unplaced {
+                    file: name.to_string(),
+                    message: msg,
+                },
             }
         })?;
         let mut c = Config {

@@ -9,10 +9,8 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use wasmtime::bail;
-
-use super::Config;
-use crate::core::{Rights, RightsList};
+use super::{Config, Error, Refusal};
+use crate::core::Rights;
 use crate::grants::Grant;
 
 /// The rights that change what is in a directory.
@@ -27,7 +25,7 @@ impl Config {
     /// the run, a plain command's preopens included. Places are compared by
     /// identity (device and inode), so that `..`, symbolic links and bind
     /// mounts do not make one folder look like two.
-    pub fn check_manifest_out_of_reach(&self) -> wasmtime::Result<()> {
+    pub fn check_manifest_out_of_reach(&self) -> Result<(), Error> {
         match &self.manifest {
             Some(manifest) => self.check_out_of_reach(&manifest.path, "the manifest"),
             None => Ok(()),
@@ -41,7 +39,7 @@ impl Config {
     /// its path names once the path is checked, so that a link put there
     /// and taken away again (by a guest of another run) between the open
     /// and the check is caught too; no guest of this run has run yet.
-    pub fn check_grants_not_redirected(&self) -> wasmtime::Result<()> {
+    pub fn check_grants_not_redirected(&self) -> Result<(), Error> {
         use std::os::unix::fs::MetadataExt;
         let dirs: Vec<(&str, &crate::fs::DirGrant)> = self
             .grants
@@ -67,8 +65,14 @@ impl Config {
             .collect();
         for (name, d) in &dirs {
             let mut todo: Vec<std::ffi::OsString> = Vec::new();
+            let cannot_follow = |why| Refusal::Path {
+                grant: name.to_string(),
+                why,
+            };
             let Some(start) = d.resolved() else {
-                bail!("grant `{name}`: a relative path, and the working folder is gone");
+                return Err(
+                    cannot_follow("a relative path, and the working folder is gone").into(),
+                );
             };
             todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
             let mut at = PathBuf::from("/");
@@ -95,20 +99,19 @@ impl Config {
                         // out of it with `..` after a link inside it.
                         if let Some((writer, _)) = writers.iter().find(|(_, id)| chain.contains(id))
                         {
-                            bail!(
-                                "grant `{name}`: its path `{}` goes through the link `{}`, \
-                                 inside grant `{writer}`, which can write there: a guest \
-                                 could have put it there to point `{name}` elsewhere; name \
-                                 the folder itself",
-                                d.host_path.display(),
-                                next.display()
-                            );
+                            return Err(Refusal::Redirected {
+                                grant: name.to_string(),
+                                path: d.host_path.clone(),
+                                link: next,
+                                writer: writer.to_string(),
+                            }
+                            .into());
                         }
                         links += 1;
                         if links > 40 {
-                            bail!("grant `{name}`: too many symbolic links in its path");
+                            return Err(cannot_follow("too many symbolic links in its path").into());
                         }
-                        let target = std::fs::read_link(&next)?;
+                        let target = std::fs::read_link(&next).map_err(Refusal::Io)?;
                         todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
                     }
                 }
@@ -117,11 +120,11 @@ impl Config {
             if let Some(id) = d.opened_id() {
                 let now = std::fs::metadata(&at).map(|m| (m.dev(), m.ino())).ok();
                 if now != Some(id) {
-                    bail!(
-                        "grant `{name}`: `{}` is no longer the folder the broker opened (a \
-                         link on its path changed); name the folder itself, and run again",
-                        d.host_path.display()
-                    );
+                    return Err(Refusal::Changed {
+                        grant: name.to_string(),
+                        path: d.host_path.clone(),
+                    }
+                    .into());
                 }
             }
         }
@@ -132,12 +135,11 @@ impl Config {
     /// the broker reads or writes for the operator (`what`: the manifest,
     /// the `--audit` log, the `--learn` output), or put a link in its place
     /// that the broker would follow. The file need not exist yet.
-    pub fn check_out_of_reach(&self, path: &Path, what: &str) -> wasmtime::Result<()> {
-        let cannot_tell = |e: std::io::Error| {
-            wasmtime::format_err!(
-                "cannot tell whether a grant reaches {what} `{}`: {e}",
-                path.display()
-            )
+    pub fn check_out_of_reach(&self, path: &Path, what: &'static str) -> Result<(), Error> {
+        let cannot_tell = |error| Refusal::CannotTell {
+            what,
+            path: path.to_path_buf(),
+            error,
         };
         let mut writable = Vec::new();
         for g in &self.grants {
@@ -161,14 +163,15 @@ impl Config {
         };
         let (links, steps) = lookup(path).map_err(cannot_tell)?;
         if links > 1 {
-            bail!(
-                "{what} `{}` has {links} hard links: the broker cannot tell whether grant \
-                 `{}` (`{}`, {}) reaches one of them; give it a file of its own",
-                path.display(),
-                first.name,
-                root.display(),
-                RightsList(*rights)
-            );
+            return Err(Refusal::HardLinks {
+                what,
+                path: path.to_path_buf(),
+                links,
+                grant: first.name.clone(),
+                root: root.clone(),
+                rights: *rights,
+            }
+            .into());
         }
         for (g, root, rights, narrowed) in writable {
             let id = match std::fs::metadata(&root) {
@@ -176,20 +179,19 @@ impl Config {
                 // A narrowed path that is not there holds nothing the
                 // manifest depends on.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => continue,
-                Err(e) => return Err(cannot_tell(e)),
+                Err(e) => return Err(cannot_tell(e).into()),
             };
             if let Some(step) = steps.iter().find(|s| s.id == id) {
-                bail!(
-                    "{what} `{}` is within reach of grant `{}`: its {} over `{}` can \
-                     change `{}`, {}, so a guest could rewrite it or put a link in its place; \
-                     keep it out of every grant with write, create or remove, or grant less",
-                    path.display(),
-                    g.name,
-                    RightsList(rights),
-                    root.display(),
-                    step.path.display(),
-                    step.role
-                );
+                return Err(Refusal::InReach {
+                    what,
+                    path: path.to_path_buf(),
+                    grant: g.name.clone(),
+                    rights,
+                    root,
+                    step: step.path.clone(),
+                    role: step.role,
+                }
+                .into());
             }
         }
         Ok(())

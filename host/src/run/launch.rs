@@ -188,11 +188,11 @@ fn wasi_grants(
         ..WasiGrants::default()
     };
     for g in grants {
-        let named = |e: String| wasmtime::format_err!("grant `{}`: {e}", g.name);
+        let named = |e: &dyn std::fmt::Display| wasmtime::format_err!("grant `{}`: {e}", g.name);
         match &g.grant {
             Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
-            Grant::Listen(n) => wasi.listen.push(Reach::listen(n).map_err(named)?),
-            Grant::Connect(n) => wasi.connect.push(Reach::connect(n).map_err(named)?),
+            Grant::Listen(n) => wasi.listen.push(Reach::listen(n).map_err(|e| named(&e))?),
+            Grant::Connect(n) => wasi.connect.push(Reach::connect(n).map_err(|e| named(&e))?),
             Grant::Spawner(_) => {}
         }
     }

@@ -8,6 +8,7 @@ use super::spawner::{check_sane, SpawnerHandle};
 use super::wit::spawn::{Budget, Limits as ChildLimits};
 use crate::core::kind::{Amount, Located};
 use crate::core::limits::{parse_count, parse_duration, parse_size};
+use crate::core::Invalid;
 
 /// A spawner grant as `capbroker.toml` writes it: `[spawn.NAME]`. Limits
 /// left out keep their defaults.
@@ -54,20 +55,23 @@ impl SpawnGrant {
     /// `max-memory` (a size), `max-fuel` (a count, `K`/`M`/`G` allowed),
     /// `timeout` (`500ms`, `2s`, `1m`), `max-children` and `components`
     /// (names joined by `+`). Unnamed keys keep their defaults.
-    pub fn parse(spec: &str) -> Result<SpawnGrant, String> {
+    pub fn parse(spec: &str) -> Result<SpawnGrant, Invalid> {
         let mut g = SpawnGrant::default();
         for pair in spec.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+                .ok_or_else(|| Invalid::form(pair, "KEY=VALUE"))?;
             match key {
                 "components" => g.components = Some(value.split('+').map(str::to_string).collect()),
                 "max-memory" | "max-fuel" | "timeout" | "max-children" => g.set(key, value)?,
                 other => {
-                    return Err(format!(
-                        "unknown key `{other}` (keys are max-memory, max-fuel, timeout, \
-                         max-children, components)"
-                    ))
+                    return Err(Invalid::Word {
+                        what: "key",
+                        word: other.into(),
+                        within: None,
+                        known: "keys are max-memory, max-fuel, timeout, max-children, \
+                                components",
+                    })
                 }
             }
         }
@@ -75,32 +79,35 @@ impl SpawnGrant {
     }
 
     /// Sets the limit `key` from its text.
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), Invalid> {
         match key {
             "max-memory" => self.limits.max_memory = parse_size(value)? as u64,
             "max-fuel" => self.limits.max_fuel = parse_count(value)?,
             "timeout" => self.limits.timeout_ms = parse_duration(value)?.as_millis() as u64,
             _ => {
-                self.max_children = value
-                    .parse()
-                    .map_err(|_| format!("max-children `{value}` is not a whole number"))?
+                self.max_children = value.parse().map_err(|_| Invalid::NotWhole {
+                    what: "max-children",
+                    text: value.into(),
+                })?
             }
         }
         Ok(())
     }
 
     /// The grant, if its limits mean something.
-    fn checked(self) -> Result<SpawnGrant, String> {
-        check_sane(&self.limits).map_err(|e| crate::core::Describe(&e).to_string())?;
+    fn checked(self) -> Result<SpawnGrant, Invalid> {
+        check_sane(&self.limits).map_err(Invalid::Limits)?;
         if self.max_children == 0 {
-            return Err("max-children of 0 would allow no child at all".into());
+            return Err(Invalid::Nothing(
+                "max-children of 0 would allow no child at all",
+            ));
         }
         Ok(self)
     }
 
     /// The grant a manifest's `[spawn.NAME]` makes.
     pub fn from_table(t: &Spanned<SpawnTable>, name: &str) -> Result<SpawnGrant, Located> {
-        let at = |e: String| Located::at(t.span(), format!("[spawn.{name}]: {e}"));
+        let at = |e: Invalid| Located::at(t.span(), format!("[spawn.{name}]: {e}"));
         let spec = t.get_ref();
         let mut g = SpawnGrant::default();
         if let Some(v) = &spec.max_memory {

@@ -26,8 +26,21 @@ struct Group {
     example: String,
 }
 
+/// A line of a log that is not an audit event, at `file:line`.
+#[derive(Debug, thiserror::Error)]
+pub enum BadLog {
+    #[error("{file}:{line}: not a JSON object: {error}")]
+    NotJson {
+        file: String,
+        line: usize,
+        error: serde_json::Error,
+    },
+    #[error("{file}:{line}: not a capbroker audit event (no `event` or `pid`)")]
+    NotEvent { file: String, line: usize },
+}
+
 /// Summarises the log `text` (the contents of `name`).
-pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
+pub fn summarise(name: &str, text: &str) -> Result<String, BadLog> {
     let mut procs: BTreeMap<u64, Process> = BTreeMap::new();
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
     let mut suppressed = 0;
@@ -35,8 +48,11 @@ pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
         if line.trim().is_empty() {
             continue;
         }
-        let e: Value = serde_json::from_str(line)
-            .map_err(|err| wasmtime::format_err!("{name}:{}: not a JSON object: {err}", i + 1))?;
+        let e: Value = serde_json::from_str(line).map_err(|error| BadLog::NotJson {
+            file: name.to_string(),
+            line: i + 1,
+            error,
+        })?;
         // A log is text a guest had a hand in, and the summary goes to a
         // terminal: every string from it is cleaned again.
         let field = |k: &str| {
@@ -44,10 +60,10 @@ pub fn summarise(name: &str, text: &str) -> wasmtime::Result<String> {
         };
         let (Some(event), Some(pid)) = (e.get("event").and_then(Value::as_str), e["pid"].as_u64())
         else {
-            wasmtime::bail!(
-                "{name}:{}: not a capbroker audit event (no `event` or `pid`)",
-                i + 1
-            );
+            return Err(BadLog::NotEvent {
+                file: name.to_string(),
+                line: i + 1,
+            });
         };
         let p = procs.entry(pid).or_default();
         p.component = field("component");
