@@ -50,6 +50,13 @@ impl From<Refusal> for Error {
     }
 }
 
+/// A link on a grant's path that cannot be read.
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Refusal::Io(e).into()
+    }
+}
+
 /// What is wrong with a grant flag's value.
 #[derive(Debug, thiserror::Error)]
 pub enum BadFlag {
@@ -143,5 +150,5 @@ pub enum Refusal {
     Path { grant: String, why: &'static str },
     /// A link on a grant's path that cannot be read.
     #[error(transparent)]
-    Io(io::Error),
+    Io(#[from] io::Error),
 }

@@ -64,7 +64,6 @@ impl Config {
             })
             .collect();
         for (name, d) in &dirs {
-            let mut todo: Vec<std::ffi::OsString> = Vec::new();
             let cannot_follow = |why| Refusal::Path {
                 grant: name.to_string(),
                 why,
@@ -74,48 +73,27 @@ impl Config {
                     cannot_follow("a relative path, and the working folder is gone").into(),
                 );
             };
-            todo.extend(start.components().rev().map(|c| c.as_os_str().to_owned()));
-            let mut at = PathBuf::from("/");
             let mut links = 0;
-            while let Some(part) = todo.pop() {
-                match part.to_str() {
-                    Some("/") => at = PathBuf::from("/"),
-                    Some(".") => {}
-                    Some("..") => {
-                        at.pop();
-                    }
-                    _ => {
-                        let next = at.join(&part);
-                        // What is missing fails to open, with its own error.
-                        let Ok(meta) = std::fs::symlink_metadata(&next) else {
-                            break;
-                        };
-                        if !meta.is_symlink() {
-                            at = next;
-                            continue;
-                        }
-                        let chain = crate::fs::ancestry(&at);
-                        // The grant itself too: its own path may climb back
-                        // out of it with `..` after a link inside it.
-                        if let Some((writer, _)) = writers.iter().find(|(_, id)| chain.contains(id))
-                        {
-                            return Err(Refusal::Redirected {
-                                grant: name.to_string(),
-                                path: d.host_path.clone(),
-                                link: next,
-                                writer: writer.to_string(),
-                            }
-                            .into());
-                        }
-                        links += 1;
-                        if links > 40 {
-                            return Err(cannot_follow("too many symbolic links in its path").into());
-                        }
-                        let target = std::fs::read_link(&next).map_err(Refusal::Io)?;
-                        todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
-                    }
+            // What is missing fails the check below, or to open.
+            let walked = walk(&start, |folder, link| {
+                let chain = crate::fs::ancestry(folder);
+                // The grant itself too: its own path may climb back out of
+                // it with `..` after a link inside it.
+                if let Some((writer, _)) = writers.iter().find(|(_, id)| chain.contains(id)) {
+                    return Err(Error::from(Refusal::Redirected {
+                        grant: name.to_string(),
+                        path: d.host_path.clone(),
+                        link: link.to_path_buf(),
+                        writer: writer.to_string(),
+                    }));
                 }
-            }
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(cannot_follow("too many symbolic links in its path").into());
+                }
+                Ok(())
+            })?;
+            let at = walked.at;
             // What was opened is what the path names now that it is checked.
             if let Some(id) = d.opened_id() {
                 let now = std::fs::metadata(&at).map(|m| (m.dev(), m.ino())).ok();
@@ -214,14 +192,51 @@ struct Step {
 /// puts another folder in one's place is covered. Also the file's link
 /// count: a hard link elsewhere is a way to it that no walk finds.
 fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
+    let mut links = 0;
+    let walked = walk(&std::env::current_dir()?.join(path), |_, _| {
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::other("too many symbolic links"));
+        }
+        Ok(())
+    })?;
+    match walked.missing {
+        // A file not made yet: what it depends on is its folder.
+        Some((e, last)) if !last || e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        Some(_) => steps_of(None, walked.folders),
+        None => steps_of(Some(walked.at), walked.folders),
+    }
+}
+
+/// The most symbolic links a path may go through, as the kernel allows.
+const MAX_LINKS: usize = 40;
+
+/// Where following a path led.
+struct Walked {
+    /// A real file or folder, never a link; where it stopped if a part was
+    /// missing.
+    at: PathBuf,
+    /// Every folder an entry was looked up in on the way.
+    folders: BTreeSet<PathBuf>,
+    /// Why a part could not be looked up, and whether it was the last.
+    missing: Option<(std::io::Error, bool)>,
+}
+
+/// Follows the absolute `path` from `/` as the kernel does: every symbolic
+/// link wherever it leads, `..` from the real folder reached. `on_link`
+/// sees each link (the folder it is in, and the link) before it is
+/// followed, and may stop the walk.
+fn walk<E: From<std::io::Error>>(
+    path: &Path,
+    mut on_link: impl FnMut(&Path, &Path) -> Result<(), E>,
+) -> Result<Walked, E> {
     fn push(todo: &mut Vec<OsString>, p: &Path) {
         todo.extend(p.components().rev().map(|c| c.as_os_str().to_owned()));
     }
     let mut todo = Vec::new();
-    push(&mut todo, &std::env::current_dir()?.join(path));
+    push(&mut todo, path);
     let mut at = PathBuf::from("/");
     let mut folders = BTreeSet::new();
-    let mut links = 0;
     while let Some(part) = todo.pop() {
         // `at` is always a real folder, so `..` is its lexical parent.
         match part.to_str() {
@@ -234,17 +249,18 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
                 folders.insert(at.clone());
                 let next = at.join(&part);
                 let meta = match std::fs::symlink_metadata(&next) {
-                    // A file not made yet: what it depends on is its folder.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && todo.is_empty() => {
-                        return steps_of(None, folders);
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        let last = todo.is_empty();
+                        return Ok(Walked {
+                            at,
+                            folders,
+                            missing: Some((e, last)),
+                        });
                     }
-                    other => other?,
                 };
                 if meta.is_symlink() {
-                    links += 1;
-                    if links > 40 {
-                        return Err(std::io::Error::other("too many symbolic links"));
-                    }
+                    on_link(&at, &next)?;
                     push(&mut todo, &std::fs::read_link(&next)?);
                 } else {
                     at = next;
@@ -252,7 +268,11 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
             }
         }
     }
-    steps_of(Some(at), folders)
+    Ok(Walked {
+        at,
+        folders,
+        missing: None,
+    })
 }
 
 /// The steps of [`lookup`]: the file at `at` (if it exists) and `folders`,
