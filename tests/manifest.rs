@@ -162,6 +162,10 @@ fn a_bad_manifest_names_the_place_and_nothing_runs() {
             "capbroker.toml:2:14: [limits] max-memory: `lots` is not a size",
         ),
         (
+            "[limits]\nmax-handles = 0\n",
+            "capbroker.toml:2:15: [limits] max-handles: 0 is not in 16..=1000000",
+        ),
+        (
             "[spawn.w]\nmax-children = 0\n",
             "capbroker.toml:1:1: [spawn.w]: max-children of 0",
         ),
@@ -700,4 +704,28 @@ fn a_grant_whose_folder_changed_after_it_was_opened_is_refused() {
     let fresh = DirGrant::new(tree.path("a"), Rights::READ | Rights::LIST, None);
     fresh.open().unwrap();
     config(&fresh).check_grants_not_redirected().unwrap();
+}
+
+/// `--print-config` says where each grant came from, a grant whose name
+/// TOML quotes (a plain program's `/data`) too.
+#[test]
+fn print_config_names_the_origin_of_quoted_grants() {
+    let tree = Tree::new();
+    let manifest = tree.path("capbroker.toml");
+    std::fs::write(
+        &manifest,
+        "[dir.\"/data\"]\npath = \".\"\nrights = \"ro\"\n[limits]\nmax-handles = 64\n",
+    )
+    .unwrap();
+    let out = capbroker(&["run", "-m", manifest.to_str().unwrap(), "--print-config"]);
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        printed.contains(&format!("# from {}\n[dir.\"/data\"]", manifest.display())),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("# from {}\nmax-handles = 64", manifest.display())),
+        "{printed}"
+    );
 }

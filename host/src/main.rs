@@ -289,6 +289,9 @@ fn main() -> ExitCode {
     // starts on the parent's worker thread, and waking the parent when it
     // ends is a local reschedule rather than a cross-thread wake-up.
     let root = runtime.block_on(async { tokio::spawn(dispatch(cli.command)).await });
+    // The run is over: a host thread still blocked in a system call (no
+    // guest can make one, but should one be) must not keep the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match root.unwrap_or_else(|e| Err(wasmtime::format_err!("the host task failed: {e}"))) {
         Ok(code) => code,
         Err(e) => {
@@ -373,7 +376,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 None => flags,
             };
             if print_config {
-                out(&config.absolute().to_toml_with_origins());
+                out(&config.absolute().to_toml_with_origins()?);
                 return Ok(ExitCode::SUCCESS);
             }
             let code = Launch {

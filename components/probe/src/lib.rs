@@ -649,6 +649,31 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             }
             Ok(tally(counts))
         }
+        // Attack: stats N distinct paths of LEN bytes (each refused or
+        // failing), to see what the host keeps per path.
+        ["stat-many", _, n, len] => {
+            let d = held(&h.dirs, "dir", words[1])?;
+            let len: usize = len.parse().unwrap();
+            let mut ok = 0u64;
+            for i in 0..n.parse::<u64>().unwrap() {
+                let mut p = format!("{i}-");
+                while p.len() < len {
+                    p.push('x');
+                }
+                if d.stat(&p).is_ok() {
+                    ok += 1;
+                }
+            }
+            Ok(ok.to_string())
+        }
+        // Attack: asks for `mib` MiB and handles a refusal (no trap).
+        ["try-alloc", mib] => {
+            let mut v: Vec<u8> = Vec::new();
+            match v.try_reserve_exact(mib.parse::<usize>().unwrap() << 20) {
+                Ok(()) => Ok("reserved".into()),
+                Err(_) => Ok("refused".into()),
+            }
+        }
         ["memory"] => Ok(memory_bytes().to_string()),
         ["listen", r, addr, name] => {
             let l = held(&h.listens, "handle", r)?.listen(addr)?;

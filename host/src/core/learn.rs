@@ -23,6 +23,13 @@ pub struct Learner {
     used: Mutex<Used>,
 }
 
+/// The most uses learned per grant, and the most bytes of what they name:
+/// the guest chooses how many paths it touches, and the host keeps each
+/// one (and reconciles them all at the end). A grant used more than that is
+/// written back as it was granted, and says so.
+pub const MAX_USES: usize = 1024;
+pub const MAX_USE_BYTES: usize = 256 << 10;
+
 #[derive(Default, Debug)]
 pub struct Used {
     /// Per directory grant: each path below its root, and the rights used on it.
@@ -40,6 +47,32 @@ pub struct Used {
     pub peak_memory: u64,
     pub peak_fuel: u64,
     pub peak_wall_us: u64,
+    /// Per grant: how many uses, and how many bytes, were learned.
+    pub counted: BTreeMap<String, (usize, usize)>,
+    /// The grants used past [`MAX_USES`] or [`MAX_USE_BYTES`]: no longer
+    /// learned, and kept as granted.
+    pub too_many: BTreeSet<String>,
+}
+
+impl Used {
+    /// Counts one more use of `grant`, of `bytes`, if it stays within the
+    /// bounds; past them, forgets what `grant` used and marks it.
+    fn within(&mut self, grant: &str, bytes: usize) -> bool {
+        if self.too_many.contains(grant) {
+            return false;
+        }
+        let (uses, total) = self.counted.entry(grant.to_string()).or_default();
+        *uses += 1;
+        *total += bytes;
+        if *uses <= MAX_USES && *total <= MAX_USE_BYTES {
+            return true;
+        }
+        self.dirs.remove(grant);
+        self.moves.remove(grant);
+        self.net.remove(grant);
+        self.too_many.insert(grant.to_string());
+        false
+    }
 }
 
 impl Learner {
@@ -55,28 +88,36 @@ impl Learner {
     /// the root of grant `grant`.
     pub fn moved(&self, grant: &str, from: PathBuf, to: PathBuf) {
         self.with(|u| {
-            u.moves
-                .entry(grant.to_string())
-                .or_default()
-                .insert((from, to));
+            if u.within(grant, from.as_os_str().len() + to.as_os_str().len()) {
+                u.moves
+                    .entry(grant.to_string())
+                    .or_default()
+                    .insert((from, to));
+            }
         })
     }
 
     /// `rights` were used on `path`, relative to the root of grant `grant`.
     pub fn dir(&self, grant: &str, path: PathBuf, rights: Rights) {
         self.with(|u| {
-            *u.dirs
-                .entry(grant.to_string())
-                .or_default()
-                .entry(path)
-                .or_insert(Rights::empty()) |= rights;
+            let seen = u.dirs.get(grant).is_some_and(|d| d.contains_key(&path));
+            if seen || u.within(grant, path.as_os_str().len()) {
+                *u.dirs
+                    .entry(grant.to_string())
+                    .or_default()
+                    .entry(path)
+                    .or_insert(Rights::empty()) |= rights;
+            }
         })
     }
 
     /// The network grant `grant` was used for `addr` (`IP:PORT`).
     pub fn net(&self, grant: &str, addr: String) {
         self.with(|u| {
-            u.net.entry(grant.to_string()).or_default().insert(addr);
+            let seen = u.net.get(grant).is_some_and(|n| n.contains(&addr));
+            if seen || u.within(grant, addr.len()) {
+                u.net.entry(grant.to_string()).or_default().insert(addr);
+            }
         })
     }
 

@@ -176,7 +176,7 @@ impl MemoryLimiter {
         }
     }
 
-    /// Whether a growth was refused.
+    /// Whether the last growth asked for was refused.
     pub fn hit(&self) -> bool {
         self.hit
     }
@@ -206,6 +206,8 @@ impl ResourceLimiter for MemoryLimiter {
         }
         a.linear.store(linear, Ordering::Release);
         self.peak = self.peak.max(linear);
+        // A refusal the guest handled is behind it.
+        self.hit = false;
         Ok(true)
     }
 

@@ -41,6 +41,16 @@ pub struct Place {
     pub(crate) learn: Option<(Arc<Learner>, Arc<str>)>,
 }
 
+/// Whether `path` has a `..`. The broker resolves it by its text, the host
+/// through any link before it: what it names may not be what was used, so
+/// it is not learned (the next run then refuses it, rather than grant
+/// another file).
+fn climbs(path: &str) -> bool {
+    Path::new(path)
+        .components()
+        .any(|c| c == Component::ParentDir)
+}
+
 impl Place {
     /// The root of grant `name`.
     pub fn root(name: &str, learn: Option<Arc<Learner>>) -> Place {
@@ -57,14 +67,7 @@ impl Place {
 
     /// Notes, for `capbroker learn`, that `rights` were used on `path`.
     pub(crate) fn used(&self, path: &str, rights: Rights) {
-        // A `..` is resolved here by its text, and by the host through any
-        // link before it: what it names may not be what was used, so it is
-        // not learned (the next run then refuses it, rather than grant
-        // another file).
-        if Path::new(path)
-            .components()
-            .any(|c| c == Component::ParentDir)
-        {
+        if climbs(path) {
             return;
         }
         if let (Some((learner, grant)), Some(p)) = (&self.learn, self.below(path)) {
@@ -74,6 +77,9 @@ impl Place {
 
     /// Notes, for `capbroker learn`, that `from` was moved to `to`.
     pub(crate) fn moved(&self, from: &str, to: &str) {
+        if climbs(from) || climbs(to) {
+            return;
+        }
         if let (Some((learner, grant)), Some(f), Some(t)) =
             (&self.learn, self.below(from), self.below(to))
         {
@@ -81,7 +87,16 @@ impl Place {
         }
     }
 
+    /// The place of a handle derived at `path`. One derived through a `..`
+    /// is not learned from at all: where it really is cannot be told from
+    /// the text.
     pub(crate) fn at(&self, path: &str) -> Place {
+        if climbs(path) {
+            return Place {
+                base: self.base.clone(),
+                learn: None,
+            };
+        }
         Place {
             base: self.below(path).unwrap_or_else(|| self.base.clone()),
             ..self.clone()

@@ -130,6 +130,12 @@ impl Kind for Dirs {
 
     fn narrow(d: &DirGrant, name: &str, learned: &mut Learned<'_>) -> Option<DirGrant> {
         let u = learned.used;
+        if u.too_many.contains(name) {
+            learned.notes.push(format!(
+                "# dir.{name}: more uses than learning keeps: kept as granted"
+            ));
+            return Some(d.clone());
+        }
         let paths: Vec<(PathBuf, Rights)> = u
             .dirs
             .get(name)

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cap_primitives::fs::FollowSymlinks;
 use wasmtime::component::Resource;
-use wasmtime_wasi::filesystem::{Descriptor, Dir as WasiDir, WasiFilesystemView};
+use wasmtime_wasi::filesystem::{Descriptor, Dir as WasiDir, File as WasiFile, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
@@ -154,9 +155,10 @@ impl WasiFs {
         grant: &DirGrant,
         beside: Rights,
     ) -> wasmtime::Result<()> {
-        // Two preopens by one name (`/data` and `/data/` too) would leave
-        // which one a path, or an `unveil`, means to the order of a map.
-        let same = |other: &str| Path::new(other) == Path::new(guest_path);
+        // Two preopens by one name (`/data`, `/data/`, `data` and `./data`
+        // too, as wasi-libc reads them) would leave which one a path, or an
+        // `unveil`, means to the order of a map.
+        let same = |other: &str| libc_name(other) == libc_name(guest_path);
         if self
             .roots
             .values()
@@ -368,7 +370,11 @@ impl WasiFs {
         let (&i, root) = self
             .roots
             .iter()
-            .find(|(_, r)| r.guest_path.as_deref() == Some(guest_path))
+            .find(|(_, r)| {
+                r.guest_path
+                    .as_deref()
+                    .is_some_and(|p| libc_name(p) == libc_name(guest_path))
+            })
             .ok_or_else(|| Error::NotFound(guest_path.to_string()))?;
         let missing = rights & !root.gate.rights();
         if missing != Rights::empty() {
@@ -455,16 +461,17 @@ impl WasiFs {
         };
         let (root_id, view_id) = (id_of(&self.roots[&i].dir), id_of(&dir));
         // The guest paths the program names these places by: a preopen at
-        // `/data/cache` is one of `/data`'s paths, wherever its directory.
-        let guest_root = Path::new(guest_path);
+        // `/data/cache` (or `data/cache`) is one of `/data`'s paths,
+        // wherever its directory.
+        let guest_root = libc_name(guest_path);
         let guest_view = guest_root.join(&path);
         let others: Vec<(usize, Rights)> = self
             .roots
             .iter()
             .filter(|(&o, r)| o != i && r.guest_path.is_some())
             .filter_map(|(&o, r)| {
-                let name = Path::new(r.guest_path.as_deref().unwrap_or(""));
-                let named_inside = name.starts_with(guest_root);
+                let name = libc_name(r.guest_path.as_deref().unwrap_or(""));
+                let named_inside = name.starts_with(&guest_root);
                 // Where the other preopen's directory is now, by identity.
                 let chain = ancestry_of(&r.dir);
                 let under = |id: Option<(u64, u64)>| id.is_some_and(|id| chain.contains(&id));
@@ -610,6 +617,115 @@ fn dir_of(
         )),
         Ok(Descriptor::File(_)) => Err(ErrorCode::NotDirectory),
         Err(_) => Err(ErrorCode::BadDescriptor),
+    }
+}
+
+/// A preopen's name as wasi-libc matches paths against it: leading `/`
+/// and `./` dropped, `.` the empty name, so that `/data`, `data/`, `./data`
+/// are one name and `/` and `.` are the prefix of every path.
+fn libc_name(guest_path: &str) -> PathBuf {
+    Path::new(guest_path)
+        .components()
+        .filter(|c| {
+            !matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::CurDir
+            )
+        })
+        .collect()
+}
+
+/// The directory behind the descriptor `rep`, and the perms it was
+/// preopened with.
+fn parent_dir(
+    table: &wasmtime::component::ResourceTable,
+    rep: u32,
+) -> Result<(Arc<std::fs::File>, FsPerms), ErrorCode> {
+    match table.get(&borrow(rep)) {
+        Ok(Descriptor::Dir(d)) => Ok((d.dir.clone(), d.perms)),
+        Ok(Descriptor::File(_)) => Err(ErrorCode::NotDirectory),
+        Err(_) => Err(ErrorCode::BadDescriptor),
+    }
+}
+
+/// Opens `path` below the directory `parent` as wasmtime-wasi's
+/// `open-at` does, except that it can never block: `O_NONBLOCK` is in the
+/// open itself, and only a regular file or a directory is kept. A FIFO or
+/// a device put in the file's place after any earlier look would otherwise
+/// hold a host thread in the kernel's open for good (and, a few hundred
+/// times over, every thread the runtime has for file I/O).
+///
+/// (`O_NONBLOCK` changes nothing for a regular file or a directory on
+/// Linux, so what is kept is used as wasmtime-wasi would use its own.)
+async fn open_nonblocking(
+    (parent, perms): (Arc<std::fs::File>, FsPerms),
+    path_flags: types::PathFlags,
+    path: String,
+    oflags: types::OpenFlags,
+    flags: types::DescriptorFlags,
+) -> Result<Descriptor, ErrorCode> {
+    use cap_std::fs::OpenOptionsExt as _;
+    use types::{DescriptorFlags as D, OpenFlags as O, PathFlags as P};
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts._cap_fs_ext_maybe_dir(true);
+    let mut mode = OpenMode::empty();
+    if oflags.contains(O::CREATE) {
+        if oflags.contains(O::EXCLUSIVE) {
+            opts.create_new(true);
+        } else {
+            opts.create(true);
+        }
+        opts.write(true);
+        mode |= OpenMode::WRITE;
+    }
+    if oflags.contains(O::TRUNCATE) {
+        opts.truncate(true).write(true);
+        mode |= OpenMode::WRITE;
+    }
+    if flags.contains(D::READ) {
+        opts.read(true);
+        mode |= OpenMode::READ;
+    }
+    if flags.contains(D::WRITE) {
+        opts.write(true);
+        mode |= OpenMode::WRITE;
+    } else {
+        // Opened for reading, as wasmtime-wasi does; the perms decide use.
+        opts.read(true);
+        mode |= OpenMode::READ;
+    }
+    if !path_flags.contains(P::SYMLINK_FOLLOW) {
+        opts._cap_fs_ext_follow(FollowSymlinks::No);
+    }
+    if flags.intersects(D::FILE_INTEGRITY_SYNC | D::DATA_INTEGRITY_SYNC | D::REQUESTED_WRITE_SYNC) {
+        return Err(ErrorCode::Unsupported);
+    }
+    if oflags.contains(O::DIRECTORY) && oflags.intersects(O::CREATE | O::EXCLUSIVE | O::TRUNCATE) {
+        return Err(ErrorCode::Invalid);
+    }
+    if perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
+        return Err(ErrorCode::NotPermitted);
+    }
+    opts.custom_flags(libc::O_NONBLOCK);
+    let want_dir = oflags.contains(O::DIRECTORY);
+    let opened = tokio::task::spawn_blocking(move || {
+        let dir = cap_std::fs::Dir::from_std_file(parent.try_clone()?);
+        let file = dir.open_with(&path, &opts)?.into_std();
+        let kind = file.metadata()?.file_type();
+        if !kind.is_dir() && !kind.is_file() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok::<_, std::io::Error>((file, kind.is_dir()))
+    })
+    .await
+    .map_err(|_| ErrorCode::Io)?;
+    let (file, is_dir) = opened.map_err(|e| ErrorCode::from(&e))?;
+    if is_dir {
+        Ok(Descriptor::Dir(WasiDir::new(file, perms, mode, false)))
+    } else if want_dir {
+        Err(ErrorCode::NotDirectory)
+    } else {
+        Ok(Descriptor::File(WasiFile::new(file, perms, mode, false)))
     }
 }
 
@@ -1010,8 +1126,10 @@ impl HostDescriptor for FsView<'_> {
         let r = d.route.expect("a path call has a route");
         let path_flags = follow_unless_exact(path_flags, &r);
         // A FIFO or a device would block the host's thread in the open
-        // itself (wasmtime-wasi opens without O_NONBLOCK): only regular
-        // files and directories are opened, as on capbroker's own face.
+        // itself: only regular files and directories are opened, as on
+        // capbroker's own face. One known beforehand is not even opened
+        // (opening a device can act); one swapped in after this look is
+        // caught by `open_nonblocking`.
         if let Ok(st) = self
             .wasi
             .filesystem()
@@ -1028,27 +1146,23 @@ impl HostDescriptor for FsView<'_> {
             oflags |= types::OpenFlags::EXCLUSIVE;
         }
         let parent = self.kind.node(&fd)?.gate.clone();
-        let opened = match self
-            .wasi
-            .filesystem()
-            .open_at(borrow(r.fd), path_flags, r.path, oflags, flags)
-            .await
-            .map_err(full_is_error)
-        {
-            Ok(opened) => opened,
-            Err(e) if d.allowed.new_only && !asked_exclusive => {
+        let at = parent_dir(self.wasi.table, r.fd)?;
+        let opened = match open_nonblocking(at, path_flags, r.path, oflags, flags).await {
+            Ok(opened) => self
+                .wasi
+                .table
+                .push(opened)
+                .map_err(|_| FsError::from(ErrorCode::InsufficientMemory))?,
+            Err(ErrorCode::Exist) if d.allowed.new_only && !asked_exclusive => {
                 // An existing file, which a drop box may not reach.
-                if matches!(e.downcast_ref(), Some(ErrorCode::Exist)) {
-                    let err = Error::Denied(Rights::WRITE);
-                    let label = self.kind.label(r.root);
-                    self.core
-                        .audit
-                        .refused("open-at", label, &path, d.allowed.held, &err);
-                    return Err(wasi_code(op, &err).into());
-                }
-                return Err(e);
+                let err = Error::Denied(Rights::WRITE);
+                let label = self.kind.label(r.root);
+                self.core
+                    .audit
+                    .refused("open-at", label, &path, d.allowed.held, &err);
+                return Err(wasi_code(op, &err).into());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         // The descriptor holds what was held where it was opened; what the
         // guest made, it may fill: a new file in a drop box is writable

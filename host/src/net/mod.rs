@@ -109,6 +109,11 @@ impl<R: Direction> Kind for Net<R> {
     type Table = Spanned<Words>;
 
     fn from_table(t: &Self::Table, name: &str, _: &Path) -> Result<NetGrant, Located> {
+        // `[]`: granted, as a component may require, but reaching nothing
+        // (what learning writes for a required grant the run never used).
+        if matches!(t.get_ref(), Words::Many(v) if v.is_empty()) {
+            return Ok(NetGrant::default());
+        }
         R::parse(&t.get_ref().joined())
             .map_err(|e| Located::at(t.span(), format!("[{}] {name}: {e}", R::NAME)))
     }
@@ -148,13 +153,19 @@ impl<R: Direction> Kind for Net<R> {
 
 /// A network grant narrowed to the addresses the run used.
 fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetGrant> {
+    if learned.used.too_many.contains(name) {
+        learned.notes.push(format!(
+            "# {name}: more uses than learning keeps: kept as granted"
+        ));
+        return Some(spec.clone());
+    }
     let used = learned.used.net.get(name).cloned().unwrap_or_default();
     if used.is_empty() {
         if learned.required {
-            learned
-                .notes
-                .push(format!("# {name}: not used, but required: kept"));
-            return Some(spec.clone());
+            learned.notes.push(format!(
+                "# {name}: not used, but required: nothing to reach"
+            ));
+            return Some(NetGrant::default());
         }
         learned
             .notes

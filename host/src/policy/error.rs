@@ -38,6 +38,15 @@ pub enum Error {
     /// An error in the manifest that TOML does not place.
     #[error("{file}: {message}")]
     Unplaced { file: String, message: String },
+    /// A configuration that names a path TOML cannot hold, written as a
+    /// manifest (`--print-config`, `--learn`): rather than write another
+    /// path in its place.
+    #[error(
+        "cannot write `{}` in a manifest: it is not UTF-8, and a manifest holds only \
+         UTF-8 text",
+        path.display()
+    )]
+    NotUtf8 { path: PathBuf },
     /// A run refused before any guest runs (boxed: it is much the largest,
     /// and every flag's parser returns this type).
     #[error(transparent)]

@@ -1,7 +1,7 @@
 //! Learning mode's manifest: a run's configuration narrowed to what the run
 //! used, each grant by its own kind (see [`crate::core::kind::Kind::narrow`]).
 
-use super::Config;
+use super::{Config, Error};
 use crate::core::kind::Learned;
 use crate::core::learn::Learner;
 use crate::grants::{NamedGrant, Request};
@@ -13,7 +13,7 @@ use crate::grants::{NamedGrant, Request};
 /// it requires stays granted (and with the rights it asks for: the paths do
 /// the narrowing). Returns the manifest's text, with what was learned in
 /// comments.
-pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> String {
+pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Result<String, Error> {
     let mut learned = Config {
         component: config.component.clone(),
         args: config.args.clone(),
@@ -52,8 +52,8 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Str
             .collect();
     });
     let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
-    format!(
+    Ok(format!(
         "# Written by `capbroker run --learn`: only what the run used.\n{notes}\n{}",
-        learned.to_toml()
-    )
+        learned.to_toml()?
+    ))
 }

@@ -182,7 +182,14 @@ impl Config {
                 c.max_memory = Some(size);
             }
             if let Some(h) = &l.max_handles {
-                c.max_handles = Some(*h.get_ref() as usize);
+                let n = *h.get_ref();
+                if !(16..=1_000_000).contains(&n) {
+                    return Err(src.at(
+                        h.span(),
+                        format!("[limits] max-handles: {n} is not in 16..=1000000"),
+                    ));
+                }
+                c.max_handles = Some(n as usize);
             }
             if let Some(f) = &l.max_fuel {
                 let fuel = parse_count(&f.get_ref().text())
@@ -242,41 +249,50 @@ impl Config {
         p
     }
 
-    /// The configuration as a manifest, every default filled in.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(&self.to_policy()).expect("a policy is plain data that TOML can hold")
+    /// The configuration as a manifest, every default filled in. Refused
+    /// when a path is not UTF-8: TOML cannot hold it, and writing another
+    /// path in its place would grant another folder when read back.
+    pub fn to_toml(&self) -> Result<String, Error> {
+        if let Some(path) = self.paths().find(|p| p.to_str().is_none()) {
+            return Err(Error::NotUtf8 {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(toml::to_string(&self.to_policy()).expect("a policy is plain data that TOML can hold"))
+    }
+
+    /// Every host path the configuration names.
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        let dirs = self.grants.iter().filter_map(|g| match &g.grant {
+            Grant::Dir(d) => Some(d),
+            _ => None,
+        });
+        let scoped = dirs
+            .clone()
+            .flat_map(|d| d.paths.iter().flatten().map(|(p, _)| p.as_path()));
+        self.component
+            .as_deref()
+            .into_iter()
+            .chain(self.components.iter().map(|(_, p)| p.as_path()))
+            .chain(dirs.map(|d| d.host_path.as_path()))
+            .chain(scoped)
     }
 
     /// [`Config::to_toml`] with a comment above each grant, component and
     /// limit saying where it came from (`capbroker run --print-config`).
-    pub fn to_toml_with_origins(&self) -> String {
+    pub fn to_toml_with_origins(&self) -> Result<String, Error> {
         let mut out = match &self.manifest {
             Some(m) => format!("# manifest: {}\n", m.path.display()),
             None => "# manifest: none\n".to_string(),
         };
         let mut table = String::new();
-        for line in self.to_toml().lines() {
-            if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                if table == "limits" {
-                    self.unset_limits(&mut out);
-                }
-                table = header.to_string();
-                // `[dir.NAME]`, `[spawn.NAME]`: a grant of its own.
-                if let Some((kind, name)) = header.split_once('.') {
-                    if !name.contains('.') && is_grant_table(kind) {
-                        out.push_str(&format!("# from {}\n", self.grant_origin(name)));
-                    }
-                }
-            } else if let Some((key, _)) = line.split_once(" = ") {
-                let origin = match table.as_str() {
-                    "limits" => Some(self.limit_origin(key)),
-                    "components" => Some(self.origin(key, |m| &m.components)),
-                    t if is_grant_table(t) => Some(self.grant_origin(key)),
-                    _ => None,
-                };
-                if let Some(origin) = origin {
-                    out.push_str(&format!("# from {origin}\n"));
-                }
+        // Inside a multi-line string, a line is part of a value.
+        let mut in_string = false;
+        for line in self.to_toml()?.lines() {
+            let was_in_string = in_string;
+            in_string ^= (line.matches("\"\"\"").count() + line.matches("'''").count()) % 2 == 1;
+            if !was_in_string {
+                self.origin_of(line, &mut table, &mut out);
             }
             out.push_str(line);
             out.push('\n');
@@ -284,7 +300,37 @@ impl Config {
         if table == "limits" {
             self.unset_limits(&mut out);
         }
-        out
+        Ok(out)
+    }
+
+    /// Writes to `out` where what `line` begins came from, if it begins a
+    /// grant, a limit or a component; `table` is the table the line is in.
+    fn origin_of(&self, line: &str, table: &mut String, out: &mut String) {
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if table == "limits" {
+                self.unset_limits(out);
+            }
+            *table = header.to_string();
+            // `[dir.NAME]`, `[spawn.NAME]`: a grant of its own.
+            if let Some((kind, name)) = header.split_once('.') {
+                // A name TOML quotes (`"/data"`) is one name all the same.
+                let name = unquoted(name);
+                if !name.contains('.') && is_grant_table(kind) {
+                    out.push_str(&format!("# from {}\n", self.grant_origin(name)));
+                }
+            }
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let key = unquoted(key);
+            let origin = match table.as_str() {
+                "limits" => Some(self.limit_origin(key)),
+                "components" => Some(self.origin(key, |m| &m.components)),
+                t if is_grant_table(t) => Some(self.grant_origin(key)),
+                _ => None,
+            };
+            if let Some(origin) = origin {
+                out.push_str(&format!("# from {origin}\n"));
+            }
+        }
     }
 
     /// Says which limits are unlimited, and why.
@@ -337,6 +383,14 @@ impl Config {
             _ => "the default".into(),
         }
     }
+}
+
+/// A key as written, without the quotes TOML puts around one that is not
+/// bare (grant names hold no quote or backslash to escape).
+fn unquoted(key: &str) -> &str {
+    key.strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(key)
 }
 
 /// Whether `table` holds grants (`dir`, `listen`, …).

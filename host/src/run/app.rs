@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::bail;
 use wasmtime::component::{Component, Instance, InstancePre, Linker};
@@ -268,7 +267,7 @@ impl AppComponent {
             app: started.app,
             instance: started.instance,
             ran: false,
-            timeout: limits.timeout,
+            deadline: started.deadline,
         })
     }
 }
@@ -315,7 +314,8 @@ pub struct Running {
     app: App,
     instance: Instance,
     ran: bool,
-    timeout: Option<Duration>,
+    /// One deadline for the whole run: instantiation, `requests` and `run`.
+    deadline: Deadline,
 }
 
 impl Running {
@@ -326,12 +326,7 @@ impl Running {
             bail!("`run` was already called on this instance");
         }
         let call = self.app.call_run(&mut self.store, args);
-        let stopped = supervise(
-            pin!(call),
-            Deadline::after(self.timeout),
-            std::future::pending(),
-        )
-        .await;
+        let stopped = supervise(pin!(call), self.deadline, std::future::pending()).await;
         let ended = Ended::of(stopped, &self.store);
         let status = ended.status(|r| if r.is_ok() { "finished" } else { "failed" });
         record_exit(&self.store, status, ended.limit());

@@ -150,7 +150,8 @@ impl Launch {
             // Wait for children still running, so their use counts.
             learner.settle().await;
             let requests = app.requests().await?;
-            let text = crate::policy::learned::manifest(learner, &config.absolute(), &requests);
+            let text = crate::policy::learned::manifest(learner, &config.absolute(), &requests)
+                .context("--learn")?;
             std::fs::write(path, text)
                 .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
             if !matches!(outcome, Ok(Outcome::Ok)) {

@@ -156,19 +156,34 @@ pub enum Ended<T> {
 impl<T> Ended<T> {
     /// Tells apart how guest code on `store` ended. The guest's own ending
     /// (a return, or `exit`) comes first: it may have met a limit and
-    /// handled it. Then its memory limit (a failed allocation often ends
-    /// in a trap), its fuel, and any other trap.
+    /// handled it. Then its fuel, which is unambiguous; then its memory
+    /// limit, for the traps a failed allocation ends in, if the last growth
+    /// was refused; then any other trap.
     pub fn of(stopped: Stopped<wasmtime::Result<T>>, store: &Store<State>) -> Ended<T> {
         match stopped {
             Stopped::Late(t) => Ended::TimedOut(t),
             Stopped::Killed => Ended::Killed,
             Stopped::Done(Ok(v)) => Ended::Returned(v),
-            Stopped::Done(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => Ended::Exit(exit.0),
-                None if store.data().memory_limit_hit() => Ended::OutOfMemory(e),
-                None if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) => Ended::OutOfFuel(e),
-                None => Ended::Trapped(e),
-            },
+            Stopped::Done(Err(e)) => {
+                if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    return Ended::Exit(exit.0);
+                }
+                let trap = e.downcast_ref::<Trap>().copied();
+                // A refused growth explains only how a failed allocation
+                // ends (an abort, or a use of the null it got), and only
+                // while memory has not grown since.
+                let from_allocation = matches!(
+                    trap,
+                    None | Some(Trap::UnreachableCodeReached | Trap::MemoryOutOfBounds)
+                );
+                if trap == Some(Trap::OutOfFuel) {
+                    Ended::OutOfFuel(e)
+                } else if store.data().memory_limit_hit() && from_allocation {
+                    Ended::OutOfMemory(e)
+                } else {
+                    Ended::Trapped(e)
+                }
+            }
         }
     }
 

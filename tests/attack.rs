@@ -1,0 +1,321 @@
+//! Regression tests from the attack on the restructured broker (see
+//! attack-findings.md). Each fails on the branch as attacked; each says
+//! what should happen instead.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{capbroker, guest, guests, text, Tree};
+
+fn probe() -> String {
+    guests().join("probe.wasm").display().to_string()
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+}
+
+/// Runs `cmd`, killing it (and failing) if it is still running after
+/// `limit`.
+fn run_with_watchdog(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    // Output goes to files: a pipe nobody reads until the end would fill
+    // and hold the broker up itself.
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(err.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("{what}: the broker did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// F1. The WASI face checks that a path is a regular file (`stat-at`)
+/// and then opens it (`open-at`) in a second step. A child sharing the
+/// directory swaps a planted FIFO in between; the open blocks a host
+/// thread for good, the run's `--timeout` fires, and the broker never
+/// exits (the runtime waits for the blocked thread).
+#[test]
+fn a_fifo_swapped_in_between_check_and_open_does_not_hang_the_host() {
+    let tree = Tree::new();
+    let fifo = std::ffi::CString::new(tree.path("root/f").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::fs::write(tree.path("root/r"), "regular").unwrap();
+    std::fs::write(tree.path("root/x"), "regular").unwrap();
+    // The child flips `x` between the FIFO and a regular file, by hard
+    // links and renames over it, so that `x` always exists.
+    let flips = std::iter::once("wasi-hold data all W".to_string())
+        .chain(std::iter::repeat_n(
+            "wasi-link W f W t1;wasi-rename W t1 W x;wasi-link W r W t2;wasi-rename W t2 W x"
+                .to_string(),
+            1400,
+        ))
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut cmd = bin();
+    cmd.args(["run", "--timeout", "5s", "--dir"])
+        .arg(format!("data={}", tree.root().display()))
+        .args(["--spawn", "sp=max-memory=64MiB,max-fuel=100G,timeout=3s"])
+        .arg(probe())
+        .arg("wasi-hold data all W")
+        .arg(format!("spawn sp self budget data C {flips}"));
+    for _ in 0..40 {
+        cmd.arg("wasi-fill W x");
+    }
+    let out = run_with_watchdog(cmd, Duration::from_secs(60), "FIFO race");
+    let stdout = text(&out.stdout);
+    // Every open ends: a regular file opened, or the FIFO refused.
+    assert_eq!(
+        stdout.matches("wasi-fill W x => ").count(),
+        40,
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("no limit"), "{stdout}");
+}
+
+/// F2. wasi-libc strips `/` and `./` from preopen names, so `d/cache`
+/// (or `d`, `./d`) answers for `/d/...` paths; `unveil("/d", ...)` closes
+/// only preopens whose name starts with `/d` as written, so the program
+/// keeps writing under `/d` after unveiling it.
+#[test]
+fn unveil_closes_preopens_named_under_it_however_they_are_spelled() {
+    for (alias, path) in [("d/cache", "/d/cache/secret"), ("d", "/d/secret")] {
+        let tree = Tree::new();
+        let out = bin()
+            .arg("run")
+            .arg("--dir")
+            .arg(format!("/d={}", tree.root().display()))
+            .arg("--dir")
+            .arg(format!("{alias}={}", tree.outside().display()))
+            .arg(guest("std-probe"))
+            .args(["unveil", "/d", "sub", "read", "write", path, "pwned"])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        if alias == "d" {
+            // One name as wasi-libc reads it: two grants there are refused.
+            assert!(
+                text(&out.stderr).contains("two directories are granted at the guest path"),
+                "{}",
+                text(&out.stderr)
+            );
+        } else {
+            assert!(stdout.contains("ok unveil /d sub"), "{stdout}");
+        }
+        assert_eq!(
+            tree.read("outside/secret").as_deref(),
+            Some("SECRET"),
+            "after unveil(/d, sub, read), `{path}` was written through the preopen `{alias}`:\n{stdout}"
+        );
+    }
+}
+
+/// F4. Learning records a derived handle's place by the text of the
+/// path it was opened at, `..` resolved lexically: `open-dir link/..`
+/// (link -> sub/deeper) is really `sub`, but is learned as the grant's
+/// root, so the learned manifest grants listing the root, which the run
+/// never did.
+#[test]
+fn learning_through_a_link_and_dotdot_grants_nothing_the_run_did_not_use() {
+    let tree = Tree::new();
+    std::os::unix::fs::symlink("sub/deeper", tree.path("root/link")).unwrap();
+    let learned = tree.path("learned.toml");
+    let out = capbroker(&[
+        "run",
+        "--learn",
+        learned.to_str().unwrap(),
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        &probe(),
+        "open-dir data link/.. read,list h",
+        "list h .",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("list h . => ok:deeper=dir,inner.txt=file"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = capbroker(&["run", "-m", learned.to_str().unwrap(), "--", "list data ."]);
+    assert!(
+        !text(&again.stdout).contains("list data . => ok"),
+        "the learned manifest lets the next run list the root, which the learning run \
+         never listed:\n{}\n{}",
+        std::fs::read_to_string(&learned).unwrap(),
+        text(&again.stdout)
+    );
+}
+
+/// F6. A required network grant that the run did not use is kept as
+/// granted, its whole range, where the README promises it is "kept with
+/// nothing to reach" (as dirs and spawners are).
+#[test]
+fn a_required_unused_network_grant_is_learned_with_nothing_to_reach() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("cfg")).unwrap(); // no server.conf
+    std::fs::create_dir_all(tree.path("up")).unwrap();
+    let learned = tree.path("learned.toml");
+    let _ = capbroker(&[
+        "run",
+        "--learn",
+        learned.to_str().unwrap(),
+        "--dir",
+        &format!("cfg={}:read", tree.path("cfg").display()),
+        "--dir",
+        &format!("uploads={}:create", tree.path("up").display()),
+        "--listen",
+        "web=0.0.0.0/0:1-65535",
+        "--spawn",
+        "workers",
+        &guests().join("web_server.wasm").display().to_string(),
+    ]);
+    let toml = std::fs::read_to_string(&learned).unwrap();
+    assert!(
+        !toml.contains("0.0.0.0/0:1-65535"),
+        "an unused listen grant kept its whole range:\n{toml}"
+    );
+}
+
+/// F3. What learning records is kept in host memory, outside the guest's
+/// budget, and written out whole: a 16 MiB guest that stats 100 missing
+/// paths of 1 MB makes the host hold ~0.5 GB and write a 100 MB manifest.
+#[test]
+fn learning_keeps_what_it_records_within_bounds() {
+    let tree = Tree::new();
+    let learned = tree.path("learned.toml");
+    let out = capbroker(&[
+        "run",
+        "--learn",
+        learned.to_str().unwrap(),
+        "--max-memory",
+        "16MiB",
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        &probe(),
+        "stat-many data 100 1000000",
+    ]);
+    let size = std::fs::metadata(&learned).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size < 16 << 20,
+        "a guest with 16 MiB had the broker write a {size}-byte manifest ({})",
+        text(&out.stderr).lines().last().unwrap_or("")
+    );
+}
+
+/// F7. `--print-config` adds "# from …" comments by scanning the TOML it
+/// wrote line by line; inside a multi-line string (an argument, a path
+/// or a variable with a newline) the comment becomes part of the value.
+#[test]
+fn print_config_reads_back_the_same_arguments() {
+    let tree = Tree::new();
+    let arg = "x\n[dir.data]\nk = v";
+    let out = capbroker(&[
+        "run",
+        "--print-config",
+        "--dir",
+        &format!("data={}", tree.root().display()),
+        &probe(),
+        arg,
+    ]);
+    assert!(out.status.success());
+    let m = tree.path("printed.toml");
+    std::fs::write(&m, &out.stdout).unwrap();
+    let run = capbroker(&["run", "-m", m.to_str().unwrap()]);
+    assert!(
+        text(&run.stdout).starts_with(&format!("{arg} => ")),
+        "the argument read back differs:\n{}",
+        text(&run.stdout)
+    );
+}
+
+/// F5. `--print-config` and `--learn` write host paths with
+/// `Path::display`, which replaces bytes that are not UTF-8 by U+FFFD:
+/// the manifest written for `app\xff/data` grants `app\u{FFFD}/data`, a
+/// folder anyone who can make one next to it chooses.
+#[test]
+fn manifests_written_back_name_the_same_non_utf8_folders() {
+    let tree = Tree::new();
+    let real = tree.path("").join(OsStr::from_bytes(b"app\xff"));
+    let planted = tree.path("app\u{FFFD}");
+    for (dir, content) in [(&real, "REAL"), (&planted, "PLANTED")] {
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/f"), content).unwrap();
+    }
+    std::fs::write(
+        real.join("capbroker.toml"),
+        format!(
+            "component = {:?}\n[dir.ro]\npath = \"data\"\nrights = \"ro\"\n",
+            probe()
+        ),
+    )
+    .unwrap();
+    let printed = bin()
+        .args(["run", "--print-config", "-m"])
+        .arg(real.join("capbroker.toml"))
+        .output()
+        .unwrap();
+    if !printed.status.success() {
+        // Refused, rather than written with another path in its place.
+        assert!(
+            text(&printed.stderr).contains("is not UTF-8"),
+            "{}",
+            text(&printed.stderr)
+        );
+        return;
+    }
+    let m = tree.path("printed.toml");
+    std::fs::write(&m, &printed.stdout).unwrap();
+    let out = capbroker(&["run", "-m", m.to_str().unwrap(), "--", "read ro f"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("PLANTED"),
+        "the printed manifest grants another folder:\n{}\n{stdout}",
+        text(&printed.stdout)
+    );
+}
+
+/// F8. The classifier asks "was the memory limit ever hit?" before
+/// looking at the trap: a child that handled a refused allocation and
+/// then ran out of fuel (or trapped) is reported as out of memory.
+#[test]
+fn a_handled_memory_refusal_does_not_make_every_later_end_out_of_memory() {
+    let out = capbroker(&[
+        "run",
+        "--spawn",
+        "sp=max-memory=16MiB,max-fuel=100G,timeout=60s",
+        &probe(),
+        "spawn sp self 16777216,50000000,60000 - C try-alloc 100;loop",
+        "wait C",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("wait C => ok:out-of-cpu"),
+        "expected out-of-cpu:\n{stdout}"
+    );
+}
