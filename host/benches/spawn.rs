@@ -65,7 +65,7 @@ impl Parent {
         let view = store.data_mut().broker();
         let spawner = view
             .table
-            .push(grant.spawner(&components.names()).unwrap())
+            .push(grant.spawner("sp", &components.names()).unwrap())
             .unwrap()
             .rep();
         let open =

@@ -118,6 +118,7 @@ impl Guest for Probe {
         .chain(
             [
                 ("sp", Wants::Spawner),
+                ("sp2", Wants::Spawner),
                 ("web", Wants::Listen),
                 ("api", Wants::Connect),
             ]

@@ -23,6 +23,19 @@ pub struct Learner {
     used: Mutex<Used>,
 }
 
+/// What the children started through one spawner grant used.
+#[derive(Default, Debug, Clone)]
+pub struct Spawns {
+    /// The components started, by the name they were spawned by.
+    pub spawned: BTreeSet<String>,
+    pub children: u64,
+    pub running: u64,
+    pub peak_running: u64,
+    pub peak_memory: u64,
+    pub peak_fuel: u64,
+    pub peak_wall_us: u64,
+}
+
 /// The most uses learned per grant, and the most bytes of what they name:
 /// the guest chooses how many paths it touches, and the host keeps each
 /// one (and reconciles them all at the end). A grant used more than that is
@@ -39,14 +52,11 @@ pub struct Used {
     pub moves: BTreeMap<String, BTreeSet<(PathBuf, PathBuf)>>,
     /// Per network grant: the addresses listened on or connected to.
     pub net: BTreeMap<String, BTreeSet<String>>,
-    /// The components started as children, by the name they were spawned by.
-    pub spawned: BTreeSet<String>,
-    pub children: u64,
+    /// Per spawner grant: the children started through it (or through a
+    /// copy or an attenuation of it).
+    pub spawns: BTreeMap<String, Spawns>,
+    /// Children still running, through every spawner.
     pub running: u64,
-    pub peak_running: u64,
-    pub peak_memory: u64,
-    pub peak_fuel: u64,
-    pub peak_wall_us: u64,
     /// Per grant: how many uses, and how many bytes, were learned.
     pub counted: BTreeMap<String, (usize, usize)>,
     /// The grants used past [`MAX_USES`] or [`MAX_USE_BYTES`]: no longer
@@ -121,23 +131,28 @@ impl Learner {
         })
     }
 
-    /// A child was started as `component` (the name given to `spawn`).
-    pub fn spawned(&self, component: &str) {
+    /// A child was started as `component` (the name given to `spawn`)
+    /// through the spawner grant `grant`.
+    pub fn spawned(&self, grant: &str, component: &str) {
         self.with(|u| {
-            u.spawned.insert(component.to_string());
-            u.children += 1;
             u.running += 1;
-            u.peak_running = u.peak_running.max(u.running);
+            let s = u.spawns.entry(grant.to_string()).or_default();
+            s.spawned.insert(component.to_string());
+            s.children += 1;
+            s.running += 1;
+            s.peak_running = s.peak_running.max(s.running);
         })
     }
 
-    /// A child ended, having used what `exit` says.
-    pub fn exited(&self, exit: &ExitRecord) {
+    /// A child started through `grant` ended, having used what `exit` says.
+    pub fn exited(&self, grant: &str, exit: &ExitRecord) {
         self.with(|u| {
             u.running = u.running.saturating_sub(1);
-            u.peak_memory = u.peak_memory.max(exit.peak_memory);
-            u.peak_fuel = u.peak_fuel.max(exit.fuel_used);
-            u.peak_wall_us = u.peak_wall_us.max(exit.wall_us);
+            let s = u.spawns.entry(grant.to_string()).or_default();
+            s.running = s.running.saturating_sub(1);
+            s.peak_memory = s.peak_memory.max(exit.peak_memory);
+            s.peak_fuel = s.peak_fuel.max(exit.fuel_used);
+            s.peak_wall_us = s.peak_wall_us.max(exit.wall_us);
         })
     }
 

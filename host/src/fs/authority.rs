@@ -230,6 +230,10 @@ pub fn decide<T>(
             // The destination's rights are learned where they are used;
             // learning keeps the source in step (see `learn`).
             Op::RenameFrom { .. } => Rights::REMOVE,
+            // Either right lets metadata be read; the one that gives less
+            // (names, not contents) is what is learned.
+            Op::Stat if held.contains(Rights::LIST) => Rights::LIST,
+            Op::Stat => Rights::READ,
             _ => need.used(held),
         };
         Ok((

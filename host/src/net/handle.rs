@@ -226,7 +226,9 @@ impl Reach {
     /// [`Reach::admits`], noting the use for `capbroker learn`.
     pub(crate) fn check(&self, addr: &SocketAddr) -> Result<(), Error> {
         self.admits(addr)?;
-        self.learned(|| addr.to_string());
+        // Without an IPv6 scope id, which no grant spells: the address and
+        // port are what a grant names.
+        self.learned(|| SocketAddr::new(addr.ip(), addr.port()).to_string());
         Ok(())
     }
 

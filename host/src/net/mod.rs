@@ -176,12 +176,24 @@ fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetG
     learned
         .notes
         .push(format!("# {name}: used {}", used.join(", ")));
-    Some(NetGrant::parse(&used.join(",")).unwrap_or_else(|e| {
-        learned
-            .notes
-            .push(format!("# {name}: kept as granted ({e})"));
-        spec.clone()
-    }))
+    // Each address as a grant of its own: one that does not read back as
+    // a grant is left out (never widened to the operator's whole range).
+    let mut grant = NetGrant::default();
+    for u in &used {
+        match NetGrant::parse(u) {
+            Ok(g) => {
+                grant.ranges.extend(g.ranges);
+                grant.hosts.extend(g.hosts);
+            }
+            Err(e) => learned
+                .notes
+                .push(format!("# {name}: `{u}` left out ({e})")),
+        }
+    }
+    if grant.ranges.is_empty() && grant.hosts.is_empty() && !learned.required {
+        return None;
+    }
+    Some(grant)
 }
 
 impl Handle for ListenRight {

@@ -47,7 +47,7 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
         learned.components = config
             .components
             .iter()
-            .filter(|(n, _)| used.spawned.contains(n))
+            .filter(|(n, _)| used.spawns.values().any(|s| s.spawned.contains(n)))
             .cloned()
             .collect();
     });

@@ -282,16 +282,14 @@ impl Config {
     /// limit saying where it came from (`capbroker run --print-config`).
     pub fn to_toml_with_origins(&self) -> Result<String, Error> {
         let mut out = match &self.manifest {
-            Some(m) => format!("# manifest: {}\n", m.path.display()),
+            Some(m) => format!("# manifest: {}\n", commented(&m.path.display().to_string())),
             None => "# manifest: none\n".to_string(),
         };
         let mut table = String::new();
-        // Inside a multi-line string, a line is part of a value.
-        let mut in_string = false;
-        for line in self.to_toml()?.lines() {
-            let was_in_string = in_string;
-            in_string ^= (line.matches("\"\"\"").count() + line.matches("'''").count()) % 2 == 1;
-            if !was_in_string {
+        let text = self.to_toml()?;
+        for (line, in_string) in text.lines().zip(starts_in_string(&text)) {
+            // Inside a multi-line string, a line is part of a value.
+            if !in_string {
                 self.origin_of(line, &mut table, &mut out);
             }
             out.push_str(line);
@@ -316,7 +314,7 @@ impl Config {
                 // A name TOML quotes (`"/data"`) is one name all the same.
                 let name = unquoted(name);
                 if !name.contains('.') && is_grant_table(kind) {
-                    out.push_str(&format!("# from {}\n", self.grant_origin(name)));
+                    out.push_str(&format!("# from {}\n", commented(&self.grant_origin(name))));
                 }
             }
         } else if let Some((key, _)) = line.split_once(" = ") {
@@ -328,7 +326,7 @@ impl Config {
                 _ => None,
             };
             if let Some(origin) = origin {
-                out.push_str(&format!("# from {origin}\n"));
+                out.push_str(&format!("# from {}\n", commented(&origin)));
             }
         }
     }
@@ -348,7 +346,7 @@ impl Config {
             if unset {
                 out.push_str(&format!(
                     "# from {}\n# {key}: {what}\n",
-                    self.limit_origin(key)
+                    commented(&self.limit_origin(key))
                 ));
             }
         }
@@ -383,6 +381,74 @@ impl Config {
             _ => "the default".into(),
         }
     }
+}
+
+/// `text` fit to stay in one comment line: control characters (a newline
+/// in a folder's name) escaped, so that nothing after them becomes TOML.
+fn commented(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// For each line of the TOML `text`, whether it begins inside a string (a
+/// multi-line one, which is the only kind a line can begin in), read as
+/// TOML reads strings: escapes in basic strings, none in literal ones, and
+/// comments.
+fn starts_in_string(text: &str) -> Vec<bool> {
+    #[derive(PartialEq)]
+    enum In {
+        Code,
+        Comment,
+        Basic { multi: bool },
+        Literal { multi: bool },
+    }
+    let mut at = In::Code;
+    let mut starts = vec![false];
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        match (&at, b[i]) {
+            (_, b'\n') => {
+                if at == In::Comment {
+                    at = In::Code;
+                }
+                starts.push(matches!(at, In::Basic { .. } | In::Literal { .. }));
+            }
+            (In::Code, b'#') => at = In::Comment,
+            (In::Code, b'"') if rest.starts_with(b"\"\"\"") => {
+                at = In::Basic { multi: true };
+                i += 2;
+            }
+            (In::Code, b'"') => at = In::Basic { multi: false },
+            (In::Code, b'\'') if rest.starts_with(b"'''") => {
+                at = In::Literal { multi: true };
+                i += 2;
+            }
+            (In::Code, b'\'') => at = In::Literal { multi: false },
+            (In::Basic { .. }, b'\\') => i += 1,
+            (In::Basic { multi: true }, b'"') if rest.starts_with(b"\"\"\"") => {
+                at = In::Code;
+                i += 2;
+            }
+            (In::Basic { multi: false }, b'"') => at = In::Code,
+            (In::Literal { multi: true }, b'\'') if rest.starts_with(b"'''") => {
+                at = In::Code;
+                i += 2;
+            }
+            (In::Literal { multi: false }, b'\'') => at = In::Code,
+            _ => {}
+        }
+        i += 1;
+    }
+    starts
 }
 
 /// A key as written, without the quotes TOML puts around one that is not

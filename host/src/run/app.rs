@@ -268,6 +268,7 @@ impl AppComponent {
             instance: started.instance,
             ran: false,
             deadline: started.deadline,
+            requests,
         })
     }
 }
@@ -316,6 +317,8 @@ pub struct Running {
     ran: bool,
     /// One deadline for the whole run: instantiation, `requests` and `run`.
     deadline: Deadline,
+    /// What the component asked for when it started.
+    requests: Vec<Request>,
 }
 
 impl Running {
@@ -341,6 +344,12 @@ impl Running {
             Ended::Killed => bail!("the component was killed"),
             Ended::Trapped(e) => Err(e.context("the component trapped")),
         }
+    }
+
+    /// The handles the component asked for when it started, as its
+    /// `requests` export gave them, under the run's own limits.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
     }
 
     pub fn store(&mut self) -> &mut Store<State> {

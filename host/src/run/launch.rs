@@ -145,11 +145,13 @@ impl Launch {
             .start(&config.grants, &limits, Arc::new(registry))
             .await?;
         let outcome = running.run(&config.args).await;
+        // What it asked for at its start, under the run's own limits: the
+        // learned manifest keeps what it requires.
+        let requests = running.requests().to_vec();
         drop(running);
         if let (Some(path), Some(learner)) = (&learn, &learner) {
             // Wait for children still running, so their use counts.
             learner.settle().await;
-            let requests = app.requests().await?;
             let text = crate::policy::learned::manifest(learner, &config.absolute(), &requests)
                 .context("--learn")?;
             std::fs::write(path, text)

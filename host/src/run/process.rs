@@ -224,6 +224,11 @@ impl BrokerCtxView<'_> {
             .pledges
             .check(crate::core::pledges::Authority::SPAWN, "spawning")?;
         let components = self.ctx.components.clone();
+        // The spawner's grant, for learning mode only.
+        let grant = match &self.ctx.core.learner {
+            Some(_) => Some(self.table.get(&spawner)?.grant().clone()),
+            None => None,
+        };
         let Admitted { name, slot } = self.table.get(&spawner)?.admit(
             self.ctx.core.audit.component(),
             component,
@@ -258,10 +263,11 @@ impl BrokerCtxView<'_> {
                 .collect()
         });
         let learner = ctx.core.learner.clone();
-        if let Some(l) = &learner {
+        let learner = learner.zip(grant);
+        if let Some((l, grant)) = &learner {
             // The component's own name: `self` names no component in a
             // manifest.
-            l.spawned(&name);
+            l.spawned(grant, &name);
         }
         let store_limits = Limits {
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
@@ -315,8 +321,8 @@ impl BrokerCtxView<'_> {
                     _ => link.release_when_read(slot),
                 }
                 child_audit.exited(&record);
-                if let Some(l) = &learner {
-                    l.exited(&record);
+                if let Some((l, grant)) = &learner {
+                    l.exited(grant, &record);
                 }
                 status
             }

@@ -72,11 +72,11 @@ impl Kind for Spawners {
 
     fn open(
         spec: &SpawnGrant,
-        _: &str,
+        name: &str,
         _: &[&SpawnGrant],
         env: &OpenEnv<'_>,
     ) -> wasmtime::Result<Opened<SpawnerHandle>> {
-        let spawner = spec.spawner(env.components)?;
+        let spawner = spec.spawner(name, env.components)?;
         let b = spawner.budget();
         let detail = format!(
             "max-memory={},max-fuel={},timeout={}ms,max-children={},components={}",
@@ -100,7 +100,8 @@ impl Kind for Spawners {
     fn narrow(s: &SpawnGrant, name: &str, learned: &mut Learned<'_>) -> Option<SpawnGrant> {
         /// How much more than the peak a learned budget allows.
         const HEADROOM: u64 = crate::core::learn::HEADROOM;
-        let u = learned.used;
+        let none = crate::core::learn::Spawns::default();
+        let u = learned.used.spawns.get(name).unwrap_or(&none);
         if u.children == 0 {
             if learned.required {
                 learned.notes.push(format!(

@@ -129,6 +129,8 @@ impl Drop for Slot {
 /// A spawner: which components it may start, with what limits, how many
 /// at once.
 pub struct SpawnerHandle {
+    /// The operator's grant it comes from, for learning mode.
+    pub(super) grant: Arc<str>,
     pub(super) budget: Budget,
     pub(super) counter: Arc<Counter>,
     pub(super) lineage: Lineage,
@@ -138,14 +140,20 @@ pub struct SpawnerHandle {
 }
 
 impl SpawnerHandle {
-    /// A spawner of its own, for the operator's grant of `budget`.
-    pub fn new(budget: Budget) -> SpawnerHandle {
+    /// A spawner of its own, for the operator's grant `grant` of `budget`.
+    pub fn new(grant: &str, budget: Budget) -> SpawnerHandle {
         SpawnerHandle {
+            grant: grant.into(),
             counter: Arc::new(Counter::new(budget.max_children, None)),
             budget,
             lineage: Lineage::default(),
             holders: Holders::default(),
         }
+    }
+
+    /// The operator's grant this spawner comes from.
+    pub fn grant(&self) -> &Arc<str> {
+        &self.grant
     }
 
     pub fn budget(&self) -> &Budget {
@@ -204,6 +212,7 @@ impl SpawnerHandle {
             )));
         }
         Ok(SpawnerHandle {
+            grant: self.grant.clone(),
             counter: Arc::new(Counter::new(asked.max_children, Some(self.counter.clone()))),
             budget: asked,
             lineage: self.lineage.clone(),
@@ -214,6 +223,7 @@ impl SpawnerHandle {
     /// A copy for a child process, its limits cut to the child's own.
     pub fn copy_within(&self, limits: &ChildLimits) -> SpawnerHandle {
         SpawnerHandle {
+            grant: self.grant.clone(),
             budget: Budget {
                 limits: min_limits(&self.budget.limits, limits),
                 ..self.budget.clone()

@@ -140,9 +140,9 @@ impl SpawnGrant {
         )
     }
 
-    /// A spawner for this grant; `known` are the components the broker
-    /// can start.
-    pub fn spawner(&self, known: &[String]) -> wasmtime::Result<SpawnerHandle> {
+    /// A spawner for this grant, `name`; `known` are the components the
+    /// broker can start.
+    pub fn spawner(&self, name: &str, known: &[String]) -> wasmtime::Result<SpawnerHandle> {
         let allowed = match &self.components {
             None => known.to_vec(),
             Some(names) => {
@@ -157,10 +157,13 @@ impl SpawnGrant {
                 names.clone()
             }
         };
-        Ok(SpawnerHandle::new(Budget {
-            limits: self.limits,
-            max_children: self.max_children,
-            components: allowed,
-        }))
+        Ok(SpawnerHandle::new(
+            name,
+            Budget {
+                limits: self.limits,
+                max_children: self.max_children,
+                components: allowed,
+            },
+        ))
     }
 }
