@@ -493,3 +493,279 @@ fn learning_leaves_out_a_spawner_that_was_never_used() {
     );
     assert!(toml.contains("[spawn.sp2]"), "{toml}");
 }
+
+/// The round after those: the file-system face, grants opened once, and
+/// scoped preopens.
+mod fs_face {
+    use std::path::Path;
+    use std::process::{Command, Output};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::support::{guests, text, Tree};
+
+    fn probe() -> String {
+        guests().join("probe.wasm").display().to_string()
+    }
+
+    fn std_probe() -> String {
+        guests().join("std-probe.wasm").display().to_string()
+    }
+
+    fn bin() -> String {
+        env!("CARGO_BIN_EXE_capbroker").to_string()
+    }
+
+    fn run(args: &[&str], cwd: &Path) -> Output {
+        Command::new(bin())
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run capbroker")
+    }
+
+    /// Whether this process may make a private mount namespace and bind mounts
+    /// in it (root, or unprivileged user namespaces).
+    fn can_bind_mount() -> bool {
+        Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Finding 1. `beside` compares grants by device and inode up each
+    /// directory's `..` chain, and the docs promise that "bind mounts do not
+    /// hide an overlap". They do: `..` of a bind mount's root is the mount
+    /// point's parent, so a grant reached through a bind mount of a folder
+    /// *inside* another grant never meets that grant's inode on its way up.
+    ///
+    /// `/t` is a bind mount of `srv/data/sub` (read-write), `/w` is
+    /// `srv/data` (read,list,create) and `/in` is `srv/in` (read,list,create,
+    /// holding a file the program may only read). Linking `/in/secret.txt` to
+    /// `/w/sub/x` needs at its source only `/w`'s ceiling (read,list,create):
+    /// the overlap with `/t` is not seen. The link is on the same mount as its
+    /// source, so the kernel allows it, and `/t/x` is the same file, with
+    /// write: the read-only secret is rewritten.
+    #[test]
+    fn a_bind_mount_does_not_hide_an_overlap_from_the_link_ceiling() {
+        if !can_bind_mount() {
+            eprintln!("skipped: cannot make a mount namespace here");
+            return;
+        }
+        let t = Tree::new();
+        let base = t.path("b");
+        for d in ["srv/data/sub", "srv/in", "mnt/b"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("srv/in/secret.txt"), "secret").unwrap();
+        let script = format!(
+            "mount --bind srv/data/sub mnt/b && exec '{}' run --quiet \
+             --dir /t=mnt/b --dir /w=srv/data:read,list,create \
+             --dir /in=srv/in:read,list,create '{}' \
+             link /in/secret.txt /w/sub/x append /t/x PWNED",
+            bin(),
+            std_probe()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .current_dir(&base)
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            std::fs::read_to_string(base.join("srv/in/secret.txt")).unwrap(),
+            "secret",
+            "a file granted read-only was written through another grant:\n{stdout}\n{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains("err") && stdout.contains("link"),
+            "the link into a folder another grant reaches with write should be \
+             refused (not-permitted):\n{stdout}"
+        );
+    }
+
+    /// Finding 2. The `fs` face opens a FIFO (or a device) that is already
+    /// there before it refuses it: `open_regular` opens with `O_NONBLOCK`,
+    /// then looks. The docs (confinement.md, Paths) say one known beforehand
+    /// "is not opened at all", on both faces — the WASI face stats first and
+    /// does not open it. Opening acts: a writer blocked in `open` on the FIFO
+    /// (another program the operator runs) is released and then sees its
+    /// reader vanish; opening a device node can act on the device.
+    #[test]
+    fn the_fs_face_does_not_open_a_fifo_it_knows_of() {
+        let t = Tree::new();
+        let fifo = t.root().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
+        // A writer that blocks in open() until some reader opens the FIFO.
+        let writer = |fifo: std::path::PathBuf| {
+            let (tx, rx) = mpsc::channel();
+            let h = std::thread::spawn(move || {
+                let f = std::fs::OpenOptions::new().write(true).open(&fifo);
+                let _ = tx.send(());
+                drop(f);
+            });
+            (rx, h)
+        };
+        // Releases a writer still blocked, so that the test ends.
+        let release = |fifo: &Path| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _r = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+            std::thread::sleep(Duration::from_millis(100));
+        };
+
+        // The WASI face: refused without being opened (this holds).
+        let (rx, h) = writer(fifo.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        let out = run(
+            &[
+                "run",
+                "--quiet",
+                "--dir",
+                "/d=root",
+                &std_probe(),
+                "read",
+                "/d/fifo",
+            ],
+            t.tmp.path(),
+        );
+        assert!(text(&out.stdout).contains("err"), "{}", text(&out.stdout));
+        let wasi_opened = rx.recv_timeout(Duration::from_millis(500)).is_ok();
+        release(&fifo);
+        h.join().unwrap();
+        assert!(!wasi_opened, "the WASI face opened the FIFO");
+
+        // The fs face: refused too, but only after opening it.
+        let (rx, h) = writer(fifo.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        let out = run(
+            &[
+                "run",
+                "--quiet",
+                "--dir",
+                "data=root",
+                &probe(),
+                "read data fifo",
+                "open data fifo read f",
+            ],
+            t.tmp.path(),
+        );
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("read data fifo => err:invalid"), "{stdout}");
+        let fs_opened = rx.recv_timeout(Duration::from_millis(500)).is_ok();
+        release(&fifo);
+        h.join().unwrap();
+        assert!(
+            !fs_opened,
+            "the fs face opened a FIFO that was there before the call (a blocked \
+             writer was released): it should stat first and refuse it unopened, \
+             as the WASI face does"
+        );
+    }
+
+    /// Finding 3. A preopen narrowed with `[dir."/data".paths]` hides what is
+    /// not listed: "the preopen and the directories on the way to the listed
+    /// paths only lead into them (they cannot be listed or stat'ed)". But a
+    /// path that reads, once `..` is taken by its text, as a directory on the
+    /// way (`secret/../a`) is opened as a way in with the guest's own text,
+    /// relative to the preopen's directory: whether `secret` exists, and
+    /// whether it is a directory or a file, shows in the error. Any name in
+    /// the hidden part can be probed this way.
+    #[test]
+    fn a_scoped_preopen_does_not_tell_hidden_names_by_their_errors() {
+        let t = Tree::new();
+        let g = t.path("g");
+        std::fs::create_dir_all(g.join("a/pub")).unwrap();
+        std::fs::create_dir_all(g.join("secret/inner")).unwrap();
+        std::fs::write(g.join("a/pub/p.txt"), "p").unwrap();
+        std::fs::write(g.join("secret/s.txt"), "s").unwrap();
+        std::fs::write(
+            t.path("m.toml"),
+            "[dir.\"/data\"]\npath = \"g\"\nrights = \"read,list\"\n\
+             [dir.\"/data\".paths]\n\"a/pub\" = \"read,list\"\n",
+        )
+        .unwrap();
+        let out = run(
+            &[
+                "run",
+                "--quiet",
+                "-m",
+                "m.toml",
+                &std_probe(),
+                "list",
+                "/data/secret/../a",
+                "list",
+                "/data/nosuch/../a",
+                "list",
+                "/data/secret/s.txt/../../a",
+            ],
+            t.tmp.path(),
+        );
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}\n{}", text(&out.stderr));
+        assert!(
+            lines[0] == lines[1] && lines[1] == lines[2],
+            "a hidden name's existence and kind show in the error of a path \
+             through it (all three should be refused alike):\n{stdout}"
+        );
+    }
+
+    /// The same blind spot for `unveil`: a preopen that is a bind mount of
+    /// a folder inside the unveiled one lies inside it, and closes when it
+    /// is not in the new view.
+    #[test]
+    fn unveil_closes_a_bind_mount_of_a_folder_inside() {
+        if !can_bind_mount() {
+            eprintln!("skipped: cannot make a mount namespace here");
+            return;
+        }
+        let t = Tree::new();
+        let base = t.path("u");
+        for d in ["srv/data/sub", "srv/data/pub", "mnt/b"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("srv/data/sub/f.txt"), "kept").unwrap();
+        let script = format!(
+            "mount --bind srv/data/sub mnt/b && exec '{}' run --quiet \
+             --dir /d=srv/data --dir /t=mnt/b '{}' \
+             unveil /d pub read append /t/f.txt PWNED",
+            bin(),
+            std_probe()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .current_dir(&base)
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("ok unveil /d pub"),
+            "{stdout}{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join("srv/data/sub/f.txt")).unwrap(),
+            "kept",
+            "after unveil(/d, pub), /t (a bind mount of /d/sub) still wrote:\n{stdout}"
+        );
+    }
+
+    /// Every test above again, with `openat2` disabled so that cap-std's own
+    /// resolver is used.
+    #[test]
+    fn the_same_without_openat2() {
+        super::support::rerun_without_openat2("the_same_without_openat2");
+    }
+
+    /// In the child above, `openat2` really is gone.
+    #[test]
+    fn openat2_is_as_expected() {
+        super::support::assert_openat2_as_expected();
+    }
+}

@@ -691,6 +691,13 @@ impl DirHandle {
         path: &str,
         opts: &mut OpenOptions,
     ) -> Result<File, Fail> {
+        // One already there is not even opened: opening a device can act
+        // on it, and opening a FIFO wakes whoever waits at its other end.
+        if let Ok(meta) = target.metadata() {
+            if !meta.is_file() && !meta.is_dir() {
+                return Err(Error::Invalid(format!("`{path}` is not a regular file")).into());
+            }
+        }
         opts.custom_flags(libc::O_NONBLOCK);
         let file = target.open(opts).map_err(|e| Error::from_io(&e, path))?;
         let meta = file.metadata().map_err(|e| Error::from_io(&e, path))?;

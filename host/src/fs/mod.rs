@@ -29,7 +29,7 @@ pub use handle::{
     join_below, open_scope, rename_noreplace, DirHandle, FileHandle, Place, ScopeEntry, MAX_LABEL,
     MAX_READ_CHUNK, MAX_WHOLE_FILE,
 };
-pub use spec::{ancestry, beside, DirGrant, DirTable};
+pub use spec::{ancestry, beside, location, DirGrant, DirTable};
 
 use crate::core::kind::{FitError, Handle, Kind, Learned, Located, OpenEnv, Opened, ShareTo};
 use crate::core::pledges::Pledges;

@@ -92,6 +92,17 @@ impl DirGrant {
         Some((meta.dev(), meta.ino()))
     }
 
+    /// Where the granted directory is in its file system (see
+    /// [`location`]): of the directory opened, once it is.
+    fn location(&self) -> Option<(u64, PathBuf)> {
+        match self.opened.get() {
+            Some(dir) => location(dir),
+            None => location(
+                &Dir::open_ambient_dir(self.resolved()?, cap_std::ambient_authority()).ok()?,
+            ),
+        }
+    }
+
     /// The device and inode of the granted directory and of each above it
     /// (see [`ancestry`]): of the directory opened, once it is.
     fn chain(&self) -> Vec<(u64, u64)> {
@@ -205,9 +216,23 @@ impl DirGrant {
 /// one that cannot be resolved overlaps nothing.
 pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
     let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| g.chain()).collect();
-    let overlap = |i: usize, j: usize| match (chains[i].first(), chains[j].first()) {
-        (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
-        _ => false,
+    let places: Vec<Option<(u64, PathBuf)>> = grants.iter().map(|g| g.location()).collect();
+    let overlap = |i: usize, j: usize| {
+        let walked = match (chains[i].first(), chains[j].first()) {
+            (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
+            _ => false,
+        };
+        // `..` from the root of a bind mount leads to the mount point's
+        // parent, not to the parent of the folder it shows: the walk up
+        // misses a grant that is a bind mount of a folder inside another.
+        // Their places in the file system do not.
+        let placed = match (&places[i], &places[j]) {
+            (Some((di, pi)), Some((dj, pj))) => {
+                di == dj && (pi.starts_with(pj) || pj.starts_with(pi))
+            }
+            _ => false,
+        };
+        walked || placed
     };
     (0..grants.len())
         .map(|i| {
@@ -216,6 +241,59 @@ pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
                 .fold(Rights::empty(), |r, j| r | grants[j].rights)
         })
         .collect()
+}
+
+/// Where the directory `dir` is in its file system: its device, and its
+/// path from the file system's own root, whichever mount (a bind mount of
+/// a folder inside it, say) it was reached through. `None` when the host
+/// does not say (no `/proc`).
+pub fn location(dir: &Dir) -> Option<(u64, PathBuf)> {
+    use cap_std::fs::MetadataExt as _;
+    let fd = dir.as_raw_fd();
+    let dev = dir.dir_metadata().ok()?.dev();
+    let here = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let mnt_id = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, point) = mounts.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        (fields.next()? == mnt_id).then_some(())?;
+        let root = fields.nth(2)?;
+        let point = fields.next()?;
+        Some((unescape(root), unescape(point)))
+    })?;
+    let below = here.strip_prefix(&point).ok()?;
+    Some((dev, root.join(below)))
+}
+
+/// A `/proc/self/mountinfo` field, whose spaces, tabs, newlines and
+/// backslashes are written as octal escapes (`\040`).
+fn unescape(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).and_then(|d| {
+            let text = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (b[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// The device and inode of the directory at `path` and of each directory

@@ -33,7 +33,7 @@ use crate::core::view::WasiFace;
 use crate::core::{Error, Rights};
 use crate::fs::authority::{decide, wasi_code, Allowed, Op, OpenIntent, Subject};
 use crate::fs::join_below as join;
-use crate::fs::{open_scope, DirGrant, DirHandle, ScopeEntry};
+use crate::fs::{location, open_scope, DirGrant, DirHandle, ScopeEntry};
 use wasmtime::error::Context as _;
 
 /// A directory descriptors descend from: a preopen the operator granted,
@@ -460,6 +460,9 @@ impl WasiFs {
             d.dir_metadata().ok().map(|m| (m.dev(), m.ino()))
         };
         let (root_id, view_id) = (id_of(&self.roots[&i].dir), id_of(&dir));
+        // And by place in the file system, which a bind mount's `..` hides
+        // from the walk up (see `crate::fs::location`).
+        let (root_place, view_place) = (location(&self.roots[&i].dir), location(&dir));
         // The guest paths the program names these places by: a preopen at
         // `/data/cache` (or `data/cache`) is one of `/data`'s paths,
         // wherever its directory.
@@ -475,12 +478,17 @@ impl WasiFs {
                 // Where the other preopen's directory is now, by identity.
                 let chain = ancestry_of(&r.dir);
                 let under = |id: Option<(u64, u64)>| id.is_some_and(|id| chain.contains(&id));
-                let lies_inside = chain.is_empty() || under(root_id);
+                let place = location(&r.dir);
+                let placed = |outer: &Option<(u64, PathBuf)>| match (outer, &place) {
+                    (Some((d, outer)), Some((e, p))) => d == e && p.starts_with(outer),
+                    _ => false,
+                };
+                let lies_inside = chain.is_empty() || under(root_id) || placed(&root_place);
                 if !named_inside && !lies_inside {
                     return None;
                 }
                 let in_view = (!named_inside || name.starts_with(&guest_view))
-                    && (!lies_inside || under(view_id));
+                    && (!lies_inside || under(view_id) || placed(&view_place));
                 Some((o, if in_view { rights } else { Rights::empty() }))
             })
             .collect();
@@ -521,7 +529,15 @@ fn scope_route(
     };
     let Some(i) = scope.entry(&full) else {
         if scope.above(&full) {
-            return Ok((route(rep, path.to_string(), false, true), Rights::empty()));
+            // By the text the scope judged (`..` taken by its text), so that
+            // no name the path passes on the way is looked up: a hidden
+            // `secret` in `secret/../a` must not tell by its error that it
+            // is there.
+            let text = match full.strip_prefix(&node.path) {
+                Ok(rest) => path_str(rest),
+                Err(_) => path.to_string(),
+            };
+            return Ok((route(rep, text, false, true), Rights::empty()));
         }
         return Err(Error::Denied(Rights::all()));
     };
