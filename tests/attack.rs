@@ -769,3 +769,314 @@ mod fs_face {
         super::support::assert_openat2_as_expected();
     }
 }
+
+/// The round on the network, processes, the audit trail and what a guest
+/// can make the host hold.
+mod audit_trail {
+    use std::time::{Duration, Instant};
+
+    use super::support::{capbroker, guest, text, Tree};
+    use serde_json::Value;
+
+    /// True if `s` holds a character that moves a terminal's cursor or starts an
+    /// escape sequence: what the broker promises never to print of a guest's.
+    fn has_terminal_control(s: &str) -> bool {
+        s.chars()
+            .any(|c| c == '\u{1b}' || c == '\r' || c == '\u{9b}' || c == '\u{202e}')
+    }
+
+    fn events(path: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+            .collect()
+    }
+
+    /// F1. A guest's `requests` (names and `about` texts it chooses) are printed
+    /// raw by `capbroker inspect` and in the error `capbroker run` gives when a
+    /// request is not granted: escape sequences (clear screen, colours, `\r`
+    /// overwrites, bidi overrides) and newlines that forge whole lines, such as a
+    /// fake audit warning.
+    #[test]
+    fn request_texts_are_cleaned_before_they_are_printed() {
+        let hostile = guest("hostile");
+        let inspect = capbroker(&["inspect", hostile.to_str().unwrap()]);
+        let printed = text(&inspect.stdout) + &text(&inspect.stderr);
+        assert!(
+            !has_terminal_control(&printed),
+            "`capbroker inspect` printed the guest's escapes raw:\n{printed:?}"
+        );
+        assert!(
+            !printed
+                .lines()
+                .any(|l| l.starts_with("2026-12-01T00:00:00.000000Z  WARN capbroker::audit")),
+            "`capbroker inspect` let the guest forge a line:\n{printed}"
+        );
+
+        // Not granted what it requires: the error lists the requests.
+        let run = capbroker(&["run", hostile.to_str().unwrap()]);
+        let err = text(&run.stderr);
+        assert!(!run.status.success());
+        assert!(
+            !has_terminal_control(&err),
+            "the missing-grant error printed the guest's escapes raw:\n{err:?}"
+        );
+        assert!(
+            !err.lines()
+                .any(|l| l.trim_start().starts_with("2026-12-01T00:00:00.000000Z")),
+            "the missing-grant error let the guest forge an audit line:\n{err}"
+        );
+
+        // Granted something it did not ask for: the error lists what it asks.
+        let tree = Tree::new();
+        let run = capbroker(&[
+            "run",
+            "--dir",
+            &format!("x={}:read", tree.root().display()),
+            hostile.to_str().unwrap(),
+        ]);
+        let err = text(&run.stderr);
+        assert!(
+            !has_terminal_control(&err),
+            "the unasked-grant error printed the guest's escapes raw:\n{err:?}"
+        );
+    }
+
+    /// F2. A trap in `requests` (or in instantiation) reaches `capbroker: error:`
+    /// with wasmtime's backtrace, which names the guest's functions as its name
+    /// section spells them: a name with a newline and escapes forges a line.
+    #[test]
+    fn a_trap_before_run_is_cleaned_before_it_is_printed() {
+        let hostile = guest("hostile_trap");
+        for args in [
+            vec!["run", hostile.to_str().unwrap()],
+            vec!["inspect", hostile.to_str().unwrap()],
+        ] {
+            let out = capbroker(&args);
+            let err = text(&out.stderr);
+            assert!(!out.status.success(), "{args:?}: {err}");
+            assert!(
+                !has_terminal_control(&err),
+                "{args:?}: the trap's backtrace printed the guest's escapes raw:\n{err:?}"
+            );
+            assert!(
+                !err.lines()
+                    .any(|l| l.starts_with("2026-12-01T00:00:00.000000Z  WARN capbroker::audit")),
+                "{args:?}: the trap's backtrace let the guest forge an audit line:\n{err}"
+            );
+        }
+    }
+
+    /// F3. `--audit -` writes the JSON log to stderr, which is also the guest's
+    /// own stderr (unfiltered) and the broker's `tracing` warnings: a guest
+    /// forges events that `capbroker audit` then reports as the broker's, and
+    /// the broker's own warning lines make the log unreadable by the summary.
+    #[test]
+    fn a_guest_cannot_forge_events_in_the_audit_log_on_stderr() {
+        let tree = Tree::new();
+        let forged = r#"{"component":"std-probe","event":"grant","parent":null,"pid":1,"grant":"FORGED","target":"/","detail":"read,write,create,list,remove"}"#;
+        let out = capbroker(&[
+            "run",
+            "--audit",
+            "-",
+            "--dir",
+            &format!("/d={}:read", tree.root().display()),
+            guest("std-probe").to_str().unwrap(),
+            "read",
+            "/d/../outside/secret",
+            "stderr",
+            forged,
+        ]);
+        if out.status.code() == Some(2) {
+            // Refusing `--audit -` (or a guest stderr beside it) is a fix too.
+            return;
+        }
+        let log = tree.path("stderr.jsonl");
+        std::fs::write(&log, &out.stderr).unwrap();
+        let summary = capbroker(&["audit", log.to_str().unwrap()]);
+        let said = text(&summary.stdout) + &text(&summary.stderr);
+        assert!(
+            summary.status.success(),
+            "`capbroker audit` cannot read what `--audit -` wrote:\n{said}"
+        );
+        assert!(
+            !said.contains("FORGED"),
+            "the guest's stderr line became an audit event:\n{said}"
+        );
+    }
+
+    /// F4. A plain WASI command's grants (preopens, listen and connect ranges)
+    /// are never written to the audit log: the log and its summary say the
+    /// command was granted nothing.
+    #[test]
+    fn a_commands_grants_are_in_the_audit_log() {
+        let tree = Tree::new();
+        let log = tree.path("audit.jsonl");
+        let out = capbroker(&[
+            "run",
+            "--audit",
+            log.to_str().unwrap(),
+            "--dir",
+            &format!("/d={}:read", tree.root().display()),
+            "--listen",
+            "web=127.0.0.1:18080",
+            guest("std-probe").to_str().unwrap(),
+            "read",
+            "/d/hello.txt",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let evs = events(&log);
+        let grants: Vec<&Value> = evs.iter().filter(|e| e["event"] == "grant").collect();
+        assert!(
+            grants.iter().any(|g| g["grant"] == "/d") && grants.iter().any(|g| g["grant"] == "web"),
+            "the command's grants are missing from the log: {evs:?}"
+        );
+    }
+
+    /// F5. A spawn refused for its input (or for anything checked after the
+    /// child's pid is chosen) still writes a `spawn` event for a child that never
+    /// ran: the summary shows a process with "exit: not recorded". The refusal
+    /// also writes a `limit` event naming `handles`, which was not the limit.
+    #[test]
+    fn a_refused_spawn_logs_no_child_and_names_the_right_limit() {
+        let tree = Tree::new();
+        let log = tree.path("audit.jsonl");
+        let input = "x".repeat(70_000);
+        let out = capbroker(&[
+            "run",
+            "--audit",
+            log.to_str().unwrap(),
+            "--spawn",
+            "sp=max-children=4",
+            guest("probe").to_str().unwrap(),
+            &format!("spawn sp self 65536,1000000,1000 - c {input}"),
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("err:limit-exceeded"), "{stdout}");
+        let evs = events(&log);
+        let spawns: Vec<&Value> = evs.iter().filter(|e| e["event"] == "spawn").collect();
+        assert!(
+            spawns.is_empty(),
+            "a spawn that was refused is logged as a child: {spawns:?}"
+        );
+        let limits: Vec<&Value> = evs.iter().filter(|e| e["event"] == "limit").collect();
+        assert!(
+            limits.iter().all(|l| l["limit"] != "handles"),
+            "a refusal for memory is logged as a `handles` limit: {limits:?}"
+        );
+    }
+
+    /// F6. docs/audit.md: "each line at most about 1.3 KB"; a `spawn` event
+    /// lists every share's name, up to 64 of 256 bytes: about 16.7 KB a line,
+    /// so the log grows about 10 times faster than the documented bound.
+    #[test]
+    fn spawn_events_stay_within_the_documented_line_size() {
+        let tree = Tree::new();
+        let log = tree.path("audit.jsonl");
+        let out = capbroker(&[
+            "run",
+            "--audit",
+            log.to_str().unwrap(),
+            "--spawn",
+            "sp=max-children=4",
+            guest("probe").to_str().unwrap(),
+            "spawn-flood sp 300 64 256",
+        ]);
+        assert!(
+            text(&out.stdout).contains("spawned=300"),
+            "{}",
+            text(&out.stdout)
+        );
+        let written = std::fs::read_to_string(&log).unwrap();
+        let longest = written.lines().map(str::len).max().unwrap_or(0);
+        assert!(
+            longest <= 2048,
+            "an audit line of {longest} bytes (the documented bound is about 1.3 KB); \
+             the log is {} bytes",
+            written.len()
+        );
+    }
+
+    /// F7. `capbroker audit` walks the process tree by scanning every process
+    /// for the children of each (quadratic), recursively (one stack frame per
+    /// generation): 20,000 processes, a few minutes of a server's per-request
+    /// children at the rate limit, take seconds, and grow as the square; a deep
+    /// chain (which a forged log has, see F3) overflows the stack and aborts.
+    #[test]
+    fn the_summary_is_linear_and_does_not_recurse_without_bound() {
+        let tree = Tree::new();
+        let log = tree.path("many.jsonl");
+        let mut text_log = String::new();
+        text_log.push_str(
+            r#"{"component":"web","event":"grant","parent":null,"pid":1,"grant":"sp","target":"spawner","detail":"x"}"#,
+        );
+        text_log.push('\n');
+        for pid in 2..20_002u64 {
+            text_log.push_str(&format!(
+                "{{\"component\":\"web\",\"event\":\"spawn\",\"parent\":null,\"pid\":1,\"child\":{pid},\"child_component\":\"h\",\"handles\":[]}}\n\
+                 {{\"component\":\"h\",\"event\":\"exit\",\"parent\":1,\"pid\":{pid},\"status\":\"finished\",\"fuel_used\":1,\"peak_memory\":0,\"wall_us\":1}}\n"
+            ));
+        }
+        std::fs::write(&log, text_log).unwrap();
+        let start = Instant::now();
+        let out = capbroker(&["audit", log.to_str().unwrap()]);
+        let took = start.elapsed();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            took < Duration::from_secs(3),
+            "summarising 20,000 processes took {took:?}"
+        );
+
+        let deep = tree.path("deep.jsonl");
+        let mut chain = String::new();
+        for pid in 1..=20_000u64 {
+            let parent = if pid == 1 {
+                "null".to_string()
+            } else {
+                (pid - 1).to_string()
+            };
+            chain.push_str(&format!(
+                "{{\"component\":\"p\",\"event\":\"exit\",\"parent\":{parent},\"pid\":{pid},\"status\":\"finished\"}}\n"
+            ));
+        }
+        std::fs::write(&deep, chain).unwrap();
+        let out = capbroker(&["audit", deep.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "`capbroker audit` crashed on a deep process chain: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
+
+    /// F8. Deriving network rights and spawners (`attenuate`, `revocable`) writes
+    /// no `derive` event, unlike directories: the log does not show that a
+    /// revocable copy (which may go to a child) or a narrower right exists.
+    #[test]
+    fn network_and_spawner_derivations_are_logged() {
+        let tree = Tree::new();
+        let log = tree.path("audit.jsonl");
+        let out = capbroker(&[
+            "run",
+            "--audit",
+            log.to_str().unwrap(),
+            "--connect",
+            "api=127.0.0.0/8:1-65535",
+            "--spawn",
+            "sp=max-children=4",
+            guest("probe").to_str().unwrap(),
+            "net-attenuate api 127.0.0.1:80-80 a2",
+            "revocable api a3 r1",
+            "revocable sp sp2 r2",
+            "attenuate-spawner sp 1048576,1000,1000 2 probe sp4",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let evs = events(&log);
+        let derives = evs.iter().filter(|e| e["event"] == "derive").count();
+        assert!(
+            derives >= 4,
+            "{derives} derive events for 4 derivations: {evs:?}"
+        );
+    }
+}

@@ -149,7 +149,8 @@ enum Command {
         #[arg(long)]
         stdin: bool,
 
-        /// Write the audit log, as JSON Lines, to FILE (`-` for stderr):
+        /// Write the audit log, as JSON Lines, to FILE (not `-`: on stderr a
+        /// component could write lines of its own into it):
         /// grants, derivations, drops, pledges, spawns, denials,
         /// revocations, limit hits and exits, for every process.
         #[arg(long, value_name = "FILE")]
@@ -295,7 +296,9 @@ fn main() -> ExitCode {
     match root.unwrap_or_else(|e| Err(wasmtime::format_err!("the host task failed: {e}"))) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("capbroker: error: {e:#}");
+            // An error before a run can carry a guest's text too (a trap
+            // in its start functions or `requests`).
+            capbroker::core::audit::say("capbroker: error: ", &format!("{e:#}"));
             ExitCode::from(2)
         }
     }

@@ -61,7 +61,7 @@ impl Sandbox for Broker {
             Err(e) => {
                 // The container's stderr is its log: `ctr`, `crictl logs`
                 // and `kubectl logs` show this.
-                eprintln!("capbroker: error: {e:#}");
+                capbroker::core::audit::say("capbroker: error: ", &format!("{e:#}"));
                 Ok(BROKER_ERROR)
             }
         }

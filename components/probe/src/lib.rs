@@ -800,6 +800,35 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             let p = spawn(s, "self", None, &shares, s.budget().limits, b"granted")?;
             Ok(status(&p.wait()))
         }
+        // Attack (tests/attack3.rs): spawns `self` `count` times, each
+        // sharing the spawner `sp` under `n` names of `len` bytes (the most
+        // a share's name may have is 256), dropping each process at once.
+        // Every spawn writes a `spawn` event naming its shares.
+        ["spawn-flood", sp, count, n, len] => {
+            let s = held(&h.spawners, "spawner", sp)?;
+            let (count, n, len): (usize, usize, usize) = (
+                count.parse().unwrap(),
+                n.parse().unwrap(),
+                len.parse().unwrap(),
+            );
+            let shares: Vec<Share> = (0..n)
+                .map(|i| {
+                    let mut name = format!("{i:03}");
+                    name.push_str(&"n".repeat(len.saturating_sub(name.len())));
+                    Share {
+                        name,
+                        handle: Shared::Spawner(s),
+                    }
+                })
+                .collect();
+            let mut ok = 0;
+            for _ in 0..count {
+                if spawn(s, "self", None, &shares, s.budget().limits, b"").is_ok() {
+                    ok += 1;
+                }
+            }
+            Ok(format!("spawned={ok}"))
+        }
         ["recv"] => Ok(mailbox::receive()
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .unwrap_or("none".into())),

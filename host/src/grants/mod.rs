@@ -27,6 +27,7 @@ use wasmtime::error::Context as _;
 pub use self::wit::grants::{Grant as GuestGrant, Handle as GuestHandle, Share, Shared};
 pub use crate::core::wit::capbroker::caps::types::{Request, Wants};
 
+use crate::core::audit::{clean, MAX_MESSAGE, MAX_TEXT};
 use crate::core::kind::{FitError, Handle, Kind, Learned, OpenEnv, ShareTo};
 use crate::core::pledges::Pledges;
 use crate::core::view::HasView;
@@ -286,7 +287,7 @@ pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> Result<Vec<NamedGrant
                 name: g.name.clone(),
                 asks: requests
                     .iter()
-                    .map(|r| format!("{} ({})", r.name, wants_kind(&r.wants)))
+                    .map(|r| format!("{} ({})", clean(&r.name, MAX_TEXT), wants_kind(&r.wants)))
                     .collect(),
             });
         };
@@ -315,12 +316,16 @@ pub fn fit(requests: &[Request], grants: &[NamedGrant]) -> Result<Vec<NamedGrant
 
 /// One request as the operator would grant it, e.g.
 /// `--dir data=PATH:read,list (where it keeps its state)`.
+///
+/// A request's name and text are the component's: they are cleaned (see
+/// [`clean`]) before the operator sees them, so that no escape sequence or
+/// line of the component's making reaches a terminal.
 pub fn describe_request(r: &Request) -> String {
-    let flag = describe_wants(&r.name, &r.wants);
+    let flag = describe_wants(&clean(&r.name, MAX_TEXT), &r.wants);
     let optional = if r.optional { ", optional" } else { "" };
     if r.about.is_empty() {
         format!("{flag}{optional}")
     } else {
-        format!("{flag} ({}{optional})", r.about)
+        format!("{flag} ({}{optional})", clean(&r.about, MAX_MESSAGE))
     }
 }

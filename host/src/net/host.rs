@@ -43,7 +43,15 @@ impl View<'_, NetCtx> {
     ) -> HostResult<Resource<R>> {
         let reach = self.table.get(&r)?.reach();
         match reach.life.check().and_then(|()| reach.attenuate(&ranges)) {
-            Ok(narrow) => Ok(self.table.push(R::wrap(narrow))?),
+            Ok(narrow) => {
+                let detail = narrow.detail();
+                let pushed = self.table.push(R::wrap(narrow))?;
+                let op = format!("{}.attenuate", R::KIND);
+                self.core
+                    .audit
+                    .derived(&op, R::KIND, &detail, Rights::empty());
+                Ok(pushed)
+            }
             Err(e) => self.refuse(&format!("{}.attenuate", R::KIND), "", e),
         }
     }
@@ -61,7 +69,12 @@ impl View<'_, NetCtx> {
             Err(e) => return self.refuse(&format!("{}.revocable", R::KIND), "", e),
         };
         let copy = self.table.push(R::wrap(copy))?;
-        Ok((copy, self.table.push(revoker)?))
+        let revoker = self.table.push(revoker)?;
+        let op = format!("{}.revocable", R::KIND);
+        self.core
+            .audit
+            .derived(&op, R::KIND, "revocable copy", Rights::empty());
+        Ok((copy, revoker))
     }
 }
 
@@ -153,6 +166,7 @@ impl HostListenRight for View<'_, NetCtx> {
 
     fn drop(&mut self, r: Resource<ListenRight>) -> wasmtime::Result<()> {
         self.table.delete(r)?;
+        self.core.audit.dropped("listen-right");
         Ok(())
     }
 }
@@ -191,6 +205,7 @@ impl HostConnectRight for View<'_, NetCtx> {
 
     fn drop(&mut self, r: Resource<ConnectRight>) -> wasmtime::Result<()> {
         self.table.delete(r)?;
+        self.core.audit.dropped("connect-right");
         Ok(())
     }
 }
@@ -265,6 +280,7 @@ impl HostTcpListener for View<'_, NetCtx> {
 
     fn drop(&mut self, l: Resource<TcpListenerHandle>) -> wasmtime::Result<()> {
         self.table.delete(l)?;
+        self.core.audit.dropped("tcp-listener");
         Ok(())
     }
 }
@@ -307,6 +323,7 @@ impl HostTcpStream for View<'_, NetCtx> {
 
     fn drop(&mut self, s: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
+        self.core.audit.dropped("tcp-stream");
         Ok(())
     }
 }

@@ -81,6 +81,9 @@ impl CommandComponent {
             .collect();
         let broker = BrokerCtx::new(&self.name, Arc::new(Components::new()))
             .with_audit_log(self.audit_log.clone());
+        for (name, target, detail) in &grants.granted {
+            broker.audit().granted(name, target, detail);
+        }
         let (wasi, state) = grants.build(&argv, &pledges, broker.audit())?;
         let broker = broker.with_wasi(state, pledges);
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);

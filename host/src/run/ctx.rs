@@ -314,6 +314,12 @@ impl State {
         }
     }
 
+    /// The names of the handles granted to the instance, not taken yet.
+    pub(crate) fn pending_names(&self) -> Vec<&str> {
+        let pending = &self.broker.kinds.grants.pending;
+        pending.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
     pub(crate) fn broker_mut(&mut self) -> &mut BrokerCtx {
         &mut self.broker
     }

@@ -53,7 +53,15 @@ impl Launch {
         // The same for the files the broker writes for the operator: a
         // guest that could reach one could forge it, or plant a link that
         // the broker would follow to overwrite any file it may write.
-        if let Some(path) = audit.as_ref().filter(|p| p.as_os_str() != "-") {
+        if let Some(path) = &audit {
+            // On stderr, the log would be mixed with the component's own
+            // stderr, which could then write events the broker did not.
+            if path.as_os_str() == "-" {
+                bail!(
+                    "--audit -: the log would share stderr with the component, which could \
+                     forge events in it; name a file (stderr still shows the warnings)"
+                );
+            }
             config.check_out_of_reach(path, "the --audit log")?;
         }
         if let Some(path) = &learn {
@@ -75,14 +83,10 @@ impl Launch {
         };
         let mut rt = Runtime::new()?;
         if let Some(path) = audit {
-            let out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
-                Box::new(std::io::stderr())
-            } else {
-                Box::new(
-                    std::fs::File::create(&path)
-                        .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
-                )
-            };
+            let out: Box<dyn std::io::Write + Send> = Box::new(
+                std::fs::File::create(&path)
+                    .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
+            );
             rt.set_audit_log(AuditLog::new(out));
         }
         let limits = config.limits();
@@ -193,23 +197,33 @@ fn wasi_grants(
     for g in grants {
         let named = |e: &dyn std::fmt::Display| wasmtime::format_err!("grant `{}`: {e}", g.name);
         match &g.grant {
-            Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
-            Grant::Listen(n) => wasi.listen.push(Reach::listen(n).map_err(|e| named(&e))?),
-            Grant::Connect(n) => wasi.connect.push(Reach::connect(n).map_err(|e| named(&e))?),
+            Grant::Dir(d) => {
+                wasi.granted.push((
+                    g.name.clone(),
+                    d.host_path.display().to_string(),
+                    crate::core::RightsList(d.rights).to_string(),
+                ));
+                wasi.dirs.push((g.name.clone(), d.clone()));
+            }
+            Grant::Listen(n) => {
+                let reach = Reach::listen(n).map_err(|e| named(&e))?;
+                wasi.granted
+                    .push((g.name.clone(), "listen".into(), reach.detail()));
+                wasi.listen.push(reach);
+            }
+            Grant::Connect(n) => {
+                let reach = Reach::connect(n).map_err(|e| named(&e))?;
+                wasi.granted
+                    .push((g.name.clone(), "connect".into(), reach.detail()));
+                wasi.connect.push(reach);
+            }
             Grant::Spawner(_) => {}
         }
     }
     Ok(wasi)
 }
 
-/// Says on stderr how a component ended. The message carries the guest's
-/// text (its error, the names of its functions in a backtrace): each line
-/// is escaped and cut, so it moves no cursor and makes no line of its own.
+/// Says on stderr how a component ended (see [`crate::core::audit::say`]).
 fn report(name: &str, message: &str) {
-    let mut lines = message.lines();
-    let first = lines.next().unwrap_or("");
-    eprintln!("{name}: {}", crate::core::audit::clean(first, 4096));
-    for line in lines.take(64) {
-        eprintln!("  {}", crate::core::audit::clean(line, 1024));
-    }
+    crate::core::audit::say(&format!("{name}: "), message);
 }

@@ -254,21 +254,7 @@ impl BrokerCtxView<'_> {
         let (parent_end, child_end) = mailbox::link(self.ctx.core.memory.clone());
         let ctx = BrokerCtx::child(self.ctx, name.clone(), child_end, copies);
         let pid = ctx.core.audit.pid();
-        self.ctx.core.audit.spawned(pid, &name, || {
-            ctx.kinds
-                .grants
-                .pending
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect()
-        });
-        let learner = ctx.core.learner.clone();
-        let learner = learner.zip(grant);
-        if let Some((l, grant)) = &learner {
-            // The component's own name: `self` names no component in a
-            // manifest.
-            l.spawned(grant, &name);
-        }
+        let learner = ctx.core.learner.clone().zip(grant);
         let store_limits = Limits {
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
             max_fuel: Some(limits.max_fuel),
@@ -289,6 +275,16 @@ impl BrokerCtxView<'_> {
                 crate::core::Describe(&e)
             ))
             .into());
+        }
+        // Only a child that starts is recorded as one.
+        self.ctx
+            .core
+            .audit
+            .spawned(pid, &name, || store.data().pending_names());
+        if let Some((l, grant)) = &learner {
+            // The component's own name: `self` names no component in a
+            // manifest.
+            l.spawned(grant, &name);
         }
 
         let link = parent_end.port();

@@ -50,7 +50,14 @@ impl HostSpawner for View<'_, SpawnCtx> {
         budget: Budget,
     ) -> HostResult<Resource<SpawnerHandle>> {
         let derived = self.on_spawner(&spawner, "spawner.attenuate", |s| s.attenuate(budget))?;
-        Ok(self.table.push(derived)?)
+        let pushed = self.table.push(derived)?;
+        self.core.audit.derived(
+            "spawner.attenuate",
+            "spawner",
+            "spawner",
+            crate::core::Rights::empty(),
+        );
+        Ok(pushed)
     }
 
     fn revocable(
@@ -69,7 +76,15 @@ impl HostSpawner for View<'_, SpawnCtx> {
         })?;
         let copy = self.table.push(copy)?;
         match self.table.push(revoker) {
-            Ok(r) => Ok((copy, r)),
+            Ok(r) => {
+                self.core.audit.derived(
+                    "spawner.revocable",
+                    "spawner",
+                    "revocable copy",
+                    crate::core::Rights::empty(),
+                );
+                Ok((copy, r))
+            }
             Err(e) => {
                 self.table.delete(copy)?;
                 Err(e.into())

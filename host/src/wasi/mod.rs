@@ -36,6 +36,8 @@ pub struct WasiGrants {
     pub listen: Vec<Reach>,
     /// Addresses it may connect to.
     pub connect: Vec<Reach>,
+    /// Each grant as the audit trail shows it: name, target, detail.
+    pub granted: Vec<(String, String, String)>,
 }
 
 /// The environment a program sees: what the operator granted, until it

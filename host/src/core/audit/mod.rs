@@ -323,12 +323,24 @@ impl Audit {
         if !self.take_change(tracing::Level::INFO) {
             return;
         }
-        // Share names are the guest's text.
+        // Share names are the guest's text, up to 64 of 256 bytes: the
+        // line keeps to the size of others, and says how many it leaves out.
         let handles = || -> Vec<String> {
-            grants()
-                .iter()
-                .map(|g| clean(g, MAX_TEXT).into_owned())
-                .collect()
+            let all = grants();
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for g in &all {
+                let name = clean(g, MAX_TEXT).into_owned();
+                if bytes + name.len() > MAX_MESSAGE {
+                    break;
+                }
+                bytes += name.len();
+                out.push(name);
+            }
+            if out.len() < all.len() {
+                out.push(format!("… {} more", all.len() - out.len()));
+            }
+            out
         };
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             child, child_component = component, grants = ?handles(), "spawned");
@@ -422,8 +434,11 @@ impl Audit {
         if let Error::Denied(missing) = err {
             fields["missing"] = json!(RightsList(*missing).to_string());
         }
-        if matches!(err, Error::LimitExceeded(_)) {
-            self.emit("limit", || json!({ "limit": "handles", "op": &*op }));
+        if let Error::LimitExceeded(what) = err {
+            self.emit(
+                "limit",
+                || json!({ "limit": limit_named(what), "op": &*op }),
+            );
         }
         self.emit(if denial { "deny" } else { "fail" }, move || fields);
     }
@@ -472,6 +487,34 @@ pub struct ExitRecord {
 }
 
 pub mod report;
+
+/// Says `message` on stderr after `first`. It may carry a guest's text (its
+/// error, the names of its functions in a backtrace): each line is escaped
+/// and cut, so it moves no cursor and makes no line of its own, and at most
+/// 64 lines follow the first.
+pub fn say(first: &str, message: &str) {
+    let mut lines = message.lines();
+    eprintln!("{first}{}", clean(lines.next().unwrap_or(""), 4096));
+    for line in lines.take(64) {
+        eprintln!("  {}", clean(line, 1024));
+    }
+}
+
+/// Which limit a `limit-exceeded` message is about, by what it starts with.
+fn limit_named(message: &str) -> &'static str {
+    let starts = |p: &str| message.starts_with(p);
+    if starts("the handle table") {
+        "handles"
+    } else if starts("max-children") {
+        "children"
+    } else if message.contains("memory") {
+        "memory"
+    } else if starts("shares") {
+        "shares"
+    } else {
+        "other"
+    }
+}
 
 #[cfg(test)]
 mod tests {

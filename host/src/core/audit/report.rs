@@ -122,8 +122,20 @@ pub fn summarise(name: &str, text: &str) -> Result<String, BadLog> {
         .filter(|(_, p)| p.parent.is_none_or(|parent| !procs.contains_key(&parent)))
         .map(|(pid, _)| *pid)
         .collect();
-    for pid in roots {
-        tree(&procs, pid, 1, &mut out);
+    // Children by parent, once: the log (the guest's doing, in part) may
+    // hold many processes, and a chain of them as deep as it likes.
+    let mut children: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (pid, p) in &procs {
+        if let Some(parent) = p.parent.filter(|q| q != pid && procs.contains_key(q)) {
+            children.entry(parent).or_default().push(*pid);
+        }
+    }
+    let mut todo: Vec<(u64, usize)> = roots.iter().rev().map(|pid| (*pid, 1)).collect();
+    while let Some((pid, depth)) = todo.pop() {
+        process(&procs[&pid], pid, depth, &mut out);
+        for child in children.get(&pid).into_iter().flatten().rev() {
+            todo.push((*child, depth + 1));
+        }
     }
     let total: u64 = groups.values().map(|g| g.count).sum();
     writeln!(out, "denials and failures: {total}").unwrap();
@@ -145,10 +157,18 @@ pub fn summarise(name: &str, text: &str) -> Result<String, BadLog> {
     Ok(out)
 }
 
-fn tree(procs: &BTreeMap<u64, Process>, pid: u64, depth: usize, out: &mut String) {
-    let p = &procs[&pid];
-    let pad = "  ".repeat(depth);
-    writeln!(out, "{pad}{pid} {}", p.component).unwrap();
+/// How deep the tree is drawn by indenting.
+const MAX_INDENT: usize = 32;
+
+/// The lines of one process, indented by its `depth` in the tree (at most
+/// [`MAX_INDENT`] steps, then with its depth written out).
+fn process(p: &Process, pid: u64, depth: usize, out: &mut String) {
+    let pad = "  ".repeat(depth.min(MAX_INDENT));
+    if depth > MAX_INDENT {
+        writeln!(out, "{pad}{pid} {} (depth {depth})", p.component).unwrap();
+    } else {
+        writeln!(out, "{pad}{pid} {}", p.component).unwrap();
+    }
     for g in &p.grants {
         writeln!(out, "{pad}  grant {g}").unwrap();
     }
@@ -169,10 +189,5 @@ fn tree(procs: &BTreeMap<u64, Process>, pid: u64, depth: usize, out: &mut String
     match &p.exit {
         Some(e) => writeln!(out, "{pad}  exit: {e}").unwrap(),
         None => writeln!(out, "{pad}  exit: not recorded").unwrap(),
-    }
-    for (child, c) in procs.iter() {
-        if c.parent == Some(pid) && *child != pid {
-            tree(procs, *child, depth + 1, out);
-        }
     }
 }
