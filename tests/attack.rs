@@ -504,9 +504,7 @@ mod fs_face {
 
     use super::support::{guests, text, Tree};
 
-    fn probe() -> String {
-        guests().join("probe.wasm").display().to_string()
-    }
+    use super::probe;
 
     fn std_probe() -> String {
         guests().join("std-probe.wasm").display().to_string()
@@ -775,7 +773,7 @@ mod fs_face {
 mod audit_trail {
     use std::time::{Duration, Instant};
 
-    use super::support::{capbroker, guest, text, Tree};
+    use super::support::{capbroker, events, guest, text, Tree};
     use serde_json::Value;
 
     /// True if `s` holds a character that moves a terminal's cursor or starts an
@@ -783,14 +781,6 @@ mod audit_trail {
     fn has_terminal_control(s: &str) -> bool {
         s.chars()
             .any(|c| c == '\u{1b}' || c == '\r' || c == '\u{9b}' || c == '\u{202e}')
-    }
-
-    fn events(path: &std::path::Path) -> Vec<Value> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
-            .collect()
     }
 
     /// F1. A guest's `requests` (names and `about` texts it chooses) are printed

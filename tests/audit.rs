@@ -8,17 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{capbroker, guest, text, Tree};
+use support::{capbroker, events, guest, text, Tree};
 
 const SP: &str = "sp=max-memory=16MiB,max-fuel=10M,timeout=2s,max-children=3";
-
-fn events(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
-        .collect()
-}
 
 fn of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()

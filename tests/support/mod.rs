@@ -71,6 +71,15 @@ pub fn capbroker(args: &[&str]) -> std::process::Output {
         .expect("run capbroker")
 }
 
+/// The events of an audit log (`--audit FILE`), one JSON object a line.
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect()
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
