@@ -214,6 +214,10 @@ impl HostConnectRight for View<'_, NetCtx> {
 /// that answers within `timeout`, all tries together. cap-std's pool checks
 /// each address; tokio connects, so that giving up cancels the attempt and
 /// no thread waits on it.
+/// How much of a `tcp-stream.write` goes out before the stream's right is
+/// checked again.
+const WRITE_PIECE: usize = 64 << 10;
+
 pub(crate) async fn connect(
     reach: &Reach,
     address: &str,
@@ -293,7 +297,10 @@ impl HostTcpStream for View<'_, NetCtx> {
     async fn read(&mut self, s: Resource<TcpStreamHandle>, len: u32) -> HostResult<Vec<u8>> {
         let life = self.table.get(&s)?.life.clone();
         self.alive("read", &life)?;
-        let mut buf = vec![0; len.min(MAX_READ) as usize];
+        // The buffer is the host's while the read waits: no larger than
+        // what the guest's memory has room for.
+        let room = self.core.memory.room().max(1);
+        let mut buf = vec![0; (len.min(MAX_READ) as usize).min(room)];
         let n = self
             .table
             .get_mut(&s)?
@@ -310,8 +317,14 @@ impl HostTcpStream for View<'_, NetCtx> {
     async fn write(&mut self, s: Resource<TcpStreamHandle>, data: Vec<u8>) -> HostResult<()> {
         let life = self.table.get(&s)?.life.clone();
         self.alive("write", &life)?;
-        let s = self.table.get_mut(&s)?;
-        Ok(s.stream.write_all(&data).await.map_err(io)?)
+        // In pieces, each only while the stream's right lasts: a revoke or
+        // a pledge stops a long write within a piece, not at its end.
+        for piece in data.chunks(WRITE_PIECE) {
+            self.alive("write", &life)?;
+            let s = self.table.get_mut(&s)?;
+            s.stream.write_all(piece).await.map_err(io)?;
+        }
+        Ok(())
     }
 
     async fn shutdown(&mut self, s: Resource<TcpStreamHandle>) -> HostResult<()> {
