@@ -29,7 +29,7 @@ pub use handle::{
     join_below, open_scope, rename_noreplace, DirHandle, FileHandle, Place, ScopeEntry, MAX_LABEL,
     MAX_READ_CHUNK, MAX_WHOLE_FILE,
 };
-pub use spec::{ancestry, beside, location, DirGrant, DirTable};
+pub use spec::{ancestry, beside, beside_one, location, DirGrant, DirTable};
 
 use crate::core::kind::{FitError, Handle, Kind, Learned, Located, OpenEnv, Opened, ShareTo};
 use crate::core::pledges::Pledges;
@@ -98,7 +98,7 @@ impl Kind for Dirs {
         let beside = peers
             .iter()
             .position(|p| std::ptr::eq(*p, d))
-            .map_or(Rights::empty(), |i| beside(peers)[i]);
+            .map_or(Rights::empty(), |i| beside_one(peers, i));
         let dir = d.open().with_context(|| format!("grant `{name}`"))?;
         let handle = DirHandle::grant(
             dir,

@@ -1,6 +1,7 @@
 //! What an operator grants of the file system: a host directory, with
 //! rights, and optionally only some paths below it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +29,17 @@ pub struct DirGrant {
     /// path is looked up once: what was checked is what is granted, and a
     /// grant is opened once however many times it is used.
     opened: Arc<OnceLock<Dir>>,
+    /// Where the opened directory is, worked out once: every other grant
+    /// is compared with it.
+    whereabouts: Arc<OnceLock<Whereabouts>>,
+}
+
+/// Where a directory is: its ancestry (see [`ancestry`]) and its place in
+/// its file system (see [`location`]).
+#[derive(Debug, Default, Clone)]
+struct Whereabouts {
+    chain: Vec<(u64, u64)>,
+    place: Option<(u64, PathBuf)>,
 }
 
 /// A directory grant as `capbroker.toml` writes it: `[dir.NAME]`.
@@ -50,6 +62,7 @@ impl DirGrant {
             rights,
             paths,
             opened: Arc::default(),
+            whereabouts: Arc::default(),
         }
     }
 
@@ -60,6 +73,7 @@ impl DirGrant {
             rights,
             paths,
             opened: self.opened.clone(),
+            whereabouts: self.whereabouts.clone(),
         }
     }
 
@@ -92,24 +106,22 @@ impl DirGrant {
         Some((meta.dev(), meta.ino()))
     }
 
-    /// Where the granted directory is in its file system (see
-    /// [`location`]): of the directory opened, once it is.
-    fn location(&self) -> Option<(u64, PathBuf)> {
-        match self.opened.get() {
-            Some(dir) => location(dir),
-            None => location(
-                &Dir::open_ambient_dir(self.resolved()?, cap_std::ambient_authority()).ok()?,
-            ),
+    /// Where the granted directory is: of the directory opened, once it is
+    /// (then worked out once for all the grant's copies).
+    fn whereabouts(&self) -> Cow<'_, Whereabouts> {
+        if let Some(dir) = self.opened.get() {
+            return Cow::Borrowed(self.whereabouts.get_or_init(|| Whereabouts {
+                chain: ancestry(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd()))),
+                place: location(dir),
+            }));
         }
-    }
-
-    /// The device and inode of the granted directory and of each above it
-    /// (see [`ancestry`]): of the directory opened, once it is.
-    fn chain(&self) -> Vec<(u64, u64)> {
-        match self.opened.get() {
-            Some(dir) => ancestry(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd()))),
-            None => self.resolved().map(|p| ancestry(&p)).unwrap_or_default(),
-        }
+        let path = self.resolved();
+        Cow::Owned(Whereabouts {
+            chain: path.as_deref().map(ancestry).unwrap_or_default(),
+            place: path
+                .and_then(|p| Dir::open_ambient_dir(p, cap_std::ambient_authority()).ok())
+                .and_then(|d| location(&d)),
+        })
     }
 
     /// The grant a manifest's `[dir.NAME]` makes; host paths are relative
@@ -209,38 +221,41 @@ impl DirGrant {
 }
 
 /// For each grant, the rights of the other grants whose directory lies in
-/// it, holds it or is it: a file linked or renamed into the overlap can be
+/// it, holds it or is it (see [`beside_one`]).
+pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
+    (0..grants.len()).map(|i| beside_one(grants, i)).collect()
+}
+
+/// The rights of the grants other than `grants[i]` whose directory lies in
+/// its, holds it or is it: a file linked or renamed into the overlap can be
 /// used through those too, so they count in the grant's ceiling.
 /// Directories are compared by identity up their real ancestry (see
-/// [`ancestry`]), so links, `..` and bind mounts do not hide an overlap;
-/// one that cannot be resolved overlaps nothing.
-pub fn beside(grants: &[&DirGrant]) -> Vec<Rights> {
-    let chains: Vec<Vec<(u64, u64)>> = grants.iter().map(|g| g.chain()).collect();
-    let places: Vec<Option<(u64, PathBuf)>> = grants.iter().map(|g| g.location()).collect();
-    let overlap = |i: usize, j: usize| {
-        let walked = match (chains[i].first(), chains[j].first()) {
-            (Some(a), Some(b)) => chains[j].contains(a) || chains[i].contains(b),
-            _ => false,
-        };
-        // `..` from the root of a bind mount leads to the mount point's
-        // parent, not to the parent of the folder it shows: the walk up
-        // misses a grant that is a bind mount of a folder inside another.
-        // Their places in the file system do not.
-        let placed = match (&places[i], &places[j]) {
-            (Some((di, pi)), Some((dj, pj))) => {
-                di == dj && (pi.starts_with(pj) || pj.starts_with(pi))
-            }
-            _ => false,
-        };
-        walked || placed
+/// [`ancestry`]) and by their place in the file system (see [`location`]),
+/// so links, `..` and bind mounts do not hide an overlap; one that cannot
+/// be resolved overlaps nothing.
+pub fn beside_one(grants: &[&DirGrant], i: usize) -> Rights {
+    let here = grants[i].whereabouts();
+    grants
+        .iter()
+        .enumerate()
+        .filter(|&(j, g)| j != i && overlap(&here, &g.whereabouts()))
+        .fold(Rights::empty(), |r, (_, g)| r | g.rights)
+}
+
+fn overlap(a: &Whereabouts, b: &Whereabouts) -> bool {
+    let walked = match (a.chain.first(), b.chain.first()) {
+        (Some(x), Some(y)) => b.chain.contains(x) || a.chain.contains(y),
+        _ => false,
     };
-    (0..grants.len())
-        .map(|i| {
-            (0..grants.len())
-                .filter(|&j| j != i && overlap(i, j))
-                .fold(Rights::empty(), |r, j| r | grants[j].rights)
-        })
-        .collect()
+    // `..` from the root of a bind mount leads to the mount point's parent,
+    // not to the parent of the folder it shows: the walk up misses a grant
+    // that is a bind mount of a folder inside another. Their places in the
+    // file system do not.
+    let placed = match (&a.place, &b.place) {
+        (Some((da, pa)), Some((db, pb))) => da == db && (pa.starts_with(pb) || pb.starts_with(pa)),
+        _ => false,
+    };
+    walked || placed
 }
 
 /// Where the directory `dir` is in its file system: its device, and its

@@ -211,16 +211,7 @@ impl AppComponent {
             .with_learner(self.learner.clone());
         let mut store = new_store(self.pre.engine(), ctx, limits);
         let instantiating = self.pre.instance_pre().instantiate_async(&mut store);
-        let instance = match supervise(pin!(instantiating), deadline, std::future::pending()).await
-        {
-            super::runner::Stopped::Done(r) => r,
-            _ => Err(late(
-                "the component",
-                deadline.timeout().unwrap_or_default(),
-                "while instantiating",
-            )),
-        }
-        .with_context(|| format!("cannot instantiate `{}`", self.name))?;
+        let instance = super::runner::instantiate(instantiating, deadline, &self.name).await?;
         let app = App::new(&mut store, &instance)?;
         Ok(Started {
             store,

@@ -4,11 +4,10 @@
 use std::pin::pin;
 use std::sync::Arc;
 
-use wasmtime::error::Context;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::ctx::{BrokerCtx, Components, State};
-use super::runner::{late, new_store_with_wasi, record_exit, supervise, Deadline, Ended, Stopped};
+use super::runner::{late, new_store_with_wasi, record_exit, supervise, Deadline, Ended};
 use crate::core::audit::AuditLog;
 use crate::core::limits::Limits;
 use crate::core::pledges::Pledges;
@@ -81,25 +80,14 @@ impl CommandComponent {
             .collect();
         let broker = BrokerCtx::new(&self.name, Arc::new(Components::new()))
             .with_audit_log(self.audit_log.clone());
-        for (name, target, detail) in &grants.granted {
-            broker.audit().granted(name, target, detail);
-        }
+        grants.audit(broker.audit());
         let (wasi, state) = grants.build(&argv, &pledges, broker.audit())?;
         let broker = broker.with_wasi(state, pledges);
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, limits);
         // Instantiating runs guest code too: the timeout counts from here.
         let deadline = Deadline::after(limits.timeout);
         let instantiating = self.pre.instantiate_async(&mut store);
-        let command =
-            match supervise(pin!(instantiating), deadline, std::future::pending()).await {
-                Stopped::Done(r) => r,
-                _ => Err(late(
-                    "the component",
-                    deadline.timeout().unwrap_or_default(),
-                    "while instantiating",
-                )),
-            }
-            .with_context(|| format!("cannot instantiate `{}`", self.name))?;
+        let command = super::runner::instantiate(instantiating, deadline, &self.name).await?;
         let call = command.wasi_cli_run().call_run(&mut store);
         let stopped = supervise(pin!(call), deadline, std::future::pending()).await;
         let ended = Ended::of(stopped, &store);

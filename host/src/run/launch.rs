@@ -197,25 +197,14 @@ fn wasi_grants(
     for g in grants {
         let named = |e: &dyn std::fmt::Display| wasmtime::format_err!("grant `{}`: {e}", g.name);
         match &g.grant {
-            Grant::Dir(d) => {
-                wasi.granted.push((
-                    g.name.clone(),
-                    d.host_path.display().to_string(),
-                    crate::core::RightsList(d.rights).to_string(),
-                ));
-                wasi.dirs.push((g.name.clone(), d.clone()));
-            }
+            Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
             Grant::Listen(n) => {
                 let reach = Reach::listen(n).map_err(|e| named(&e))?;
-                wasi.granted
-                    .push((g.name.clone(), "listen".into(), reach.detail()));
-                wasi.listen.push(reach);
+                wasi.listen.push((g.name.clone(), reach));
             }
             Grant::Connect(n) => {
                 let reach = Reach::connect(n).map_err(|e| named(&e))?;
-                wasi.granted
-                    .push((g.name.clone(), "connect".into(), reach.detail()));
-                wasi.connect.push(reach);
+                wasi.connect.push((g.name.clone(), reach));
             }
             Grant::Spawner(_) => {}
         }

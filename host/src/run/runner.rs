@@ -120,6 +120,22 @@ pub async fn supervise<T>(
     .await
 }
 
+/// Instantiates a component (`instantiating`, which runs its start
+/// functions) within `deadline`; `name` is how the error names it.
+pub async fn instantiate<T>(
+    instantiating: impl Future<Output = wasmtime::Result<T>>,
+    deadline: Deadline,
+    name: &str,
+) -> wasmtime::Result<T> {
+    let late = |t: Duration| late("the component", t, "while instantiating");
+    match supervise(pin!(instantiating), deadline, std::future::pending()).await {
+        Stopped::Done(r) => r,
+        Stopped::Late(t) => Err(late(t)),
+        Stopped::Killed => Err(late(deadline.timeout().unwrap_or_default())),
+    }
+    .map_err(|e| e.context(format!("cannot instantiate `{name}`")))
+}
+
 /// How a waiting call ends from outside, if it does: killed, or late.
 fn stopped<T>(
     killed: Pin<&mut impl Future<Output = ()>>,

@@ -32,12 +32,10 @@ pub struct WasiGrants {
     pub env: Vec<(String, String)>,
     /// Whether the program reads the host's stdin.
     pub stdin: bool,
-    /// Addresses it may bind and listen on.
-    pub listen: Vec<Reach>,
-    /// Addresses it may connect to.
-    pub connect: Vec<Reach>,
-    /// Each grant as the audit trail shows it: name, target, detail.
-    pub granted: Vec<(String, String, String)>,
+    /// Addresses it may bind and listen on, by grant name.
+    pub listen: Vec<(String, Reach)>,
+    /// Addresses it may connect to, by grant name.
+    pub connect: Vec<(String, Reach)>,
 }
 
 /// The environment a program sees: what the operator granted, until it
@@ -53,6 +51,19 @@ pub struct WasiState {
 }
 
 impl WasiGrants {
+    /// Records each grant in `audit`, as an app's grants are.
+    pub fn audit(&self, audit: &Audit) {
+        for (guest, d) in &self.dirs {
+            let rights = crate::core::RightsList(d.rights).to_string();
+            audit.granted(guest, &d.host_path.display().to_string(), &rights);
+        }
+        for (kind, grants) in [("listen", &self.listen), ("connect", &self.connect)] {
+            for (name, reach) in grants {
+                audit.granted(name, kind, &reach.detail());
+            }
+        }
+    }
+
     /// The wasmtime-wasi context for these grants (stdout and stderr are
     /// always the host's; sockets only within the ranges, and only until
     /// the network is pledged away) and each room's state beside it.
@@ -74,8 +85,8 @@ impl WasiGrants {
             .allow_ip_name_lookup(false);
         if networked {
             b.socket_addr_check(crate::net::wasi::addr_check(
-                self.listen.clone().into(),
-                self.connect.clone().into(),
+                self.listen.iter().map(|(_, r)| r.clone()).collect(),
+                self.connect.iter().map(|(_, r)| r.clone()).collect(),
                 pledges.clone(),
                 audit.clone(),
             ));
