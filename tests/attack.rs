@@ -1070,3 +1070,123 @@ mod audit_trail {
         );
     }
 }
+
+/// The last round (network, pledge, learning, scoped preopens) found no
+/// hole; these pin down what was tried and held.
+mod sockets {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use super::support::{capbroker, guests};
+
+    fn wasm(name: &str) -> String {
+        guests().join(name).display().to_string()
+    }
+
+    fn stdout(out: &std::process::Output) -> String {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A plain WASI command binds the unspecified address to port 0 (a listen
+    /// range that holds port 0, or any connect grant, allows that bind) and
+    /// then listens: the system picked a port outside every listen range, and
+    /// the listen must be refused.
+    #[test]
+    fn a_wasi_listen_on_a_port_the_system_picked_is_refused() {
+        let np = wasm("net-probe.wasm");
+        for grant in ["--listen=web=0.0.0.0:0-1024", "--connect=api=127.0.0.1:80"] {
+            let out = capbroker(&["run", grant, &np, "bind-listen", "v4", "0"]);
+            let got = stdout(&out);
+            assert!(got.contains("bind Ok"), "{grant}: {got}");
+            assert!(got.contains("listen Err"), "{grant}: listened: {got}");
+        }
+        // Without a bind first, WASI 0.2 refuses the listen outright.
+        let out = capbroker(&[
+            "run",
+            "--listen=web=0.0.0.0:0-1024",
+            &np,
+            "listen-unbound",
+            "v4",
+        ]);
+        assert!(!stdout(&out).contains("listening on"), "{}", stdout(&out));
+    }
+
+    /// A WASI listen on `[::]` granted alone does not also take IPv4 (the
+    /// socket is IPv6-only), as capbroker's own face promises.
+    #[test]
+    fn a_wasi_listen_on_the_ipv6_unspecified_address_does_not_take_ipv4() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let np = wasm("net-probe.wasm");
+        let grant = format!("--listen=web=[::]:{port}");
+        let port_s = port.to_string();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .args(["run", &grant, &np, "bind-listen", "v6", &port_s, "1500"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let v4 = std::net::TcpStream::connect_timeout(
+            &format!("127.0.0.1:{port}").parse().unwrap(),
+            std::time::Duration::from_millis(300),
+        );
+        let status = child.wait().unwrap();
+        let mut got = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert!(status.success(), "{got}");
+        assert!(got.contains("listen Ok"), "{got}");
+        assert!(
+            v4.is_err(),
+            "the guest's [::] listener took an IPv4 connection"
+        );
+    }
+
+    /// A TCP stream shared with a child stops for the child too when the
+    /// parent pledges the network after the spawn.
+    #[test]
+    fn a_pledge_of_the_network_reaches_a_stream_shared_with_a_child() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let got_bytes = std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            let mut all = Vec::new();
+            let _ = s.read_to_end(&mut all);
+            all
+        });
+        let out = capbroker(&[
+            "run",
+            &format!("--connect=api={addr}"),
+            "--spawn=sp",
+            &wasm("probe.wasm"),
+            &format!("connect api {addr} s"),
+            "spawn sp self budget s C recv;swrite s child-after-pledge",
+            "pledge-network",
+            "psend C go",
+            "wait C",
+            "swrite s parent-after-pledge",
+            "sdrop s",
+        ]);
+        let got = stdout(&out);
+        assert!(
+            got.contains("wait C => ok:finished:ok:go\nerr:refused:the network was pledged away"),
+            "{got}"
+        );
+        assert!(
+            got.contains("swrite s parent-after-pledge => err:refused"),
+            "{got}"
+        );
+        let bytes = got_bytes.join().unwrap();
+        assert!(
+            bytes.is_empty(),
+            "sent after the pledge: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
