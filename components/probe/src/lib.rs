@@ -971,7 +971,8 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
 /// `spawn SPAWNER COMPONENT[@ENTRY] LIMITS GRANTS NAME [INPUT…]`: LIMITS is
 /// `MEMORY,FUEL,MS` or `budget` (the spawner's own), GRANTS is `-` or
 /// handle names joined by `,`; the rest of the line is the child's input.
-/// `NAME*N` spawns N children and waits for them all, counting statuses.
+/// `NAME*N` spawns N children and waits for them all, counting statuses;
+/// `NAME*N!` kills each before waiting.
 fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
     let parts: Vec<&str> = rest.splitn(6, ' ').collect();
     let [sp, comp, limits, grants, name] = parts[..5] else {
@@ -1010,10 +1011,17 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
         });
     }
     if let Some((_, count)) = name.split_once('*') {
+        let (count, kill) = match count.strip_suffix('!') {
+            Some(count) => (count, true),
+            None => (count, false),
+        };
         let count: usize = count.parse().unwrap();
         let mut procs = Vec::new();
         for _ in 0..count {
             procs.push(spawn(s, comp, entry, &shares, limits, input.as_bytes())?);
+        }
+        if kill {
+            procs.iter().for_each(Process::kill);
         }
         let mut counts: HashMap<String, u32> = HashMap::new();
         for p in procs {
