@@ -964,8 +964,264 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             };
             Ok(format!("fs={fs},cwd={cwd},env={env},net={net}"))
         }
+        // The race harness (tests/race.rs): N rounds on both faces.
+        ["race-loop", d, s, w, ws, n] => race_loop(h, [d, s, w, ws], n.parse().unwrap()),
         _ => Err(Error::Invalid(format!("probe does not know `{command}`"))),
     }
+}
+
+/// The size of every file outside the grant in tests/race.rs.
+const SECRET_SIZE: u64 = 777_777;
+
+/// What one racing operation saw: its text (contents, names or a size),
+/// or its error code.
+type Seen = Result<String, String>;
+
+fn fs_seen<T>(r: Result<T, Error>, show: impl FnOnce(T) -> String) -> Seen {
+    r.map(show).map_err(|e| e.code().to_string())
+}
+
+fn wasi_seen(r: Result<String, ErrorCode>) -> Seen {
+    r.map_err(|e| format!("wasi-{}", e.name()))
+}
+
+fn names_of(entries: &[capbroker_sdk::Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Opens `path` below `d` as `oflags`/`flags` ask, following a last link
+/// if `follow`, and reads it (a file) or lists it (a directory).
+fn wasi_take(
+    d: &Descriptor,
+    follow: bool,
+    path: &str,
+    oflags: WasiOpen,
+    flags: DescriptorFlags,
+) -> Result<String, ErrorCode> {
+    let pf = if follow {
+        PathFlags::SYMLINK_FOLLOW
+    } else {
+        PathFlags::empty()
+    };
+    let f = d.open_at(pf, path, oflags, flags)?;
+    if oflags.contains(WasiOpen::DIRECTORY) {
+        let entries = f.read_directory()?;
+        let mut names = Vec::new();
+        while let Some(e) = entries.read_directory_entry()? {
+            names.push(e.name);
+        }
+        return Ok(names.join(","));
+    }
+    if flags.contains(DescriptorFlags::WRITE) {
+        f.write(b"w", 0)?;
+        return Ok(String::new());
+    }
+    let (bytes, _) = f.read(4096, 0)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `race-loop D S W WS N`: `N` rounds of reads, writes, opens, listings,
+/// stats, renames and removals on the paths tests/race.rs keeps swapping
+/// (`x`, `file`, `sub`), through the handle `D` on the grant, the handle
+/// `S` on its `sub`, and `wasi:filesystem` descriptors `W` (of `D`) and
+/// `WS` (of `sub`). Every file outside the grant holds `SECRET` and is
+/// `SECRET_SIZE` bytes, and some are named so: whatever an operation gets
+/// back that shows one is a leak. Gives `ops=N;ok=OP#N,…;err=CODE#N,…;
+/// leaks=…` (at most 8 leaks, each cut short).
+fn race_loop(h: &Held, names: [&str; 4], n: u32) -> Result<String, Error> {
+    let (d, s) = (
+        held(&h.dirs, "dir", names[0])?,
+        held(&h.dirs, "dir", names[1])?,
+    );
+    let (w, ws) = (wasi_held(h, names[2])?, wasi_held(h, names[3])?);
+    let (none, dir) = (WasiOpen::empty(), WasiOpen::DIRECTORY);
+    let (read, write) = (DescriptorFlags::READ, DescriptorFlags::WRITE);
+    let make = WasiOpen::CREATE | WasiOpen::TRUNCATE;
+    let unit = |_: ()| String::new();
+    let bytes = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let size = |st: capbroker_sdk::Stat| format!("size:{}", st.size);
+    let mut ok: HashMap<String, u32> = HashMap::new();
+    let mut err: HashMap<String, u32> = HashMap::new();
+    let mut leaks = Vec::new();
+    let mut ops = 0u32;
+    for _ in 0..n {
+        for i in 0.. {
+            let (op, seen): (&str, Seen) = match i {
+                // capbroker's `fs` face.
+                0 => ("read-x", fs_seen(d.read_file("x"), bytes)),
+                1 => ("read-x/secret", fs_seen(d.read_file("x/SECRET-a"), bytes)),
+                2 => ("read-file", fs_seen(d.read_file("file"), bytes)),
+                3 => (
+                    "read-sub/inner",
+                    fs_seen(d.read_file("sub/inner.txt"), bytes),
+                ),
+                4 => (
+                    "read-sub/../file",
+                    fs_seen(d.read_file("sub/../file"), bytes),
+                ),
+                5 => ("read-S../file", fs_seen(s.read_file("../file"), bytes)),
+                6 => (
+                    "read-S/deeper/../../file",
+                    fs_seen(s.read_file("deeper/../../file"), bytes),
+                ),
+                7 => ("list-x", fs_seen(d.list("x"), |e| names_of(&e))),
+                8 => ("list-sub/..", fs_seen(d.list("sub/.."), |e| names_of(&e))),
+                9 => ("list-S..", fs_seen(s.list(".."), |e| names_of(&e))),
+                10 => ("stat-x", fs_seen(d.stat("x"), size)),
+                11 => ("stat-file", fs_seen(d.stat("file"), size)),
+                12 => ("stat-sub/../x", fs_seen(d.stat("sub/../x"), size)),
+                13 => (
+                    "open-x",
+                    fs_seen(
+                        d.open_file("x", OpenFlags::READ).and_then(|f| f.read(4096)),
+                        bytes,
+                    ),
+                ),
+                14 => (
+                    "open-file-append",
+                    fs_seen(
+                        d.open_file("file", OpenFlags::READ | OpenFlags::APPEND)
+                            .and_then(|f| f.write(b"w").and_then(|_| f.read(4096))),
+                        bytes,
+                    ),
+                ),
+                15 => ("write-x", fs_seen(d.write_file("x", b"w"), unit)),
+                16 => (
+                    "write-x/planted",
+                    fs_seen(d.write_file("x/planted", b"w"), unit),
+                ),
+                17 => (
+                    "write-sub/../planted",
+                    fs_seen(d.write_file("sub/../planted", b"w"), unit),
+                ),
+                18 => (
+                    "write-S../planted",
+                    fs_seen(s.write_file("../planted", b"w"), unit),
+                ),
+                19 => ("mkdir-x/made", fs_seen(d.create_dir("x/made"), unit)),
+                20 => ("rm-x/secret", fs_seen(d.remove_file("x/SECRET-a"), unit)),
+                21 => (
+                    "rename-x/secret",
+                    fs_seen(d.rename("x/SECRET-a", "stolen"), unit),
+                ),
+                22 => (
+                    "rename-file-into-x",
+                    fs_seen(d.rename("file", "x/planted"), unit),
+                ),
+                23 => (
+                    "rename-S../file",
+                    fs_seen(s.rename("../file", "stolen"), unit),
+                ),
+                24 => ("read-stolen", fs_seen(d.read_file("stolen"), bytes)),
+                // `wasi:filesystem`, through descriptors made from handles.
+                25 => (
+                    "wasi-read-x",
+                    wasi_seen(wasi_take(w, true, "x", none, read)),
+                ),
+                26 => (
+                    "wasi-read-x/secret",
+                    wasi_seen(wasi_take(w, false, "x/SECRET-a", none, read)),
+                ),
+                27 => (
+                    "wasi-read-file",
+                    wasi_seen(wasi_take(w, true, "file", none, read)),
+                ),
+                28 => (
+                    "wasi-read-sub/../file",
+                    wasi_seen(wasi_take(w, true, "sub/../file", none, read)),
+                ),
+                29 => (
+                    "wasi-read-WS../file",
+                    wasi_seen(wasi_take(ws, true, "../file", none, read)),
+                ),
+                30 => ("wasi-list-x", wasi_seen(wasi_take(w, true, "x", dir, read))),
+                31 => (
+                    "wasi-list-sub/..",
+                    wasi_seen(wasi_take(w, true, "sub/..", dir, read)),
+                ),
+                32 => (
+                    "wasi-list-WS..",
+                    wasi_seen(wasi_take(ws, true, "..", dir, read)),
+                ),
+                33 => (
+                    "wasi-stat-x",
+                    wasi_seen(
+                        w.stat_at(PathFlags::SYMLINK_FOLLOW, "x")
+                            .map(|st| format!("size:{}", st.size)),
+                    ),
+                ),
+                34 => (
+                    "wasi-write-x",
+                    wasi_seen(wasi_take(w, true, "x", make, write)),
+                ),
+                35 => (
+                    "wasi-write-x/planted",
+                    wasi_seen(wasi_take(w, false, "x/planted", make, write)),
+                ),
+                36 => (
+                    "wasi-write-WS../planted",
+                    wasi_seen(wasi_take(ws, false, "../planted", make, write)),
+                ),
+                37 => (
+                    "wasi-mkdir-x/made",
+                    wasi_seen(w.create_directory_at("x/made").map(unit)),
+                ),
+                38 => (
+                    "wasi-unlink-x/secret",
+                    wasi_seen(w.unlink_file_at("x/SECRET-a").map(unit)),
+                ),
+                39 => (
+                    "wasi-rename-x/secret",
+                    wasi_seen(w.rename_at("x/SECRET-a", w, "stolen").map(unit)),
+                ),
+                40 => (
+                    "wasi-rename-file-into-x",
+                    wasi_seen(w.rename_at("file", w, "x/planted").map(unit)),
+                ),
+                41 => (
+                    "wasi-link-x",
+                    wasi_seen(w.link_at(PathFlags::empty(), "x", w, "linked").map(unit)),
+                ),
+                42 => (
+                    "wasi-link-x/secret",
+                    wasi_seen(
+                        w.link_at(PathFlags::empty(), "x/SECRET-a", w, "linked")
+                            .map(unit),
+                    ),
+                ),
+                43 => ("read-linked", fs_seen(d.read_file("linked"), bytes)),
+                44 => (
+                    "wasi-unlink-linked",
+                    wasi_seen(w.unlink_file_at("linked").map(unit)),
+                ),
+                _ => break,
+            };
+            ops += 1;
+            match seen {
+                Ok(text) => {
+                    let leaked = text.contains("SECRET") || text == format!("size:{SECRET_SIZE}");
+                    if leaked && leaks.len() < 8 {
+                        leaks.push(format!(
+                            "{op}={}",
+                            text.chars().take(60).collect::<String>()
+                        ));
+                    }
+                    *ok.entry(op.to_string()).or_default() += 1;
+                }
+                Err(code) => *err.entry(code).or_default() += 1,
+            }
+        }
+    }
+    Ok(format!(
+        "ops={ops};ok={};err={};leaks={}",
+        tally(ok),
+        tally(err),
+        leaks.join("|")
+    ))
 }
 
 /// `spawn SPAWNER COMPONENT[@ENTRY] LIMITS GRANTS NAME [INPUT…]`: LIMITS is

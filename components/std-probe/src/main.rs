@@ -18,6 +18,8 @@
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
 //! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
 //!   `sleep MS`
+//! - `race MS`: for MS milliseconds, the race harness's loop
+//!   (tests/race.rs) on `/data`
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -303,9 +305,97 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 println!("ok sleep {ms}");
             }
+            "race" => {
+                let ms = next(&mut i).parse().unwrap_or(0);
+                println!("ok race {}", race(ms));
+            }
             "panic" => panic!("told to"),
             "stderr" => eprintln!("{}", next(&mut i)),
             other => println!("err unknown-step {other}"),
         }
     }
+}
+
+/// The size of every file outside the grant in tests/race.rs.
+const SECRET_SIZE: u64 = 777_777;
+
+/// The race harness's loop (tests/race.rs), as a plain program sees it:
+/// reads, writes, listings, stats, links, renames and removals through
+/// the preopen `/data` on the paths the host keeps swapping, for `ms`
+/// milliseconds. Whatever comes back that shows a file from outside the
+/// grant (`SECRET` in its contents or name, or its size) is a leak.
+/// Gives `ops=N ok=N leaks=…` (at most 8 leaks, each cut short).
+fn race(ms: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let names = |p: &str| -> std::io::Result<String> {
+        let mut v = fs::read_dir(p)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        v.sort();
+        Ok(v.join(","))
+    };
+    let unit = |r: std::io::Result<()>| r.map(|()| String::new());
+    let size = |r: std::io::Result<fs::Metadata>| r.map(|m| format!("size:{}", m.len()));
+    let (mut ops, mut ok, mut leaks) = (0u64, 0u64, Vec::new());
+    while std::time::Instant::now() < deadline {
+        for i in 0.. {
+            let (op, seen): (&str, std::io::Result<String>) = match i {
+                0 => ("read-x", fs::read_to_string("/data/x")),
+                1 => ("read-x/secret", fs::read_to_string("/data/x/SECRET-a")),
+                2 => ("read-file", fs::read_to_string("/data/file")),
+                3 => ("read-sub/../file", fs::read_to_string("/data/sub/../file")),
+                4 => ("read-sub/inner", fs::read_to_string("/data/sub/inner.txt")),
+                5 => ("list-x", names("/data/x")),
+                6 => ("list-sub/..", names("/data/sub/..")),
+                7 => ("stat-x", size(fs::metadata("/data/x"))),
+                8 => ("stat-sub/../x", size(fs::metadata("/data/sub/../x"))),
+                9 => ("write-x", unit(fs::write("/data/x", "w"))),
+                10 => ("write-x/planted", unit(fs::write("/data/x/planted", "w"))),
+                11 => (
+                    "write-sub/../planted",
+                    unit(fs::write("/data/sub/../planted", "w")),
+                ),
+                12 => (
+                    "append-file",
+                    unit(
+                        OpenOptions::new()
+                            .append(true)
+                            .open("/data/file")
+                            .and_then(|mut f| f.write_all(b"w")),
+                    ),
+                ),
+                13 => ("mkdir-x/made", unit(fs::create_dir("/data/x/made"))),
+                14 => ("rm-x/secret", unit(fs::remove_file("/data/x/SECRET-a"))),
+                15 => (
+                    "rename-x/secret",
+                    unit(fs::rename("/data/x/SECRET-a", "/data/stolen")),
+                ),
+                16 => (
+                    "rename-file-into-x",
+                    unit(fs::rename("/data/file", "/data/x/planted")),
+                ),
+                17 => ("read-stolen", fs::read_to_string("/data/stolen")),
+                18 => ("link-x", unit(fs::hard_link("/data/x", "/data/linked"))),
+                19 => (
+                    "link-x/secret",
+                    unit(fs::hard_link("/data/x/SECRET-a", "/data/linked")),
+                ),
+                20 => ("read-linked", fs::read_to_string("/data/linked")),
+                21 => ("rm-linked", unit(fs::remove_file("/data/linked"))),
+                _ => break,
+            };
+            ops += 1;
+            if let Ok(text) = seen {
+                ok += 1;
+                let leaked = text.contains("SECRET") || text == format!("size:{SECRET_SIZE}");
+                if leaked && leaks.len() < 8 {
+                    leaks.push(format!(
+                        "{op}={}",
+                        text.chars().take(60).collect::<String>()
+                    ));
+                }
+            }
+        }
+    }
+    format!("ops={ops} ok={ok} leaks={}", leaks.join("|"))
 }
