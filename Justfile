@@ -90,6 +90,20 @@ bench: guests system-packages
     cargo bench --bench web
     cargo bench -p containerd-shim-capbroker --bench containers
 
+# The file-system fuzzer under libFuzzer for SECS seconds (0: until
+# stopped), on the nightly toolchain with cargo-fuzz (both installed if
+# missing). New inputs go into fuzz/corpus/confinement, a failing one into
+# fuzz/artifacts/confinement; docs/fuzzing.md says how to read them.
+fuzz SECS="0": guests
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cargo +nightly fuzz run confinement --features libfuzzer --sanitizer none \
+        -- -max_len=98 -max_total_time={{SECS}} -print_final_stats=1
+
+# Shrink fuzz/corpus/confinement to the inputs that add coverage.
+fuzz-cmin: guests
+    cargo +nightly fuzz cmin confinement --features libfuzzer --sanitizer none -- -max_len=98
+
 # Format and lint everything.
 check:
     cargo fmt --all --check

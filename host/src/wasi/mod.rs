@@ -10,6 +10,7 @@
 
 use wasmtime::component::Linker;
 use wasmtime_wasi::p2::bindings::{cli, filesystem, sockets};
+pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiView};
 
 use crate::core::audit::Audit;
@@ -36,6 +37,9 @@ pub struct WasiGrants {
     pub listen: Vec<(String, Reach)>,
     /// Addresses it may connect to, by grant name.
     pub connect: Vec<(String, Reach)>,
+    /// Where the program's stdout goes: the host's (`None`), or this pipe
+    /// (an embedding that reads what the program printed).
+    pub stdout: Option<MemoryOutputPipe>,
 }
 
 /// The environment a program sees: what the operator granted, until it
@@ -64,8 +68,8 @@ impl WasiGrants {
         }
     }
 
-    /// The wasmtime-wasi context for these grants (stdout and stderr are
-    /// always the host's; sockets only within the ranges, and only until
+    /// The wasmtime-wasi context for these grants (stderr is always the
+    /// host's, stdout too unless a pipe is given; sockets only within the ranges, and only until
     /// the network is pledged away) and each room's state beside it.
     pub fn build(
         &self,
@@ -75,7 +79,11 @@ impl WasiGrants {
     ) -> wasmtime::Result<(WasiCtx, WasiState)> {
         let mut b = WasiCtx::builder();
         b.max_random_size(MAX_RANDOM);
-        b.inherit_stdout().inherit_stderr().args(args);
+        match &self.stdout {
+            Some(pipe) => b.stdout(pipe.clone()),
+            None => b.inherit_stdout(),
+        };
+        b.inherit_stderr().args(args);
         if self.stdin {
             b.inherit_stdin();
         }
