@@ -62,6 +62,13 @@ sandbox APP OUT: guests
     test -x target/tools/bin/wasm-tools || cargo install --locked wasm-tools@1.263.0 --no-default-features --features component,validate,print,parse --root target/tools
     PATH="$PWD/target/tools/bin:$PATH" components/adapters/sandbox {{APP}} target/guests/wasm32-wasip2/release/read_only_adapter.wasm {{OUT}}
 
+# A steady load below the server's capacity with abusive requests mixed
+# in; it fails on a wrong answer, or memory or fds growing past their
+# bounds (docs/soak.md). The curve goes to target/soak/curve.csv.
+# Soak the web server example for DURATION: seconds, or 10m, 1h.
+soak DURATION="120": guests
+    CAPBROKER_SOAK_SECS={{DURATION}} cargo test -p capbroker --test soak -- --nocapture
+
 # Run the whole test suite (the tests build the guests themselves, too).
 test: guests system-packages
     cargo test --workspace

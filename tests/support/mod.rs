@@ -2,6 +2,8 @@
 //! once per test binary, a compiled copy of each, and a driver for the probe.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
