@@ -614,18 +614,25 @@ impl Model {
                     .ok()
                     .flatten()
                     .and_then(|(n, _)| after.get(&join(&n)).cloned());
+                // As wasmtime-wasi opens: for reading unless for writing
+                // (the descriptor's rights then decide), and for writing
+                // with `write`, `create` or `truncate`; a new file in a drop
+                // box is writable through the descriptor that made it.
+                let read = (o & O_READ != 0 || o & O_WRITE == 0) && parent.rights & R_READ != 0;
+                let write = o & (O_WRITE | O_CREATE | O_TRUNC) != 0
+                    && (parent.rights & R_WRITE != 0 || o & O_CREATE != 0);
                 let cap = match target {
                     Some(Entry { kind: 'd', .. }) => derive(&parent, after, path(p), parent.rights),
                     Some(Entry { kind: 'f', .. }) => {
-                        open_file(&parent, after, path(p), o & O_READ != 0, o & O_WRITE != 0)
+                        open_file(&parent, after, path(p), read, write)
                     }
                     // Unknown: it may be either; keep the parent's reach.
                     _ => {
                         let mut c = parent.clone();
                         c.file = (o & O_APPEND_OR_DIR == 0).then_some(FileCap {
                             ino: None,
-                            read: o & O_READ != 0,
-                            write: o & O_WRITE != 0,
+                            read,
+                            write,
                         });
                         c
                     }
