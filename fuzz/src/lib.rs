@@ -484,10 +484,15 @@ impl CommandState {
         if self.lost {
             return None;
         }
-        let rel = match self.route(rel) {
-            Err(why) => return Some(why),
-            Ok(None) => return None,
-            Ok(Some(rel)) => rel,
+        // A step's path is from the preopen's root; an unveil's from the
+        // last view (docs/wasi.md).
+        let rel = match op {
+            Op::CUnveil { .. } => rel.to_string(),
+            _ => match self.route(rel) {
+                Err(why) => return Some(why),
+                Ok(None) => return None,
+                Ok(Some(rel)) => rel,
+            },
         };
         if matches!(op, Op::CWrite { .. }) && cap.rights & R_WRITE == 0 && !rel_new(cap, snap, &rel)
         {

@@ -447,8 +447,16 @@ impl Model {
             Op::FWrite { f, .. } => self.file_op(&self.files[f as usize], true),
             Op::WRead { w } => self.file_op(desc(w), false),
             Op::WWrite { w, .. } | Op::WSetSize { w, .. } => self.file_op(desc(w), true),
-            Op::WInStream { w, .. } => self.file_op(desc(w), false),
-            Op::WOutStream { w, .. } => self.file_op(desc(w), true),
+            // A stream is made whatever the file was opened for (as in
+            // wasmtime-wasi); using it is what the open decides.
+            Op::WInStream { w, .. } | Op::WOutStream { w, .. } => match self.live(desc(w)) {
+                Err(why) => Expect::refuse(why),
+                Ok(c) if c.file.is_none() => Expect::refuse("a directory has no stream"),
+                Ok(c) => Expect {
+                    using: vec![c.clone()],
+                    ..Expect::default()
+                },
+            },
             Op::WStreamRead { s } => self.file_op(&self.ins[s as usize], false),
             Op::WStreamWrite { s, .. } => self.file_op(&self.outs[s as usize], true),
             Op::WReadAt { w, p } => {

@@ -8,7 +8,7 @@ use std::fmt;
 /// Paths the operations name, relative to the handle they are used on:
 /// names in the tree, symbolic links pointing in, out, nowhere and through
 /// `..`, trailing slashes, `..` and absolute paths.
-pub const PATHS: [&str; 32] = [
+pub const PATHS: [&str; 34] = [
     "a.txt",
     "hl.txt",
     "sub/b.txt",
@@ -41,6 +41,8 @@ pub const PATHS: [&str; 32] = [
     "ro",
     "dangling/",
     "sub/upup/data/a.txt",
+    "up",
+    "up/a.txt",
 ];
 
 /// Targets of the symbolic links a guest makes.
