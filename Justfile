@@ -97,10 +97,10 @@ bench: guests system-packages
     cargo bench --bench web
     cargo bench -p containerd-shim-capbroker --bench containers
 
-# The file-system fuzzer under libFuzzer for SECS seconds (0: until
-# stopped), on the nightly toolchain with cargo-fuzz (both installed if
-# missing). New inputs go into fuzz/corpus/confinement, a failing one into
+# On the nightly toolchain with cargo-fuzz (both installed if missing).
+# New inputs go into fuzz/corpus/confinement, a failing one into
 # fuzz/artifacts/confinement; docs/fuzzing.md says how to read them.
+# Run the file-system fuzzer for SECS seconds (0: until stopped).
 fuzz SECS="0": guests
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz

@@ -693,31 +693,21 @@ fn rights_csv(r: u8) -> String {
 }
 
 fn open_flags(o: u8) -> String {
-    let names = [
-        (O_READ, "read"),
-        (O_WRITE, "write"),
-        (O_APPEND_OR_DIR, "append"),
-        (O_CREATE, "create"),
-        (O_EXCL, "exclusive"),
-        (O_TRUNC, "truncate"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| o & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "read".into()
-    } else {
-        v.join(",")
-    }
+    flag_words(o, "append", "read")
 }
 
 fn wasi_flags(o: u8) -> String {
+    flag_words(o, "directory", "none")
+}
+
+/// An open-flags byte as the probe spells it: the third bit is `append` on
+/// the `fs` face and `directory` on the WASI face; no flag at all is
+/// `empty`.
+fn flag_words(o: u8, third: &str, empty: &str) -> String {
     let names = [
         (O_READ, "read"),
         (O_WRITE, "write"),
-        (O_APPEND_OR_DIR, "directory"),
+        (O_APPEND_OR_DIR, third),
         (O_CREATE, "create"),
         (O_EXCL, "exclusive"),
         (O_TRUNC, "truncate"),
@@ -728,7 +718,7 @@ fn wasi_flags(o: u8) -> String {
         .map(|(_, n)| *n)
         .collect();
     if v.is_empty() {
-        "none".into()
+        empty.into()
     } else {
         v.join(",")
     }
