@@ -32,6 +32,15 @@ pub struct Cap {
     /// The revokers whose revocation cuts this handle off.
     pub lineage: Vec<u8>,
     pub file: Option<FileCap>,
+    /// The least of the grant's ceiling (docs/authority.md, "Who else
+    /// could reach it"): the rights the operator gave the grant (for a
+    /// scoped grant, what any of its paths gives). Every handle derived
+    /// from the grant keeps it: a file linked or renamed to where a handle
+    /// reaches can be used there with all of it (by a stronger handle the
+    /// guest kept, or a child), so the source must hold it all. The host
+    /// adds the rights of overlapping grants; the model only this lower
+    /// bound, so it never predicts a refusal the rules do not require.
+    pub ceiling: u8,
 }
 
 /// An open file: its inode (if known), and what it was opened for.
@@ -125,13 +134,39 @@ fn within(name: &[String], root: &[String]) -> bool {
 
 impl Cap {
     pub fn dir(root: Names, rights: u8, scope: Option<Vec<(Names, u8)>>) -> Cap {
+        let ceiling = match &scope {
+            Some(entries) => entries.iter().fold(0, |r, (_, e)| r | e) & rights,
+            None => rights,
+        };
         Cap {
             root,
             rights,
             scope,
             lineage: Vec::new(),
             file: None,
+            ceiling,
         }
+    }
+
+    /// The rights this directory handle holds where `rel` lands (its own
+    /// when unscoped), if the model can tell.
+    fn held_at(&self, snap: &Snapshot, rel: &str, follow_last: bool) -> Option<u8> {
+        match self.scope {
+            None => Some(self.rights),
+            Some(_) => self
+                .locate(snap, rel, follow_last)
+                .ok()
+                .flatten()
+                .map(|(_, r)| r),
+        }
+    }
+
+    /// Whether `rel` (not following its last link, without a trailing
+    /// `/`) names something that exists now.
+    fn names_existing(&self, snap: &Snapshot, rel: &str) -> bool {
+        !rel.ends_with('/')
+            && matches!(self.locate(snap, rel, false),
+                Ok(Some((n, _))) if n != self.root && snap.contains_key(&join(&n)))
     }
 
     /// The rights this handle has over `name` (a path from the base), if
@@ -401,8 +436,27 @@ impl Model {
                 if to.refuse.is_some() {
                     return to;
                 }
-                if !dir(h).as_ref().unwrap().lineage.is_empty() {
+                let c = dir(h).as_ref().unwrap();
+                if !c.lineage.is_empty() {
                     return Expect::refuse("a revocable handle neither links nor renames");
+                }
+                // The source must hold `remove` and every right the
+                // grant's handles may hold at the destination.
+                if let Some(r) = c.held_at(snap, path(p), false) {
+                    if !has(r, R_REMOVE | c.ceiling) {
+                        return Expect::refuse(format!(
+                            "the source lacks the grant's ceiling {:#x}",
+                            c.ceiling
+                        ));
+                    }
+                }
+                // Replacing a name needs `write` there.
+                if c.names_existing(snap, path(q)) {
+                    if let Some(r) = c.held_at(snap, path(q), false) {
+                        if r & R_WRITE == 0 {
+                            return Expect::refuse("replaces a name without write there");
+                        }
+                    }
                 }
                 e
             }
@@ -502,6 +556,17 @@ impl Model {
                 }
                 if !a.lineage.is_empty() || !b.lineage.is_empty() {
                     return Expect::refuse("a revocable handle neither links nor renames");
+                }
+                // ... and every right any handle of the destination's grant
+                // may hold there, not only the destination descriptor's.
+                if !has(a.rights, src_need | b.ceiling) {
+                    return Expect::refuse(format!(
+                        "the source lacks the destination grant's ceiling {:#x}",
+                        b.ceiling
+                    ));
+                }
+                if rename && b.rights & R_WRITE == 0 && b.names_existing(snap, path(q)) {
+                    return Expect::refuse("replaces a name without write there");
                 }
                 Expect {
                     using: vec![a.clone(), b.clone()],

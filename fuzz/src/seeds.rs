@@ -544,6 +544,95 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 ],
             ),
         ),
+        // 8. A rename or link makes a file reachable by every handle of
+        // the destination's grant, not only the one named in the call: the
+        // source must hold the grant's ceiling there (docs/authority.md).
+        (
+            "8-ceiling-rename-attenuated",
+            input(
+                open_setup(),
+                vec![
+                    Op::Attenuate {
+                        h: d("data"),
+                        r: R_CREATE | R_REMOVE,
+                        new: d("d3"),
+                    },
+                    Op::Rename {
+                        h: d("d3"),
+                        p: p("a.txt"),
+                        q: p("new"),
+                    },
+                    Op::Rename {
+                        h: d("d3"),
+                        p: p("sub/b.txt"),
+                        q: p("sub/new"),
+                    },
+                    Op::Read {
+                        h: d("data"),
+                        p: p("new"),
+                    },
+                ],
+            ),
+        ),
+        (
+            "8-ceiling-link-weak-descriptor",
+            input(
+                open_setup(),
+                vec![
+                    Op::ToDescriptor {
+                        h: d("data"),
+                        r: R_CREATE,
+                        w: w("w0"),
+                    },
+                    Op::WLink {
+                        w: w("w0"),
+                        p: p("a.txt"),
+                        w2: w("w0"),
+                        q: p("new"),
+                    },
+                    Op::ToDescriptor {
+                        h: d("ro"),
+                        r: RL,
+                        w: w("w1"),
+                    },
+                    Op::ToDescriptor {
+                        h: d("data"),
+                        r: R_CREATE | R_REMOVE,
+                        w: w("w2"),
+                    },
+                    Op::WRename {
+                        w: w("w2"),
+                        p: p("sub/b.txt"),
+                        w2: w("w2"),
+                        q: p("sub/new"),
+                    },
+                    Op::WLink {
+                        w: w("w1"),
+                        p: p("ro/r.txt"),
+                        w2: w("w2"),
+                        q: p("new"),
+                    },
+                ],
+            ),
+        ),
+        // 9. A rename over an existing name needs `write` there.
+        (
+            "9-rename-replaces-without-write",
+            input(
+                scoped(R_ALL & !R_WRITE, 1),
+                vec![
+                    Op::Rename {
+                        h: d("data"),
+                        p: p("sub/b.txt"),
+                        q: p("sub/deep/c.txt"),
+                    },
+                    Op::Read {
+                        h: d("data"),
+                        p: p("sub/deep/c.txt"),
+                    },
+                ],
+            ),
+        ),
     ]
 }
 
