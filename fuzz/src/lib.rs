@@ -368,7 +368,8 @@ impl Harness {
             cap: initial.clone(),
             view: None,
             pledged: false,
-            lost: false,
+            changed: false,
+            view_lost: false,
         };
         for (i, (op, line)) in steps.iter().zip(&lines).enumerate() {
             self.stats.ops += 1;
@@ -408,10 +409,13 @@ struct CommandState {
     /// The unveiled view, as a path from the preopen's root.
     view: Option<model::Names>,
     pledged: bool,
-    /// Once a step changed the tree (or the model lost track of the
-    /// view), what a path names may differ from the snapshot: from there
-    /// on, only refusals that do not depend on the tree are predicted.
-    lost: bool,
+    /// Once a step changed the tree, what a path names may differ from the
+    /// snapshot: from there on, only refusals that do not depend on the
+    /// tree are predicted (the view's, which depend on the path's text,
+    /// still are).
+    changed: bool,
+    /// The model could not tell where an unveil led.
+    view_lost: bool,
 }
 
 impl CommandState {
@@ -481,7 +485,7 @@ impl CommandState {
         if rel.starts_with('/') {
             return Some("no preopen".into());
         }
-        if self.lost {
+        if self.view_lost {
             return None;
         }
         // A step's path is from the preopen's root; an unveil's from the
@@ -494,6 +498,9 @@ impl CommandState {
                 Ok(Some(rel)) => rel,
             },
         };
+        if self.changed {
+            return None;
+        }
         if matches!(op, Op::CWrite { .. }) && cap.rights & R_WRITE == 0 && !rel_new(cap, snap, &rel)
         {
             return Some("may only make a new file, and it exists".into());
@@ -510,14 +517,13 @@ impl CommandState {
         match op {
             Op::CPledge => self.pledged = true,
             Op::CUnveil { p, r } if ok => {
+                // From the last view (docs/wasi.md).
                 let rel = PATHS[p as usize];
-                let routed = if self.lost {
+                let located = if self.changed || self.view_lost {
                     None
                 } else {
-                    self.route(rel).ok().flatten()
+                    self.cap.locate(snap, rel, true).ok().flatten()
                 };
-                let located =
-                    routed.and_then(|rest| self.cap.locate(snap, &rest, true).ok().flatten());
                 self.cap.rights &= r;
                 let parts: Vec<String> = names(rel).into_iter().filter(|c| c != ".").collect();
                 match located {
@@ -525,13 +531,15 @@ impl CommandState {
                         if self.cap.scope.is_none() && !parts.iter().any(|c| c == "..") =>
                     {
                         self.cap.root = n;
-                        self.view = Some(parts);
+                        let mut view = self.view.take().unwrap_or_default();
+                        view.extend(parts);
+                        self.view = Some(view);
                     }
-                    _ => self.lost = true,
+                    _ => self.view_lost = true,
                 }
             }
             Op::CRead { .. } | Op::CList { .. } | Op::CStat { .. } | Op::CUnveil { .. } => {}
-            _ if ok => self.lost = true,
+            _ if ok => self.changed = true,
             _ => {}
         }
     }

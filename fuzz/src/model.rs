@@ -529,6 +529,15 @@ impl Model {
                 }
                 e
             }
+            // `.` is the descriptor's own `stat`, a file's too.
+            Op::WStat { w, p } if path(p) == "." => match self.live(desc(w)) {
+                Err(why) => Expect::refuse(why),
+                Ok(c) if c.rights & (R_READ | R_LIST) == 0 => Expect::refuse("lacks read and list"),
+                Ok(c) => Expect {
+                    using: vec![c.clone()],
+                    ..Expect::default()
+                },
+            },
             Op::WStat { w, p } => self.path_op(snap, desc(w), path(p), false, 0, R_READ | R_LIST),
             Op::WSetTimes { w, p } => self.path_op(snap, desc(w), path(p), false, R_WRITE, 0),
             Op::WMkdir { w, p } | Op::WSymlink { w, p, .. } => {
