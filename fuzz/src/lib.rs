@@ -587,6 +587,14 @@ fn check(expect: &Expect, result: &str, before: &Snapshot, after: &Snapshot) -> 
                 ));
             }
         }
+        if let Some(bytes) = &expect.part_of {
+            let whole = String::from_utf8_lossy(bytes);
+            if !whole.contains(value) {
+                return Err(format!(
+                    "read `{value}` from an open file that holds `{whole}`"
+                ));
+            }
+        }
         if let Some(want) = &expect.listing {
             let mut got: Vec<String> = value
                 .split(',')

@@ -260,6 +260,9 @@ pub struct Expect {
     pub using: Vec<Cap>,
     /// A read must return exactly these bytes (the file the path names).
     pub bytes: Option<Vec<u8>>,
+    /// A read from an open file (at its cursor) must return a part of
+    /// these bytes: what the file holds now.
+    pub part_of: Option<Vec<u8>>,
     /// A listing must name exactly these entries.
     pub listing: Option<Vec<String>>,
 }
@@ -497,9 +500,18 @@ impl Model {
             },
             Op::Open { h, p, o, .. } => self.open(snap, dir(h), path(p), o, false),
             Op::WOpen { w, p, o, .. } => self.open(snap, desc(w), path(p), o, true),
-            Op::FRead { f } => self.file_op(&self.files[f as usize], false),
+            Op::FRead { f } => {
+                let mut e = self.file_op(&self.files[f as usize], false);
+                e.part_of = e.using.first().and_then(|c| held_bytes(c, snap));
+                e
+            }
             Op::FWrite { f, .. } => self.file_op(&self.files[f as usize], true),
-            Op::WRead { w } => self.file_op(desc(w), false),
+            // From offset 0: the whole file.
+            Op::WRead { w } => {
+                let mut e = self.file_op(desc(w), false);
+                e.bytes = e.using.first().and_then(|c| held_bytes(c, snap));
+                e
+            }
             Op::WWrite { w, .. } | Op::WSetSize { w, .. } => self.file_op(desc(w), true),
             // A stream is made whatever the file was opened for (as in
             // wasmtime-wasi); using it is what the open decides.
@@ -511,7 +523,11 @@ impl Model {
                     ..Expect::default()
                 },
             },
-            Op::WStreamRead { s } => self.file_op(&self.ins[s as usize], false),
+            Op::WStreamRead { s } => {
+                let mut e = self.file_op(&self.ins[s as usize], false);
+                e.part_of = e.using.first().and_then(|c| held_bytes(c, snap));
+                e
+            }
             Op::WStreamWrite { s, .. } => self.file_op(&self.outs[s as usize], true),
             Op::WReadAt { w, p } => {
                 let mut e = self.path_op(snap, desc(w), path(p), true, R_READ, 0);
@@ -733,6 +749,15 @@ impl Model {
     pub fn pledge_failed(&mut self) {
         self.pledged = true;
     }
+}
+
+/// What the open file `cap` holds now, if the model knows its inode and a
+/// name of it is still in the tree.
+fn held_bytes(cap: &Cap, snap: &Snapshot) -> Option<Vec<u8>> {
+    let ino = cap.file.as_ref()?.ino?;
+    snap.values()
+        .find(|e| e.ino == ino && e.kind == 'f')
+        .map(|e| e.bytes.clone())
 }
 
 /// A directory handle derived at `rel` below `parent`, with `rights`.

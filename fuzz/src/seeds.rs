@@ -285,6 +285,49 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 ],
             ),
         ),
+        // Revocation reaches a stream whose descriptor was dropped.
+        (
+            "5-stream-after-revoke",
+            input(
+                open_setup(),
+                vec![
+                    Op::Revocable {
+                        h: d("data"),
+                        new: d("d3"),
+                        rev: 0,
+                    },
+                    Op::ToDescriptor {
+                        h: d("d3"),
+                        r: R_ALL,
+                        w: w("w0"),
+                    },
+                    Op::WOpen {
+                        w: w("w0"),
+                        p: p("a.txt"),
+                        o: O_READ,
+                        new: w("w1"),
+                    },
+                    Op::WInStream { w: w("w1"), s: 0 },
+                    Op::WOpen {
+                        w: w("w0"),
+                        p: p("sub/b.txt"),
+                        o: O_READ | O_WRITE,
+                        new: w("w2"),
+                    },
+                    Op::WOutStream { w: w("w2"), s: 1 },
+                    Op::WRead { w: w("w2") },
+                    Op::WDrop { w: w("w1") },
+                    Op::WDrop { w: w("w2") },
+                    Op::Revoke { rev: 0 },
+                    Op::WStreamRead { s: 0 },
+                    Op::WStreamWrite { s: 1, d: 0 },
+                    Op::Read {
+                        h: d("data"),
+                        p: p("a.txt"),
+                    },
+                ],
+            ),
+        ),
         // 6. `to-descriptor` worked after the file system was pledged away.
         (
             "6-descriptor-after-pledge",
