@@ -242,6 +242,22 @@ impl Harness {
                         }
                     }
                 }
+                Op::KidOp { .. } => {
+                    let sent = step(&mut running, &op.probe_command())
+                        .await
+                        .map_err(|e| fail(&at, e))?;
+                    if sent.starts_with("err") {
+                        sent
+                    } else {
+                        let got = step(&mut running, "precv kid")
+                            .await
+                            .map_err(|e| fail(&at, e))?;
+                        match got.strip_prefix("ok:") {
+                            Some("none") | None => format!("err:kid:{got}"),
+                            Some(r) => r.to_string(),
+                        }
+                    }
+                }
                 _ => step(&mut running, &op.probe_command())
                     .await
                     .map_err(|e| fail(&at, e))?,

@@ -248,6 +248,9 @@ pub struct Model {
     pub revoked: HashSet<u8>,
     next_revoker: u8,
     pub pledged: bool,
+    /// The child that keeps a copy (`Serve`): the slot it was shared from,
+    /// and the copy.
+    pub kid: Option<(u8, Cap)>,
 }
 
 /// What the model expects of one operation.
@@ -296,6 +299,7 @@ impl Model {
             revoked: HashSet::new(),
             next_revoker: 0,
             pledged: false,
+            kid: None,
         }
     }
 
@@ -599,27 +603,47 @@ impl Model {
                 }
             }
             Op::PledgeFs => Expect::default(),
-            Op::Child { h, op, p, .. } => {
-                let (follow, need, any) = match op {
-                    ChildOp::Read => (true, R_READ, 0),
-                    ChildOp::Write => (true, 0, R_WRITE | R_CREATE),
-                    ChildOp::List => (true, R_LIST, 0),
-                    ChildOp::Rm => (false, R_REMOVE, 0),
-                    ChildOp::Mkdir => (false, R_CREATE, 0),
+            Op::Child { h, op, p, .. } => self.child_op(snap, dir(h), op, path(p)),
+            // Sharing is no use of the file system: only a handle not held
+            // is sure to be refused (a pledged or revoked one reaches the
+            // child, and refuses there).
+            Op::Serve { h } => match dir(h) {
+                None => Expect::refuse("not held"),
+                Some(_) => Expect::default(),
+            },
+            Op::KidOp { h, op, p, .. } => {
+                let copy = match &self.kid {
+                    Some((slot, cap)) if *slot == h => Some(cap.clone()),
+                    _ => None,
                 };
-                let mut e = self.path_op(snap, dir(h), path(p), follow, need, any);
-                if e.refuse.is_none() && op == ChildOp::Write {
-                    let cap = dir(h).as_ref().unwrap();
-                    if let Ok(Some((n, r))) = cap.locate(snap, path(p), true) {
-                        if r & R_WRITE == 0 && snap.contains_key(&join(&n)) {
-                            e = Expect::refuse("exists, and no write");
-                        }
-                    }
-                }
-                e
+                self.child_op(snap, &copy, op, path(p))
             }
             _ => Expect::default(),
         }
+    }
+
+    /// A child's one use of its copy of a directory.
+    fn child_op(&self, snap: &Snapshot, cap: &Option<Cap>, op: ChildOp, rel: &str) -> Expect {
+        let (follow, need, any) = match op {
+            ChildOp::Read => (true, R_READ, 0),
+            ChildOp::Write => (true, 0, R_WRITE | R_CREATE),
+            ChildOp::List => (true, R_LIST, 0),
+            ChildOp::Rm => (false, R_REMOVE, 0),
+            ChildOp::Mkdir => (false, R_CREATE, 0),
+        };
+        let mut e = self.path_op(snap, cap, rel, follow, need, any);
+        if e.refuse.is_none() && op == ChildOp::Write {
+            let c = cap.as_ref().unwrap();
+            if let Ok(Some((n, r))) = c.locate(snap, rel, true) {
+                if r & R_WRITE == 0 && snap.contains_key(&join(&n)) {
+                    e = Expect::refuse("exists, and no write");
+                }
+            }
+        }
+        if e.refuse.is_none() && op == ChildOp::Read {
+            e.bytes = cap.as_ref().and_then(|c| Self::file_bytes(snap, c, rel));
+        }
+        e
     }
 
     /// An open on either face: the union of what its flags need, except
@@ -740,6 +764,7 @@ impl Model {
             Op::WInStream { w, s } => self.ins[s as usize] = self.descs[w as usize].clone(),
             Op::WOutStream { w, s } => self.outs[s as usize] = self.descs[w as usize].clone(),
             Op::PledgeFs => self.pledged = true,
+            Op::Serve { h } => self.kid = self.dirs[h as usize].clone().map(|c| (h, c)),
             _ => {}
         }
     }

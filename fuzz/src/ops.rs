@@ -270,6 +270,18 @@ pub enum Op {
         p: u8,
         d: u8,
     },
+    /// A child (`kid`) gets a shared copy of the directory and keeps it,
+    /// running what `KidOp` sends it while its parent goes on.
+    Serve {
+        h: u8,
+    },
+    /// `kid` uses its copy (shared as `h`'s name) once.
+    KidOp {
+        h: u8,
+        op: ChildOp,
+        p: u8,
+        d: u8,
+    },
     // A plain WASI command (std's `std::fs`) with the preopen `/data`;
     // these run together, in order, after the app's operations.
     CRead {
@@ -314,7 +326,7 @@ pub enum Op {
 }
 
 pub const OP_BYTES: usize = 6;
-const KINDS: u8 = 52;
+const KINDS: u8 = 54;
 const CHILD_OPS: [ChildOp; 5] = [
     ChildOp::Read,
     ChildOp::Write,
@@ -458,7 +470,14 @@ impl Op {
             48 => Op::CPledge,
             49 => Op::WMkdir { w, p },
             50 => Op::WRmdir { w, p },
-            _ => Op::WReadlink { w, p },
+            51 => Op::WReadlink { w, p },
+            52 => Op::Serve { h },
+            _ => Op::KidOp {
+                h,
+                op: CHILD_OPS[m(g, CHILD_OPS.len()) as usize],
+                p,
+                d,
+            },
         }
     }
 
@@ -518,6 +537,8 @@ impl Op {
             Op::WMkdir { w, p } => [49, w, p, 0, 0, 0],
             Op::WRmdir { w, p } => [50, w, p, 0, 0, 0],
             Op::WReadlink { w, p } => [51, w, p, 0, 0, 0],
+            Op::Serve { h } => [52, h, 0, 0, 0, 0],
+            Op::KidOp { h, op, p, d } => [53, h, p, d, child(op), 0],
         }
     }
 
@@ -628,16 +649,13 @@ impl Op {
             Op::WRmdir { w, p } => format!("wasi-rmdir {} {}", desc(w), path(p)),
             Op::WReadlink { w, p } => format!("wasi-readlink {} {}", desc(w), path(p)),
             Op::PledgeFs => "pledge-fs".into(),
-            Op::Child { h, op, p, d } => {
-                let inner = match op {
-                    ChildOp::Read => format!("read {} {}", dir(h), path(p)),
-                    ChildOp::Write => format!("write {} {} {}", dir(h), path(p), data(d)),
-                    ChildOp::List => format!("list {} {}", dir(h), path(p)),
-                    ChildOp::Rm => format!("rm {} {}", dir(h), path(p)),
-                    ChildOp::Mkdir => format!("mkdir {} {}", dir(h), path(p)),
-                };
-                format!("spawn sp self budget {} child {inner}", dir(h))
-            }
+            Op::Child { h, op, p, d } => format!(
+                "spawn sp self budget {} child {}",
+                dir(h),
+                child_command(h, op, p, d)
+            ),
+            Op::Serve { h } => format!("spawn sp self budget {} kid serve", dir(h)),
+            Op::KidOp { h, op, p, d } => format!("psend kid {}", child_command(h, op, p, d)),
             _ => unreachable!("a command operation is not a probe command"),
         }
     }
@@ -669,6 +687,18 @@ impl Op {
             Op::CPledge => v(&["pledge", "fs"]),
             _ => unreachable!("an app operation is not a command step"),
         }
+    }
+}
+
+/// What a child runs on its copy (shared under the name of slot `h`).
+fn child_command(h: u8, op: ChildOp, p: u8, d: u8) -> String {
+    let (dir, path, data) = (DIRS[h as usize], PATHS[p as usize], DATA[d as usize]);
+    match op {
+        ChildOp::Read => format!("read {dir} {path}"),
+        ChildOp::Write => format!("write {dir} {path} {data}"),
+        ChildOp::List => format!("list {dir} {path}"),
+        ChildOp::Rm => format!("rm {dir} {path}"),
+        ChildOp::Mkdir => format!("mkdir {dir} {path}"),
     }
 }
 

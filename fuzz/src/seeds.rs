@@ -676,6 +676,74 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 ],
             ),
         ),
+        // A child that keeps its copy: the parent's drop leaves it working,
+        // the parent's revoke and pledge reach it.
+        (
+            "child-keeps-copy",
+            input(
+                open_setup(),
+                vec![
+                    Op::Revocable {
+                        h: d("data"),
+                        new: d("d3"),
+                        rev: 0,
+                    },
+                    Op::Serve { h: d("d3") },
+                    Op::KidOp {
+                        h: d("d3"),
+                        op: ChildOp::Read,
+                        p: p("a.txt"),
+                        d: 0,
+                    },
+                    Op::KidOp {
+                        h: d("d3"),
+                        op: ChildOp::Write,
+                        p: p("new"),
+                        d: 1,
+                    },
+                    Op::KidOp {
+                        h: d("d3"),
+                        op: ChildOp::Read,
+                        p: p("out-file"),
+                        d: 0,
+                    },
+                    Op::Drop { h: d("d3") },
+                    Op::KidOp {
+                        h: d("d3"),
+                        op: ChildOp::Read,
+                        p: p("new"),
+                        d: 0,
+                    },
+                    Op::Revoke { rev: 0 },
+                    Op::KidOp {
+                        h: d("d3"),
+                        op: ChildOp::Read,
+                        p: p("a.txt"),
+                        d: 0,
+                    },
+                    Op::Serve { h: d("ro") },
+                    Op::KidOp {
+                        h: d("ro"),
+                        op: ChildOp::List,
+                        p: p("."),
+                        d: 0,
+                    },
+                    Op::KidOp {
+                        h: d("ro"),
+                        op: ChildOp::Write,
+                        p: p("new"),
+                        d: 0,
+                    },
+                    Op::PledgeFs,
+                    Op::KidOp {
+                        h: d("ro"),
+                        op: ChildOp::Read,
+                        p: p("a.txt"),
+                        d: 0,
+                    },
+                ],
+            ),
+        ),
     ]
 }
 

@@ -5,7 +5,8 @@
 //!
 //! It is a `service`: it can spawn itself, and as a child (`start`) it runs
 //! the `;`-separated commands of its input and returns their results, one
-//! per line.
+//! per line; given `serve`, it runs each message from its parent as a
+//! command and sends back the result.
 //!
 //! Results are `ok`, `ok:VALUE` or `err:CODE:DETAIL`.
 
@@ -143,6 +144,18 @@ impl Guest for Probe {
     fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
         HELD.with(|h| h.borrow_mut().keep(granted()));
         let input = String::from_utf8(input).map_err(|_| "input is not UTF-8")?;
+        // `serve`: run each message from the parent as a command and send
+        // back its result, until the parent is gone (the fuzzer's child
+        // that keeps its copy while its parent revokes or pledges).
+        if input.trim() == "serve" {
+            while let Some(m) = mailbox::receive() {
+                let result = Probe::step(String::from_utf8_lossy(&m).into_owned());
+                if mailbox::send(result.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            return Ok(b"served".to_vec());
+        }
         let mut out = Vec::new();
         for command in input.split(';').map(str::trim).filter(|c| !c.is_empty()) {
             if let Some(msg) = command.strip_prefix("fail ") {
