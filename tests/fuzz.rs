@@ -3,6 +3,13 @@
 //! found (`fuzz/corpus/confinement/`), and a fixed pseudo-random sample,
 //! each through the model oracle. `just fuzz` runs the coverage-guided
 //! search; see docs/fuzzing.md.
+//!
+//! All of it runs twice, as the confinement tests do: as is, and in a child
+//! process where `openat2` fails, so that cap-std's own resolver is
+//! exercised as well.
+
+#[path = "support/openat2.rs"]
+mod openat2;
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +33,17 @@ fn harness() -> MutexGuard<'static, Harness> {
     })
     .lock()
     .unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn the_same_without_openat2() {
+    drop(harness()); // build the guests here rather than in the child
+    openat2::rerun("the_same_without_openat2");
+}
+
+#[test]
+fn openat2_is_as_expected() {
+    openat2::assert_openat2_as_expected();
 }
 
 #[test]
