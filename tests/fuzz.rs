@@ -8,16 +8,13 @@
 //! process where `openat2` fails, so that cap-std's own resolver is
 //! exercised as well.
 
-#[path = "support/openat2.rs"]
-mod openat2;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use capbroker_fuzz::ops::{Input, MAX_OPS, OP_BYTES, SETUP_BYTES};
-use capbroker_fuzz::{root, seeds, Harness};
+use capbroker_fuzz::{openat2, root, seeds, Harness};
 
 fn harness() -> MutexGuard<'static, Harness> {
     static H: OnceLock<Mutex<Harness>> = OnceLock::new();

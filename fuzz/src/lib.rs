@@ -21,6 +21,10 @@
 //! `tests/fuzz.rs` replays the corpus on stable.
 
 pub mod model;
+/// Making `openat2` unavailable, so that cap-std's own resolver is fuzzed
+/// too (`CAPBROKER_FUZZ_NO_OPENAT2=1 just fuzz`); shared with the tests.
+#[path = "../../tests/support/openat2.rs"]
+pub mod openat2;
 pub mod ops;
 pub mod seeds;
 pub mod tree;

@@ -1,7 +1,7 @@
 //! Running tests again without `openat2`, so that cap-std's own path
 //! resolver is exercised too (the one Linux uses where `openat2` is not
-//! available). Shared by `support` and by the fuzzer's test (`tests/fuzz.rs`
-//! includes this file alone).
+//! available). Shared by `support` and by the fuzzer (`fuzz/src/lib.rs`
+//! includes this file as its `openat2` module).
 #![allow(dead_code)]
 
 use std::process::Command;
