@@ -583,7 +583,9 @@ impl Model {
                 if !has(a.rights, b.rights) {
                     return Expect::refuse("the destination gives more than the source holds");
                 }
-                if !a.lineage.is_empty() || !b.lineage.is_empty() {
+                // From a revocable handle, the file would stay reachable
+                // after the revoke; into one, it only is until then.
+                if !a.lineage.is_empty() {
                     return Expect::refuse("a revocable handle neither links nor renames");
                 }
                 // ... and every right any handle of the destination's grant
