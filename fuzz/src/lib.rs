@@ -278,6 +278,9 @@ impl Harness {
             if result.starts_with("ok") {
                 self.stats.allowed += 1;
                 model.apply(op, &snap, &after);
+                if after != snap {
+                    model.follow_moves(&snap, &after);
+                }
                 if let Some(new) = derived(op) {
                     let cap = match op {
                         Op::ToDescriptor { .. } => None,

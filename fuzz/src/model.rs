@@ -771,6 +771,51 @@ impl Model {
         }
     }
 
+    /// A directory handle holds its directory, not its path: after a
+    /// rename moved one (or a directory above it), its root and scope
+    /// entries are where the same directories are now.
+    pub fn follow_moves(&mut self, before: &Snapshot, after: &Snapshot) {
+        let dirs_now: std::collections::HashMap<u64, &String> = after
+            .iter()
+            .filter(|(_, e)| e.kind == 'd')
+            .map(|(k, e)| (e.ino, k))
+            .collect();
+        let moved = |n: &Names| -> Option<Names> {
+            let e = before.get(&join(n))?;
+            if e.kind == 'd' {
+                let now = dirs_now.get(&e.ino)?;
+                (**now != join(n)).then(|| names(now))
+            } else {
+                // A file entry of a scope: its parent's descriptor and name.
+                let (name, parent) = n.split_last()?;
+                let mut now = names(dirs_now.get(&before.get(&join(parent))?.ino)?);
+                now.push(name.clone());
+                (now != *n).then_some(now)
+            }
+        };
+        let slots = self
+            .dirs
+            .iter_mut()
+            .chain(self.descs.iter_mut())
+            .chain(self.files.iter_mut())
+            .chain(self.ins.iter_mut())
+            .chain(self.outs.iter_mut())
+            .flatten()
+            .chain(self.kid.iter_mut().map(|(_, c)| c));
+        for cap in slots {
+            if let Some(now) = moved(&cap.root) {
+                cap.root = now;
+            }
+            if let Some(entries) = &mut cap.scope {
+                for (entry, _) in entries.iter_mut() {
+                    if let Some(now) = moved(entry) {
+                        *entry = now;
+                    }
+                }
+            }
+        }
+    }
+
     /// After `pledge-fs` every operation is refused, even one that failed
     /// for the model's other reasons first.
     pub fn pledge_failed(&mut self) {
