@@ -676,8 +676,3 @@ fn parse_rights(s: &str) -> u8 {
         .filter_map(|w| names.iter().position(|n| *n == w))
         .fold(0, |acc, i| acc | 1 << i)
 }
-
-#[allow(dead_code)]
-fn show(n: &[String]) -> String {
-    join(n)
-}
