@@ -9,7 +9,6 @@
 //! exercised as well.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -19,13 +18,7 @@ use capbroker_fuzz::{openat2, root, seeds, Harness};
 fn harness() -> MutexGuard<'static, Harness> {
     static H: OnceLock<Mutex<Harness>> = OnceLock::new();
     H.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet"])
-            .current_dir(root().join("components"))
-            .status()
-            .expect("cannot run cargo to build the guest components");
-        assert!(status.success(), "building the guest components failed");
+        capbroker_fuzz::guests::guests();
         Mutex::new(Harness::new().expect("load the guests"))
     })
     .lock()

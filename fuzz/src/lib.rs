@@ -20,6 +20,10 @@
 //! `fuzz_targets/confinement.rs` runs it under libFuzzer (`just fuzz`);
 //! `tests/fuzz.rs` replays the corpus on stable.
 
+/// The repository's root, and building its guest components (shared with
+/// the tests).
+#[path = "../../tests/support/guests.rs"]
+pub mod guests;
 pub mod model;
 /// Making `openat2` unavailable, so that cap-std's own resolver is fuzzed
 /// too (`CAPBROKER_FUZZ_NO_OPENAT2=1 just fuzz`); shared with the tests.
@@ -29,7 +33,7 @@ pub mod ops;
 pub mod seeds;
 pub mod tree;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use capbroker::core::rights::rights_from_bits;
@@ -44,15 +48,9 @@ use model::{join, names, Cap, Expect, Model};
 use ops::*;
 use tree::{Snapshot, Tree};
 
-/// The repository's root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub use guests::root;
 
-/// Where the guest components are built (`just guests`).
+/// A guest component, where `just guests` builds it.
 pub fn guest(name: &str) -> PathBuf {
     root().join(format!("target/guests/wasm32-wasip2/release/{name}.wasm"))
 }
@@ -72,7 +70,7 @@ pub struct Stats {
 
 /// The fuzzer: the compiled guests and the tree, made once per process.
 pub struct Harness {
-    rt: tokio::runtime::Runtime,
+    rt: Option<tokio::runtime::Runtime>,
     _runtime: Runtime,
     probe: AppComponent,
     command: CommandComponent,
@@ -106,7 +104,7 @@ impl Harness {
         let mut components = Components::new();
         components.insert("probe", probe.instance_pre().clone())?;
         Ok(Harness {
-            rt,
+            rt: Some(rt),
             _runtime: runtime,
             probe,
             command,
@@ -129,14 +127,13 @@ impl Harness {
             .reset()
             .map_err(|e| Violation(format!("cannot reset the tree: {e}")))?;
         self.stats.inputs += 1;
-        let rt = std::mem::replace(
-            &mut self.rt,
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap(),
-        );
+        // Out of `self` while it runs the input, which borrows the rest.
+        let rt = self
+            .rt
+            .take()
+            .expect("the runtime is put back after each input");
         let r = rt.block_on(self.run_async(input));
-        self.rt = rt;
+        self.rt = Some(rt);
         r
     }
 

@@ -81,10 +81,6 @@ impl Tree {
                 fs::remove_file(e.path())?;
             }
         }
-        let outside = self.base.join("outside");
-        if fs::symlink_metadata(&outside).is_ok() {
-            fs::remove_dir_all(&outside)?;
-        }
         for entry in fs::read_dir(&self.base)? {
             let entry = entry?;
             if entry.file_name() != "data" {

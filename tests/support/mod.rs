@@ -2,8 +2,11 @@
 //! once per test binary, a compiled copy of each, and a driver for the probe.
 #![allow(dead_code)]
 
+pub mod guests;
 pub mod openat2;
 pub mod web;
+
+pub use guests::{guests, root};
 
 #[allow(unused_imports)] // each test binary uses some
 pub use openat2::{assert_openat2_as_expected, deny_openat2, openat2_available, NO_OPENAT2};
@@ -17,29 +20,6 @@ use std::sync::Arc;
 use capbroker::grants::{Grant, NamedGrant};
 use capbroker::Components;
 use capbroker::{AppComponent, Limits, Outcome, Running, Runtime};
-
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds every guest in components/ (once per process; cargo makes the
-/// later binaries' calls no-ops) and returns the folder of the .wasm files.
-pub fn guests() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet"])
-            .current_dir(root().join("components"))
-            .status()
-            .expect("cannot run cargo to build the guest components");
-        assert!(status.success(), "building the guest components failed");
-        root().join("target/guests/wasm32-wasip2/release")
-    })
-}
 
 /// A published Rust command-line tool, fetched from crates.io and built for
 /// wasm32-wasip2 by `cargo install` (once; later calls find it installed).

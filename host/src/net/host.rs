@@ -214,10 +214,6 @@ impl HostConnectRight for View<'_, NetCtx> {
 /// that answers within `timeout`, all tries together. cap-std's pool checks
 /// each address; tokio connects, so that giving up cancels the attempt and
 /// no thread waits on it.
-/// How much of a `tcp-stream.write` goes out before the stream's right is
-/// checked again.
-const WRITE_PIECE: usize = 64 << 10;
-
 pub(crate) async fn connect(
     reach: &Reach,
     address: &str,
@@ -288,6 +284,10 @@ impl HostTcpListener for View<'_, NetCtx> {
         Ok(())
     }
 }
+
+/// How much of a `tcp-stream.write` goes out before the stream's right is
+/// checked again.
+const WRITE_PIECE: usize = 64 << 10;
 
 impl HostTcpStream for View<'_, NetCtx> {
     fn peer_address(&mut self, s: Resource<TcpStreamHandle>) -> wasmtime::Result<String> {

@@ -69,8 +69,9 @@ impl WasiGrants {
     }
 
     /// The wasmtime-wasi context for these grants (stderr is always the
-    /// host's, stdout too unless a pipe is given; sockets only within the ranges, and only until
-    /// the network is pledged away) and each room's state beside it.
+    /// host's, stdout too unless a pipe is given; sockets only within the
+    /// ranges, and only until the network is pledged away) and each room's
+    /// state beside it.
     pub fn build(
         &self,
         args: &[String],
