@@ -408,6 +408,46 @@ async fn connect_rights_narrow_and_revoke_like_listen_rights() {
     .await;
 }
 
+/// A long write stops within a piece of it once its right is revoked,
+/// rather than running to its end: a child writes 24 MiB in one call to a
+/// peer that reads slowly, and its parent revokes the right meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_stops_a_long_write_midway() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    // 64 KiB every 20 ms, about 3 MiB a second, until the writer stops.
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let (mut total, mut buf) = (0usize, vec![0; 64 << 10]);
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    let mut p = Probe::start(&[connect(&format!("api=127.0.0.1:{port}")), spawner("sp")]).await;
+    p.expect(&[
+        ("revocable api C R", "ok"),
+        ("spawn sp self budget C kid serve", "ok"),
+        (&format!("psend kid connect C 127.0.0.1:{port} S"), "ok"),
+        ("precv kid", "ok:ok:127.0.0.1"),
+        ("psend kid swrite-fill S 24", "ok"),
+        ("sleep 300", "ok"),
+        ("revoke R", "ok"),
+        ("precv kid", "ok:err:revoked"),
+    ])
+    .await;
+    let total = reader.join().unwrap();
+    assert!(
+        total < 16 << 20,
+        "{total} bytes of 24 MiB went out, most of them after the revoke"
+    );
+}
+
 /// Port 0 lets the system pick any port: a grant of a range of ports that
 /// starts at 0 does not cover it, only one of every port does.
 #[tokio::test]

@@ -294,6 +294,16 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
     if let Some(rest) = command.strip_prefix("spawn ") {
         return spawn_cmd(h, rest);
     }
+    // `psend P MESSAGE`: the message is the rest of the line (a command for
+    // a child in `serve` mode, say).
+    if let Some((p, msg)) = command
+        .strip_prefix("psend ")
+        .and_then(|r| r.split_once(' '))
+    {
+        return held(&h.procs, "process", p)?
+            .send(msg.as_bytes())
+            .map(|_| String::new());
+    }
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
         ["rights", _] => Ok(rights_list(held(&h.dirs, "dir", words[1])?.rights())),
@@ -713,6 +723,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         ["swrite", s, data] => held(&h.streams, "handle", s)?
             .write(data.as_bytes())
             .map(|_| String::new()),
+        // One write of `mib` MiB, to see a revoke stop it midway.
+        ["swrite-fill", s, mib] => held(&h.streams, "handle", s)?
+            .write(&vec![b'x'; mib.parse::<usize>().unwrap() << 20])
+            .map(|_| String::new()),
         ["sshut", s] => held(&h.streams, "handle", s)?
             .shutdown()
             .map(|_| String::new()),
@@ -885,9 +899,6 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             held(&h.procs, "process", p)?.kill();
             Ok(String::new())
         }
-        ["psend", p, msg] => held(&h.procs, "process", p)?
-            .send(msg.as_bytes())
-            .map(|_| String::new()),
         ["precv", p] => Ok(held(&h.procs, "process", p)?
             .receive()
             .map(|m| String::from_utf8_lossy(&m).into_owned())
