@@ -19,7 +19,9 @@
 //! - [`policy`]: what the operator grants, from flags or `capbroker.toml`,
 //!   and what learning writes;
 //! - [`run`]: the engine, the per-store state ([`BrokerCtx`]), and the one
-//!   process runner for apps, commands and child processes.
+//!   process runner for apps, commands and child processes;
+//! - [`serve`]: `capbroker serve`, a fresh instance of a `wasi:http/proxy`
+//!   component per request, with the grants of the route it matches.
 //!
 //! Errors, one model per layer: a guest gets the WIT `error`
 //! ([`core::Error`], through [`core::HostError`]), and a WASI face
@@ -37,6 +39,7 @@ pub mod net;
 pub mod pledge;
 pub mod policy;
 pub mod run;
+pub mod serve;
 pub mod spawn;
 pub mod wasi;
 

@@ -216,6 +216,69 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Serve HTTP with a `wasi:http/proxy` component (the file `wasmtime
+    /// serve` runs): a fresh instance per request, with the grants and
+    /// limits of the route the request matches (`[[route]]` in the
+    /// manifest), or, without routes, the flags' grants for every request.
+    Serve {
+        /// Read the component, the routes and the limits from this manifest.
+        #[arg(short = 'm', long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+
+        /// The address to listen on (default 0.0.0.0:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<std::net::SocketAddr>,
+
+        /// Preopen a host directory for every request, as GUEST=PATH[:RIGHTS]
+        /// (without [[route]] tables only). May be repeated.
+        #[arg(long = "dir", value_name = "GUEST=PATH[:RIGHTS]", value_parser = Grant::parse_dir)]
+        dirs: Vec<NamedGrant>,
+
+        /// Let every request connect (sockets and outgoing HTTP) to these
+        /// addresses, as `run --connect` (without [[route]] tables only).
+        #[arg(long = "connect", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_connect)]
+        connects: Vec<NamedGrant>,
+
+        /// Give every request the environment variable KEY (without [[route]]
+        /// tables only). May be repeated.
+        #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+        envs: Vec<(String, String)>,
+
+        /// The most fuel each request may use.
+        #[arg(long, value_name = "N")]
+        max_fuel: Option<u64>,
+
+        /// The most wall-clock time each request may take, body included.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+
+        /// The most linear memory each request's instance may use (default
+        /// 256MiB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<usize>,
+
+        /// The most handles each request's instance may hold at once.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+        max_handles: Option<u64>,
+
+        /// Write the audit log, as JSON Lines, to FILE: each request, its
+        /// route, its denials and how it ended.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+
+        /// Learning mode: serve as usual and, on Ctrl-C, write to FILE the
+        /// route-scoped manifest of what the requests on each route used.
+        #[arg(long, value_name = "FILE")]
+        learn: Option<PathBuf>,
+
+        /// Say nothing on stderr but errors.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+
+        /// The `wasi:http/proxy` component (.wasm); with -m, the manifest's
+        /// `component` unless given here.
+        component: Option<PathBuf>,
+    },
     /// List the handles a component asks for, as the flags that grant them.
     Inspect {
         /// The component (.wasm) to inspect.
@@ -348,6 +411,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 max_fuel,
                 timeout,
                 manifest: None,
+                addr: None,
+                routes: Vec::new(),
             };
             // Only the operator names a manifest: one found beside the
             // component may have been written by a guest granted that
@@ -392,6 +457,51 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             .run()
             .await?;
             Ok(ExitCode::from(code))
+        }
+        Command::Serve {
+            manifest,
+            addr,
+            dirs,
+            connects,
+            envs,
+            max_fuel,
+            timeout,
+            max_memory,
+            max_handles,
+            audit,
+            learn,
+            quiet,
+            component,
+        } => {
+            for g in &dirs {
+                g.grant
+                    .check()
+                    .with_context(|| format!("--dir {}", g.name))?;
+            }
+            let flags = Config {
+                component,
+                grants: dirs.into_iter().chain(connects).collect(),
+                env: envs,
+                max_memory,
+                max_handles: max_handles.map(|n| n as usize),
+                max_fuel,
+                timeout,
+                addr,
+                ..Config::default()
+            };
+            let config = match &manifest {
+                Some(path) => Config::load(path)?.merge(flags),
+                None => flags,
+            };
+            capbroker::serve::Serve {
+                config,
+                audit,
+                learn,
+                quiet,
+            }
+            .run(|_| {})
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit { file } => {
             let text = std::fs::read_to_string(&file)

@@ -6,12 +6,14 @@
 //! - [`handle`]: what a right reaches ([`Reach`]), the rights and sockets;
 //! - [`host`]: the `net` interface's host functions;
 //! - [`wasi`]: the `wasi:sockets` face;
+//! - [`http`]: outgoing `wasi:http` requests, through the same checks;
 //! - [`wit`]: the generated bindings.
 //!
 //! [`Listeners`] and [`Connectors`] are the kinds' life cycles.
 
 pub mod handle;
 pub mod host;
+pub mod http;
 pub mod spec;
 pub mod wasi;
 pub mod wit;

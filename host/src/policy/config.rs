@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::limits::Limits;
+use super::route::Route;
 use crate::grants::{Grant, NamedGrant};
 
 /// A run's configuration: from a manifest, the flags, or both.
@@ -24,6 +25,9 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// The manifest this configuration was read from, if any.
     pub manifest: Option<ManifestSource>,
+    /// `capbroker serve`: where to listen, and what each request gets.
+    pub addr: Option<std::net::SocketAddr>,
+    pub routes: Vec<Route>,
 }
 
 /// The manifest a [`Config`] was read from, and what in the configuration
@@ -77,6 +81,12 @@ impl Config {
             max_fuel: flags.max_fuel.or(self.max_fuel),
             timeout: flags.timeout.or(self.timeout),
             manifest: self.manifest.or(flags.manifest),
+            addr: flags.addr.or(self.addr),
+            routes: if flags.routes.is_empty() {
+                self.routes
+            } else {
+                flags.routes
+            },
         }
     }
 
@@ -116,6 +126,7 @@ impl Config {
                 .collect(),
             env: self.env.clone(),
             manifest: self.manifest.clone(),
+            routes: self.routes.clone(),
             ..*self
         };
         for g in &mut c.grants {

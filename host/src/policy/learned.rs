@@ -26,6 +26,8 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
         grants: Vec::new(),
         components: Vec::new(),
         manifest: None,
+        addr: config.addr,
+        routes: Vec::new(),
     };
     let mut notes = Vec::new();
     learner.seen(|used| {

@@ -24,6 +24,7 @@ use super::config::{Config, ManifestSource};
 use super::Error;
 use crate::core::kind::{Amount, Kind, Located};
 use crate::core::limits::{parse_count, parse_duration, parse_size};
+use super::route::{RouteLimits, RouteTable};
 use crate::grants::{with_kinds, Grant, NamedGrant};
 
 /// `[limits]`: what the root component may consume.
@@ -38,6 +39,15 @@ pub struct LimitsTable {
     pub max_fuel: Option<Spanned<Amount>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Spanned<String>>,
+}
+
+/// `[serve]`: how `capbroker serve` listens.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeTable {
+    /// `HOST:PORT` to listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<Spanned<String>>,
 }
 
 /// Makes [`Policy`] from the registry's list of kinds: a table per kind.
@@ -68,6 +78,12 @@ macro_rules! policy {
             )*
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub components: BTreeMap<String, Spanned<String>>,
+            /// `[serve]`: how `capbroker serve` listens.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub serve: Option<ServeTable>,
+            /// `[[route]]`: what each request gets under `capbroker serve`.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub route: Vec<RouteTable>,
         }
 
         impl Policy {
@@ -103,6 +119,43 @@ macro_rules! policy {
 }
 
 with_kinds!(policy);
+
+/// Reads a `[limits]`-shaped table; `here` names it in errors.
+fn read_limits(l: &LimitsTable, here: &str) -> Result<RouteLimits, Located> {
+    let mut out = RouteLimits::default();
+    if let Some(m) = &l.max_memory {
+        let size = parse_size(&m.get_ref().text())
+            .map_err(|e| Located::at(m.span(), format!("{here} max-memory: {e}")))?;
+        if size == 0 {
+            return Err(Located::at(
+                m.span(),
+                format!("{here} max-memory: zero would stop any component from starting"),
+            ));
+        }
+        out.max_memory = Some(size);
+    }
+    if let Some(h) = &l.max_handles {
+        let n = *h.get_ref();
+        if !(16..=1_000_000).contains(&n) {
+            return Err(Located::at(
+                h.span(),
+                format!("{here} max-handles: {n} is not in 16..=1000000"),
+            ));
+        }
+        out.max_handles = Some(n as usize);
+    }
+    if let Some(f) = &l.max_fuel {
+        let fuel = parse_count(&f.get_ref().text())
+            .map_err(|e| Located::at(f.span(), format!("{here} max-fuel: {e}")))?;
+        out.max_fuel = Some(fuel);
+    }
+    if let Some(t) = &l.timeout {
+        let d = parse_duration(t.get_ref())
+            .map_err(|e| Located::at(t.span(), format!("{here} timeout: {e}")))?;
+        out.timeout = Some(d);
+    }
+    Ok(out)
+}
 
 /// Where in the file, for errors.
 struct Source<'a> {
@@ -176,31 +229,11 @@ impl Config {
             ..Config::default()
         };
         if let Some(l) = &policy.limits {
-            if let Some(m) = &l.max_memory {
-                let size = parse_size(&m.get_ref().text())
-                    .map_err(|e| src.at(m.span(), format!("[limits] max-memory: {e}")))?;
-                c.max_memory = Some(size);
-            }
-            if let Some(h) = &l.max_handles {
-                let n = *h.get_ref();
-                if !(16..=1_000_000).contains(&n) {
-                    return Err(src.at(
-                        h.span(),
-                        format!("[limits] max-handles: {n} is not in 16..=1000000"),
-                    ));
-                }
-                c.max_handles = Some(n as usize);
-            }
-            if let Some(f) = &l.max_fuel {
-                let fuel = parse_count(&f.get_ref().text())
-                    .map_err(|e| src.at(f.span(), format!("[limits] max-fuel: {e}")))?;
-                c.max_fuel = Some(fuel);
-            }
-            if let Some(t) = &l.timeout {
-                let d = parse_duration(t.get_ref())
-                    .map_err(|e| src.at(t.span(), format!("[limits] timeout: {e}")))?;
-                c.timeout = Some(d);
-            }
+            let l = read_limits(l, "[limits]").map_err(|e| src.at(e.span, e.message))?;
+            c.max_memory = l.max_memory;
+            c.max_handles = l.max_handles;
+            c.max_fuel = l.max_fuel;
+            c.timeout = l.timeout;
         }
         c.grants = policy.grants(base).map_err(|e| src.at(e.span, e.message))?;
         for (name, path) in &policy.components {
@@ -212,6 +245,21 @@ impl Config {
                 ));
             }
             c.components.push((name.clone(), p));
+        }
+        if let Some(addr) = policy.serve.as_ref().and_then(|s| s.addr.as_ref()) {
+            let parsed = addr.get_ref().parse().map_err(|_| {
+                src.at(
+                    addr.span(),
+                    format!("[serve] addr: `{}` is not HOST:PORT", addr.get_ref()),
+                )
+            })?;
+            c.addr = Some(parsed);
+        }
+        for (i, r) in policy.route.iter().enumerate() {
+            let route = r
+                .route(i, base, read_limits)
+                .map_err(|e| src.at(e.span, e.message))?;
+            c.routes.push(route);
         }
         Ok(c)
     }

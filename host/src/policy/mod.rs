@@ -11,6 +11,7 @@ pub mod flags;
 pub mod learned;
 pub mod manifest;
 pub mod reach;
+pub mod route;
 
 pub use config::{Config, ManifestSource};
 pub use error::{BadFlag, Error, Refusal};

@@ -32,6 +32,9 @@ impl Runtime {
         let engine = crate::run::engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker)?;
+        // Outgoing requests go through capbroker's connector, within the
+        // instance's connect grants (none: every request is refused).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         super::link::add_to_linker(&mut linker)?;
         Ok(Runtime {
             engine,
@@ -73,6 +76,22 @@ impl Runtime {
         })
     }
 
+    /// Reads, compiles and links the `wasi:http/proxy` component at
+    /// `path`, for `capbroker serve`.
+    pub fn load_proxy(
+        &self,
+        path: &Path,
+    ) -> wasmtime::Result<wasmtime_wasi_http::p2::bindings::ProxyPre<State>> {
+        let name = path.display().to_string();
+        let pre = self.link(&name, &read(path)?)?;
+        wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).with_context(|| {
+            format!(
+                "`{name}` is not a wasi:http proxy component (it does not export \
+                 wasi:http/incoming-handler@0.2)"
+            )
+        })
+    }
+
     /// Reads, compiles and links a component of either kind.
     pub fn load_any(&self, path: &Path) -> wasmtime::Result<Loaded> {
         let name = path.display().to_string();
@@ -87,6 +106,11 @@ impl Runtime {
                 audit_log: self.audit_log.clone(),
                 learner: None,
             }));
+        }
+        if wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).is_ok() {
+            bail!(
+                "`{name}` is a wasi:http proxy component: serve it with `capbroker serve {name}`"
+            );
         }
         let pre = CommandPre::new(pre).with_context(|| {
             format!(

@@ -48,7 +48,7 @@ impl CommandComponent {
                 "environment variables and arguments: --env KEY[=VALUE]",
             ),
             ("wasi:cli/stdin", "standard input: --stdin"),
-            ("wasi:http/", "outgoing HTTP: not granted by capbroker"),
+            ("wasi:http/outgoing-handler", "outgoing HTTP: --connect"),
             ("capbroker:caps/pledge", "capbroker's pledge and unveil"),
         ];
         let pre = self.pre.instance_pre();

@@ -18,6 +18,7 @@ use std::time::Instant;
 use wasmtime::bail;
 use wasmtime::component::{InstancePre, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::core::audit::{Audit, AuditLog};
 use crate::core::learn::Learner;
@@ -31,6 +32,7 @@ use crate::core::HostError;
 use crate::core::{Core, Error, Rights, View};
 use crate::fs::FsCtx;
 use crate::grants::{GrantsCtx, HandleValue};
+use crate::net::http::Outgoing;
 use crate::net::NetCtx;
 use crate::pledge::{PledgeCtx, Pledgeable};
 use crate::spawn::mailbox::End;
@@ -55,10 +57,26 @@ pub struct Kinds {
     pub spawn: SpawnCtx,
     pub grants: GrantsCtx,
     pub env: EnvCtx,
+    /// `wasi:http`'s state, made when a component first uses it (most
+    /// never do: a child process should not pay for it).
+    pub http: Option<Box<HttpState>>,
+}
+
+/// `wasi:http`'s state for one instance: outgoing requests go through
+/// capbroker's connector, within the instance's connect grants.
+#[derive(Default)]
+pub struct HttpState {
+    pub ctx: WasiHttpCtx,
+    pub hooks: Outgoing,
 }
 
 /// Process ids, unique in this host process.
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+
+/// A new process id.
+pub fn next_pid() -> u64 {
+    NEXT_PID.fetch_add(1, Ordering::Relaxed)
+}
 
 impl BrokerCtx {
     /// State for a root instance of the component known to the operator as
@@ -113,6 +131,13 @@ impl BrokerCtx {
         self
     }
 
+    /// Records this instance's events in `audit` (a request's, under
+    /// `serve`, is a child of the server's).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.core.audit = audit;
+        self
+    }
+
     /// Also writes this instance's audit events to `log`.
     pub fn with_audit_log(mut self, log: Option<Arc<AuditLog>>) -> Self {
         self.core.audit = self.core.audit.with_log(log);
@@ -125,6 +150,10 @@ impl BrokerCtx {
         self.kinds.fs = wasi.fs;
         self.kinds.net = wasi.tcp;
         self.kinds.env = wasi.env;
+        self.kinds.http = Some(Box::new(HttpState {
+            ctx: WasiHttpCtx::new(),
+            hooks: wasi.http,
+        }));
         self.core.pledges = pledges;
         self
     }
@@ -265,6 +294,18 @@ impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Without a grant's connector, the default one refuses everything.
+        let http = self.broker.kinds.http.get_or_insert_with(Default::default);
+        WasiHttpCtxView {
+            ctx: &mut http.ctx,
+            hooks: &mut http.hooks,
             table: &mut self.table,
         }
     }

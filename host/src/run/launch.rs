@@ -76,6 +76,9 @@ impl Launch {
                 path.display()
             );
         }
+        if !config.routes.is_empty() || config.addr.is_some() {
+            bail!("[[route]] and [serve] are for `capbroker serve`, not `run`");
+        }
         let Some(component) = config.component.clone() else {
             bail!(
                 "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
@@ -184,7 +187,7 @@ impl Launch {
 
 /// The standard WASI grants of a command. Errors for a listen grant that
 /// names a host, or a connect grant whose host cannot be looked up.
-fn wasi_grants(
+pub(crate) fn wasi_grants(
     grants: Vec<NamedGrant>,
     env: Vec<(String, String)>,
     stdin: bool,

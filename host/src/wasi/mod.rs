@@ -18,6 +18,7 @@ use crate::core::pledges::Pledges;
 use crate::core::view::{HasWasiFace, WasiFace, WasiParts};
 use crate::core::Core;
 use crate::fs::{DirGrant, FsCtx};
+use crate::net::http::Outgoing;
 use crate::net::{NetCtx, Reach};
 
 /// The most random bytes one `wasi:random` call makes: the host makes them
@@ -52,9 +53,32 @@ pub struct WasiState {
     pub fs: FsCtx,
     pub tcp: NetCtx,
     pub env: EnvCtx,
+    /// Outgoing `wasi:http` requests, within the connect grants.
+    pub http: Outgoing,
 }
 
 impl WasiGrants {
+    /// What the grants reach, in a line: `/uploads=create; api=…`, or
+    /// `nothing`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for (guest, d) in &self.dirs {
+            let rights = crate::core::RightsList(d.rights).to_string();
+            parts.push(format!("dir {guest}={}:{rights}", d.host_path.display()));
+        }
+        for (name, reach) in &self.connect {
+            parts.push(format!("connect {name}={}", reach.detail()));
+        }
+        for (key, _) in &self.env {
+            parts.push(format!("env {key}"));
+        }
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     /// Records each grant in `audit`, as an app's grants are.
     pub fn audit(&self, audit: &Audit) {
         for (guest, d) in &self.dirs {
@@ -102,6 +126,11 @@ impl WasiGrants {
         }
         let mut state = WasiState {
             env: self.env.clone(),
+            http: Outgoing {
+                connect: self.connect.iter().map(|(_, r)| r.clone()).collect(),
+                pledges: pledges.clone(),
+                audit: Some(audit.clone()),
+            },
             ..WasiState::default()
         };
         let grants: Vec<&DirGrant> = self.dirs.iter().map(|(_, g)| g).collect();

@@ -261,6 +261,15 @@ impl Audit {
         }
     }
 
+    /// `capbroker serve` took a request for this instance, on `route`.
+    pub fn request(&self, method: &str, target: &str, route: &str) {
+        tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
+            method, target = %clean(target, MAX_TEXT), route, "request");
+        self.emit("request", || {
+            json!({ "method": method, "target": clean(target, MAX_TEXT), "route": route })
+        });
+    }
+
     /// The operator granted a handle.
     pub fn granted(&self, name: &str, target: &str, detail: &str) {
         tracing::info!(target: "capbroker::audit", component = %self.component, pid = self.pid,

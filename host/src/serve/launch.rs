@@ -1,0 +1,184 @@
+//! `capbroker serve` from a [`Config`]: the routes made ready, the checks a
+//! run gets before any guest code runs, and the server started.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::bail;
+use wasmtime::error::Context;
+
+use super::{ServedRoute, Server};
+use crate::core::audit::AuditLog;
+use crate::core::learn::Learner;
+use crate::grants::{Grant, NamedGrant};
+use crate::policy::route::{Pattern, Route, RouteLimits};
+use crate::policy::Config;
+use crate::run::app::Runtime;
+use crate::run::launch::wasi_grants;
+
+/// Where `capbroker serve` listens unless told: as `wasmtime serve`.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
+
+/// One `capbroker serve`: what is granted, and what is recorded.
+pub struct Serve {
+    pub config: Config,
+    /// Write the audit log, as JSON Lines, to this file.
+    pub audit: Option<PathBuf>,
+    /// Learning mode: write the route-scoped manifest of what the requests
+    /// used to this file, when the server stops.
+    pub learn: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Serve {
+    /// The routes a configuration serves: its `[[route]]` tables, or, with
+    /// none, one route for every request with the configuration's own
+    /// grants (`capbroker serve --dir … app.wasm`, as `wasmtime serve`).
+    pub fn routes(config: &Config) -> wasmtime::Result<Vec<Route>> {
+        for g in &config.grants {
+            if matches!(g.grant, Grant::Spawner(_) | Grant::Listen(_)) {
+                bail!(
+                    "grant `{}`: a request handler gets directories and connect grants only \
+                     (`{}` is for capbroker apps)",
+                    g.name,
+                    g.grant.kind()
+                );
+            }
+        }
+        if !config.components.is_empty() {
+            bail!("--component and [components] are for capbroker apps, not `serve`");
+        }
+        if config.stdin {
+            bail!("a request handler does not read the server's standard input");
+        }
+        if config.routes.is_empty() {
+            return Ok(vec![Route {
+                pattern: Pattern::parse("/...").expect("a valid pattern"),
+                methods: None,
+                grants: config.grants.clone(),
+                env: config.env.clone(),
+                limits: RouteLimits::default(),
+            }]);
+        }
+        if let Some(g) = config.grants.first() {
+            bail!(
+                "grant `{}`: with [[route]] tables, each route lists its own grants (put it in \
+                 the routes that need it, e.g. [route.{}.{}])",
+                g.name,
+                g.grant.kind(),
+                g.name
+            );
+        }
+        if !config.env.is_empty() {
+            bail!("with [[route]] tables, each route lists its own environment ([route.env])");
+        }
+        Ok(config.routes.clone())
+    }
+
+    /// The configuration with every route's grants as its own, each named
+    /// after its route, for the checks that every grant of a run gets.
+    fn every_grant(config: &Config, routes: &[Route]) -> Config {
+        let grants: Vec<NamedGrant> = routes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                r.grants.iter().map(move |g| NamedGrant {
+                    name: format!("route {} {}", i + 1, g.name),
+                    grant: g.grant.clone(),
+                })
+            })
+            .collect();
+        Config {
+            grants,
+            manifest: config.manifest.clone(),
+            ..Config::default()
+        }
+    }
+
+    /// Checks everything, then serves until the process ends. `ready` is
+    /// told the address once the server listens.
+    pub async fn run(self, ready: impl FnOnce(SocketAddr)) -> wasmtime::Result<()> {
+        let Serve {
+            config,
+            audit,
+            learn,
+            quiet,
+        } = self;
+        let routes = Serve::routes(&config)?;
+        let every = Serve::every_grant(&config, &routes);
+        // As `run`: no grant may reach the manifest, the audit log or
+        // learning's output, nor be redirected through another's link.
+        every.check_manifest_out_of_reach()?;
+        every.check_grants_not_redirected()?;
+        if let Some(path) = &audit {
+            if path.as_os_str() == "-" {
+                bail!("--audit -: name a file (stderr is shared with the handlers)");
+            }
+            every.check_out_of_reach(path, "the --audit log")?;
+        }
+        if let Some(path) = &learn {
+            every.check_out_of_reach(path, "the --learn output")?;
+        }
+        if let (Some(m), false) = (&config.manifest, quiet) {
+            let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
+            eprintln!(
+                "capbroker: grants and limits from the manifest {}",
+                path.display()
+            );
+        }
+        let Some(component) = config.component.clone() else {
+            bail!(
+                "no component to serve: name one, or give a manifest (-m) with `component = \"...\"`"
+            );
+        };
+        let mut rt = Runtime::new()?;
+        let log = match &audit {
+            Some(path) => {
+                let out: Box<dyn std::io::Write + Send> = Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
+                );
+                let log = AuditLog::new(out);
+                rt.set_audit_log(log.clone());
+                Some(log)
+            }
+            None => None,
+        };
+        let base = config.limits();
+        let mut served = Vec::with_capacity(routes.len());
+        for (i, route) in routes.into_iter().enumerate() {
+            let learner = learn.as_ref().map(|_| Learner::new());
+            let mut grants = wasi_grants(route.grants.clone(), route.env.clone(), false)
+                .with_context(|| format!("route {} `{}`", i + 1, route.name()))?;
+            for (name, reach) in &mut grants.connect {
+                *reach = reach.clone().learned_by(learner.clone(), name);
+            }
+            served.push(ServedRoute {
+                limits: route.limits.over(&base),
+                route,
+                grants,
+                learner,
+            });
+        }
+        let server = Arc::new(Server::new(&rt, &component, served, log)?);
+        let addr = config
+            .addr
+            .unwrap_or_else(|| DEFAULT_ADDR.parse().expect("a valid address"));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        if !quiet {
+            eprintln!("capbroker: serving {} on http://{local}/", server.name());
+            for r in server.routes() {
+                eprintln!("capbroker:   {}  {}", r.route.name(), r.grants.summary());
+            }
+        }
+        ready(local);
+        if learn.is_some() {
+            bail!("--learn: not yet");
+        }
+        server.serve(listener).await
+    }
+}
