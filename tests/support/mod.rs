@@ -83,37 +83,71 @@ fn run_tool(cmd: &mut Command, what: &str) {
     );
 }
 
+/// componentize-py, installed from PyPI (the version components/python
+/// pins) into a virtualenv under target/tools, once; later calls find it.
+fn componentize_py() -> PathBuf {
+    // Tests in one binary run on several threads: install one at a time.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = root().join("target/tools/python");
+    let bin = venv.join("bin/componentize-py");
+    if !bin.exists() {
+        run_tool(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        );
+        run_tool(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-r"])
+                .arg(root().join("components/python/requirements.txt")),
+            "pip install componentize-py",
+        );
+    }
+    bin
+}
+
 /// components/python/app.py built with componentize-py (installed from
 /// PyPI into a virtualenv under target/tools), once per test binary.
 pub fn python_guest() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let src = root().join("components/python");
-        let venv = root().join("target/tools/python");
-        if !venv.join("bin/componentize-py").exists() {
-            run_tool(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv",
-            );
-            run_tool(
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "--quiet", "-r"])
-                    .arg(src.join("requirements.txt")),
-                "pip install componentize-py",
-            );
-        }
         let out = root().join("target/guests/python/app.wasm");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         run_tool(
-            Command::new(venv.join("bin/componentize-py"))
+            Command::new(componentize_py())
                 .arg("-d")
                 .arg(root().join("wit"))
                 .args(["-w", "app", "componentize", "-p"])
-                .arg(&src)
+                .arg(root().join("components/python"))
                 .arg("app")
                 .arg("-o")
                 .arg(&out),
             "componentize-py",
+        );
+        out
+    })
+}
+
+/// components/python-http/app.py, a plain `wasi:http/proxy` component (the
+/// kind `wasmtime serve` and `capbroker serve` run), built with
+/// componentize-py against the WASI 0.2.12 WIT vendored next to it, once per
+/// test binary.
+pub fn python_http_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let src = root().join("components/python-http");
+        let out = root().join("target/guests/python-http/app.wasm");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        run_tool(
+            Command::new(componentize_py())
+                .arg("-d")
+                .arg(src.join("wit"))
+                .args(["-w", "proxy", "componentize", "-p"])
+                .arg(&src)
+                .arg("app")
+                .arg("-o")
+                .arg(&out),
+            "componentize-py (python-http)",
         );
         out
     })
