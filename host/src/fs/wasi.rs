@@ -814,7 +814,33 @@ impl FsView<'_> {
             |_| {},
         )
         .map_err(|e| wasi_code(op, &e))?;
+        self.learn(node, route.as_ref(), path, allowed.used);
         Ok(Decided { route, allowed })
+    }
+
+    /// Notes, for learning mode, that `used` was used on what `path` (or
+    /// the descriptor itself) names, below its preopen. A path with `..` is
+    /// not learned: the host resolved it through whatever links lie before
+    /// it, so its text may not name what was used (the next run then
+    /// refuses it, rather than grant another file).
+    fn learn(&self, node: &Node, route: Option<&Route>, path: Option<&str>, used: Rights) {
+        let Some(learner) = &self.core.learner else {
+            return;
+        };
+        let climbs = path.is_some_and(|p| {
+            std::path::Path::new(p)
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        });
+        let root = self.kind.roots.get(&node.root);
+        let Some(grant) = root.and_then(|r| r.guest_path.as_deref()) else {
+            return;
+        };
+        if climbs || node.transit {
+            return;
+        }
+        let at = route.map_or_else(|| node.path.clone(), |r| r.full.clone());
+        learner.dir(grant, at, used);
     }
 
     fn on_path(

@@ -74,7 +74,13 @@ impl Outgoing {
     /// the guest.
     fn refuse(&self, authority: &str, why: Error) -> HttpError {
         if let Some(audit) = &self.audit {
-            audit.refused("http-request", "wasi:http", authority, Rights::empty(), &why);
+            audit.refused(
+                "http-request",
+                "wasi:http",
+                authority,
+                Rights::empty(),
+                &why,
+            );
         }
         HttpError::HttpRequestDenied
     }

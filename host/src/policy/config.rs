@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::core::limits::Limits;
 use super::route::Route;
+use crate::core::limits::Limits;
 use crate::grants::{Grant, NamedGrant};
 
 /// A run's configuration: from a manifest, the flags, or both.

@@ -59,3 +59,71 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
         learned.to_toml()?
     ))
 }
+
+/// The learner's name for the requests of a route under `capbroker serve`:
+/// each request is counted, with its peaks, as a child of its route.
+pub const REQUESTS: &str = "requests";
+
+/// The route-scoped manifest `capbroker serve --learn` writes: each route
+/// as it was, its grants narrowed to what the requests on it used (a grant
+/// no request used is left out), and its limits twice the peaks its
+/// requests reached. A route no request matched keeps no grant at all.
+pub fn routes(
+    config: &Config,
+    learners: &[Option<std::sync::Arc<Learner>>],
+) -> Result<String, Error> {
+    use crate::core::learn::HEADROOM;
+    let mut learned = Config {
+        component: config.component.clone(),
+        addr: config.addr,
+        ..Config::default()
+    };
+    let mut notes = Vec::new();
+    for (route, learner) in config.routes.iter().zip(learners) {
+        let mut r = route.clone();
+        r.grants.clear();
+        if let Some(learner) = learner {
+            learner.seen(|used| {
+                for g in &route.grants {
+                    let mut seen = Learned {
+                        used,
+                        required: false,
+                        wants: None,
+                        notes: &mut notes,
+                    };
+                    if let Some(grant) = g.grant.narrow(&g.name, &mut seen) {
+                        r.grants.push(NamedGrant {
+                            name: g.name.clone(),
+                            grant,
+                        });
+                    }
+                }
+                match used.spawns.get(REQUESTS) {
+                    Some(s) if s.children > 0 => {
+                        notes.push(format!(
+                            "# route {}: {} requests; peaks: {} bytes of memory, {} fuel, {} us",
+                            route.name(),
+                            s.children,
+                            s.peak_memory,
+                            s.peak_fuel,
+                            s.peak_wall_us
+                        ));
+                        // At least a page of memory, and a millisecond.
+                        r.limits.max_memory = Some((s.peak_memory.max(65536) * HEADROOM) as usize);
+                        r.limits.max_fuel = Some(s.peak_fuel.max(1) * HEADROOM);
+                        r.limits.timeout = Some(std::time::Duration::from_micros(
+                            s.peak_wall_us.max(1000) * HEADROOM,
+                        ));
+                    }
+                    _ => notes.push(format!("# route {}: no request", route.name())),
+                }
+            });
+        }
+        learned.routes.push(r);
+    }
+    let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
+    Ok(format!(
+        "# Written by `capbroker serve --learn`: only what the requests used.\n{notes}\n{}",
+        learned.to_toml()?
+    ))
+}

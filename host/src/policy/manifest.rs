@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::config::{Config, ManifestSource};
+use super::route::{Route, RouteLimits, RouteTable};
 use super::Error;
 use crate::core::kind::{Amount, Kind, Located};
 use crate::core::limits::{parse_count, parse_duration, parse_size};
-use super::route::{RouteLimits, RouteTable};
 use crate::grants::{with_kinds, Grant, NamedGrant};
 
 /// `[limits]`: what the root component may consume.
@@ -294,6 +294,12 @@ impl Config {
         for g in &self.grants {
             p.insert(g);
         }
+        p.route = self.routes.iter().map(Route::to_table).collect();
+        if let Some(addr) = self.addr {
+            p.serve = Some(ServeTable {
+                addr: Some(spanned(addr.to_string())),
+            });
+        }
         p
     }
 
@@ -311,10 +317,15 @@ impl Config {
 
     /// Every host path the configuration names.
     fn paths(&self) -> impl Iterator<Item = &Path> {
-        let dirs = self.grants.iter().filter_map(|g| match &g.grant {
-            Grant::Dir(d) => Some(d),
-            _ => None,
-        });
+        let routes = self.routes.iter().flat_map(|r| r.grants.iter());
+        let dirs = self
+            .grants
+            .iter()
+            .chain(routes)
+            .filter_map(|g| match &g.grant {
+                Grant::Dir(d) => Some(d),
+                _ => None,
+            });
         let scoped = dirs
             .clone()
             .flat_map(|d| d.paths.iter().flatten().map(|(p, _)| p.as_path()));

@@ -80,6 +80,54 @@ impl RouteLimits {
 }
 
 impl Route {
+    /// The route as a `[[route]]` table.
+    pub fn to_table(&self) -> RouteTable {
+        fn spanned<T>(v: T) -> Spanned<T> {
+            Spanned::new(0..0, v)
+        }
+        let mut t = RouteTable {
+            route: spanned(self.pattern.text.clone()),
+            methods: self.methods.clone().map(spanned),
+            dir: BTreeMap::new(),
+            connect: BTreeMap::new(),
+            env: self.env.iter().cloned().collect(),
+            limits: None,
+        };
+        for g in &self.grants {
+            match &g.grant {
+                Grant::Dir(d) => {
+                    t.dir
+                        .insert(g.name.clone(), <crate::fs::Dirs as Kind>::to_table(d));
+                }
+                Grant::Connect(n) => {
+                    t.connect.insert(
+                        g.name.clone(),
+                        <crate::net::Connectors as Kind>::to_table(n),
+                    );
+                }
+                // `route` admits no other kind.
+                _ => {}
+            }
+        }
+        let l = &self.limits;
+        if l.max_memory.is_some()
+            || l.max_fuel.is_some()
+            || l.timeout.is_some()
+            || l.max_handles.is_some()
+        {
+            use crate::core::kind::Amount;
+            t.limits = Some(LimitsTable {
+                max_memory: l.max_memory.map(|m| spanned(Amount::Number(m as u64))),
+                max_handles: l.max_handles.map(|h| spanned(h as u64)),
+                max_fuel: l.max_fuel.map(|f| spanned(Amount::Number(f))),
+                timeout: l
+                    .timeout
+                    .map(|d| spanned(format!("{}ms", d.as_millis().max(1)))),
+            });
+        }
+        t
+    }
+
     /// Whether a request of `method` for `path` (without its query) is
     /// this route's.
     pub fn matches(&self, method: &str, path: &str) -> bool {
@@ -149,9 +197,7 @@ impl Pattern {
             match *part {
                 "" => return Err(format!("`{text}` has an empty segment (`//`)")),
                 "..." if i + 1 == parts.len() => rest = true,
-                "." | ".." => {
-                    return Err(format!("`{text}`: `{part}` segments are not matched"))
-                }
+                "." | ".." => return Err(format!("`{text}`: `{part}` segments are not matched")),
                 p if p.contains("...") => {
                     return Err(format!("`{text}`: `...` may only be the last segment"))
                 }
@@ -217,10 +263,7 @@ pub fn unsafe_segment(path: &str) -> Option<&str> {
             .replace("%2e", ".")
             .replace("%2f", "/")
             .replace("%5c", "\\");
-        decoded == "."
-            || decoded == ".."
-            || decoded.contains('/')
-            || decoded.contains('\\')
+        decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\')
     })
 }
 
@@ -330,8 +373,8 @@ mod tests {
     #[test]
     fn bad_patterns_are_refused() {
         for bad in [
-            "hello", "/a//b", "/a/.../b", "/a/b...", "/:", "/:a/:a", "/a?b", "/a b", "/%2e",
-            "/..", "/a/./b", "/:a-b",
+            "hello", "/a//b", "/a/.../b", "/a/b...", "/:", "/:a/:a", "/a?b", "/a b", "/%2e", "/..",
+            "/a/./b", "/:a-b",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
@@ -339,7 +382,15 @@ mod tests {
 
     #[test]
     fn dot_segments_are_caught_encoded_or_not() {
-        for bad in ["/a/../b", "/a/%2e%2E/b", "/.", "/a/%2e", "/a/x%2fy", "/a/x%5Cy", "/a/.%2e"] {
+        for bad in [
+            "/a/../b",
+            "/a/%2e%2E/b",
+            "/.",
+            "/a/%2e",
+            "/a/x%2fy",
+            "/a/x%5Cy",
+            "/a/.%2e",
+        ] {
             assert!(unsafe_segment(bad).is_some(), "{bad}");
         }
         for ok in ["/", "/a/b", "/a/..b", "/a/b.txt", "/a/...", "/a/%41"] {

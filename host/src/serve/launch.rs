@@ -176,9 +176,29 @@ impl Serve {
             }
         }
         ready(local);
-        if learn.is_some() {
-            bail!("--learn: not yet");
+        match learn {
+            None => server.serve(listener).await,
+            Some(path) => {
+                // Learning ends with the server: on Ctrl-C (or SIGTERM), the
+                // manifest of what the requests used is written.
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    r = server.clone().serve(listener) => return r,
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let learners: Vec<_> = server.routes().iter().map(|r| r.learner.clone()).collect();
+                let config = Config {
+                    routes: server.routes().iter().map(|r| r.route.clone()).collect(),
+                    ..config.absolute()
+                };
+                let text = crate::policy::learned::routes(&config, &learners).context("--learn")?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+                eprintln!("capbroker: wrote {}", path.display());
+                Ok(())
+            }
         }
-        server.serve(listener).await
     }
 }

@@ -16,6 +16,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::{ServedRoute, Server};
 use crate::core::pledges::Pledges;
+use crate::policy::learned::REQUESTS;
 use crate::policy::route::unsafe_segment;
 use crate::run::runner::{new_store_with_wasi, record_exit, supervise, Deadline, Ended};
 use crate::run::BrokerCtx;
@@ -33,7 +34,10 @@ enum Outcome {
 impl Server {
     /// Answers one request. Never fails: whatever the guest does, the
     /// client gets a status, or a cut connection once a head was sent.
-    pub(super) async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>) -> Response<WasiBody> {
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+    ) -> Response<WasiBody> {
         let path = req.uri().path();
         if let Some(seg) = unsafe_segment(path) {
             let seg = seg.to_string();
@@ -43,14 +47,24 @@ impl Server {
             );
         }
         let method = req.method().as_str();
-        let Some(index) = self.routes.iter().position(|r| r.route.matches(method, path)) else {
-            return plain(StatusCode::NOT_FOUND, "no route matches this request\n".into());
+        let Some(index) = self
+            .routes
+            .iter()
+            .position(|r| r.route.matches(method, path))
+        else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "no route matches this request\n".into(),
+            );
         };
         match self.run(index, req).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!("capbroker serve: {e:#}");
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed\n".into())
+                plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the handler failed\n".into(),
+                )
             }
         }
     }
@@ -65,7 +79,14 @@ impl Server {
         let served: &ServedRoute = &self.routes[index];
         let pid = crate::run::ctx::next_pid();
         let audit = self.audit.child(self.name.clone(), pid);
-        audit.request(req.method().as_str(), &req.uri().to_string(), &served.route.name());
+        audit.request(
+            req.method().as_str(),
+            &req.uri().to_string(),
+            &served.route.name(),
+        );
+        if let Some(learner) = &served.learner {
+            learner.spawned(REQUESTS, &self.name);
+        }
         let pledges = Pledges::default();
         let broker = BrokerCtx::new(&self.name, self.components.clone())
             .with_audit(audit)
@@ -112,7 +133,10 @@ impl Server {
                 Ended::Killed => Outcome::Limit("time"),
                 Ended::Trapped(e) => Outcome::Failed(format!("{e:#}")),
             };
-            record_exit(&store, ended.status(|_| "finished"), ended.limit());
+            let record = record_exit(&store, ended.status(|_| "finished"), ended.limit());
+            if let Some(learner) = &server.routes[index].learner {
+                learner.exited(REQUESTS, &record);
+            }
             if !matches!(outcome, Outcome::Returned) {
                 flag.store(true, Ordering::Release);
             }
@@ -130,7 +154,9 @@ impl Server {
             }
             Err(_) => {
                 // No response was set: how the instance ended says why.
-                let outcome = task.await.unwrap_or_else(|e| Outcome::Failed(e.to_string()));
+                let outcome = task
+                    .await
+                    .unwrap_or_else(|e| Outcome::Failed(e.to_string()));
                 Ok(match outcome {
                     Outcome::Limit(limit) => plain(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -138,7 +164,10 @@ impl Server {
                     ),
                     Outcome::Failed(why) => {
                         tracing::info!("capbroker serve: {}: {why}", self.name);
-                        plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed\n".into())
+                        plain(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the handler failed\n".into(),
+                        )
                     }
                     Outcome::Returned => plain(
                         StatusCode::INTERNAL_SERVER_ERROR,

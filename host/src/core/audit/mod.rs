@@ -265,9 +265,10 @@ impl Audit {
     pub fn request(&self, method: &str, target: &str, route: &str) {
         tracing::debug!(target: "capbroker::audit", component = %self.component, pid = self.pid,
             method, target = %clean(target, MAX_TEXT), route, "request");
-        self.emit("request", || {
-            json!({ "method": method, "target": clean(target, MAX_TEXT), "route": route })
-        });
+        self.emit(
+            "request",
+            || json!({ "method": method, "target": clean(target, MAX_TEXT), "route": route }),
+        );
     }
 
     /// The operator granted a handle.
