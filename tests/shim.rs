@@ -514,3 +514,101 @@ fn an_app_runs_with_its_manifest_and_the_container_environment_aside() {
         "{stdout}"
     );
 }
+
+/// An image whose entrypoint is a `wasi:http/proxy` component is served,
+/// a fresh instance per request, with the routes of its manifest: here the
+/// upload route's create-only folder, and nothing for any other request.
+#[test]
+fn a_proxy_component_image_is_served_with_its_routes() {
+    use std::io::{Read, Write};
+    let ctd = start();
+    let mut image = Image::new("docker.io/capbroker/http:1");
+    image
+        .add("/http_probe.wasm", guest_component("http-probe").unwrap())
+        .unwrap();
+    image
+        .add(
+            "/capbroker.toml",
+            b"[[route]]\nroute = \"/upload/...\"\nmethods = [\"PUT\"]\n\
+              [route.dir.\"/uploads\"]\npath = \"/uploads\"\nrights = \"create\"\n\
+              [[route]]\nroute = \"/...\"\n"
+                .to_vec(),
+        )
+        .unwrap();
+    image.add("/uploads/.keep", Vec::new()).unwrap();
+    image.add("/secret.txt", b"secret words".to_vec()).unwrap();
+    image.entrypoint = vec!["/http_probe.wasm".into()];
+    ctd.import(&image).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("CAPBROKER_ADDR=127.0.0.1:{port}");
+    // runwasi keeps a container's state by its id beyond its containerd.
+    let id = format!("http-{}", std::process::id());
+    let mut server = ctd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--runtime",
+            RUNTIME,
+            "--env",
+            &addr,
+            "docker.io/capbroker/http:1",
+            &id,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = |method: &str, path: &str, body: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || server.try_wait().unwrap().is_some() {
+            let _ = ctd
+                .ctr_command(&["task", "kill", "-s", "SIGKILL", &id])
+                .output();
+            let _ = server.kill();
+            let out = server.wait_with_output().unwrap();
+            panic!(
+                "the container did not serve: {}\n{}",
+                text(&out.stderr),
+                ctd.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hello = request("GET", "/hello", "");
+    let upload = request("PUT", "/upload/a.txt", "uploaded");
+    let secret = request("GET", "/read?path=/secret.txt", "");
+    let preopens = request("GET", "/preopens", "");
+    let _ = ctd
+        .ctr_command(&["task", "kill", "-s", "SIGKILL", &id])
+        .output();
+    let _ = server.wait();
+    assert!(
+        hello.starts_with("HTTP/1.1 200") && hello.ends_with("hello"),
+        "{hello}"
+    );
+    assert!(upload.starts_with("HTTP/1.1 201"), "{upload}");
+    assert!(secret.starts_with("HTTP/1.1 500"), "{secret}");
+    assert!(!secret.contains("secret words"), "{secret}");
+    assert!(
+        preopens.starts_with("HTTP/1.1 200") && preopens.ends_with("\r\n\r\n"),
+        "{preopens}"
+    );
+}

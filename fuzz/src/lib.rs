@@ -99,7 +99,7 @@ impl Harness {
         let probe = runtime.load(&guest("probe"))?;
         let command = match runtime.load_any(&guest("std-probe"))? {
             Loaded::Command(c) => c,
-            Loaded::App(_) => anyhow::bail!("std-probe is not a command"),
+            _ => anyhow::bail!("std-probe is not a command"),
         };
         let mut components = Components::new();
         components.insert("probe", probe.instance_pre().clone())?;

@@ -453,6 +453,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 learn,
                 env_from_container: false,
                 quiet,
+                serve_proxies: false,
             }
             .run()
             .await?;
@@ -514,6 +515,14 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             let rt = Runtime::new()?;
             let app = match rt.load_any(&component)? {
                 Loaded::App(app) => app,
+                Loaded::Proxy(name) => {
+                    println!(
+                        "{name} is a wasi:http proxy component: `capbroker serve` runs it, a \
+                         fresh instance per request, with the grants of the route each \
+                         request matches (docs/serve.md)"
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 Loaded::Command(command) => {
                     println!(
                         "{} is a plain WASI command (wasi:cli/run): it gets nothing unless \

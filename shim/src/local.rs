@@ -226,8 +226,7 @@ pub fn static_program(dir: &Path, name: &str, source: &str) -> Result<Vec<u8>> {
     Ok(std::fs::read(out)?)
 }
 
-/// The guest program `name` of this repository's `components/` (a
-/// command, whose `.wasm` keeps its name), built from source for
+/// The guest component `name` of this repository's `components/`, built from source for
 /// wasm32-wasip2; cargo makes later calls cheap.
 pub fn guest_component(name: &str) -> Result<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -240,6 +239,11 @@ pub fn guest_component(name: &str) -> Result<Vec<u8>> {
         .status()
         .context("cannot run cargo to build the guest components")?;
     ensure!(status.success(), "building the guest `{name}` failed");
-    let wasm = root.join(format!("target/guests/wasm32-wasip2/release/{name}.wasm"));
+    let out = root.join("target/guests/wasm32-wasip2/release");
+    // A library component's file is named as Rust names the crate.
+    let mut wasm = out.join(format!("{name}.wasm"));
+    if !wasm.exists() {
+        wasm = out.join(format!("{}.wasm", name.replace('-', "_")));
+    }
     std::fs::read(&wasm).with_context(|| format!("cannot read `{}`", wasm.display()))
 }

@@ -108,6 +108,7 @@ fn launch_for(args: &[String], envs: &[String], manifest: &Path) -> anyhow::Resu
         learn: None,
         env_from_container: true,
         quiet: false,
+        serve_proxies: true,
     })
 }
 

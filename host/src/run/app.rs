@@ -108,9 +108,7 @@ impl Runtime {
             }));
         }
         if wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).is_ok() {
-            bail!(
-                "`{name}` is a wasi:http proxy component: serve it with `capbroker serve {name}`"
-            );
+            return Ok(Loaded::Proxy(name));
         }
         let pre = CommandPre::new(pre).with_context(|| {
             format!(
@@ -184,6 +182,8 @@ pub enum Loaded {
     App(AppComponent),
     /// A plain `wasi:cli` command: standard WASI from the operator's grants.
     Command(CommandComponent),
+    /// A `wasi:http/proxy` component, for `capbroker serve`; its name.
+    Proxy(String),
 }
 
 /// A compiled, linked `app` component, ready to be instantiated many times.

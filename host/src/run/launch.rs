@@ -31,6 +31,10 @@ pub struct Launch {
     pub env_from_container: bool,
     /// Do not say on stderr which manifest the run uses.
     pub quiet: bool,
+    /// Serve a `wasi:http/proxy` component (as `capbroker serve` does)
+    /// rather than refuse it: the containerd shim's choice, for an image
+    /// whose entrypoint is one.
+    pub serve_proxies: bool,
 }
 
 impl Launch {
@@ -45,6 +49,7 @@ impl Launch {
             learn,
             env_from_container,
             quiet,
+            serve_proxies,
         } = self;
         // Before any guest runs: one that could write the manifest would
         // choose its own grants from the next run on.
@@ -76,16 +81,13 @@ impl Launch {
                 path.display()
             );
         }
-        if !config.routes.is_empty() || config.addr.is_some() {
-            bail!("[[route]] and [serve] are for `capbroker serve`, not `run`");
-        }
         let Some(component) = config.component.clone() else {
             bail!(
                 "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
             );
         };
         let mut rt = Runtime::new()?;
-        if let Some(path) = audit {
+        if let Some(path) = &audit {
             let out: Box<dyn std::io::Write + Send> = Box::new(
                 std::fs::File::create(&path)
                     .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
@@ -95,6 +97,36 @@ impl Launch {
         let limits = config.limits();
         let app = match rt.load_any(&component)? {
             Loaded::App(app) => app,
+            Loaded::Proxy(_) if serve_proxies => {
+                drop(rt);
+                let mut config = config;
+                if config.addr.is_none() {
+                    if let Some((_, a)) = config.env.iter().find(|(k, _)| k == "CAPBROKER_ADDR") {
+                        config.addr =
+                            Some(a.parse::<std::net::SocketAddr>().with_context(|| {
+                                format!("CAPBROKER_ADDR: `{a}` is not HOST:PORT")
+                            })?);
+                    }
+                }
+                // The container's environment is its only route's, if the
+                // image's manifest has no routes of its own (which list
+                // their own variables).
+                if env_from_container && !config.routes.is_empty() {
+                    config.env.clear();
+                }
+                crate::serve::Serve {
+                    config,
+                    audit,
+                    learn,
+                    quiet,
+                }
+                .run(|_| {})
+                .await?;
+                return Ok(0);
+            }
+            Loaded::Proxy(name) => bail!(
+                "`{name}` is a wasi:http proxy component: serve it with `capbroker serve {name}`"
+            ),
             Loaded::Command(command) => {
                 if learn.is_some() {
                     bail!(
@@ -131,6 +163,9 @@ impl Launch {
                 "--env and --stdin are for WASI commands; `{}` is a capbroker app",
                 app.name()
             );
+        }
+        if !config.routes.is_empty() || config.addr.is_some() {
+            bail!("[[route]] and [serve] are for `capbroker serve`, not `run`");
         }
         let mut registry = Components::new();
         registry.insert(app.name(), app.instance_pre().clone())?;
