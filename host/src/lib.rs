@@ -46,5 +46,6 @@ pub mod wasi;
 pub use crate::core::limits::Limits;
 pub use run::app::{AppComponent, Outcome, Running, Runtime};
 pub use run::ctx::{BrokerCtx, BrokerCtxView, BrokerView};
+pub use run::engine::{Pool, PoolError};
 pub use run::link::add_to_linker;
 pub use run::Components;

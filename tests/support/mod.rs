@@ -254,7 +254,18 @@ impl Probe {
         limits: &Limits,
         components: Arc<Components>,
     ) -> Probe {
-        let mut running = probe_component()
+        Self::start_app(probe_component(), grants, limits, components).await
+    }
+
+    /// As [`Probe::start_in`], from the probe as loaded in a runtime of the
+    /// test's own.
+    pub async fn start_app(
+        probe: &AppComponent,
+        grants: &[NamedGrant],
+        limits: &Limits,
+        components: Arc<Components>,
+    ) -> Probe {
+        let mut running = probe
             .start(grants, limits, components)
             .await
             .expect("start probe");

@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::command::CommandComponent;
 use super::ctx::{BrokerCtx, Components, State};
+use super::engine::Pool;
 use super::runner::{late, new_store, record_exit, supervise, Deadline, Ended};
 use super::wit::{App, AppPre};
 use crate::core::audit::AuditLog;
@@ -28,8 +29,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime whose instance pool holds [`Pool::default`]: 1,000
+    /// instances of up to 4 GiB each.
     pub fn new() -> wasmtime::Result<Self> {
-        let engine = crate::run::engine::new_engine()?;
+        Self::with_pool(&Pool::default())
+    }
+
+    /// A runtime whose instance pool is sized for `pool`, as
+    /// [`Pool::for_budgets`] makes it from the operator's grants: a spawn
+    /// beyond it fails. One runtime (one engine) a process is enough: every
+    /// component loaded in it shares the pool.
+    pub fn with_pool(pool: &Pool) -> wasmtime::Result<Self> {
+        let engine = crate::run::engine::new_engine(pool)?;
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker)?;
         // Outgoing requests go through capbroker's connector, within the

@@ -9,6 +9,7 @@ use wasmtime::error::Context;
 
 use super::app::{Outcome, Runtime};
 use super::ctx::Components;
+use super::engine::Pool;
 use crate::core::audit::AuditLog;
 use crate::core::learn::Learner;
 use crate::grants::{Grant, NamedGrant};
@@ -86,7 +87,16 @@ impl Launch {
                 "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
             );
         };
-        let mut rt = Runtime::new()?;
+        let limits = config.limits();
+        // The instance pool holds what the operator's budgets allow alive at
+        // once, and no more: the root, and every spawner's max-children.
+        let spawners = config.grants.iter().filter_map(|g| match &g.grant {
+            Grant::Spawner(s) => Some(s),
+            _ => None,
+        });
+        let pool =
+            Pool::for_budgets(limits.max_memory as u64, spawners).context("the instance pool")?;
+        let mut rt = Runtime::with_pool(&pool)?;
         if let Some(path) = &audit {
             let out: Box<dyn std::io::Write + Send> = Box::new(
                 std::fs::File::create(&path)
@@ -94,7 +104,6 @@ impl Launch {
             );
             rt.set_audit_log(AuditLog::new(out));
         }
-        let limits = config.limits();
         let app = match rt.load_any(&component)? {
             Loaded::App(app) => app,
             Loaded::Proxy(_) if serve_proxies => {
