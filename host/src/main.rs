@@ -335,6 +335,12 @@ fn parse_component(s: &str) -> Result<(String, PathBuf), Invalid> {
 }
 
 fn main() -> ExitCode {
+    // Host errors a guest sees the text of (a `wasi:io` error's debug
+    // string) must not carry a backtrace of the host: its paths and
+    // versions are none of the guest's business. Panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -138,6 +138,25 @@ fn get(path: &str, query: &str, target: &str) -> Result<Reply, Reply> {
             reply(200, "slept")
         }
         "/echo-path" => reply(200, target),
+        "/fields" => {
+            // `n` header sets each holding one value of `size` bytes, all
+            // kept until the answer: host memory the guest asks for.
+            let number = |key| -> Result<usize, Reply> {
+                param(query, key)?
+                    .parse()
+                    .map_err(|e| bad(format!("{key}: {e}")))
+            };
+            let (n, size) = (number("n")?, number("size")?);
+            let mut held = Vec::with_capacity(n);
+            for i in 0..n {
+                let fields = Fields::new();
+                if let Err(e) = fields.set("x-big", &[vec![b'a'; size]]) {
+                    return Err(reply(500, format!("error: fields {i}: {e:?}")));
+                }
+                held.push(fields);
+            }
+            reply(200, format!("held {}", held.len()))
+        }
         _ => reply(404, "no such probe"),
     })
 }

@@ -39,6 +39,9 @@ pub struct Outgoing {
     pub connect: Arc<[Reach]>,
     pub pledges: Pledges,
     pub audit: Option<Audit>,
+    /// The most bytes one write to a body buffers (see `HttpState::bound`);
+    /// zero: wasi-http's default.
+    pub chunk: usize,
 }
 
 type Sent = Result<
@@ -50,6 +53,13 @@ type Sent = Result<
 >;
 
 impl WasiHttpHooks for Outgoing {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        match self.chunk {
+            0 => wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE,
+            n => n,
+        }
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

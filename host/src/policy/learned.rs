@@ -76,8 +76,13 @@ pub fn routes(
     let mut learned = Config {
         component: config.component.clone(),
         addr: config.addr,
+        max_memory: config.max_memory,
+        max_handles: config.max_handles,
+        max_fuel: config.max_fuel,
+        timeout: config.timeout,
         ..Config::default()
     };
+    let base = config.limits();
     let mut notes = Vec::new();
     for (route, learner) in config.routes.iter().zip(learners) {
         let mut r = route.clone();
@@ -108,12 +113,18 @@ pub fn routes(
                             s.peak_fuel,
                             s.peak_wall_us
                         ));
-                        // At least a page of memory, and a millisecond.
-                        r.limits.max_memory = Some((s.peak_memory.max(65536) * HEADROOM) as usize);
-                        r.limits.max_fuel = Some(s.peak_fuel.max(1) * HEADROOM);
-                        r.limits.timeout = Some(std::time::Duration::from_micros(
-                            s.peak_wall_us.max(1000) * HEADROOM,
-                        ));
+                        // Twice the peaks, never more than the route had
+                        // (a client could push a peak up while learning),
+                        // and a timeout of at least a second: wall-clock
+                        // time varies with load far more than fuel does.
+                        let had = route.limits.over(&base);
+                        let memory = (s.peak_memory.max(1 << 20) * HEADROOM) as usize;
+                        r.limits.max_memory = Some(memory.min(had.max_memory));
+                        let fuel = s.peak_fuel.max(1) * HEADROOM;
+                        r.limits.max_fuel = Some(had.max_fuel.map_or(fuel, |f| fuel.min(f)));
+                        let time = std::time::Duration::from_micros(s.peak_wall_us * HEADROOM)
+                            .max(std::time::Duration::from_secs(1));
+                        r.limits.timeout = Some(had.timeout.map_or(time, |t| time.min(t)));
                     }
                     _ => notes.push(format!("# route {}: no request", route.name())),
                 }

@@ -70,6 +70,34 @@ pub struct HttpState {
     pub hooks: Outgoing,
 }
 
+/// How much the host holds for one `wasi:http` resource of an instance:
+/// each `fields` at most its share of half the memory budget, each body's
+/// buffer at most its share of a quarter (two pieces in flight), with the
+/// handle table bounding how many there are. So their sum stays within the
+/// memory budget, or 16 KiB a handle if that is more.
+#[derive(Clone, Copy)]
+struct HttpBound {
+    fields: usize,
+    chunk: usize,
+}
+
+impl HttpBound {
+    fn of(limits: &Limits) -> HttpBound {
+        let handles = limits.max_handles.max(1);
+        HttpBound {
+            fields: (limits.max_memory / (2 * handles)).clamp(8 << 10, 128 << 10),
+            chunk: (limits.max_memory / (4 * handles)).clamp(4 << 10, 1 << 20),
+        }
+    }
+}
+
+impl HttpState {
+    fn bound(&mut self, b: HttpBound) {
+        self.ctx.set_field_size_limit(b.fields);
+        self.hooks.chunk = b.chunk;
+    }
+}
+
 /// Process ids, unique in this host process.
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
@@ -270,6 +298,8 @@ pub struct State {
     wasi: WasiCtx,
     broker: BrokerCtx,
     limiter: MemoryLimiter,
+    /// What the host may hold for each `wasi:http` resource.
+    http_bound: HttpBound,
     /// The fuel the store started with, and when, for the exit record.
     fuel_start: u64,
     started: Instant,
@@ -302,7 +332,12 @@ impl WasiView for State {
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         // Without a grant's connector, the default one refuses everything.
-        let http = self.broker.kinds.http.get_or_insert_with(Default::default);
+        let bound = self.http_bound;
+        let http = self.broker.kinds.http.get_or_insert_with(|| {
+            let mut h = Box::<HttpState>::default();
+            h.bound(bound);
+            h
+        });
         WasiHttpCtxView {
             ctx: &mut http.ctx,
             hooks: &mut http.hooks,
@@ -345,11 +380,17 @@ impl State {
         LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
         broker.core.memory.set_max(limits.max_memory);
         let limiter = MemoryLimiter::new(broker.core.memory.clone());
+        let mut broker = broker;
+        let http_bound = HttpBound::of(limits);
+        if let Some(http) = broker.kinds.http.as_mut() {
+            http.bound(http_bound);
+        }
         State {
             table,
             wasi,
             broker,
             limiter,
+            http_bound,
             fuel_start: fuel,
             started: Instant::now(),
         }

@@ -99,7 +99,7 @@ impl Launch {
         let mut rt = Runtime::with_pool(&pool)?;
         if let Some(path) = &audit {
             let out: Box<dyn std::io::Write + Send> = Box::new(
-                std::fs::File::create(&path)
+                std::fs::File::create(path)
                     .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
             );
             rt.set_audit_log(AuditLog::new(out));

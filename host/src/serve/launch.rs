@@ -20,6 +20,10 @@ use crate::run::launch::wasi_grants;
 /// Where `capbroker serve` listens unless told: as `wasmtime serve`.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
 
+/// A request's wall-clock budget when neither its route nor `[limits]`
+/// sets one: no request runs for ever.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One `capbroker serve`: what is granted, and what is recorded.
 pub struct Serve {
     pub config: Config,
@@ -132,7 +136,20 @@ impl Serve {
                 "no component to serve: name one, or give a manifest (-m) with `component = \"...\"`"
             );
         };
-        let mut rt = Runtime::new()?;
+        let mut base = config.limits();
+        base.timeout = base.timeout.or(Some(DEFAULT_TIMEOUT));
+        // One pool slot for each request that may be alive at once, each
+        // as large as the largest memory budget of a route.
+        let pool = crate::run::engine::Pool {
+            instances: super::MAX_REQUESTS,
+            max_memory: routes
+                .iter()
+                .map(|r| r.limits.over(&base).max_memory as u64)
+                .max()
+                .unwrap_or(base.max_memory as u64),
+        };
+        pool.plan().context("the instance pool")?;
+        let mut rt = Runtime::with_pool(&pool)?;
         let log = match &audit {
             Some(path) => {
                 let out: Box<dyn std::io::Write + Send> = Box::new(
@@ -145,7 +162,6 @@ impl Serve {
             }
             None => None,
         };
-        let base = config.limits();
         let mut served = Vec::with_capacity(routes.len());
         for (i, route) in routes.into_iter().enumerate() {
             let learner = learn.as_ref().map(|_| Learner::new());

@@ -42,6 +42,15 @@ use crate::wasi::WasiGrants;
 /// The most connections served at once, as `wasmtime serve`'s default.
 pub const MAX_CONNECTIONS: usize = 1000;
 
+/// The most requests whose instances are alive at once: the instance pool
+/// `serve` makes. One more gets 503 at once, without waiting.
+pub const MAX_REQUESTS: u32 = crate::run::engine::DEFAULT_INSTANCES;
+
+/// How long a client may take to send a request's head, idle keep-alive
+/// time before it included: a connection that sends nothing, or trickles
+/// a head, is closed, and its place among [`MAX_CONNECTIONS`] freed.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A route as the server uses it: its grants ready to build each
 /// request's WASI context from, and its limits.
 pub struct ServedRoute {
@@ -62,6 +71,8 @@ pub struct Server {
     /// than one process may.
     audit: Audit,
     components: Arc<Components>,
+    /// One for each request whose instance is alive.
+    requests: Arc<Semaphore>,
 }
 
 impl Server {
@@ -84,6 +95,7 @@ impl Server {
             routes,
             audit,
             components: Arc::new(Components::new()),
+            requests: Arc::new(Semaphore::new(MAX_REQUESTS as usize)),
         })
     }
 
@@ -119,6 +131,8 @@ impl Server {
                     async move { Ok::<_, Infallible>(server.handle(req).await) }
                 });
                 let served = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;

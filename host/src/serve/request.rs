@@ -57,7 +57,15 @@ impl Server {
                 "no route matches this request\n".into(),
             );
         };
-        match self.run(index, req).await {
+        // Refused at once when every instance is taken, rather than left
+        // to fail in the pool.
+        let Ok(permit) = self.requests.clone().try_acquire_owned() else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every instance is busy: try again\n".into(),
+            );
+        };
+        match self.run(index, req, permit).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!("capbroker serve: {e:#}");
@@ -75,6 +83,7 @@ impl Server {
         self: Arc<Self>,
         index: usize,
         req: hyper::Request<Incoming>,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> wasmtime::Result<Response<WasiBody>> {
         let served: &ServedRoute = &self.routes[index];
         let pid = crate::run::ctx::next_pid();
@@ -107,7 +116,14 @@ impl Server {
         let aborted = Arc::new(AtomicBool::new(false));
         let server = self.clone();
         let flag = aborted.clone();
+        // Dropped with this future (the client went away before the
+        // response) or with the response's body before its end (it went
+        // away during it): either stops the instance at once, so that no
+        // instance outlives its client.
+        let client = ClientGone::new();
+        let gone = client.notify.clone();
         let task = tokio::spawn(async move {
+            let _permit = permit;
             let deadline = Deadline::after(limits.timeout);
             let stopped = {
                 let pre = &server.pre;
@@ -120,7 +136,7 @@ impl Server {
                         .call_handle(&mut *store, request, out)
                         .await
                 };
-                supervise(pin!(call), deadline, std::future::pending()).await
+                supervise(pin!(call), deadline, gone.notified()).await
             };
             let ended = Ended::of(stopped, &store);
             let outcome = match &ended {
@@ -130,7 +146,7 @@ impl Server {
                 Ended::OutOfMemory(_) | Ended::OutOfFuel(_) | Ended::TimedOut(_) => {
                     Outcome::Limit(ended.limit().unwrap_or("time"))
                 }
-                Ended::Killed => Outcome::Limit("time"),
+                Ended::Killed => Outcome::Failed("the client went away".into()),
                 Ended::Trapped(e) => Outcome::Failed(format!("{e:#}")),
             };
             let record = record_exit(&store, ended.status(|_| "finished"), ended.limit());
@@ -144,9 +160,10 @@ impl Server {
             outcome
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response.map(|body| cut_on_abort(body, aborted))),
+            Ok(Ok(response)) => Ok(response.map(|body| cut_on_abort(body, aborted, client))),
             Ok(Err(code)) => {
-                // The handler answered with an error of its own.
+                // The handler answered with an error of its own; it is
+                // stopped if it goes on (`client` is dropped).
                 Ok(plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("the handler failed: {code:?}\n"),
@@ -205,13 +222,49 @@ fn plain(status: StatusCode, text: String) -> Response<WasiBody> {
 /// The guest's body, which ends in an error rather than cleanly if the
 /// instance was stopped by a limit or a trap: hyper then cuts the
 /// connection instead of ending the response.
-fn cut_on_abort(body: HyperOutgoingBody, aborted: Arc<AtomicBool>) -> WasiBody {
-    CutOnAbort { body, aborted }.boxed_unsync()
+fn cut_on_abort(body: HyperOutgoingBody, aborted: Arc<AtomicBool>, client: ClientGone) -> WasiBody {
+    CutOnAbort {
+        body,
+        aborted,
+        client,
+    }
+    .boxed_unsync()
 }
 
 struct CutOnAbort {
     body: HyperOutgoingBody,
     aborted: Arc<AtomicBool>,
+    client: ClientGone,
+}
+
+/// Stops a request's instance when dropped, unless the request was done:
+/// see [`Server::run`].
+struct ClientGone {
+    notify: Arc<tokio::sync::Notify>,
+    done: bool,
+}
+
+impl ClientGone {
+    fn new() -> ClientGone {
+        ClientGone {
+            notify: Arc::new(tokio::sync::Notify::new()),
+            done: false,
+        }
+    }
+
+    /// The client has all it will get: the instance may finish on its own.
+    fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if !self.done {
+            // A stored permit: the instance sees it at its next wait.
+            self.notify.notify_one();
+        }
+    }
 }
 
 impl http_body::Body for CutOnAbort {
@@ -225,6 +278,10 @@ impl http_body::Body for CutOnAbort {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(None) if self.aborted.load(Ordering::Acquire) => {
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            Poll::Ready(None) => {
+                self.client.done();
+                Poll::Ready(None)
             }
             other => other,
         }

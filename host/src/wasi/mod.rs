@@ -130,6 +130,7 @@ impl WasiGrants {
                 connect: self.connect.iter().map(|(_, r)| r.clone()).collect(),
                 pledges: pledges.clone(),
                 audit: Some(audit.clone()),
+                chunk: 0,
             },
             ..WasiState::default()
         };
