@@ -18,8 +18,41 @@ guests:
 build:
     cargo build -p capbroker
 
-# Run the worker and fanout examples, then start the web server example.
-demo: examples serve
+# Run the worker and fanout examples, then the per-request sandboxes of
+# `capbroker serve`.
+demo: examples serve-demo
+
+# `capbroker serve` with the seed's routes (components/examples/serve):
+# requests through curl, each in a fresh instance; the server then stops.
+serve-demo: guests build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rm -rf {{demo_dir}}/uploads && mkdir -p {{demo_dir}}/uploads
+    manifest=components/examples/serve/capbroker.toml
+    echo "\$ capbroker serve -m $manifest"
+    target/debug/capbroker serve -m "$manifest" &
+    server=$!
+    trap 'kill $server 2>/dev/null' EXIT
+    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
+    show() { echo; echo "\$ curl $*"; curl -s -w '  [%{http_code}]\n' "$@" || echo "  [connection cut]"; }
+    show http://127.0.0.1:8080/hello
+    show -X PUT --data-binary 'an upload' http://127.0.0.1:8080/upload/note.txt
+    echo "  the folder holds: $(ls {{demo_dir}}/uploads)"
+    show -X PUT --data-binary 'again' http://127.0.0.1:8080/upload/note.txt
+    show -X PUT --data-binary 'x' --path-as-is http://127.0.0.1:8080/upload/../escape.txt
+    show 'http://127.0.0.1:8080/read?path=/uploads/note.txt'
+    show 'http://127.0.0.1:8080/read?path=/etc/passwd'
+    show http://127.0.0.1:8080/preopens
+    show http://127.0.0.1:8080/envall
+    show 'http://127.0.0.1:8080/fetch?url=http://example.com/'
+    show http://127.0.0.1:8080/spin
+    show http://127.0.0.1:8080/hog
+    show 'http://127.0.0.1:8080/sleep?ms=3000'
+    show http://127.0.0.1:8080/hello
+
+# Start the per-request-isolated web server example (a capbroker app that
+# spawns a child per request) on 127.0.0.1:8080.
+web-server: guests build
 
 # Run the worker and fanout examples on a fresh scratch folder.
 examples: guests build
@@ -41,8 +74,6 @@ examples: guests build
     @echo '$ capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}'
     @target/debug/capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}
 
-# Start the per-request-isolated web server example on 127.0.0.1:8080.
-serve: guests build
     @echo 'Try, in another terminal:'
     @echo '  curl -i http://127.0.0.1:8080/                 # a handler child answers'
     @echo '  curl -i http://127.0.0.1:8080/sandbox          # what a handler can reach: nothing'
