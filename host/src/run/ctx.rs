@@ -110,9 +110,16 @@ impl BrokerCtx {
     /// State for a root instance of the component known to the operator as
     /// `component`, which can spawn the `components` its spawners allow.
     pub fn new(component: &str, components: Arc<Components>) -> Self {
+        let audit = Audit::new(component, NEXT_PID.fetch_add(1, Ordering::Relaxed));
+        BrokerCtx::with_trail(audit, components)
+    }
+
+    /// State for a root instance whose events go to `audit` (a request's,
+    /// under `serve`, is a child of the server's).
+    pub fn with_trail(audit: Audit, components: Arc<Components>) -> Self {
         BrokerCtx {
             core: Core {
-                audit: Audit::new(component, NEXT_PID.fetch_add(1, Ordering::Relaxed)),
+                audit,
                 pledges: Pledges::default(),
                 memory: Account::default(),
                 learner: None,
@@ -156,13 +163,6 @@ impl BrokerCtx {
     /// run --learn`.
     pub fn with_learner(mut self, learner: Option<Arc<Learner>>) -> Self {
         self.core.learner = learner;
-        self
-    }
-
-    /// Records this instance's events in `audit` (a request's, under
-    /// `serve`, is a child of the server's).
-    pub fn with_audit(mut self, audit: Audit) -> Self {
-        self.core.audit = audit;
         self
     }
 

@@ -171,6 +171,7 @@ impl Serve {
                 *reach = reach.clone().learned_by(learner.clone(), name);
             }
             served.push(ServedRoute {
+                name: route.name(),
                 limits: route.limits.over(&base),
                 route,
                 grants,

@@ -55,6 +55,8 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// request's WASI context from, and its limits.
 pub struct ServedRoute {
     pub route: Route,
+    /// How the audit trail names it.
+    pub name: String,
     pub grants: WasiGrants,
     pub limits: Limits,
     /// What requests on this route use, for `serve --learn`.
@@ -71,6 +73,8 @@ pub struct Server {
     /// than one process may.
     audit: Audit,
     components: Arc<Components>,
+    /// What each request's instance gets as its arguments: its name.
+    argv: [String; 1],
     /// One for each request whose instance is alive.
     requests: Arc<Semaphore>,
 }
@@ -91,10 +95,11 @@ impl Server {
         }
         Ok(Server {
             pre,
-            name: name.into(),
+            name: name.as_str().into(),
             routes,
             audit,
             components: Arc::new(Components::new()),
+            argv: [name],
             requests: Arc::new(Semaphore::new(MAX_REQUESTS as usize)),
         })
     }

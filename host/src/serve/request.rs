@@ -88,20 +88,17 @@ impl Server {
         let served: &ServedRoute = &self.routes[index];
         let pid = crate::run::ctx::next_pid();
         let audit = self.audit.child(self.name.clone(), pid);
-        audit.request(
-            req.method().as_str(),
-            &req.uri().to_string(),
-            &served.route.name(),
-        );
+        if audit.logged() {
+            let target = req.uri().to_string();
+            audit.request(req.method().as_str(), &target, &served.name);
+        }
         if let Some(learner) = &served.learner {
             learner.spawned(REQUESTS, &self.name);
         }
         let pledges = Pledges::default();
-        let broker = BrokerCtx::new(&self.name, self.components.clone())
-            .with_audit(audit)
+        let broker = BrokerCtx::with_trail(audit, self.components.clone())
             .with_learner(served.learner.clone());
-        let argv = [self.name.to_string()];
-        let (wasi, state) = served.grants.build(&argv, &pledges, broker.audit())?;
+        let (wasi, state) = served.grants.build(&self.argv, &pledges, broker.audit())?;
         let broker = broker.with_wasi(state, pledges);
         let limits = served.limits.clone();
         let mut store = new_store_with_wasi(self.pre.engine(), broker, wasi, &limits);

@@ -196,11 +196,18 @@ impl Audit {
     /// process may.
     pub fn child(&self, component: Arc<str>, pid: u64) -> Audit {
         Audit {
+            component,
+            pid,
             parent: Some(self.pid),
+            log: self.log.clone(),
             denials: self.denials.clone(),
             changes: self.changes.clone(),
-            ..Audit::new(component, pid).with_log(self.log.clone())
         }
+    }
+
+    /// Whether events are written to a log (not only to stderr).
+    pub fn logged(&self) -> bool {
+        self.log.is_some()
     }
 
     pub fn component(&self) -> &Arc<str> {
