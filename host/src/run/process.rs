@@ -289,7 +289,11 @@ impl BrokerCtxView<'_> {
 
         let link = parent_end.port();
         let run = {
-            let deadline = Deadline::after(Some(Duration::from_millis(limits.timeout_ms)));
+            // From the moment the child's store was made, a moment ago.
+            let deadline = Deadline::from(
+                store.data().started(),
+                Some(Duration::from_millis(limits.timeout_ms)),
+            );
             async move {
                 let stopped = {
                     // Pinned where it is made: the future is large, and
@@ -301,8 +305,11 @@ impl BrokerCtxView<'_> {
                 let ended = Ended::of(stopped, &store);
                 let limit = ended.limit();
                 let status = exit_status(ended);
-                let record = exit_record(&store, status_word(&status), limit);
                 let child_audit = store.data().audit().clone();
+                // The exit record, if anyone reads it: the audit trail or
+                // learning mode.
+                let record = (child_audit.writes_changes() || learner.is_some())
+                    .then(|| exit_record(&store, status_word(&status), limit));
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
                 match &status {
@@ -316,9 +323,11 @@ impl BrokerCtxView<'_> {
                     }
                     _ => link.release_when_read(slot),
                 }
-                child_audit.exited(&record);
-                if let Some((l, grant)) = &learner {
-                    l.exited(grant, &record);
+                if let Some(record) = &record {
+                    child_audit.exited(record);
+                    if let Some((l, grant)) = &learner {
+                        l.exited(grant, record);
+                    }
                 }
                 status
             }

@@ -195,12 +195,23 @@ impl Audit {
     /// server's per-request children included) writes no more than one
     /// process may.
     pub fn child(&self, component: Arc<str>, pid: u64) -> Audit {
+        // Made field by field: `Audit::new` would allocate two rate limits
+        // only for them to be dropped, on every spawn.
         Audit {
+            component,
+            pid,
             parent: Some(self.pid),
+            log: self.log.clone(),
             denials: self.denials.clone(),
             changes: self.changes.clone(),
-            ..Audit::new(component, pid).with_log(self.log.clone())
         }
+    }
+
+    /// Whether events a guest makes as fast as it calls (a child's exit
+    /// among them) are written anywhere: to the log, or to stderr at
+    /// `info`. When not, there is no need to gather what they would say.
+    pub fn writes_changes(&self) -> bool {
+        self.log.is_some() || tracing::enabled!(target: "capbroker::audit", tracing::Level::INFO)
     }
 
     pub fn component(&self) -> &Arc<str> {
