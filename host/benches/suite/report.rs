@@ -107,8 +107,10 @@ impl Metric {
     }
 }
 
+/// A ratio to three decimals, so that one printed as at its target is
+/// never on the wrong side of it; amounts to one.
 fn round(v: f64, unit: &str) -> String {
-    let digits = if unit == "ratio" { 2 } else { 1 };
+    let digits = if unit == "ratio" { 3 } else { 1 };
     format!("{v:.digits$}")
 }
 
