@@ -665,11 +665,16 @@ fn parent_dir(
 }
 
 /// Opens `path` below the directory `parent` as wasmtime-wasi's
-/// `open-at` does, except that it can never block: `O_NONBLOCK` is in the
-/// open itself, and only a regular file or a directory is kept. A FIFO or
-/// a device put in the file's place after any earlier look would otherwise
-/// hold a host thread in the kernel's open for good (and, a few hundred
-/// times over, every thread the runtime has for file I/O).
+/// `open-at` does, except that it can never block: a FIFO or a device
+/// known beforehand is not even opened (opening a device can act), and one
+/// swapped in after that look is opened with `O_NONBLOCK` and then
+/// refused, so that only a regular file or a directory is kept. Either
+/// would otherwise hold a host thread in the kernel's open for good (and, a
+/// few hundred times over, every thread the runtime has for file I/O).
+///
+/// The look, the open and the check of what was opened run in one trip to
+/// a blocking thread, relative to `parent` itself (both confined as
+/// cap-std confines every path).
 ///
 /// (`O_NONBLOCK` changes nothing for a regular file or a directory on
 /// Linux, so what is kept is used as wasmtime-wasi would use its own.)
@@ -710,32 +715,49 @@ async fn open_nonblocking(
         opts.read(true);
         mode |= OpenMode::READ;
     }
-    if !path_flags.contains(P::SYMLINK_FOLLOW) {
+    let follow = if path_flags.contains(P::SYMLINK_FOLLOW) {
+        FollowSymlinks::Yes
+    } else {
         opts._cap_fs_ext_follow(FollowSymlinks::No);
-    }
-    if flags.intersects(D::FILE_INTEGRITY_SYNC | D::DATA_INTEGRITY_SYNC | D::REQUESTED_WRITE_SYNC) {
-        return Err(ErrorCode::Unsupported);
-    }
-    if oflags.contains(O::DIRECTORY) && oflags.intersects(O::CREATE | O::EXCLUSIVE | O::TRUNCATE) {
-        return Err(ErrorCode::Invalid);
-    }
-    if perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
-        return Err(ErrorCode::NotPermitted);
-    }
+        FollowSymlinks::No
+    };
+    // Checked after the look for a FIFO or a device, as they were when
+    // that look was a call of its own.
+    let valid = if flags
+        .intersects(D::FILE_INTEGRITY_SYNC | D::DATA_INTEGRITY_SYNC | D::REQUESTED_WRITE_SYNC)
+    {
+        Err(ErrorCode::Unsupported)
+    } else if oflags.contains(O::DIRECTORY)
+        && oflags.intersects(O::CREATE | O::EXCLUSIVE | O::TRUNCATE)
+    {
+        Err(ErrorCode::Invalid)
+    } else if perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
+        Err(ErrorCode::NotPermitted)
+    } else {
+        Ok(())
+    };
     opts.custom_flags(libc::O_NONBLOCK);
     let want_dir = oflags.contains(O::DIRECTORY);
     let opened = tokio::task::spawn_blocking(move || {
-        let dir = cap_std::fs::Dir::from_std_file(parent.try_clone()?);
-        let file = dir.open_with(&path, &opts)?.into_std();
-        let kind = file.metadata()?.file_type();
-        if !kind.is_dir() && !kind.is_file() {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        let path = Path::new(&path);
+        if let Ok(st) = cap_primitives::fs::stat(&parent, path, follow) {
+            let kind = st.file_type();
+            if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+                return Err(ErrorCode::Invalid);
+            }
         }
-        Ok::<_, std::io::Error>((file, kind.is_dir()))
+        valid?;
+        let io = |e: std::io::Error| ErrorCode::from(&e);
+        let file = cap_primitives::fs::open(&parent, path, &opts).map_err(io)?;
+        let kind = file.metadata().map_err(io)?.file_type();
+        if !kind.is_dir() && !kind.is_file() {
+            return Err(ErrorCode::Invalid);
+        }
+        Ok((file, kind.is_dir()))
     })
     .await
     .map_err(|_| ErrorCode::Io)?;
-    let (file, is_dir) = opened.map_err(|e| ErrorCode::from(&e))?;
+    let (file, is_dir) = opened?;
     if is_dir {
         Ok(Descriptor::Dir(WasiDir::new(file, perms, mode, false)))
     } else if want_dir {
@@ -1169,20 +1191,8 @@ impl HostDescriptor for FsView<'_> {
         let path_flags = follow_unless_exact(path_flags, &r);
         // A FIFO or a device would block the host's thread in the open
         // itself: only regular files and directories are opened, as on
-        // capbroker's own face. One known beforehand is not even opened
-        // (opening a device can act); one swapped in after this look is
-        // caught by `open_nonblocking`.
-        if let Ok(st) = self
-            .wasi
-            .filesystem()
-            .stat_at(borrow(r.fd), path_flags, r.path.clone())
-            .await
-        {
-            use types::DescriptorType as T;
-            if !matches!(st.type_, T::RegularFile | T::Directory | T::SymbolicLink) {
-                return Err(ErrorCode::Invalid.into());
-            }
-        }
+        // capbroker's own face (`open_nonblocking` looks first, and checks
+        // what it opened).
         let asked_exclusive = oflags.contains(types::OpenFlags::EXCLUSIVE);
         if d.allowed.new_only {
             oflags |= types::OpenFlags::EXCLUSIVE;

@@ -223,7 +223,8 @@ impl BrokerCtxView<'_> {
             .core
             .pledges
             .check(crate::core::pledges::Authority::SPAWN, "spawning")?;
-        let components = self.ctx.components.clone();
+        // Borrowed, not cloned: the table and the context are apart.
+        let components = &self.ctx.components;
         // The spawner's grant, for learning mode only.
         let grant = match &self.ctx.core.learner {
             Some(_) => Some(self.table.get(&spawner)?.grant().clone()),
@@ -289,7 +290,11 @@ impl BrokerCtxView<'_> {
 
         let link = parent_end.port();
         let run = {
-            let deadline = Deadline::after(Some(Duration::from_millis(limits.timeout_ms)));
+            // From the moment the child's store was made, a moment ago.
+            let deadline = Deadline::from(
+                store.data().started(),
+                Some(Duration::from_millis(limits.timeout_ms)),
+            );
             async move {
                 let stopped = {
                     // Pinned where it is made: the future is large, and
@@ -301,8 +306,15 @@ impl BrokerCtxView<'_> {
                 let ended = Ended::of(stopped, &store);
                 let limit = ended.limit();
                 let status = exit_status(ended);
-                let record = exit_record(&store, status_word(&status), limit);
-                let child_audit = store.data().audit().clone();
+                // The exit record and the trail to write it to, if anyone
+                // reads it: the audit trail or learning mode.
+                let exit = {
+                    let audit = store.data().audit();
+                    (audit.writes_changes() || learner.is_some()).then(|| {
+                        let record = exit_record(&store, status_word(&status), limit);
+                        (audit.clone(), record)
+                    })
+                };
                 // Free everything the child held before anyone hears it ended.
                 drop(store);
                 match &status {
@@ -316,9 +328,11 @@ impl BrokerCtxView<'_> {
                     }
                     _ => link.release_when_read(slot),
                 }
-                child_audit.exited(&record);
-                if let Some((l, grant)) = &learner {
-                    l.exited(grant, &record);
+                if let Some((child_audit, record)) = &exit {
+                    child_audit.exited(record);
+                    if let Some((l, grant)) = &learner {
+                        l.exited(grant, record);
+                    }
                 }
                 status
             }

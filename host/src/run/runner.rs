@@ -65,6 +65,12 @@ impl Deadline {
         Deadline(timeout.map(|t| (Instant::now() + t, t)))
     }
 
+    /// `timeout` from `start`, or never: for a run whose store was made at
+    /// `start`, without reading the clock again.
+    pub fn from(start: std::time::Instant, timeout: Option<Duration>) -> Deadline {
+        Deadline(timeout.map(|t| (Instant::from_std(start) + t, t)))
+    }
+
     /// The timeout it came from.
     pub fn timeout(&self) -> Option<Duration> {
         self.0.map(|(_, t)| t)

@@ -255,18 +255,36 @@ impl Drop for End {
     fn drop(&mut self) {
         let (out, inbound) = self.0.directions();
         let link = &self.0.link;
-        let (unread, slot) = {
+        let (unread, slot, other_gone) = {
             let mut queues = link.lock();
             queues.dirs[out].sender_gone = true;
             let q = &mut queues.dirs[inbound];
             q.receiver_gone = true;
+            // Only the other side's `End` sets this, when it is dropped.
+            let other_gone = q.sender_gone;
             // No one will read them: the sender gets their room back now.
             let unread = std::mem::take(&mut q.messages);
-            (unread, (queues.parked.take(), queues.held.take()))
+            (
+                unread,
+                (queues.parked.take(), queues.held.take()),
+                other_gone,
+            )
         };
         let bytes = unread.iter().map(Vec::len).sum();
         link.sender_memory(inbound).release(bytes);
         drop((unread, slot));
+        if other_gone {
+            // The other side's end went first: the child's with its store
+            // (so the child's run, and its wait for a kill, are over), or
+            // the parent's with its process handle (so no call of the
+            // parent's is on this link). No one is left to wake: a spawned
+            // child that ended before its parent dropped its handle, the
+            // usual case, costs no wake-ups here.
+            if self.0.side == Side::Parent {
+                self.0.link.killed.store(true, Ordering::Release);
+            }
+            return;
+        }
         link.signals[out].message.notify_waiters();
         link.signals[inbound].space.notify_waiters();
         // No process outlives its parent's last handle to it.

@@ -195,6 +195,8 @@ impl Audit {
     /// server's per-request children included) writes no more than one
     /// process may.
     pub fn child(&self, component: Arc<str>, pid: u64) -> Audit {
+        // Made field by field: `Audit::new` would allocate two rate limits
+        // only for them to be dropped, on every spawn.
         Audit {
             component,
             pid,
@@ -208,6 +210,13 @@ impl Audit {
     /// Whether events are written to a log (not only to stderr).
     pub fn logged(&self) -> bool {
         self.log.is_some()
+    }
+
+    /// Whether events a guest makes as fast as it calls (a child's exit
+    /// among them) are written anywhere: to the log, or to stderr at
+    /// `info`. When not, there is no need to gather what they would say.
+    pub fn writes_changes(&self) -> bool {
+        self.log.is_some() || tracing::enabled!(target: "capbroker::audit", tracing::Level::INFO)
     }
 
     pub fn component(&self) -> &Arc<str> {
