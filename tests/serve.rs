@@ -768,3 +768,31 @@ route = "/..."
     assert_eq!(s.request("PUT", "/upload/u.txt", b"again").0, 201);
     assert_eq!(s.request("PUT", "/upload/u2.txt", b"up").0, 500);
 }
+
+#[test]
+fn a_response_without_a_body_lets_the_instance_finish() {
+    let tree = Tree::new();
+    let audit = tree.path("audit.jsonl");
+    let s = Served::start(&tree, NOTHING, &["--audit", audit.to_str().unwrap()]);
+    // hyper sends no body to HEAD and drops it unread: no sign of the
+    // client going, so the instance ends as it would have.
+    // (The probe answers only GET /hello, so HEAD gets its 404, bodiless.)
+    let reply = s.raw("HEAD", "/hello", b"");
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\n"), "{reply:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exits: Vec<String> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"event\":\"exit\""))
+            .map(String::from)
+            .collect();
+        if let Some(e) = exits.first() {
+            assert!(e.contains("\"status\":\"finished\""), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exit recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

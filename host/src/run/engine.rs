@@ -49,13 +49,38 @@ pub const FULL_SLOTS_ADDRESS_SPACE: u64 = 16 << 40;
 pub const MEMORIES_PER_INSTANCE: u32 = 2;
 
 /// Core instances (each with its own tables) per component instance: a
-/// Rust wasm32-wasip2 component holds a few (its module and the shims).
-pub const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+/// Rust wasm32-wasip2 component holds a few (its module and the shims), a
+/// componentize-py one 14.
+pub const CORE_INSTANCES_PER_INSTANCE: u32 = 16;
 
 /// The guard after every memory slot (wasmtime's default on 64-bit hosts):
 /// loads and stores with a constant offset below it need no check of their
 /// own.
 const GUARD: u64 = 32 << 20;
+
+/// The most of a memory slot kept resident (reset in place) after use,
+/// where PAGEMAP_SCAN says which pages were dirtied.
+const KEEP_RESIDENT: usize = 2 << 20;
+
+/// Without PAGEMAP_SCAN, the first pages are reset with `memset`, dirty or
+/// not: only as many as a small guest uses.
+const KEEP_RESIDENT_BLIND: usize = 256 << 10;
+
+/// How much of each memory slot to keep resident: see [`KEEP_RESIDENT`].
+fn keep_resident() -> usize {
+    // PAGEMAP_SCAN came with Linux 6.7.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (6, 7) {
+        KEEP_RESIDENT
+    } else {
+        KEEP_RESIDENT_BLIND
+    }
+}
 
 /// One wasm page.
 const WASM_PAGE: u64 = 64 << 10;
@@ -245,10 +270,14 @@ pub fn new_engine(pool: &Pool) -> wasmtime::Result<Engine> {
         .total_tables(n * CORE_INSTANCES_PER_INSTANCE)
         .total_stacks(n)
         .max_memory_size(usize::try_from(slot).unwrap_or(usize::MAX))
-        // Reset the first pages of a reused slot in place instead of
-        // returning them to the kernel: fewer page faults, madvise calls
-        // and TLB shootdowns per spawn.
-        .linear_memory_keep_resident(256 << 10)
+        // Reset the pages of a reused slot in place instead of returning
+        // them to the kernel: fewer page faults, madvise calls and TLB
+        // shootdowns per spawn. With PAGEMAP_SCAN (Linux 6.7 and later)
+        // only the pages an instance dirtied are reset, wherever they are
+        // in its memory (a Rust guest's stack sits at 1 MiB), up to
+        // KEEP_RESIDENT; without it, the first 256 KiB are.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(keep_resident())
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(alloc));

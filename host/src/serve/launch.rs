@@ -138,10 +138,26 @@ impl Serve {
         };
         let mut base = config.limits();
         base.timeout = base.timeout.or(Some(DEFAULT_TIMEOUT));
+        if config.max_handles.is_none() {
+            base.max_handles = super::DEFAULT_MAX_HANDLES;
+        }
+        let most_handles = routes
+            .iter()
+            .map(|r| r.limits.over(&base).max_handles)
+            .max()
+            .unwrap_or(base.max_handles);
+        let max_requests = super::max_requests(most_handles);
+        if max_requests < super::MAX_REQUESTS && !quiet {
+            eprintln!(
+                "capbroker: at most {max_requests} requests at once: each may hold up to {} \
+                 host files (twice its max-handles), within this process's open-file limit",
+                2 * most_handles
+            );
+        }
         // One pool slot for each request that may be alive at once, each
         // as large as the largest memory budget of a route.
         let pool = crate::run::engine::Pool {
-            instances: super::MAX_REQUESTS,
+            instances: max_requests,
             max_memory: routes
                 .iter()
                 .map(|r| r.limits.over(&base).max_memory as u64)
@@ -178,7 +194,7 @@ impl Serve {
                 learner,
             });
         }
-        let server = Arc::new(Server::new(&rt, &component, served, log)?);
+        let server = Arc::new(Server::new(&rt, &component, served, log, max_requests)?);
         let addr = config
             .addr
             .unwrap_or_else(|| DEFAULT_ADDR.parse().expect("a valid address"));

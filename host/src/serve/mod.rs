@@ -43,8 +43,39 @@ use crate::wasi::WasiGrants;
 pub const MAX_CONNECTIONS: usize = 1000;
 
 /// The most requests whose instances are alive at once: the instance pool
-/// `serve` makes. One more gets 503 at once, without waiting.
+/// `serve` makes. One more gets 503 at once, without waiting. Fewer when
+/// the open-file limit cannot hold that many requests' handles: see
+/// [`max_requests`].
 pub const MAX_REQUESTS: u32 = crate::run::engine::DEFAULT_INSTANCES;
+
+/// A request's handle limit when neither its route nor `[limits]` sets one:
+/// a handler's request, headers, bodies, streams and files take a few dozen.
+pub const DEFAULT_MAX_HANDLES: usize = 128;
+
+/// Open files kept for the server itself: its listener, connections, the
+/// audit log, the component.
+const FILES_KEPT: u64 = 1024;
+
+/// How many requests may have an instance at once: at most
+/// [`MAX_REQUESTS`], and no more than the process's open-file limit holds
+/// when each request holds its most host files (up to twice its handle
+/// limit, `max_handles`): so that requests together cannot take the files
+/// the server needs to accept the next connection.
+pub fn max_requests(max_handles: usize) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call on a struct that outlives it.
+    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let per_request = 2 * max_handles.max(1) as u64;
+    let n = files.saturating_sub(FILES_KEPT) / per_request;
+    n.clamp(1, u64::from(MAX_REQUESTS)) as u32
+}
 
 /// How long a client may take to send a request's head, idle keep-alive
 /// time before it included: a connection that sends nothing, or trickles
@@ -86,6 +117,7 @@ impl Server {
         path: &Path,
         routes: Vec<ServedRoute>,
         audit_log: Option<Arc<AuditLog>>,
+        max_requests: u32,
     ) -> wasmtime::Result<Server> {
         let name = crate::run::app::component_name(&path.display().to_string());
         let pre = rt.load_proxy(path)?;
@@ -100,7 +132,7 @@ impl Server {
             audit,
             components: Arc::new(Components::new()),
             argv: [name],
-            requests: Arc::new(Semaphore::new(MAX_REQUESTS as usize)),
+            requests: Arc::new(Semaphore::new(max_requests as usize)),
         })
     }
 

@@ -29,6 +29,8 @@ enum Outcome {
     Limit(&'static str),
     /// It trapped, or could not be instantiated.
     Failed(String),
+    /// The instance pool had no room for it.
+    Busy,
 }
 
 impl Server {
@@ -86,6 +88,7 @@ impl Server {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> wasmtime::Result<Response<WasiBody>> {
         let served: &ServedRoute = &self.routes[index];
+        let head = req.method() == http::Method::HEAD;
         let pid = crate::run::ctx::next_pid();
         let audit = self.audit.child(self.name.clone(), pid);
         if audit.logged() {
@@ -117,7 +120,7 @@ impl Server {
         // response) or with the response's body before its end (it went
         // away during it): either stops the instance at once, so that no
         // instance outlives its client.
-        let client = ClientGone::new();
+        let mut client = ClientGone::new();
         let gone = client.notify.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -144,6 +147,15 @@ impl Server {
                     Outcome::Limit(ended.limit().unwrap_or("time"))
                 }
                 Ended::Killed => Outcome::Failed("the client went away".into()),
+                // Out of pool slots for one of its parts (a component of
+                // many core modules): the server is busy, not the handler
+                // wrong.
+                Ended::Trapped(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+                {
+                    Outcome::Busy
+                }
                 Ended::Trapped(e) => Outcome::Failed(format!("{e:#}")),
             };
             let record = record_exit(&store, ended.status(|_| "finished"), ended.limit());
@@ -157,7 +169,16 @@ impl Server {
             outcome
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response.map(|body| cut_on_abort(body, aborted, client))),
+            Ok(Ok(response)) => {
+                // A response without a body on the wire (to HEAD, or 1xx,
+                // 204, 304): hyper drops the body unread, which is no sign
+                // of the client going; the instance may finish.
+                let status = response.status();
+                if head || status.is_informational() || status == 204 || status == 304 {
+                    client.done();
+                }
+                Ok(response.map(|body| cut_on_abort(body, aborted, client)))
+            }
             Ok(Err(code)) => {
                 // The handler answered with an error of its own; it is
                 // stopped if it goes on (`client` is dropped).
@@ -183,6 +204,10 @@ impl Server {
                             "the handler failed\n".into(),
                         )
                     }
+                    Outcome::Busy => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "every instance is busy: try again\n".into(),
+                    ),
                     Outcome::Returned => plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "the handler returned without a response\n".into(),
