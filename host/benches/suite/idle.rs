@@ -54,7 +54,19 @@ async fn spawn(parent: &mut Parent, input: &[u8]) -> Result<Resource<ProcessHand
 
 pub fn run(_opts: &Opts, guests: &Path) -> Metric {
     let m = Metric::new("idle-children", "MiB", Target::Below(1024.0));
-    let (rt, components, _) = setup(guests);
+    // The pool sized from the spawner's budget, as `capbroker run` sizes it.
+    let grant = SpawnGrant {
+        limits: LIMITS,
+        max_children: CHILDREN,
+        components: None,
+    };
+    let root_memory = capbroker::Limits::default().max_memory as u64;
+    let pool = match capbroker::run::engine::Pool::for_budgets(root_memory, [&grant]) {
+        Ok(p) => p,
+        Err(e) => return m.skipped(format!("no pool for {CHILDREN} children: {e}")),
+    };
+    let rt = capbroker::Runtime::with_pool(&pool).unwrap();
+    let (components, _) = super::spawn::components(&rt, guests);
     let engine = rt.engine().clone();
     let dir = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -67,11 +79,6 @@ pub fn run(_opts: &Opts, guests: &Path) -> Metric {
     let dir_path = dir.path().to_owned();
     let outcome = multi.block_on(async move {
         tokio::spawn(async move {
-            let grant = SpawnGrant {
-                limits: LIMITS,
-                max_children: CHILDREN,
-                components: None,
-            };
             let mut parent = Parent::with_grant(&engine, &components, &dir_path, grant);
             // Warm up: code paged in, the allocator's arenas made.
             for _ in 0..200 {

@@ -52,7 +52,14 @@ impl Parent {
         grant: SpawnGrant,
     ) -> Parent {
         let ctx = BrokerCtx::new("bench", components.clone());
-        let mut store = new_store(engine, ctx, &Limits::default());
+        // Room for a handle on each child the grant lets it have.
+        let limits = Limits {
+            max_handles: Limits::default()
+                .max_handles
+                .max(grant.max_children as usize + 64),
+            ..Limits::default()
+        };
+        let mut store = new_store(engine, ctx, &limits);
         let view = store.data_mut().broker();
         let spawner = view
             .table
@@ -162,10 +169,16 @@ fn open_two(dir: &Path) -> [DirHandle; 2] {
 /// The runtime, and components/tiny loaded as `tiny`.
 pub fn setup(guests: &Path) -> (Runtime, Arc<Components>, InstancePre<State>) {
     let rt = Runtime::new().unwrap();
+    let (components, pre) = components(&rt, guests);
+    (rt, components, pre)
+}
+
+/// `tiny`, compiled on `rt`, as the one component spawners may start.
+pub fn components(rt: &Runtime, guests: &Path) -> (Arc<Components>, InstancePre<State>) {
     let pre = rt.load_child(&guests.join("tiny.wasm")).unwrap();
     let mut components = Components::new();
     components.insert("tiny", pre.clone()).unwrap();
-    (rt, Arc::new(components), pre)
+    (Arc::new(components), pre)
 }
 
 /// A current-thread runtime: latency on one thread, so that no cross-thread
