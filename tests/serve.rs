@@ -192,6 +192,14 @@ fn a_route_with_no_grants_reaches_no_file_socket_or_variable() {
     // No variable, the server's own `SECRET` included.
     assert_eq!(s.request("GET", "/envall", b""), (200, String::new()));
     assert_eq!(s.request("GET", "/env?key=SECRET", b"").0, 404);
+    // Every request has a fresh instance: nothing an earlier one left in
+    // memory (on this or another connection) is there.
+    for i in 0..20 {
+        assert_eq!(
+            s.request("GET", &format!("/remember?value=secret-{i}"), b""),
+            (200, String::new())
+        );
+    }
     // The request got the path as sent.
     assert_eq!(
         s.request("GET", "/echo-path?a=%2e&b", b""),

@@ -138,6 +138,14 @@ fn get(path: &str, query: &str, target: &str) -> Result<Reply, Reply> {
             reply(200, "slept")
         }
         "/echo-path" => reply(200, target),
+        "/remember" => {
+            // What an earlier request left in this instance's memory: with
+            // a fresh instance per request, always nothing.
+            static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            let before = std::mem::replace(&mut *last, param(query, "value")?);
+            reply(200, before)
+        }
         "/fields" => {
             // `n` header sets each holding one value of `size` bytes, all
             // kept until the answer: host memory the guest asks for.
