@@ -27,6 +27,12 @@ const FLOORS: &[(&str, &[&str])] = &[
             "core", "fs", "net", "spawn", "pledge", "grants", "wasi", "policy",
         ],
     ),
+    (
+        "serve",
+        &[
+            "core", "fs", "net", "spawn", "pledge", "grants", "wasi", "policy", "run",
+        ],
+    ),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

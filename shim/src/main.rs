@@ -121,7 +121,7 @@ fn run(launch: Launch) -> anyhow::Result<u8> {
             .build()
             .context("cannot start the tokio runtime")?;
         runtime
-            .block_on(async { tokio::spawn(launch.run()).await })
+            .block_on(async { tokio::spawn(capbroker::serve::launch::run_or_serve(launch)).await })
             .context("the component's task failed")?
             .map_err(|e| anyhow::anyhow!("{e:#}"))
     })

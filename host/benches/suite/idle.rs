@@ -15,7 +15,7 @@ use capbroker::BrokerView;
 use wasmtime::component::Resource;
 
 use crate::report::{Metric, Target};
-use crate::spawn::{setup, Parent};
+use crate::spawn::Parent;
 use crate::Opts;
 
 pub const CHILDREN: u32 = 10_000;

@@ -19,6 +19,13 @@ use crate::run::app::Loaded;
 use crate::run::command::CommandOutcome;
 use crate::wasi::WasiGrants;
 
+/// How a launch ended: the component ran, with this exit status, or it is
+/// a `wasi:http/proxy` component to serve, handed back untouched.
+pub enum Ran {
+    Exit(u8),
+    Proxy(Box<Launch>),
+}
+
 /// One run of a component: what is granted, and what is recorded.
 pub struct Launch {
     pub config: Config,
@@ -44,6 +51,18 @@ impl Launch {
     /// with. An error is the operator's: a component that cannot be loaded,
     /// a grant that cannot be made.
     pub async fn run(self) -> wasmtime::Result<u8> {
+        match self.start().await? {
+            Ran::Exit(code) => Ok(code),
+            Ran::Proxy(l) => bail!(
+                "`{}` is a wasi:http proxy component: serve it with `capbroker serve`",
+                l.config.component.unwrap_or_default().display()
+            ),
+        }
+    }
+
+    /// [`Launch::run`], but a `wasi:http/proxy` component (with
+    /// `serve_proxies`) is handed back, for `crate::serve` to serve.
+    pub async fn start(self) -> wasmtime::Result<Ran> {
         let Launch {
             config,
             audit,
@@ -52,36 +71,7 @@ impl Launch {
             quiet,
             serve_proxies,
         } = self;
-        // Before any guest runs: one that could write the manifest would
-        // choose its own grants from the next run on.
-        config.check_manifest_out_of_reach()?;
-        config.check_grants_not_redirected()?;
-        // The same for the files the broker writes for the operator: a
-        // guest that could reach one could forge it, or plant a link that
-        // the broker would follow to overwrite any file it may write.
-        if let Some(path) = &audit {
-            // On stderr, the log would be mixed with the component's own
-            // stderr, which could then write events the broker did not.
-            if path.as_os_str() == "-" {
-                bail!(
-                    "--audit -: the log would share stderr with the component, which could \
-                     forge events in it; name a file (stderr still shows the warnings)"
-                );
-            }
-            config.check_out_of_reach(path, "the --audit log")?;
-        }
-        if let Some(path) = &learn {
-            config.check_out_of_reach(path, "the --learn output")?;
-        }
-        if let (Some(m), false) = (&config.manifest, quiet) {
-            // Not through `tracing`: no log filter may hide where grants
-            // come from.
-            let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
-            eprintln!(
-                "capbroker: grants and limits from the manifest {}",
-                path.display()
-            );
-        }
+        before_any_guest(&config, audit.as_deref(), learn.as_deref(), quiet)?;
         let Some(component) = config.component.clone() else {
             bail!(
                 "no component to run: name one, or give a manifest (-m) with `component = \"...\"`"
@@ -98,40 +88,21 @@ impl Launch {
             Pool::for_budgets(limits.max_memory as u64, spawners).context("the instance pool")?;
         let mut rt = Runtime::with_pool(&pool)?;
         if let Some(path) = &audit {
-            let out: Box<dyn std::io::Write + Send> = Box::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
-            );
-            rt.set_audit_log(AuditLog::new(out));
+            rt.set_audit_log(create_audit_log(path)?);
         }
         let app = match rt.load_any(&component)? {
             Loaded::App(app) => app,
             Loaded::Proxy(_) if serve_proxies => {
-                drop(rt);
-                let mut config = config;
-                if config.addr.is_none() {
-                    if let Some((_, a)) = config.env.iter().find(|(k, _)| k == "CAPBROKER_ADDR") {
-                        config.addr =
-                            Some(a.parse::<std::net::SocketAddr>().with_context(|| {
-                                format!("CAPBROKER_ADDR: `{a}` is not HOST:PORT")
-                            })?);
-                    }
-                }
-                // The container's environment is its only route's, if the
-                // image's manifest has no routes of its own (which list
-                // their own variables).
-                if env_from_container && !config.routes.is_empty() {
-                    config.env.clear();
-                }
-                crate::serve::Serve {
+                // Served, by whoever started this launch (`serve` sits
+                // above `run`): handed back as it came.
+                return Ok(Ran::Proxy(Box::new(Launch {
                     config,
                     audit,
                     learn,
+                    env_from_container,
                     quiet,
-                }
-                .run(|_| {})
-                .await?;
-                return Ok(0);
+                    serve_proxies,
+                })));
             }
             Loaded::Proxy(name) => bail!(
                 "`{name}` is a wasi:http proxy component: serve it with `capbroker serve {name}`"
@@ -155,16 +126,17 @@ impl Launch {
                     );
                 }
                 let grants = wasi_grants(config.grants, config.env, config.stdin)?;
-                return match command.run(&grants, &config.args, &limits).await {
-                    Ok(CommandOutcome::Success) => Ok(0),
-                    Ok(CommandOutcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+                let code = match command.run(&grants, &config.args, &limits).await {
+                    Ok(CommandOutcome::Success) => 0,
+                    Ok(CommandOutcome::Exit(code)) => code.clamp(1, 255) as u8,
                     Err(e) => {
                         // A trap, as `wasmtime run` reports one: the message
                         // and status 1.
                         report(command.name(), &format!("{e:#}"));
-                        Ok(1)
+                        1
                     }
                 };
+                return Ok(Ran::Exit(code));
             }
         };
         if (!config.env.is_empty() && !env_from_container) || config.stdin {
@@ -214,19 +186,71 @@ impl Launch {
             }
             eprintln!("capbroker: wrote {}", path.display());
         }
-        match outcome {
-            Ok(Outcome::Ok) => Ok(0),
+        let code = match outcome {
+            Ok(Outcome::Ok) => 0,
             Ok(Outcome::Failed(msg)) => {
                 report(app.name(), &format!("error: {msg}"));
-                Ok(1)
+                1
             }
-            Ok(Outcome::Exit(code)) => Ok(code.clamp(1, 255) as u8),
+            Ok(Outcome::Exit(code)) => code.clamp(1, 255) as u8,
             Err(e) => {
                 report(app.name(), &format!("{e:#}"));
-                Ok(1)
+                1
             }
-        }
+        };
+        Ok(Ran::Exit(code))
     }
+}
+
+/// What every run checks before any guest runs (`run`, and `serve` with
+/// every route's grants in `config`), and the line that says which
+/// manifest it uses.
+pub(crate) fn before_any_guest(
+    config: &Config,
+    audit: Option<&std::path::Path>,
+    learn: Option<&std::path::Path>,
+    quiet: bool,
+) -> wasmtime::Result<()> {
+    // A guest that could write the manifest would choose its own grants
+    // from the next run on.
+    config.check_manifest_out_of_reach()?;
+    config.check_grants_not_redirected()?;
+    // The same for the files the broker writes for the operator: a guest
+    // that could reach one could forge it, or plant a link that the broker
+    // would follow to overwrite any file it may write.
+    if let Some(path) = audit {
+        // On stderr, the log would be mixed with the component's own
+        // stderr, which could then write events the broker did not.
+        if path.as_os_str() == "-" {
+            bail!(
+                "--audit -: the log would share stderr with the component, which could \
+                 forge events in it; name a file (stderr still shows the warnings)"
+            );
+        }
+        config.check_out_of_reach(path, "the --audit log")?;
+    }
+    if let Some(path) = learn {
+        config.check_out_of_reach(path, "the --learn output")?;
+    }
+    if let (Some(m), false) = (&config.manifest, quiet) {
+        // Not through `tracing`: no log filter may hide where grants come
+        // from.
+        let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
+        eprintln!(
+            "capbroker: grants and limits from the manifest {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The `--audit` log, created at `path`.
+pub(crate) fn create_audit_log(path: &std::path::Path) -> wasmtime::Result<Arc<AuditLog>> {
+    let out: Box<dyn std::io::Write + Send> = Box::new(
+        std::fs::File::create(path)
+            .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
+    );
+    Ok(AuditLog::new(out))
 }
 
 /// The standard WASI grants of a command. Errors for a listen grant that

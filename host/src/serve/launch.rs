@@ -9,13 +9,12 @@ use wasmtime::bail;
 use wasmtime::error::Context;
 
 use super::{ServedRoute, Server};
-use crate::core::audit::AuditLog;
 use crate::core::learn::Learner;
 use crate::grants::{Grant, NamedGrant};
 use crate::policy::route::{Pattern, Route, RouteLimits};
 use crate::policy::Config;
 use crate::run::app::Runtime;
-use crate::run::launch::wasi_grants;
+use crate::run::launch::{before_any_guest, create_audit_log, wasi_grants};
 
 /// Where `capbroker serve` listens unless told: as `wasmtime serve`.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
@@ -23,6 +22,40 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
 /// A request's wall-clock budget when neither its route nor `[limits]`
 /// sets one: no request runs for ever.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs a launch (the containerd shim's), serving it if its component is a
+/// `wasi:http/proxy` one: with its manifest's routes, on its `[serve]
+/// addr`, or `CAPBROKER_ADDR` from the container's environment, or
+/// [`DEFAULT_ADDR`]. The container's environment is the one route's when
+/// the manifest has no routes (which list their own variables).
+pub async fn run_or_serve(launch: crate::run::launch::Launch) -> wasmtime::Result<u8> {
+    use crate::run::launch::Ran;
+    let launch = match launch.start().await? {
+        Ran::Exit(code) => return Ok(code),
+        Ran::Proxy(l) => *l,
+    };
+    let mut config = launch.config;
+    if config.addr.is_none() {
+        if let Some((_, a)) = config.env.iter().find(|(k, _)| k == "CAPBROKER_ADDR") {
+            let addr = a
+                .parse::<SocketAddr>()
+                .with_context(|| format!("CAPBROKER_ADDR: `{a}` is not HOST:PORT"))?;
+            config.addr = Some(addr);
+        }
+    }
+    if launch.env_from_container && !config.routes.is_empty() {
+        config.env.clear();
+    }
+    Serve {
+        config,
+        audit: launch.audit,
+        learn: launch.learn,
+        quiet: launch.quiet,
+    }
+    .run(|_| {})
+    .await?;
+    Ok(0)
+}
 
 /// One `capbroker serve`: what is granted, and what is recorded.
 pub struct Serve {
@@ -113,24 +146,7 @@ impl Serve {
         let every = Serve::every_grant(&config, &routes);
         // As `run`: no grant may reach the manifest, the audit log or
         // learning's output, nor be redirected through another's link.
-        every.check_manifest_out_of_reach()?;
-        every.check_grants_not_redirected()?;
-        if let Some(path) = &audit {
-            if path.as_os_str() == "-" {
-                bail!("--audit -: name a file (stderr is shared with the handlers)");
-            }
-            every.check_out_of_reach(path, "the --audit log")?;
-        }
-        if let Some(path) = &learn {
-            every.check_out_of_reach(path, "the --learn output")?;
-        }
-        if let (Some(m), false) = (&config.manifest, quiet) {
-            let path = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
-            eprintln!(
-                "capbroker: grants and limits from the manifest {}",
-                path.display()
-            );
-        }
+        before_any_guest(&every, audit.as_deref(), learn.as_deref(), quiet)?;
         let Some(component) = config.component.clone() else {
             bail!(
                 "no component to serve: name one, or give a manifest (-m) with `component = \"...\"`"
@@ -168,11 +184,7 @@ impl Serve {
         let mut rt = Runtime::with_pool(&pool)?;
         let log = match &audit {
             Some(path) => {
-                let out: Box<dyn std::io::Write + Send> = Box::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("--audit: cannot create `{}`", path.display()))?,
-                );
-                let log = AuditLog::new(out);
+                let log = create_audit_log(path)?;
                 rt.set_audit_log(log.clone());
                 Some(log)
             }
