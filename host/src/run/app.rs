@@ -40,7 +40,18 @@ impl Runtime {
     /// beyond it fails. One runtime (one engine) a process is enough: every
     /// component loaded in it shares the pool.
     pub fn with_pool(pool: &Pool) -> wasmtime::Result<Self> {
-        let engine = crate::run::engine::new_engine(pool)?;
+        Self::with_engine(crate::run::engine::new_engine(pool)?)
+    }
+
+    /// A runtime for one short instance after another in the same slots,
+    /// as `serve` runs them: a slot keeps the pages its last instance
+    /// dirtied (see [`crate::run::engine::Reset::DirtyPages`]).
+    pub fn for_requests(pool: &Pool) -> wasmtime::Result<Self> {
+        use crate::run::engine::{new_engine_with, Reset};
+        Self::with_engine(new_engine_with(pool, Reset::DirtyPages)?)
+    }
+
+    fn with_engine(engine: Engine) -> wasmtime::Result<Self> {
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker)?;
         // Outgoing requests go through capbroker's connector, within the

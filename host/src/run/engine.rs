@@ -58,28 +58,40 @@ pub const CORE_INSTANCES_PER_INSTANCE: u32 = 16;
 /// own.
 const GUARD: u64 = 32 << 20;
 
-/// The most of a memory slot kept resident (reset in place) after use,
-/// where PAGEMAP_SCAN says which pages were dirtied.
-const KEEP_RESIDENT: usize = 2 << 20;
+/// How a used memory slot is made ready for the next instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reset {
+    /// Its first [`FIRST_PAGES`] are reset in place, the rest given back
+    /// to the kernel: a host that ran many instances goes back to about
+    /// what it held before (what `run` and its children use).
+    #[default]
+    FirstPages,
+    /// The pages its instance dirtied, wherever they lie, are reset in
+    /// place, up to [`DIRTY_PAGES`] of them, where Linux has PAGEMAP_SCAN
+    /// (6.7 and later; else as [`Reset::FirstPages`]). Nothing goes back to
+    /// the kernel, so no TLB shootdown and no page faults for the next
+    /// instance: a Rust guest's stack sits near 1 MiB, past the first
+    /// pages. The price: a slot keeps every page any of its instances
+    /// touched resident (at most its memory budget). For `serve`, whose
+    /// slots are reused by one request after another.
+    DirtyPages,
+}
 
-/// Without PAGEMAP_SCAN, the first pages are reset with `memset`, dirty or
-/// not: only as many as a small guest uses.
-const KEEP_RESIDENT_BLIND: usize = 256 << 10;
+/// See [`Reset::FirstPages`].
+const FIRST_PAGES: usize = 256 << 10;
 
-/// How much of each memory slot to keep resident: see [`KEEP_RESIDENT`].
-fn keep_resident() -> usize {
-    // PAGEMAP_SCAN came with Linux 6.7.
+/// See [`Reset::DirtyPages`].
+const DIRTY_PAGES: usize = 2 << 20;
+
+/// Whether the kernel has PAGEMAP_SCAN (Linux 6.7).
+fn pagemap_scan() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release
         .trim()
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) >= (6, 7) {
-        KEEP_RESIDENT
-    } else {
-        KEEP_RESIDENT_BLIND
-    }
+    (major, minor) >= (6, 7)
 }
 
 /// One wasm page.
@@ -251,6 +263,11 @@ fn max_map_count() -> u64 {
 /// instance pool sized for `pool`, and its epoch ticker (which stops when
 /// the engine is dropped).
 pub fn new_engine(pool: &Pool) -> wasmtime::Result<Engine> {
+    new_engine_with(pool, Reset::FirstPages)
+}
+
+/// [`new_engine`], its memory slots reset as `reset` says.
+pub fn new_engine_with(pool: &Pool, reset: Reset) -> wasmtime::Result<Engine> {
     let plan = pool.plan()?;
     let slot = plan.slot_bytes;
     let n = pool.instances;
@@ -270,16 +287,19 @@ pub fn new_engine(pool: &Pool) -> wasmtime::Result<Engine> {
         .total_tables(n * CORE_INSTANCES_PER_INSTANCE)
         .total_stacks(n)
         .max_memory_size(usize::try_from(slot).unwrap_or(usize::MAX))
-        // Reset the pages of a reused slot in place instead of returning
-        // them to the kernel: fewer page faults, madvise calls and TLB
-        // shootdowns per spawn. With PAGEMAP_SCAN (Linux 6.7 and later)
-        // only the pages an instance dirtied are reset, wherever they are
-        // in its memory (a Rust guest's stack sits at 1 MiB), up to
-        // KEEP_RESIDENT; without it, the first 256 KiB are.
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(keep_resident())
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);
+    // Reset the first pages of a reused slot in place instead of returning
+    // them to the kernel: fewer page faults, madvise calls and TLB
+    // shootdowns per spawn; or, for `serve`, the pages its last instance
+    // dirtied (see `Reset`).
+    if reset == Reset::DirtyPages && pagemap_scan() {
+        alloc
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(DIRTY_PAGES);
+    } else {
+        alloc.linear_memory_keep_resident(FIRST_PAGES);
+    }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(alloc));
     let engine = Engine::new(&config)?;
     let weak = engine.weak();

@@ -61,7 +61,7 @@ impl Launch {
     }
 
     /// [`Launch::run`], but a `wasi:http/proxy` component (with
-    /// `serve_proxies`) is handed back, for `crate::serve` to serve.
+    /// `serve_proxies`) is handed back, for the serve floor above to serve.
     pub async fn start(self) -> wasmtime::Result<Ran> {
         let Launch {
             config,

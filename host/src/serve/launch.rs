@@ -181,7 +181,7 @@ impl Serve {
                 .unwrap_or(base.max_memory as u64),
         };
         pool.plan().context("the instance pool")?;
-        let mut rt = Runtime::with_pool(&pool)?;
+        let mut rt = Runtime::for_requests(&pool)?;
         let log = match &audit {
             Some(path) => {
                 let log = create_audit_log(path)?;
