@@ -27,6 +27,10 @@ demo: examples serve-demo
 serve-demo: guests build
     #!/usr/bin/env bash
     set -euo pipefail
+    if ! command -v curl >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq curl
+    fi
     rm -rf {{demo_dir}}/uploads && mkdir -p {{demo_dir}}/uploads
     manifest=components/examples/serve/capbroker.toml
     echo "\$ capbroker serve -m $manifest"
