@@ -18,12 +18,13 @@ guests:
 build:
     cargo build -p capbroker
 
-# Run the worker and fanout examples, then the per-request sandboxes of
-# `capbroker serve`.
+# The examples, then the per-request sandboxes of `capbroker serve`.
+# Run the worker and fanout examples, then the serve demo.
 demo: examples serve-demo
 
 # `capbroker serve` with the seed's routes (components/examples/serve):
 # requests through curl, each in a fresh instance; the server then stops.
+# Serve the seed's routes and send them requests with curl.
 serve-demo: guests build
     #!/usr/bin/env bash
     set -euo pipefail
@@ -54,8 +55,8 @@ serve-demo: guests build
     show 'http://127.0.0.1:8080/sleep?ms=3000'
     show http://127.0.0.1:8080/hello
 
-# Start the per-request-isolated web server example (a capbroker app that
-# spawns a child per request) on 127.0.0.1:8080.
+# The web server example: a capbroker app that spawns a child per request.
+# Start the web server example app on 127.0.0.1:8080.
 web-server: guests build
 
 # Run the worker and fanout examples on a fresh scratch folder.
