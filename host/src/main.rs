@@ -506,7 +506,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 learn,
                 quiet,
             }
-            .run(|_| {})
+            .run()
             .await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -52,7 +52,7 @@ pub async fn run_or_serve(launch: crate::run::launch::Launch) -> wasmtime::Resul
         learn: launch.learn,
         quiet: launch.quiet,
     }
-    .run(|_| {})
+    .run()
     .await?;
     Ok(0)
 }
@@ -133,9 +133,8 @@ impl Serve {
         }
     }
 
-    /// Checks everything, then serves until the process ends. `ready` is
-    /// told the address once the server listens.
-    pub async fn run(self, ready: impl FnOnce(SocketAddr)) -> wasmtime::Result<()> {
+    /// Checks everything, then serves until the process ends.
+    pub async fn run(self) -> wasmtime::Result<()> {
         let Serve {
             config,
             audit,
@@ -220,7 +219,6 @@ impl Serve {
                 eprintln!("capbroker:   {}  {}", r.route.name(), r.grants.summary());
             }
         }
-        ready(local);
         match learn {
             None => server.serve(listener).await,
             Some(path) => {

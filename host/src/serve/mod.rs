@@ -123,7 +123,7 @@ impl Server {
         let pre = rt.load_proxy(path)?;
         let audit = Audit::new(name.as_str(), crate::run::ctx::next_pid()).with_log(audit_log);
         for r in &routes {
-            r.grants.audit(&audit.child(r.route.name().into(), 0));
+            r.grants.audit(&audit.child(r.name.as_str().into(), 0));
         }
         Ok(Server {
             pre,
