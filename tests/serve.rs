@@ -804,3 +804,60 @@ fn a_response_without_a_body_lets_the_instance_finish() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn requests_past_what_the_open_file_limit_holds_get_503_at_once() {
+    use std::os::unix::process::CommandExt;
+    let tree = Tree::new();
+    let port = free_port();
+    let path = tree.path("capbroker.toml");
+    std::fs::write(
+        &path,
+        NOTHING
+            .replace("{port}", &port.to_string())
+            .replace("{component}", probe().to_str().unwrap()),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capbroker"));
+    cmd.args(["serve", "-m", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // 1,024 files kept for the server, and 256 (twice the default 128
+    // handles) for one request: room for one request at a time.
+    unsafe {
+        cmd.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: 1280,
+                rlim_max: 1280,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    let s = std::sync::Arc::new(Served { child, port });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sleeper = {
+        let s = s.clone();
+        std::thread::spawn(move || s.request("GET", "/sleep?ms=1500", b""))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = s.request("GET", "/hello", b"");
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "every instance is busy: try again\n")
+    );
+    assert_eq!(sleeper.join().unwrap(), (200, "slept".into()));
+    // The place is free again.
+    assert_eq!(s.request("GET", "/hello", b""), (200, "hello".into()));
+}
