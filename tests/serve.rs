@@ -717,6 +717,11 @@ route = "/read"
 path = "data"
 rights = "rw"
 [[route]]
+route = "/write"
+[route.dir."/data"]
+path = "data"
+rights = "rw"
+[[route]]
 route = "/..."
 "#;
     let learned = tree.outside().join("learned.toml");
@@ -726,6 +731,15 @@ route = "/..."
         s.request("GET", "/read?path=/data/a.txt", b""),
         (200, "A".into())
     );
+    // Writes the checks allow but the system refuses teach nothing: one to
+    // the folder itself (it is a directory), one into a folder not there.
+    assert_eq!(s.request("GET", "/write?path=/data&data=x", b"").0, 500);
+    assert_eq!(
+        s.request("GET", "/write?path=/data/sub/x.txt&data=x", b"")
+            .0,
+        500
+    );
+    assert_eq!(s.request("PUT", "/upload/sub/x.txt", b"x").0, 500);
     // Stopped as Ctrl-C stops it.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -742,6 +756,10 @@ route = "/..."
     assert!(text.contains("route = \"/...\""), "{text}");
     assert!(text.contains("\"a.txt\""), "{text}");
     assert!(!text.contains("b.txt"), "{text}");
+    assert!(!text.contains("sub/x.txt"), "{text}");
+    let root_writes =
+        |l: &str| l.starts_with("\".\" =") && (l.contains("write") || l.contains("create"));
+    assert!(!text.lines().any(root_writes), "{text}");
     drop(s);
 
     // Served with what it learned: the same requests work, others do not.

@@ -156,6 +156,19 @@ impl Learner {
         })
     }
 
+    /// Forgets the paths learned for directory grant `grant` that nothing
+    /// names below `root` at the end of the run: an operation the checks
+    /// allowed but the system refused (a file in a folder that is not
+    /// there) made nothing, and a grant of it would name what cannot be
+    /// opened.
+    pub fn forget_missing(&self, grant: &str, root: &std::path::Path) {
+        self.with(|u| {
+            if let Some(paths) = u.dirs.get_mut(grant) {
+                paths.retain(|p, _| std::fs::symlink_metadata(root.join(p)).is_ok());
+            }
+        })
+    }
+
     /// Reads what was used so far.
     pub fn seen<T>(&self, f: impl FnOnce(&Used) -> T) -> T {
         f(&self.used.lock().unwrap_or_else(|e| e.into_inner()))

@@ -862,6 +862,15 @@ impl FsView<'_> {
             return;
         }
         let at = route.map_or_else(|| node.path.clone(), |r| r.full.clone());
+        // The root itself can only be listed and looked at: a write,
+        // create or remove through its own name never succeeds (a write
+        // to `/uploads` is "is a directory"), and learning it would grant
+        // them over the whole folder.
+        let used = if at.as_os_str().is_empty() || at == std::path::Path::new(".") {
+            used & (Rights::READ | Rights::LIST)
+        } else {
+            used
+        };
         learner.dir(grant, at, used);
     }
 

@@ -4,7 +4,7 @@
 use super::{Config, Error};
 use crate::core::kind::Learned;
 use crate::core::learn::Learner;
-use crate::grants::{NamedGrant, Request};
+use crate::grants::{Grant, NamedGrant, Request};
 
 /// `config` narrowed to what `learner` saw: directory grants reach only the
 /// paths used, each with the rights used there; network grants only the
@@ -88,6 +88,11 @@ pub fn routes(
         let mut r = route.clone();
         r.grants.clear();
         if let Some(learner) = learner {
+            for g in &route.grants {
+                if let Grant::Dir(d) = &g.grant {
+                    learner.forget_missing(&g.name, &d.host_path);
+                }
+            }
             learner.seen(|used| {
                 for g in &route.grants {
                     let mut seen = Learned {
