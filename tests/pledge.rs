@@ -6,11 +6,9 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Command, Output};
 
-use support::{guest, spawner, Probe, Tree};
+use support::{echo_server, expect, guest, lines, spawner, Probe, Tree};
 
 fn std_probe(grants: &[&str], steps: &[&str]) -> Output {
     let probe = guest("std-probe");
@@ -21,29 +19,6 @@ fn std_probe(grants: &[&str], steps: &[&str]) -> Output {
         .args(steps)
         .output()
         .expect("run capbroker")
-}
-
-/// The program's lines, after checking that it ran to its end.
-fn lines(out: &Output) -> Vec<String> {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Asserts each line starts with its expected prefix.
-fn expect(lines: &[String], want: &[&str]) {
-    assert_eq!(lines.len(), want.len(), "{lines:#?}");
-    for (line, w) in lines.iter().zip(want) {
-        assert!(
-            line.starts_with(w),
-            "expected `{w}…`, got `{line}`\nall: {lines:#?}"
-        );
-    }
 }
 
 fn data_grant(tree: &Tree, rights: &str) -> String {
@@ -243,26 +218,6 @@ fn pledging_the_environment_hides_it() {
         &["env", "GREETING", "env", "HOME"],
     );
     expect(&lines(&out), &["ok env hi", "err not-found env"]);
-}
-
-/// An echo server on loopback for `connections` connections.
-fn echo_server(connections: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(connections) {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0; 256];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 #[test]

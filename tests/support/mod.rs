@@ -11,6 +11,8 @@ pub use guests::{guests, root};
 #[allow(unused_imports)] // each test binary uses some
 pub use openat2::{assert_openat2_as_expected, deny_openat2, openat2_available, NO_OPENAT2};
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -64,6 +66,49 @@ pub fn events(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
         .collect()
+}
+
+/// An echo server on loopback for `connections` connections.
+pub fn echo_server(connections: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(connections) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0; 256];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The program's lines, after checking that it ran to its end.
+pub fn lines(out: &std::process::Output) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts each line starts with its expected prefix.
+pub fn expect(lines: &[String], want: &[&str]) {
+    assert_eq!(lines.len(), want.len(), "{lines:#?}");
+    for (line, w) in lines.iter().zip(want) {
+        assert!(
+            line.starts_with(w),
+            "expected `{w}…`, got `{line}`\nall: {lines:#?}"
+        );
+    }
 }
 
 pub fn text(b: &[u8]) -> String {
