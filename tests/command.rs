@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{capbroker, guest, published_tool, text, Tree};
+use support::{capbroker, echo_server, events, expect, guest, lines, published_tool, text, Tree};
 
 fn rg() -> String {
     published_tool("ripgrep", "15.2.0", "rg")
@@ -167,4 +167,183 @@ fn a_memory_bomb_under_the_default_limits_ends_within_its_cap() {
     assert_eq!(exit["status"], "out-of-memory");
     let peak = exit["peak_memory"].as_u64().unwrap();
     assert!(peak <= 256 << 20 && peak > 200 << 20, "peak {peak}");
+}
+
+/// The addresses of an `ok lookup …` line: loopback only, 127.0.0.1 among
+/// them (what the host's resolver gives for `localhost`).
+fn loopback_only(line: &str) {
+    let addrs = line.strip_prefix("ok lookup ").expect(line);
+    let addrs: Vec<std::net::IpAddr> = addrs.split(' ').map(|a| a.parse().unwrap()).collect();
+    assert!(addrs.iter().all(|a| a.is_loopback()), "{line}");
+    assert!(addrs.contains(&[127, 0, 0, 1].into()), "{line}");
+}
+
+/// `wasi:sockets/ip-name-lookup` (here through wasi-libc's `getaddrinfo`)
+/// answers a plain program only for a name its grants name, with what that
+/// name resolved to when the run started; any other name, a short numeric
+/// form and an address outside the grants are refused with
+/// `access-denied`, and each refusal is audited with the name.
+#[test]
+fn name_lookup_answers_only_the_names_a_grant_names() {
+    let port = echo_server(1);
+    let tree = Tree::new();
+    let log = tree.path("audit.jsonl");
+    let named = format!("localhost:{port}");
+    let refused = ["example.com", "127.1", "0x7f.1", "2130706433", "[::2]"];
+    let mut args = vec!["run", "--audit", log.to_str().unwrap(), "--connect"];
+    let grant = format!("web={named}");
+    let probe = guest("std-probe");
+    args.extend([grant.as_str(), probe.to_str().unwrap()]);
+    args.extend(["lookup", "localhost", "lookup", "LocalHost."]);
+    args.extend(["connect", &named, "send", "hi"]);
+    for name in refused {
+        args.extend(["lookup", name]);
+    }
+    args.extend(["lookup-hold", "localhost", "lookup-ready"]);
+    args.extend(["lookup-next"; 3]);
+    let got = lines(&capbroker(&args));
+    loopback_only(&got[0]);
+    loopback_only(&got[1]);
+    let denied = "err permission-denied lookup";
+    expect(
+        &got[2..got.len() - 3],
+        &[
+            "ok connect",
+            "ok send hi",
+            denied,
+            denied,
+            denied,
+            denied,
+            denied,
+            "ok lookup-hold localhost",
+            "ok lookup-ready true",
+        ],
+    );
+    // The raw stream gives the same addresses, then says it is done.
+    let mut next: Vec<String> = got[0]["ok lookup ".len()..]
+        .split(' ')
+        .map(|a| format!("ok lookup-next {a}"))
+        .collect();
+    next.resize(3, "ok lookup-next none".into());
+    assert_eq!(got[got.len() - 3..], next[..], "{got:#?}");
+    let all = events(&log);
+    let denials: Vec<&str> = all
+        .iter()
+        .filter(|e| e["event"] == "deny" && e["op"] == "lookup")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(denials, refused, "{all:#?}");
+}
+
+/// An IP address written in full is answered as itself only inside a
+/// granted range (a listen grant's too); a listen grant names no host.
+#[test]
+fn name_lookup_of_an_address_needs_a_range_that_holds_it() {
+    let probe = guest("std-probe");
+    let out = capbroker(&[
+        "run",
+        "--listen",
+        "web=[::1]:8000",
+        probe.to_str().unwrap(),
+        "lookup",
+        "[::1]",
+        "lookup",
+        "[::2]",
+        "lookup",
+        "[::ffff:127.0.0.1]",
+        "lookup",
+        "localhost",
+    ]);
+    expect(
+        &lines(&out),
+        &[
+            "ok lookup ::1",
+            "err permission-denied lookup",
+            "err permission-denied lookup",
+            "err permission-denied lookup",
+        ],
+    );
+}
+
+/// After `pledge net` every lookup is refused, the next address of a
+/// stream taken before the pledge too; with no network grant at all, every
+/// lookup is refused.
+#[test]
+fn name_lookup_ends_with_a_pledge_and_needs_a_grant() {
+    let probe = guest("std-probe");
+    let probe = probe.to_str().unwrap();
+    let out = capbroker(&[
+        "run",
+        "--connect",
+        "web=localhost:80",
+        probe,
+        "lookup-hold",
+        "localhost",
+        "lookup-ready",
+        "pledge",
+        "net",
+        "lookup-next",
+        "lookup",
+        "localhost",
+        "lookup-hold",
+        "localhost",
+    ]);
+    expect(
+        &lines(&out),
+        &[
+            "ok lookup-hold localhost",
+            "ok lookup-ready true",
+            "ok pledge net",
+            "err access-denied lookup-next",
+            "err permission-denied lookup",
+            "err access-denied lookup-hold",
+        ],
+    );
+    let out = capbroker(&[
+        "run",
+        probe,
+        "lookup",
+        "localhost",
+        "lookup-hold",
+        "localhost",
+        "connect",
+        "localhost:80",
+    ]);
+    expect(
+        &lines(&out),
+        &[
+            "err permission-denied lookup",
+            "err access-denied lookup-hold",
+            "err permission-denied connect",
+        ],
+    );
+}
+
+/// Lookup streams are held in the instance's handle table: past its limit
+/// a lookup is refused (`out-of-memory`, what wasi-libc's `getaddrinfo`
+/// reports as `EAI_MEMORY`), and the program goes on.
+#[test]
+fn name_lookup_streams_count_against_the_handle_limit() {
+    let probe = guest("std-probe");
+    let mut args = vec![
+        "run",
+        "--max-handles",
+        "32",
+        "--connect",
+        "web=localhost:80",
+        probe.to_str().unwrap(),
+    ];
+    args.extend(["lookup-hold", "localhost"].repeat(40));
+    let got = lines(&capbroker(&args));
+    let held = got
+        .iter()
+        .filter(|l| l.starts_with("ok lookup-hold"))
+        .count();
+    assert!((1..32).contains(&held), "{got:#?}");
+    assert!(
+        got[held..]
+            .iter()
+            .all(|l| l == "err out-of-memory lookup-hold localhost"),
+        "{got:#?}"
+    );
 }

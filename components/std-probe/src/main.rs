@@ -14,6 +14,11 @@
 //! - `env KEY`
 //! - `connect ADDR`: connect and keep the stream; `send TEXT`: write to it
 //!   and read the echo
+//! - `lookup NAME`: the addresses `getaddrinfo` finds for NAME, as std looks
+//!   them up; `lookup-hold NAME`: ask `wasi:sockets/ip-name-lookup` itself
+//!   and keep the stream, beside those kept before; `lookup-ready`: whether
+//!   the last kept stream's pollable is ready; `lookup-next`: its next
+//!   address, or `none`
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
 //! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
@@ -23,7 +28,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 
 use capbroker_sdk::bindings::wasi::io::streams::InputStream;
 use capbroker_sdk::pledge;
@@ -31,18 +36,25 @@ use capbroker_sdk::wasi_fs::{DescriptorFlags, OpenFlags as WasiOpen, PathFlags};
 use capbroker_sdk::Rights;
 
 // The raw preopens, for the steps that hold a stream without its
-// descriptor (Rust's std never does).
+// descriptor (Rust's std never does), and the raw name lookup, for the
+// steps that hold a lookup's stream across a pledge (std's never outlives
+// one call).
 wit_bindgen::generate!({
     path: "../../wit",
     inline: "
         package capbroker:std-probe;
         world raw {
             import wasi:filesystem/preopens@0.2.12;
+            import wasi:sockets/instance-network@0.2.12;
+            import wasi:sockets/ip-name-lookup@0.2.12;
         }
     ",
     world: "capbroker:std-probe/raw",
     with: {
         "wasi:filesystem/preopens@0.2.12": generate,
+        "wasi:sockets/network@0.2.12": generate,
+        "wasi:sockets/instance-network@0.2.12": generate,
+        "wasi:sockets/ip-name-lookup@0.2.12": generate,
         "wasi:filesystem/types@0.2.12": capbroker_sdk::bindings::wasi::filesystem::types,
         "wasi:io/error@0.2.12": capbroker_sdk::bindings::wasi::io::error,
         "wasi:io/poll@0.2.12": capbroker_sdk::bindings::wasi::io::poll,
@@ -69,6 +81,28 @@ fn orphan_stream(preopen: &str, path: &str) -> std::io::Result<InputStream> {
         .map_err(|e| std::io::Error::other(e.name()))?;
     file.read_via_stream(0)
         .map_err(|e| std::io::Error::other(e.name()))
+}
+
+use wasi::sockets::ip_name_lookup::{self as name_lookup, ResolveAddressStream};
+use wasi::sockets::network::IpAddress;
+
+/// The addresses std's `getaddrinfo` finds for `name`, each once.
+fn lookup(name: &str) -> std::io::Result<String> {
+    let mut found: Vec<String> = Vec::new();
+    for a in (name, 0).to_socket_addrs()? {
+        let ip = a.ip().to_string();
+        if !found.contains(&ip) {
+            found.push(ip);
+        }
+    }
+    Ok(found.join(" "))
+}
+
+fn ip(a: IpAddress) -> IpAddr {
+    match a {
+        IpAddress::Ipv4((a, b, c, d)) => [a, b, c, d].into(),
+        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => [a, b, c, d, e, f, g, h].into(),
+    }
 }
 
 fn kind(e: &std::io::Error) -> &'static str {
@@ -105,6 +139,7 @@ fn main() {
     let mut held: Option<File> = None;
     let mut stream: Option<TcpStream> = None;
     let mut orphan: Option<InputStream> = None;
+    let mut resolving: Vec<ResolveAddressStream> = Vec::new();
     let mut i = 0;
     let next = |i: &mut usize| {
         *i += 1;
@@ -274,6 +309,31 @@ fn main() {
                 };
                 report(&step, r);
             }
+            "lookup" => {
+                let name = next(&mut i);
+                report(&step, lookup(&name));
+            }
+            "lookup-hold" => {
+                let name = next(&mut i);
+                let network = wasi::sockets::instance_network::instance_network();
+                match name_lookup::resolve_addresses(&network, &name) {
+                    Ok(s) => {
+                        println!("ok lookup-hold {name}");
+                        resolving.push(s);
+                    }
+                    Err(e) => println!("err {} lookup-hold {name}", e.name()),
+                }
+            }
+            "lookup-ready" => match resolving.last() {
+                None => println!("err not-found lookup-ready"),
+                Some(s) => println!("ok lookup-ready {}", s.subscribe().ready()),
+            },
+            "lookup-next" => match resolving.last().map(|s| s.resolve_next_address()) {
+                None => println!("err not-found lookup-next"),
+                Some(Ok(Some(a))) => println!("ok lookup-next {}", ip(a)),
+                Some(Ok(None)) => println!("ok lookup-next none"),
+                Some(Err(e)) => println!("err {} lookup-next", e.name()),
+            },
             "pledge" => {
                 let what = next(&mut i);
                 match what.as_str() {

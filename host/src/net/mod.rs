@@ -6,6 +6,7 @@
 //! - [`handle`]: what a right reaches ([`Reach`]), the rights and sockets;
 //! - [`host`]: the `net` interface's host functions;
 //! - [`wasi`]: the `wasi:sockets` face;
+//! - [`lookup`]: `wasi:sockets/ip-name-lookup`, answered from the grants;
 //! - [`http`]: outgoing `wasi:http` requests, through the same checks;
 //! - [`wit`]: the generated bindings.
 //!
@@ -14,6 +15,7 @@
 pub mod handle;
 pub mod host;
 pub mod http;
+pub mod lookup;
 pub mod spec;
 pub mod wasi;
 pub mod wit;
@@ -22,6 +24,7 @@ pub use handle::{
     ConnectRight, ListenRight, LookupError, Reach, Resolve, SystemResolver, TcpListenerHandle,
     TcpStreamHandle, CONNECT_TIMEOUT, MAX_RANGES,
 };
+pub use lookup::Lookup;
 pub use spec::{host_name, HostPorts, NetGrant, Range};
 pub use wit::net::AddressRange;
 

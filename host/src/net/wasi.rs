@@ -77,13 +77,15 @@ impl TcpView<'_> {
 
 impl tcp::Host for TcpView<'_> {}
 
-impl network::HostNetwork for TcpView<'_> {
+// Every `wasi:sockets` face (TCP, name lookup) shares wasmtime-wasi's
+// `network` resource and its error conversions.
+impl<K: ?Sized + Send> network::HostNetwork for WasiFace<'_, K> {
     fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
         network::HostNetwork::drop(&mut self.wasi.sockets(), this)
     }
 }
 
-impl network::Host for TcpView<'_> {
+impl<K: ?Sized + Send> network::Host for WasiFace<'_, K> {
     fn convert_error_code(&mut self, err: SocketError) -> wasmtime::Result<ErrorCode> {
         network::Host::convert_error_code(&mut self.wasi.sockets(), err)
     }

@@ -35,3 +35,32 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::capbroker::caps::net;
+
+/// `wasi:sockets/ip-name-lookup`, generated here rather than taken from
+/// wasmtime-wasi, whose address stream can only be made by its own
+/// resolver: capbroker's streams answer from the grants (see
+/// [`crate::net::lookup`]). The rest of `wasi:sockets` is wasmtime-wasi's.
+pub mod wasi_lookup {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package capbroker:lookup-host;
+            world lookup {
+                import wasi:sockets/ip-name-lookup@0.2.12;
+            }
+        ",
+        world: "capbroker:lookup-host/lookup",
+        require_store_data_send: true,
+        imports: { default: trappable },
+        trappable_error_type: {
+            "wasi:sockets/network.error-code" => wasmtime_wasi::p2::SocketError,
+        },
+        with: {
+            "wasi:sockets/network": wasmtime_wasi::p2::bindings::sockets::network,
+            "wasi:sockets/ip-name-lookup.resolve-address-stream": crate::net::lookup::ResolveAddressStream,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+        },
+    });
+
+    pub use self::wasi::sockets::ip_name_lookup;
+}

@@ -33,7 +33,7 @@ use crate::core::{Core, Error, Rights, View};
 use crate::fs::FsCtx;
 use crate::grants::{GrantsCtx, HandleValue};
 use crate::net::http::Outgoing;
-use crate::net::NetCtx;
+use crate::net::{Lookup, NetCtx};
 use crate::pledge::{PledgeCtx, Pledgeable};
 use crate::spawn::mailbox::End;
 use crate::spawn::SpawnCtx;
@@ -57,6 +57,8 @@ pub struct Kinds {
     pub spawn: SpawnCtx,
     pub grants: GrantsCtx,
     pub env: EnvCtx,
+    /// What `wasi:sockets/ip-name-lookup` answers.
+    pub lookup: Lookup,
     /// `wasi:http`'s state, made when a component first uses it (most
     /// never do: a child process should not pay for it).
     pub http: Option<Box<HttpState>>,
@@ -178,6 +180,7 @@ impl BrokerCtx {
         self.kinds.fs = wasi.fs;
         self.kinds.net = wasi.tcp;
         self.kinds.env = wasi.env;
+        self.kinds.lookup = wasi.lookup;
         self.kinds.http = Some(Box::new(HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: wasi.http,
@@ -357,6 +360,7 @@ impl GuardedWasiView for State {
             fs: &mut self.broker.kinds.fs,
             net: &mut self.broker.kinds.net,
             env: &mut self.broker.kinds.env,
+            lookup: &mut self.broker.kinds.lookup,
         }
     }
 }

@@ -19,7 +19,8 @@ use crate::core::view::{HasWasiFace, WasiFace, WasiParts};
 use crate::core::Core;
 use crate::fs::{DirGrant, FsCtx};
 use crate::net::http::Outgoing;
-use crate::net::{NetCtx, Reach};
+use crate::net::wit::wasi_lookup::ip_name_lookup;
+use crate::net::{Lookup, NetCtx, Reach};
 
 /// The most random bytes one `wasi:random` call makes: the host makes them
 /// before the guest's memory is asked for room.
@@ -53,6 +54,8 @@ pub struct WasiState {
     pub fs: FsCtx,
     pub tcp: NetCtx,
     pub env: EnvCtx,
+    /// What name lookups are answered with.
+    pub lookup: Lookup,
     /// Outgoing `wasi:http` requests, within the connect grants.
     pub http: Outgoing,
 }
@@ -113,6 +116,8 @@ impl WasiGrants {
             b.inherit_stdin();
         }
         let networked = !self.listen.is_empty() || !self.connect.is_empty();
+        // Lookups are capbroker's own (`net::lookup`); wasmtime-wasi's,
+        // shadowed, would refuse them all.
         b.allow_tcp(networked)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -126,6 +131,7 @@ impl WasiGrants {
         }
         let mut state = WasiState {
             env: self.env.clone(),
+            lookup: Lookup::new(self.connect.iter().chain(&self.listen).map(|(_, r)| r)),
             http: Outgoing {
                 connect: self.connect.iter().map(|(_, r)| r.clone()).collect(),
                 pledges: pledges.clone(),
@@ -155,6 +161,7 @@ pub struct GuardedView<'a> {
     pub fs: &'a mut FsCtx,
     pub net: &'a mut NetCtx,
     pub env: &'a mut EnvCtx,
+    pub lookup: &'a mut Lookup,
 }
 
 /// Adds WASI to `linker`, with each room's guard in front of its part.
@@ -165,9 +172,11 @@ pub fn add_to_linker<T: GuardedWasiView + 'static>(linker: &mut Linker<T>) -> wa
     type Fs = HasWasiFace<FsCtx>;
     type Net = HasWasiFace<NetCtx>;
     type Env = HasWasiFace<EnvCtx>;
+    type Names = HasWasiFace<Lookup>;
     filesystem::types::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
     filesystem::preopens::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
     sockets::tcp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
+    ip_name_lookup::add_to_linker::<T, Names>(linker, |t| face(t, |g| g.lookup))?;
     cli::environment::add_to_linker::<T, Env>(linker, |t| face(t, |g| g.env))?;
     linker.allow_shadowing(false);
     Ok(())
@@ -184,11 +193,17 @@ fn face<'a, T: GuardedWasiView, K: ?Sized>(
         fs,
         net,
         env,
+        lookup,
     } = t.guarded();
     WasiFace {
         wasi,
         core,
-        kind: kind(GuardedViewParts { fs, net, env }),
+        kind: kind(GuardedViewParts {
+            fs,
+            net,
+            env,
+            lookup,
+        }),
     }
 }
 
@@ -197,6 +212,7 @@ struct GuardedViewParts<'a> {
     fs: &'a mut FsCtx,
     net: &'a mut NetCtx,
     env: &'a mut EnvCtx,
+    lookup: &'a mut Lookup,
 }
 
 impl cli::environment::Host for WasiFace<'_, EnvCtx> {
