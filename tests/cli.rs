@@ -171,7 +171,10 @@ fn files_that_are_not_capbroker_components_are_clear_errors() {
     let out = capbroker(&["run", &write("text.wasm", b"hello, world")]);
     assert_refused(&out, &["is not a WebAssembly file"]);
     let out = capbroker(&["run", &write("module.wasm", b"\0asm\x01\0\0\0")]);
-    assert_refused(&out, &["is a core WebAssembly module, not a component"]);
+    assert_refused(
+        &out,
+        &["is a core WebAssembly module without a `_start` export"],
+    );
     let out = capbroker(&["run", &write("broken.wasm", b"\0asm\x0d\0\x01\0\xff\xff")]);
     assert_refused(&out, &["is not a valid WebAssembly component"]);
     let out = capbroker(&["run", &tree.path("absent.wasm").display().to_string()]);
