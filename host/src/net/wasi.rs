@@ -204,7 +204,9 @@ pub fn addr_check(
     move |addr, use_| {
         let pledged = pledges.renounced().contains(Authority::NETWORK);
         let allowed = !pledged && allows(&listen, &connect, &addr, use_);
-        if !allowed {
+        if allowed {
+            learn(&listen, &connect, &addr, use_);
+        } else {
             let err = Error::Refused(if pledged {
                 "the network was pledged away".into()
             } else {
@@ -222,7 +224,7 @@ pub fn addr_check(
 /// does implicitly; that needs a connect grant, not a listen one. Accepted
 /// peers may be anyone: the listener's address was checked.
 fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAddrUse) -> bool {
-    let within = |ranges: &[Reach]| ranges.iter().any(|r| r.check(addr).is_ok());
+    let within = |ranges: &[Reach]| ranges.iter().any(|r| r.admits(addr).is_ok());
     match use_ {
         SocketAddrUse::TcpBind => {
             within(listen)
@@ -232,5 +234,21 @@ fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAd
         SocketAddrUse::TcpConnect => within(connect),
         SocketAddrUse::TcpAccept => true,
         _ => false,
+    }
+}
+
+/// Notes, for learning mode, an allowed use under the grant whose ranges
+/// hold it: an address bound or listened on, a peer connected to. The bind
+/// a connect makes first (the unspecified address, port 0) and an accepted
+/// peer are not uses of a grant of their own.
+fn learn(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAddrUse) {
+    let grants = match use_ {
+        SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => listen,
+        SocketAddrUse::TcpConnect => connect,
+        _ => return,
+    };
+    if let Some(reach) = grants.iter().find(|r| r.admits(addr).is_ok()) {
+        // Without an IPv6 scope id, which no grant spells.
+        reach.learned(|| SocketAddr::new(addr.ip(), addr.port()).to_string());
     }
 }
