@@ -30,6 +30,29 @@ fn learned(tree: &Tree) -> String {
     std::fs::read_to_string(tree.path("learned.toml")).expect("the learned manifest")
 }
 
+/// Runs under the manifest `m`, with `args` for the component (none: the
+/// manifest's own); returns stdout, failing on a non-zero exit.
+fn rerun(m: &str, args: &[&str]) -> String {
+    ok(&[&["run", "-m", m], args].concat())
+}
+
+/// Two listeners on ports the system picks, kept open by the caller, and
+/// their ports: one for a run to use, one it did not.
+fn two_ports() -> ([std::net::TcpListener; 2], u16, u16) {
+    let listen = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let both = [listen(), listen()];
+    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+    let (a, b) = (port(&both[0]), port(&both[1]));
+    (both, a, b)
+}
+
+/// Fails unless the learned manifest `toml` has each of `parts`.
+fn assert_has(toml: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(toml.contains(part), "missing `{part}` in:\n{toml}");
+    }
+}
+
 #[test]
 fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
     let tree = Tree::new();
@@ -53,17 +76,18 @@ fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
     assert_eq!(first, expected);
 
     let toml = learned(&tree);
-    for line in [
-        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
-         sub = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
-        &format!(
-            "path = \"{}\"",
-            std::fs::canonicalize(tree.root()).unwrap().display()
-        ),
-        "args = [\"read data hello.txt\",",
-    ] {
-        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[dir.data.paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
+             sub = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
+            &format!(
+                "path = \"{}\"",
+                std::fs::canonicalize(tree.root()).unwrap().display()
+            ),
+            "args = [\"read data hello.txt\",",
+        ],
+    );
 
     // The same run under the learned manifest: the same output (out.txt
     // now exists, and may be written again).
@@ -211,13 +235,14 @@ fn learning_covers_children_and_their_budgets() {
     assert_eq!(ok(&args), expected);
 
     let toml = learned(&tree);
-    for line in [
-        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n",
-        "max-children = 2\ncomponents = [\"probe\"]",
-        "# spawn.sp: 1 children, at most 1 at once",
-    ] {
-        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[dir.data.paths]\n\"hello.txt\" = \"read\"\n",
+            "max-children = 2\ncomponents = [\"probe\"]",
+            "# spawn.sp: 1 children, at most 1 at once",
+        ],
+    );
     assert!(
         !toml.contains("\"worker\""),
         "an unused component stays out:\n{toml}"
@@ -261,6 +286,12 @@ fn field(toml: &str, table: &str, key: &str) -> u64 {
 
 fn std_probe() -> String {
     guests().join("std-probe.wasm").display().to_string()
+}
+
+/// Each line of std-probe's output up to its first `:`: `ok step`, or `err
+/// KIND step`, without the system's message.
+fn outcomes(out: &str) -> Vec<&str> {
+    out.lines().map(|l| l.split(':').next().unwrap()).collect()
 }
 
 /// `learned` with its component replaced by `component`: the same grants,
@@ -321,7 +352,7 @@ fn learning_what_ripgrep_needs_from_one_search() {
     );
 
     // The same search again, from the manifest alone.
-    assert_eq!(ok(&["run", "-m", &m]), first);
+    assert_eq!(rerun(&m, &[]), first);
 
     // A search anywhere else under `/data` is refused: the sibling folder,
     // a file in it named directly, and `/data` itself.
@@ -335,20 +366,18 @@ fn learning_what_ripgrep_needs_from_one_search() {
     // The grants it learned write nothing, whichever program holds them.
     let probe_manifest = tree.path("probe.toml");
     std::fs::write(&probe_manifest, for_component(&toml, &std_probe())).unwrap();
-    let out = ok(&[
-        "run",
-        "-m",
+    let out = rerun(
         probe_manifest.to_str().unwrap(),
-        "write",
-        "/data/sub/notes.txt",
-        "x",
-        "create",
-        "/data/sub/new.txt",
-    ]);
+        &[
+            "write",
+            "/data/sub/notes.txt",
+            "x",
+            "create",
+            "/data/sub/new.txt",
+        ],
+    );
     assert_eq!(
-        out.lines()
-            .map(|l| l.split(':').next().unwrap())
-            .collect::<Vec<_>>(),
+        outcomes(&out),
         [
             "err permission-denied write",
             "err permission-denied create"
@@ -362,12 +391,7 @@ fn learning_what_ripgrep_needs_from_one_search() {
 #[test]
 fn learning_a_plain_program_narrows_its_files_and_addresses() {
     let tree = Tree::new();
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (pa, pb) = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
+    let (_listening, pa, pb) = two_ports();
     let (to_a, to_b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
     let grant = format!("/data={}:rw", tree.root().display());
     let (m, p) = (manifest(&tree), std_probe());
@@ -395,35 +419,35 @@ fn learning_a_plain_program_narrows_its_files_and_addresses() {
     assert!(first.lines().all(|l| l.starts_with("ok ")), "{first}");
 
     let toml = learned(&tree);
-    for line in [
-        "[dir.\"/data\".paths]\n\"out.txt\" = \"write,create\"\n",
-        &format!("[connect]\napi = [\"{to_a}\"]"),
-        "GREETING = \"hi\"",
-        "# env: a WASI program reads its whole environment at once",
-    ] {
-        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[dir.\"/data\".paths]\n\"out.txt\" = \"write,create\"\n",
+            &format!("[connect]\napi = [\"{to_a}\"]"),
+            "GREETING = \"hi\"",
+            "# env: a WASI program reads its whole environment at once",
+        ],
+    );
 
     // The same steps again work; another file, a right not used on the
     // file written, and another address are refused.
-    assert_eq!(ok(&["run", "-m", &m]), first);
-    let out = ok(&[
-        "run",
-        "-m",
+    assert_eq!(rerun(&m, &[]), first);
+    let out = rerun(
         &m,
-        "write",
-        "/data/sub/other.txt",
-        "x",
-        "read",
-        "/data/out.txt",
-        "read",
-        "/data/hello.txt",
-        "connect",
-        &to_b,
-    ]);
-    let kinds: Vec<&str> = out.lines().map(|l| l.split(':').next().unwrap()).collect();
+        &[
+            "write",
+            "/data/sub/other.txt",
+            "x",
+            "read",
+            "/data/out.txt",
+            "read",
+            "/data/hello.txt",
+            "connect",
+            &to_b,
+        ],
+    );
     assert_eq!(
-        kinds,
+        outcomes(&out),
         [
             "err permission-denied write",
             "err permission-denied read",
@@ -524,12 +548,7 @@ fn a_plain_program_that_traps_or_is_stopped_still_gets_its_manifest() {
 #[test]
 fn learning_narrows_network_grants_to_the_addresses_used() {
     let tree = Tree::new();
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (pa, pb) = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
+    let (_listening, pa, pb) = two_ports();
     let (m, p) = (manifest(&tree), probe());
     let grant = format!("data={}:rw", tree.root().display());
     let step = format!("connect api 127.0.0.1:{pa} S");

@@ -169,7 +169,7 @@ impl Learner {
             if let Some(paths) = u.dirs.get_mut(grant) {
                 paths.retain(|p, rights| match std::fs::symlink_metadata(root.join(p)) {
                     Ok(m) if m.is_dir() => {
-                        *rights = *rights & !Rights::READ;
+                        *rights &= !Rights::READ;
                         *rights != Rights::empty()
                     }
                     Ok(_) => true,

@@ -252,3 +252,45 @@ fn learn(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAdd
         reach.learned(|| SocketAddr::new(addr.ip(), addr.port()).to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::learn::Learner;
+    use crate::net::NetGrant;
+
+    /// What `addr_check` does with an allowed use, for each TCP use: noted
+    /// under the grant that allowed it, and only the uses a grant stands for.
+    #[test]
+    fn each_allowed_use_is_learned_under_its_grant() {
+        let learner = Learner::new();
+        let listen = [
+            Reach::listen(&NetGrant::parse_listen("127.0.0.1:8080").unwrap())
+                .unwrap()
+                .learned_by(Some(learner.clone()), "web"),
+        ];
+        let connect = [
+            Reach::connect(&NetGrant::parse("127.0.0.0/8:1-65535").unwrap())
+                .unwrap()
+                .learned_by(Some(learner.clone()), "api"),
+        ];
+        for (addr, use_) in [
+            ("127.0.0.1:8080", SocketAddrUse::TcpBind),
+            ("127.0.0.1:8080", SocketAddrUse::TcpListen),
+            ("0.0.0.0:0", SocketAddrUse::TcpBind),
+            ("127.0.0.1:9000", SocketAddrUse::TcpConnect),
+            ("127.0.0.1:9001", SocketAddrUse::TcpAccept),
+            ("10.0.0.1:9000", SocketAddrUse::TcpConnect),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            if allows(&listen, &connect, &addr, use_) {
+                learn(&listen, &connect, &addr, use_);
+            }
+        }
+        let net = learner.seen(|u| u.net.clone());
+        let addrs = |grant: &str| net[grant].iter().cloned().collect::<Vec<_>>();
+        assert_eq!(net.len(), 2, "{net:?}");
+        assert_eq!(addrs("web"), ["127.0.0.1:8080"]);
+        assert_eq!(addrs("api"), ["127.0.0.1:9000"]);
+    }
+}
