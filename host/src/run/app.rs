@@ -142,6 +142,7 @@ impl Runtime {
             name: component_name(&name),
             pre,
             audit_log: self.audit_log.clone(),
+            learner: None,
         }))
     }
 
