@@ -256,27 +256,15 @@ impl Spellings {
         command: &'static str,
         config: &mut Config,
     ) -> Result<(), BadSpelling> {
-        let mut inherit_env = false;
+        // Among wasmtime's options the last wins, as under wasmtime.
+        let mut last = Spelled::default();
         for spelling in all.into_iter().flat_map(|s| s.0) {
             match spelling {
-                Spelling::MaxMemory(n) => set(
-                    &mut config.max_memory,
-                    n,
-                    "-W max-memory-size",
-                    "--max-memory",
-                )?,
-                Spelling::MaxFuel(n) => set(&mut config.max_fuel, n, "-W fuel", "--max-fuel")?,
-                Spelling::Timeout(d) => set(&mut config.timeout, d, "-W timeout", "--timeout")?,
-                Spelling::MaxHandles(n) => {
-                    let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    set(
-                        &mut config.max_handles,
-                        n,
-                        "-S max-resources",
-                        "--max-handles",
-                    )?
-                }
-                Spelling::InheritEnv(on) => inherit_env = on,
+                Spelling::MaxMemory(n) => last.max_memory = Some(n),
+                Spelling::MaxFuel(n) => last.max_fuel = Some(n),
+                Spelling::Timeout(d) => last.timeout = Some(d),
+                Spelling::MaxHandles(n) => last.max_handles = usize::try_from(n).ok(),
+                Spelling::InheritEnv(on) => last.inherit_env = on,
                 Spelling::Stdin(_) if command == "serve" => {
                     return Err(BadSpelling::NotHere {
                         command,
@@ -285,7 +273,7 @@ impl Spellings {
                         why: "a request's input is its body",
                     })
                 }
-                Spelling::Stdin(on) => config.stdin |= on,
+                Spelling::Stdin(on) => last.stdin = Some(on),
                 Spelling::Http(true) if command == "run" => {
                     return Err(BadSpelling::NotHere {
                         command,
@@ -298,7 +286,31 @@ impl Spellings {
                 Spelling::Http(_) | Spelling::Given => {}
             }
         }
-        if inherit_env {
+        set(
+            &mut config.max_memory,
+            last.max_memory,
+            "-W max-memory-size",
+            "--max-memory",
+        )?;
+        set(&mut config.max_fuel, last.max_fuel, "-W fuel", "--max-fuel")?;
+        set(&mut config.timeout, last.timeout, "-W timeout", "--timeout")?;
+        set(
+            &mut config.max_handles,
+            last.max_handles,
+            "-S max-resources",
+            "--max-handles",
+        )?;
+        match last.stdin {
+            Some(false) if config.stdin => {
+                return Err(BadSpelling::Twice {
+                    spelled: "-S inherit-stdin=n",
+                    ours: "--stdin",
+                })
+            }
+            Some(on) => config.stdin = on,
+            None => {}
+        }
+        if last.inherit_env {
             // `--env` of the same name wins, as it does under wasmtime.
             let mut host = Vec::new();
             for (key, value) in std::env::vars_os() {
@@ -316,20 +328,33 @@ impl Spellings {
     }
 }
 
+/// What the `-W` and `-S` options of one command line set, the last of
+/// each.
+#[derive(Default)]
+struct Spelled {
+    max_memory: Option<usize>,
+    max_fuel: Option<u64>,
+    timeout: Option<Duration>,
+    max_handles: Option<usize>,
+    inherit_env: bool,
+    stdin: Option<bool>,
+}
+
 /// Sets a limit from its wasmtime spelling, unless capbroker's flag set it
 /// to something else.
 fn set<T: PartialEq>(
     limit: &mut Option<T>,
-    value: T,
+    value: Option<T>,
     spelled: &'static str,
     ours: &'static str,
 ) -> Result<(), BadSpelling> {
-    match limit {
-        Some(set) if *set != value => Err(BadSpelling::Twice { spelled, ours }),
-        _ => {
+    match (limit.as_ref(), value) {
+        (Some(set), Some(value)) if *set != value => Err(BadSpelling::Twice { spelled, ours }),
+        (_, Some(value)) => {
             *limit = Some(value);
             Ok(())
         }
+        (_, None) => Ok(()),
     }
 }
 
@@ -498,5 +523,21 @@ mod tests {
         let err = Spellings::apply(other, "run", &mut config).unwrap_err();
         assert!(err.to_string().contains("--max-fuel"), "{err}");
         assert_eq!(config.max_fuel, Some(5));
+        // Among wasmtime's own options the last wins.
+        let mut config = Config::default();
+        let twice = vec![
+            Spellings::parse_wasm("fuel=6,fuel=7").unwrap(),
+            Spellings::parse_wasm("fuel=8").unwrap(),
+        ];
+        Spellings::apply(twice, "run", &mut config).unwrap();
+        assert_eq!(config.max_fuel, Some(8));
+        // --stdin and -S inherit-stdin=n disagree.
+        let mut config = Config {
+            stdin: true,
+            ..Config::default()
+        };
+        let no = vec![Spellings::parse_wasi("inherit-stdin=n").unwrap()];
+        let err = Spellings::apply(no, "run", &mut config).unwrap_err();
+        assert!(err.to_string().contains("--stdin"), "{err}");
     }
 }
