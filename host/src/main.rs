@@ -117,9 +117,11 @@ enum Command {
         /// its own path). RIGHTS is `ro` (read,list), `rw` (all, the
         /// default), `none`, or a comma-separated list of read, write,
         /// create, list, remove. For a WASI command, the name is the guest
-        /// path it is preopened at (`data`, `/data`, `.`). A value with `::`
-        /// is wasmtime's form, one with `=` capbroker's; one with both is
-        /// refused. May be repeated.
+        /// path it is preopened at (`data`, `/data`, `.`). A name has no `=`
+        /// or `:`, so a value with `::` is wasmtime's form (the first `::`
+        /// ends HOST; a `:` after GUEST starts RIGHTS), one with `=`
+        /// capbroker's, one with both is refused: a host path with `=` goes
+        /// in the first form, one with `::` in a manifest. May be repeated.
         #[arg(long = "dir", value_name = "NAME=PATH[:RIGHTS]|HOST::GUEST[:RIGHTS]|HOST", value_parser = Grant::parse_dir)]
         dirs: Vec<NamedGrant>,
 
