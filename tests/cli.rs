@@ -18,6 +18,13 @@ fn assert_refused(out: &Output, needles: &[&str]) {
     }
 }
 
+/// Asserts a run that ended with status 1 for the reason `needle` names.
+fn assert_ended(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+}
+
 /// The worker example's folders: conf/worker.conf and data/reports/*.txt.
 fn worker_tree() -> Tree {
     let tree = Tree::new();
@@ -144,7 +151,7 @@ fn bad_host_paths_are_clear_errors() {
 fn malformed_flags_are_clear_errors() {
     let w = guest("worker");
     let w = w.to_str().unwrap();
-    let out = capbroker(&["run", "--dir", "nonsense", w]);
+    let out = capbroker(&["run", "--dir", "non sense", w]);
     assert_refused(&out, &["expected NAME=PATH[:RIGHTS]"]);
     let out = capbroker(&["run", "--dir", "data=/tmp:read,fly", w]);
     assert_refused(&out, &["unknown right `fly`"]);
@@ -171,7 +178,10 @@ fn files_that_are_not_capbroker_components_are_clear_errors() {
     let out = capbroker(&["run", &write("text.wasm", b"hello, world")]);
     assert_refused(&out, &["is not a WebAssembly file"]);
     let out = capbroker(&["run", &write("module.wasm", b"\0asm\x01\0\0\0")]);
-    assert_refused(&out, &["is a core WebAssembly module, not a component"]);
+    assert_refused(
+        &out,
+        &["is a core WebAssembly module without a `_start` export"],
+    );
     let out = capbroker(&["run", &write("broken.wasm", b"\0asm\x0d\0\x01\0\xff\xff")]);
     assert_refused(&out, &["is not a valid WebAssembly component"]);
     let out = capbroker(&["run", &tree.path("absent.wasm").display().to_string()]);
@@ -397,19 +407,9 @@ fn the_root_component_has_limits_too() {
     let probe = guest("probe");
     let p = probe.to_str().unwrap();
     let out = capbroker(&["run", "--timeout", "300ms", p, "loop"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("ran past its timeout of 300ms"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_ended(&out, "ran past its timeout of 300ms");
     let out = capbroker(&["run", "--max-fuel", "1000000", p, "loop"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("ran out of fuel"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_ended(&out, "ran out of fuel");
     let out = capbroker(&["run", "--timeout", "soon", p]);
     assert_refused(&out, &["not a duration"]);
 }
@@ -482,6 +482,201 @@ fn flags_after_the_component_are_its_arguments() {
     assert!(stdout.contains("err unknown-step --dir"), "{stdout}");
     assert!(stdout.contains("err permission-denied write"), "{stdout}");
     assert!(!tree.path("root/new.txt").exists());
+}
+
+/// The component's arguments reach it as given: capbroker's flags, `-W`,
+/// `--help` and `--` included, as under `wasmtime run`.
+#[test]
+fn everything_after_the_component_reaches_it() {
+    let tree = Tree::new();
+    let probe = guest("std-probe");
+    let p = probe.to_str().unwrap();
+    let grant = format!("/d={}:ro", tree.root().display());
+    let words = ["--dir", "x", "-m", "y", "--help", "-W", "fuel=1", "--", "z"];
+    let mut argv = vec!["run", "--dir", &grant, p, "args"];
+    argv.extend(words);
+    let out = capbroker(&argv);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("ok args {words:?}\n"));
+
+    // A `--` before the component ends capbroker's flags.
+    let out = capbroker(&["run", "--dir", &grant, "--", p, "args", "-q"]);
+    assert_eq!(text(&out.stdout), "ok args [\"-q\"]\n");
+
+    // With -m naming the component, the first plain word is the first
+    // argument, and everything from there is the program's.
+    std::fs::write(tree.path("m.toml"), format!("component = {p:?}\n")).unwrap();
+    let m = tree.path("m.toml");
+    let m = m.to_str().unwrap();
+    let out = capbroker(&["run", "-q", "-m", m, "args", "--dir", "x", "-q"]);
+    assert_eq!(text(&out.stdout), "ok args [\"--dir\", \"x\", \"-q\"]\n");
+    let out = capbroker(&["run", "-q", "-m", m, "--", "args", "--env"]);
+    assert_eq!(text(&out.stdout), "ok args [\"--env\"]\n");
+}
+
+/// wasmtime's `--dir HOST::GUEST[:RIGHTS]` and `--dir HOST` grant what
+/// `--dir GUEST=HOST[:RIGHTS]` does, with the same rights by default.
+#[test]
+fn dir_in_wasmtimes_forms() {
+    let tree = Tree::new();
+    let root = tree.root().display().to_string();
+    let probe = guest("std-probe");
+    let p = probe.to_str().unwrap();
+    for (grant, writes) in [
+        (format!("{root}::/data:ro"), false),
+        (format!("/data={root}:ro"), false),
+        (format!("{root}::/data:read,list"), false),
+        (format!("{root}::/data"), true),
+        (format!("/data={root}"), true),
+    ] {
+        let _ = std::fs::remove_file(tree.path("root/new.txt"));
+        let out = capbroker(&[
+            "run",
+            "--dir",
+            &grant,
+            p,
+            "read",
+            "/data/hello.txt",
+            "write",
+            "/data/new.txt",
+            "x",
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("ok read hello"), "{grant}: {stdout}");
+        let write = match writes {
+            true => "ok write /data/new.txt",
+            false => "err permission-denied write",
+        };
+        assert!(stdout.contains(write), "{grant}: {stdout}");
+        assert_eq!(tree.path("root/new.txt").exists(), writes, "{grant}");
+    }
+
+    // HOST alone is preopened at its own path, and nowhere else.
+    let hello = format!("{root}/hello.txt");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &root,
+        p,
+        "read",
+        &hello,
+        "read",
+        "/data/hello.txt",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ok read hello"), "{stdout}");
+    assert!(stdout.contains("err not-found read"), "{stdout}");
+
+    // An app's grants are named: HOST::NAME is NAME=HOST.
+    let tree = worker_tree();
+    let worker = guest("worker");
+    let out = capbroker(&[
+        "run",
+        "--dir",
+        &format!("{}::cfg:ro", tree.path("conf").display()),
+        "--dir",
+        &format!("{}::data", tree.path("data").display()),
+        worker.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("wrote summary.txt"), "{stdout}");
+}
+
+#[test]
+fn bad_dir_forms_are_clear_errors() {
+    let probe = guest("std-probe");
+    let p = probe.to_str().unwrap();
+    for (value, needle) in [
+        ("a=/tmp::b", "both `=` and `::`"),
+        ("/tmp::", "the guest path is empty"),
+        ("::/data", "the host path is empty"),
+        ("/tmp::/data:fly", "unknown right `fly`"),
+        ("/tmp::da ta", "`da ta` cannot be a guest path"),
+        ("/tmp:ro", "`/tmp:ro` cannot be a guest path"),
+        (
+            "my dir",
+            "expected NAME=PATH[:RIGHTS], HOST::GUEST[:RIGHTS] or HOST",
+        ),
+    ] {
+        assert_refused(&capbroker(&["run", "--dir", value, p]), &[needle]);
+    }
+}
+
+/// wasmtime's `-W` and `-S` options set capbroker's limits and grants; the
+/// ones capbroker has no equivalent for are refused, naming what to use.
+#[test]
+fn wasmtimes_w_and_s_options() {
+    let std_probe = guest("std-probe");
+    let sp = std_probe.to_str().unwrap();
+    let probe = guest("probe");
+    let p = probe.to_str().unwrap();
+
+    let out = capbroker(&["run", "-W", "max-memory-size=16777216", sp, "bomb"]);
+    assert_ended(&out, "ran out of memory");
+    // Several in one flag, as wasmtime takes them.
+    let out = capbroker(&["run", "-W", "timeout=60,fuel=1_000_000", p, "loop"]);
+    assert_ended(&out, "ran out of fuel");
+    let out = capbroker(&["run", "--wasm=timeout=300ms", p, "loop"]);
+    assert_ended(&out, "ran past its timeout of 300ms");
+
+    // -S inherit-env: the host's variables; --env of the same name wins.
+    let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .env("CAPBROKER_TEST_HOST", "from-host")
+        .env("CAPBROKER_TEST_BOTH", "from-host")
+        .args([
+            "run",
+            "-S",
+            "inherit-env",
+            "--env",
+            "CAPBROKER_TEST_BOTH=flag",
+            sp,
+        ])
+        .args(["env", "CAPBROKER_TEST_HOST", "env", "CAPBROKER_TEST_BOTH"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "ok env from-host\nok env flag\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .env("CAPBROKER_TEST_HOST", "from-host")
+        .args([
+            "run",
+            "-S",
+            "inherit-env=n,cli",
+            sp,
+            "env",
+            "CAPBROKER_TEST_HOST",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("err not-found env"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    for (args, needle) in [
+        (&["-S", "inherit-network"][..], "-S inherit-network: capbroker grants no ambient network: grant addresses with --connect and --listen"),
+        (&["-S", "tcp=y"], "-S tcp: capbroker grants no ambient network"),
+        (&["-S", "udp"], "or --udp (UDP)"),
+        (&["-S", "allow-ip-name-lookup"], "name them in --connect"),
+        (&["-S", "http"], "`capbroker serve` runs wasi:http/proxy components"),
+        (&["-S", "inherit-stdout=n"], "cannot take them away"),
+        (&["-S", "max-resources=3"], "from 16 to 1000000"),
+        (&["-W", "max-instances=2"], "--max-memory"),
+        (&["-W", "simd=n"], "configures the engine"),
+        (&["-W", "fuel=1,turbo=1"], "unknown -W option `turbo`"),
+        (&["-S", "turbo"], "unknown -S option `turbo`"),
+        (&["-W", "fuel=1", "--max-fuel", "2"], "-W fuel and --max-fuel are both given"),
+    ] {
+        let mut argv = vec!["run"];
+        argv.extend(args);
+        argv.push(sp);
+        assert_refused(&capbroker(&argv), &[needle]);
+    }
+    assert_refused(
+        &capbroker(&["serve", "-S", "cli,inherit-stdin", sp]),
+        &["capbroker serve does not take -S inherit-stdin"],
+    );
 }
 
 /// The same for a component whose path is not UTF-8.

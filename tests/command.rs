@@ -347,3 +347,82 @@ fn name_lookup_streams_count_against_the_handle_limit() {
         "{got:#?}"
     );
 }
+
+/// A WASI preview 1 program (a `wasm32-wasip1` core module, as `wasmtime
+/// run` takes them): it opens `hello.txt`, then `../secret.txt`, below its
+/// first preopen, and prints each one's text or `refused`.
+const P1_READER: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 200) "hello.txt")
+  (data (i32.const 220) "../secret.txt")
+  (data (i32.const 240) "refused\n")
+  ;; Writes LEN bytes at PTR to stdout.
+  (func $print (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 16) (local.get $ptr))
+    (i32.store (i32.const 20) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24))))
+  ;; Opens PATH below fd 3 (the first preopen) for reading, prints it.
+  (func $show (param $path i32) (param $len i32)
+    (if (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len)
+          (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 12))
+      (then (call $print (i32.const 240) (i32.const 8)) (return)))
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 64))
+    (if (call $fd_read (i32.load (i32.const 12)) (i32.const 0) (i32.const 1) (i32.const 8))
+      (then (call $print (i32.const 240) (i32.const 8)) (return)))
+    (call $print (i32.const 100) (i32.load (i32.const 8))))
+  (func (export "_start")
+    (call $show (i32.const 200) (i32.const 9))
+    (call $show (i32.const 220) (i32.const 13))))
+"#;
+
+#[test]
+fn a_wasi_preview1_module_runs_behind_the_same_guards() {
+    let tree = Tree::new();
+    std::fs::write(tree.path("root/hello.txt"), "hello\n").unwrap();
+    std::fs::write(tree.path("secret.txt"), "a secret\n").unwrap();
+    let p1 = tree.path("p1-reader.wasm");
+    std::fs::write(&p1, wat::parse_str(P1_READER).unwrap()).unwrap();
+    let p1 = p1.display().to_string();
+    let ro = format!("/data={}:ro", tree.root().display());
+
+    // Inside the grant it reads; `..` out of it is refused, as for a
+    // component.
+    let out = capbroker(&["run", "--dir", &ro, &p1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\nrefused\n");
+
+    // With no grant there is no preopen at all.
+    let out = capbroker(&["run", &p1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "refused\nrefused\n");
+
+    // With a grant without `read`, the file does not open.
+    let list = format!("/data={}:list", tree.root().display());
+    let out = capbroker(&["run", "--dir", &list, &p1]);
+    assert_eq!(
+        text(&out.stdout),
+        "refused\nrefused\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A core module that is not a preview 1 command is a clear error.
+    let other = tree.path("env-import.wasm");
+    let wat = r#"(module (import "env" "f" (func)) (func (export "_start")))"#;
+    std::fs::write(&other, wat::parse_str(wat).unwrap()).unwrap();
+    let out = capbroker(&["run", &other.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("imports `env`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

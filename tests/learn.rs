@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::path::Path;
-
-use support::{capbroker, guests, text, Tree};
+use support::{capbroker, guests, published_tool, text, Tree};
 
 /// Runs `capbroker` with `args`; returns stdout, failing on a non-zero exit.
 fn ok(args: &[&str]) -> String {
@@ -30,6 +28,29 @@ fn manifest(tree: &Tree) -> String {
 
 fn learned(tree: &Tree) -> String {
     std::fs::read_to_string(tree.path("learned.toml")).expect("the learned manifest")
+}
+
+/// Runs under the manifest `m`, with `args` for the component (none: the
+/// manifest's own); returns stdout, failing on a non-zero exit.
+fn rerun(m: &str, args: &[&str]) -> String {
+    ok(&[&["run", "-m", m], args].concat())
+}
+
+/// Two listeners on ports the system picks, kept open by the caller, and
+/// their ports: one for a run to use, one it did not.
+fn two_ports() -> ([std::net::TcpListener; 2], u16, u16) {
+    let listen = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let both = [listen(), listen()];
+    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+    let (a, b) = (port(&both[0]), port(&both[1]));
+    (both, a, b)
+}
+
+/// Fails unless the learned manifest `toml` has each of `parts`.
+fn assert_has(toml: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(toml.contains(part), "missing `{part}` in:\n{toml}");
+    }
 }
 
 #[test]
@@ -55,17 +76,18 @@ fn the_learned_manifest_grants_what_was_used_and_nothing_else() {
     assert_eq!(first, expected);
 
     let toml = learned(&tree);
-    for line in [
-        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
-         sub = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
-        &format!(
-            "path = \"{}\"",
-            std::fs::canonicalize(tree.root()).unwrap().display()
-        ),
-        "args = [\"read data hello.txt\",",
-    ] {
-        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[dir.data.paths]\n\"hello.txt\" = \"read\"\n\"out.txt\" = \"write,create\"\n\
+             sub = \"list\"\n\"sub/inner.txt\" = \"read,list\"\n",
+            &format!(
+                "path = \"{}\"",
+                std::fs::canonicalize(tree.root()).unwrap().display()
+            ),
+            "args = [\"read data hello.txt\",",
+        ],
+    );
 
     // The same run under the learned manifest: the same output (out.txt
     // now exists, and may be written again).
@@ -213,13 +235,14 @@ fn learning_covers_children_and_their_budgets() {
     assert_eq!(ok(&args), expected);
 
     let toml = learned(&tree);
-    for line in [
-        "[dir.data.paths]\n\"hello.txt\" = \"read\"\n",
-        "max-children = 2\ncomponents = [\"probe\"]",
-        "# spawn.sp: 1 children, at most 1 at once",
-    ] {
-        assert!(toml.contains(line), "missing `{line}` in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[dir.data.paths]\n\"hello.txt\" = \"read\"\n",
+            "max-children = 2\ncomponents = [\"probe\"]",
+            "# spawn.sp: 1 children, at most 1 at once",
+        ],
+    );
     assert!(
         !toml.contains("\"worker\""),
         "an unused component stays out:\n{toml}"
@@ -261,26 +284,271 @@ fn field(toml: &str, table: &str, key: &str) -> u64 {
     line[key.len() + 3..].trim().parse().expect("a number")
 }
 
+fn std_probe() -> String {
+    guests().join("std-probe.wasm").display().to_string()
+}
+
+/// Each line of std-probe's output up to its first `:`: `ok step`, or `err
+/// KIND step`, without the system's message.
+fn outcomes(out: &str) -> Vec<&str> {
+    out.lines().map(|l| l.split(':').next().unwrap()).collect()
+}
+
+/// `learned` with its component replaced by `component`: the same grants,
+/// for another program.
+fn for_component(learned: &str, component: &str) -> String {
+    learned
+        .lines()
+        .map(|l| {
+            if l.starts_with("component = ") {
+                format!("component = \"{component}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
-fn learning_is_for_apps() {
+fn learning_what_ripgrep_needs_from_one_search() {
     let tree = Tree::new();
+    std::fs::write(tree.path("root/sub/notes.txt"), "a plan\n").unwrap();
+    std::fs::create_dir_all(tree.path("root/other")).unwrap();
+    std::fs::write(tree.path("root/other/plans.txt"), "a secret plan\n").unwrap();
+    let grant = format!("/data={}:ro", tree.root().display());
+    let rg = published_tool("ripgrep", "15.2.0", "rg")
+        .display()
+        .to_string();
     let m = manifest(&tree);
-    let std_probe = guests().join("std-probe.wasm");
-    let out = capbroker(&["run", "--learn", &m, std_probe.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--learn is for capbroker apps"));
-    assert!(!Path::new(&m).exists());
+    let first = ok(&[
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        &rg,
+        "--sort",
+        "path",
+        "plan",
+        "/data/sub",
+    ]);
+    assert_eq!(first, "/data/sub/notes.txt:a plan\n");
+
+    // The folder searched and the files read in it; nothing else under
+    // `/data`, not even the preopen itself, and no right to write.
+    let toml = learned(&tree);
+    assert!(
+        toml.contains(
+            "[dir.\"/data\".paths]\nsub = \"list\"\n\"sub/deeper\" = \"list\"\n\
+             \"sub/inner.txt\" = \"read,list\"\n\"sub/notes.txt\" = \"read,list\"\n"
+        ),
+        "{toml}"
+    );
+    assert!(toml.contains("rights = \"read,list\""), "{toml}");
+    assert!(
+        toml.contains("args = [\"--sort\", \"path\", \"plan\", \"/data/sub\"]"),
+        "{toml}"
+    );
+
+    // The same search again, from the manifest alone.
+    assert_eq!(rerun(&m, &[]), first);
+
+    // A search anywhere else under `/data` is refused: the sibling folder,
+    // a file in it named directly, and `/data` itself.
+    for path in ["/data/other", "/data/other/plans.txt", "/data"] {
+        let out = capbroker(&["run", "-m", &m, "plan", path]);
+        assert_ne!(out.status.code(), Some(0), "{path}: {}", text(&out.stdout));
+        assert!(!text(&out.stdout).contains("secret"), "{path}");
+        assert!(text(&out.stderr).contains("rg: "), "{}", text(&out.stderr));
+    }
+
+    // The grants it learned write nothing, whichever program holds them.
+    let probe_manifest = tree.path("probe.toml");
+    std::fs::write(&probe_manifest, for_component(&toml, &std_probe())).unwrap();
+    let out = rerun(
+        probe_manifest.to_str().unwrap(),
+        &[
+            "write",
+            "/data/sub/notes.txt",
+            "x",
+            "create",
+            "/data/sub/new.txt",
+        ],
+    );
+    assert_eq!(
+        outcomes(&out),
+        [
+            "err permission-denied write",
+            "err permission-denied create"
+        ],
+        "{out}"
+    );
+    assert_eq!(tree.read("root/sub/notes.txt").as_deref(), Some("a plan\n"));
+    assert!(tree.read("root/sub/new.txt").is_none());
+}
+
+#[test]
+fn learning_a_plain_program_narrows_its_files_and_addresses() {
+    let tree = Tree::new();
+    let (_listening, pa, pb) = two_ports();
+    let (to_a, to_b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let grant = format!("/data={}:rw", tree.root().display());
+    let (m, p) = (manifest(&tree), std_probe());
+    let args = [
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        "--connect",
+        "api=127.0.0.0/8:1-65535",
+        "--env",
+        "GREETING=hi",
+        &p,
+        "write",
+        "/data/out.txt",
+        "made",
+        "connect",
+        &to_a,
+        "env",
+        "GREETING",
+    ];
+    let first = ok(&args);
+    assert_eq!(first.lines().count(), 3, "{first}");
+    assert!(first.lines().all(|l| l.starts_with("ok ")), "{first}");
+
+    let toml = learned(&tree);
+    assert_has(
+        &toml,
+        &[
+            "[dir.\"/data\".paths]\n\"out.txt\" = \"write,create\"\n",
+            &format!("[connect]\napi = [\"{to_a}\"]"),
+            "GREETING = \"hi\"",
+            "# env: a WASI program reads its whole environment at once",
+        ],
+    );
+
+    // The same steps again work; another file, a right not used on the
+    // file written, and another address are refused.
+    assert_eq!(rerun(&m, &[]), first);
+    let out = rerun(
+        &m,
+        &[
+            "write",
+            "/data/sub/other.txt",
+            "x",
+            "read",
+            "/data/out.txt",
+            "read",
+            "/data/hello.txt",
+            "connect",
+            &to_b,
+        ],
+    );
+    assert_eq!(
+        outcomes(&out),
+        [
+            "err permission-denied write",
+            "err permission-denied read",
+            "err permission-denied read",
+            "err permission-denied connect",
+        ],
+        "{out}"
+    );
+    assert!(tree.read("root/sub/other.txt").is_none());
+}
+
+#[test]
+fn a_plain_program_that_traps_or_is_stopped_still_gets_its_manifest() {
+    let tree = Tree::new();
+    let grant = format!("/data={}:rw", tree.root().display());
+    let (m, p) = (manifest(&tree), std_probe());
+
+    // An output that cannot be written is said before the program runs,
+    // whether or not a grant could write near it.
+    let nowhere = tree.path("no/such/folder/learned.toml");
+    for rights in ["ro", "rw"] {
+        let grant = format!("/data={}:{rights}", tree.root().display());
+        let out = capbroker(&[
+            "run",
+            "--learn",
+            nowhere.to_str().unwrap(),
+            "--dir",
+            &grant,
+            &p,
+            "stderr",
+            "RAN",
+            "write",
+            "/data/ran.txt",
+            "x",
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--learn output") || stderr.contains("--learn: cannot write"));
+        assert!(stderr.contains(nowhere.to_str().unwrap()), "{stderr}");
+        assert!(!stderr.contains("RAN"), "{stderr}");
+        assert!(tree.read("root/ran.txt").is_none());
+    }
+
+    // A trap: the status says so, and what it used before is learned.
+    let out = capbroker(&[
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        &p,
+        "write",
+        "/data/a.txt",
+        "x",
+        "panic",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let toml = learned(&tree);
+    assert!(toml.contains("\"a.txt\" = \"write,create\""), "{toml}");
+
+    // SIGTERM while it runs: the manifest is written, and the status is a
+    // shell's for the signal.
+    std::fs::remove_file(&m).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args([
+            "run",
+            "--learn",
+            &m,
+            "--dir",
+            &grant,
+            &p,
+            "write",
+            "/data/b.txt",
+            "x",
+            "sleep",
+            "60000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tree.read("root/b.txt").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let toml = learned(&tree);
+    assert!(toml.contains("\"b.txt\" = \"write,create\""), "{toml}");
+    assert!(!toml.contains("a.txt"), "{toml}");
 }
 
 #[test]
 fn learning_narrows_network_grants_to_the_addresses_used() {
     let tree = Tree::new();
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (pa, pb) = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
+    let (_listening, pa, pb) = two_ports();
     let (m, p) = (manifest(&tree), probe());
     let grant = format!("data={}:rw", tree.root().display());
     let step = format!("connect api 127.0.0.1:{pa} S");

@@ -561,6 +561,33 @@ fn a_manifest_named_without_a_folder() {
     );
 }
 
+/// The other files a run names, as bare file names in the working folder:
+/// the audit log, the learned manifest, and that manifest run again.
+#[test]
+fn bare_file_names_for_the_audit_log_and_learning() {
+    let tree = Tree::new();
+    std::fs::copy(guest("probe"), tree.path("probe.wasm")).unwrap();
+    std::fs::write(tree.path("m.toml"), "component = \"probe.wasm\"\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .arg("run")
+            .args(args)
+            .current_dir(tree.tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    run(&[
+        "-q", "-m", "m.toml", "--audit", "a.jsonl", "--learn", "l.toml",
+    ]);
+    assert!(tree
+        .read("a.jsonl")
+        .is_some_and(|log| log.contains("\"exit\"")));
+    let learned = tree.read("l.toml").unwrap();
+    assert!(learned.contains("probe.wasm"), "{learned}");
+    run(&["-q", "-m", "l.toml"]);
+}
+
 /// A grant whose path goes through a link inside another grant that can
 /// write there is refused: a guest of an earlier run could have put the
 /// link there to point the grant at any folder of the host.

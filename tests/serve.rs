@@ -207,6 +207,41 @@ fn a_route_with_no_grants_reaches_no_file_socket_or_variable() {
     );
 }
 
+/// No routes: every request gets the flags' grants and budget.
+const NO_ROUTES: &str = r#"
+component = "{component}"
+[serve]
+addr = "127.0.0.1:{port}"
+"#;
+
+/// `wasmtime serve`'s spellings: `-S cli` is taken as given, `-S
+/// inherit-env` gives every request the host's variables, and `-W fuel=`
+/// and `-W max-memory-size=` are every request's budget.
+#[test]
+fn wasmtime_serves_spellings_set_every_requests_grants_and_budget() {
+    let tree = Tree::new();
+    let s = Served::start(
+        &tree,
+        NO_ROUTES,
+        &[
+            "-S",
+            "cli,inherit-env",
+            "-W",
+            "fuel=200_000_000,max-memory-size=16MiB",
+        ],
+    );
+    assert_eq!(
+        s.request("GET", "/env?key=SECRET", b""),
+        (200, "host-secret".into())
+    );
+    for (path, budget) in [("/spin", "CPU"), ("/hog", "memory")] {
+        let (code, body) = s.request("GET", path, b"");
+        assert_eq!(code, 503, "{path}: {body}");
+        assert!(body.contains(budget), "{path}: {body}");
+    }
+    assert_eq!(s.request("GET", "/hello", b""), (200, "hello".into()));
+}
+
 /// The seed's server: a create-only upload folder on the upload route;
 /// the same grant on `/read`, to show it cannot read back; nothing
 /// elsewhere.

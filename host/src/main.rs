@@ -9,7 +9,7 @@ use capbroker::core::audit::report;
 use capbroker::core::limits::parse_duration;
 use capbroker::core::Invalid;
 use capbroker::grants::{describe_request, Grant, NamedGrant};
-use capbroker::policy::Config;
+use capbroker::policy::{Config, Spellings};
 use capbroker::run::app::Loaded;
 use capbroker::run::launch::Launch;
 use capbroker::Runtime;
@@ -77,10 +77,12 @@ fn component_args_apart(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
             named && a.get_action().takes_values()
         })
     };
-    let Some(start) = argv.iter().position(|w| w == "run") else {
+    // The subcommand is the first word (capbroker has no global options):
+    // a component or argument named `run` under another subcommand is not it.
+    if argv.get(1).is_none_or(|w| w != "run") {
         return argv;
-    };
-    let mut i = start + 1;
+    }
+    let mut i = 2;
     while i < argv.len() {
         // Bytes, not text: a word need not be UTF-8 (a path seldom is not).
         let word = argv[i].as_encoded_bytes();
@@ -110,12 +112,17 @@ enum Command {
     /// command.
     #[command(trailing_var_arg = true)]
     Run {
-        /// Grant a host directory as NAME=PATH[:RIGHTS]. RIGHTS is `ro`
-        /// (read,list), `rw` (all, the default), `none`, or a comma-separated
-        /// list of read, write, create, list, remove. For a WASI command,
-        /// NAME is the guest path it is preopened at (`data`, `/data`, `.`).
-        /// May be repeated.
-        #[arg(long = "dir", value_name = "NAME=PATH[:RIGHTS]", value_parser = Grant::parse_dir)]
+        /// Grant a host directory as NAME=PATH[:RIGHTS], or in wasmtime's
+        /// form HOST::GUEST[:RIGHTS] (GUEST is the name), or HOST (named by
+        /// its own path). RIGHTS is `ro` (read,list), `rw` (all, the
+        /// default), `none`, or a comma-separated list of read, write,
+        /// create, list, remove. For a WASI command, the name is the guest
+        /// path it is preopened at (`data`, `/data`, `.`). A name has no `=`
+        /// or `:`, so a value with `::` is wasmtime's form (the first `::`
+        /// ends HOST; a `:` after GUEST starts RIGHTS), one with `=`
+        /// capbroker's, one with both is refused: a host path with `=` goes
+        /// in the first form, one with `::` in a manifest. May be repeated.
+        #[arg(long = "dir", value_name = "NAME=PATH[:RIGHTS]|HOST::GUEST[:RIGHTS]|HOST", value_parser = Grant::parse_dir)]
         dirs: Vec<NamedGrant>,
 
         /// Grant a spawner as NAME[=KEY=VALUE,...]. Keys: max-memory (per
@@ -180,6 +187,21 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
         max_handles: Option<u64>,
 
+        /// wasmtime's -W options, as KEY=VALUE[,...]: max-memory-size=N
+        /// (--max-memory), fuel=N (--max-fuel), timeout=DURATION (--timeout;
+        /// `10` is seconds, also 10s, 500ms). Any other key is an error
+        /// that says what to use instead.
+        #[arg(short = 'W', long = "wasm", value_name = "KEY=VALUE[,...]", value_parser = Spellings::parse_wasm)]
+        wasm: Vec<Spellings>,
+
+        /// wasmtime's -S options, as KEY[=VALUE][,...]: inherit-env (every
+        /// host variable; --env wins), inherit-stdin (--stdin),
+        /// max-resources=N (--max-handles); cli, inherit-stdout and
+        /// inherit-stderr are always given. No ambient network: not
+        /// inherit-network, tcp or udp but --connect, --listen, --udp.
+        #[arg(short = 'S', long = "wasi", value_name = "KEY[=VALUE][,...]", value_parser = Spellings::parse_wasi)]
+        wasi: Vec<Spellings>,
+
         /// Read grants, limits and the component from this manifest. Flags
         /// add to it, or replace what has the same name. No manifest is
         /// read unless named here, and a run whose grants could write the
@@ -207,12 +229,14 @@ enum Command {
         print_config: bool,
 
         /// The component (.wasm) to run. With -m and a manifest that names
-        /// the component, this and every later word are arguments.
+        /// the component, this and every later word are arguments. A `--`
+        /// before it ends capbroker's flags (needed only when the path, or
+        /// with -m the first argument, starts with `-`).
         component: Option<PathBuf>,
 
         /// Arguments passed to the component (to an app's `run`, or as a
         /// command's argv after its name). Everything after the component's
-        /// path is the component's, flags included.
+        /// path is the component's, flags and `--` included.
         #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -229,9 +253,10 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         addr: Option<std::net::SocketAddr>,
 
-        /// Preopen a host directory for every request, as GUEST=PATH[:RIGHTS]
-        /// (without [[route]] tables only). May be repeated.
-        #[arg(long = "dir", value_name = "GUEST=PATH[:RIGHTS]", value_parser = Grant::parse_dir)]
+        /// Preopen a host directory for every request, as GUEST=PATH[:RIGHTS],
+        /// HOST::GUEST[:RIGHTS] or HOST, as `run --dir` (without [[route]]
+        /// tables only). May be repeated.
+        #[arg(long = "dir", value_name = "GUEST=PATH[:RIGHTS]|HOST::GUEST[:RIGHTS]|HOST", value_parser = Grant::parse_dir)]
         dirs: Vec<NamedGrant>,
 
         /// Let every request connect (sockets and outgoing HTTP) to these
@@ -260,6 +285,17 @@ enum Command {
         /// The most handles each request's instance may hold at once.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
         max_handles: Option<u64>,
+
+        /// wasmtime's -W options for every request: max-memory-size=N,
+        /// fuel=N, timeout=DURATION, as `run -W`.
+        #[arg(short = 'W', long = "wasm", value_name = "KEY=VALUE[,...]", value_parser = Spellings::parse_wasm)]
+        wasm: Vec<Spellings>,
+
+        /// wasmtime's -S options for every request: inherit-env (without
+        /// [[route]] tables only), max-resources=N; cli and http are always
+        /// given. As `run -S`.
+        #[arg(short = 'S', long = "wasi", value_name = "KEY[=VALUE][,...]", value_parser = Spellings::parse_wasi)]
+        wasi: Vec<Spellings>,
 
         /// Write the audit log, as JSON Lines, to FILE: each request, its
         /// route, its denials and how it ended.
@@ -392,6 +428,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             max_handles,
             max_fuel,
             timeout,
+            wasm,
+            wasi,
             component,
             args,
         } => {
@@ -400,7 +438,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .check()
                     .with_context(|| format!("--dir {}", g.name))?;
             }
-            let flags = Config {
+            let mut flags = Config {
                 component,
                 args,
                 grants: dirs
@@ -420,6 +458,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 addr: None,
                 routes: Vec::new(),
             };
+            Spellings::apply(wasm.into_iter().chain(wasi).collect(), "run", &mut flags)?;
             // Only the operator names a manifest: one found beside the
             // component may have been written by a guest granted that
             // folder, to choose its own grants for this run.
@@ -475,6 +514,8 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             timeout,
             max_memory,
             max_handles,
+            wasm,
+            wasi,
             audit,
             learn,
             quiet,
@@ -485,7 +526,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .check()
                     .with_context(|| format!("--dir {}", g.name))?;
             }
-            let flags = Config {
+            let mut flags = Config {
                 component,
                 grants: dirs.into_iter().chain(connects).collect(),
                 env: envs,
@@ -496,6 +537,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 addr,
                 ..Config::default()
             };
+            Spellings::apply(wasm.into_iter().chain(wasi).collect(), "serve", &mut flags)?;
             let config = match &manifest {
                 Some(path) => Config::load(path)?.merge(flags),
                 None => flags,

@@ -23,6 +23,7 @@
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
 //! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
 //!   `sleep MS`
+//! - `args`: print every later argument (`ok args ["a", "--b"]`) and stop
 //! - `race MS`: for MS milliseconds, the race harness's loop
 //!   (tests/race.rs) on `/data`
 
@@ -371,6 +372,11 @@ fn main() {
             }
             "panic" => panic!("told to"),
             "stderr" => eprintln!("{}", next(&mut i)),
+            "args" => {
+                // The rest as the program got them, to show whose they are.
+                println!("ok args {:?}", &args[i..]);
+                i = args.len();
+            }
             other => println!("err unknown-step {other}"),
         }
     }

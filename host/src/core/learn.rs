@@ -156,15 +156,25 @@ impl Learner {
         })
     }
 
-    /// Forgets the paths learned for directory grant `grant` that nothing
-    /// names below `root` at the end of the run: an operation the checks
-    /// allowed but the system refused (a file in a folder that is not
-    /// there) made nothing, and a grant of it would name what cannot be
-    /// opened.
-    pub fn forget_missing(&self, grant: &str, root: &std::path::Path) {
+    /// Reconciles the paths learned for directory grant `grant` with what
+    /// is below `root` at the end of the run. A path nothing names is
+    /// forgotten: an operation the checks allowed but the system refused
+    /// (a file in a folder that is not there) made nothing, and a grant of
+    /// it would name what cannot be opened. A directory loses `read`:
+    /// reading one (its metadata, or as a link) reads no file, and a
+    /// scope's `read` on a directory reaches every file below it (one
+    /// left with no right at all is forgotten).
+    pub fn reconcile(&self, grant: &str, root: &std::path::Path) {
         self.with(|u| {
             if let Some(paths) = u.dirs.get_mut(grant) {
-                paths.retain(|p, _| std::fs::symlink_metadata(root.join(p)).is_ok());
+                paths.retain(|p, rights| match std::fs::symlink_metadata(root.join(p)) {
+                    Ok(m) if m.is_dir() => {
+                        *rights &= !Rights::READ;
+                        *rights != Rights::empty()
+                    }
+                    Ok(_) => true,
+                    Err(_) => false,
+                });
             }
         })
     }

@@ -206,7 +206,9 @@ pub fn addr_check(
     move |addr, use_| {
         let pledged = pledges.renounced().contains(Authority::NETWORK);
         let allowed = !pledged && allows(&listen, &connect, &addr, use_);
-        if !allowed {
+        if allowed {
+            learn(&listen, &connect, &addr, use_);
+        } else {
             let err = Error::Refused(if pledged {
                 "the network was pledged away".into()
             } else {
@@ -224,7 +226,7 @@ pub fn addr_check(
 /// does implicitly; that needs a connect grant, not a listen one. Accepted
 /// peers may be anyone: the listener's address was checked.
 fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAddrUse) -> bool {
-    let within = |ranges: &[Reach]| ranges.iter().any(|r| r.check(addr).is_ok());
+    let within = |ranges: &[Reach]| ranges.iter().any(|r| r.admits(addr).is_ok());
     match use_ {
         SocketAddrUse::TcpBind => {
             within(listen)
@@ -234,5 +236,63 @@ fn allows(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAd
         SocketAddrUse::TcpConnect => within(connect),
         SocketAddrUse::TcpAccept => true,
         _ => false,
+    }
+}
+
+/// Notes, for learning mode, an allowed use under the grant whose ranges
+/// hold it: an address bound or listened on, a peer connected to. The bind
+/// a connect makes first (the unspecified address, port 0) and an accepted
+/// peer are not uses of a grant of their own.
+fn learn(listen: &[Reach], connect: &[Reach], addr: &SocketAddr, use_: SocketAddrUse) {
+    let grants = match use_ {
+        SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => listen,
+        SocketAddrUse::TcpConnect => connect,
+        _ => return,
+    };
+    if let Some(reach) = grants.iter().find(|r| r.admits(addr).is_ok()) {
+        // Without an IPv6 scope id, which no grant spells.
+        reach.learned(|| SocketAddr::new(addr.ip(), addr.port()).to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::learn::Learner;
+    use crate::net::NetGrant;
+
+    /// What `addr_check` does with an allowed use, for each TCP use: noted
+    /// under the grant that allowed it, and only the uses a grant stands for.
+    #[test]
+    fn each_allowed_use_is_learned_under_its_grant() {
+        let learner = Learner::new();
+        let listen = [
+            Reach::listen(&NetGrant::parse_listen("127.0.0.1:8080").unwrap())
+                .unwrap()
+                .learned_by(Some(learner.clone()), "web"),
+        ];
+        let connect = [
+            Reach::connect(&NetGrant::parse("127.0.0.0/8:1-65535").unwrap())
+                .unwrap()
+                .learned_by(Some(learner.clone()), "api"),
+        ];
+        for (addr, use_) in [
+            ("127.0.0.1:8080", SocketAddrUse::TcpBind),
+            ("127.0.0.1:8080", SocketAddrUse::TcpListen),
+            ("0.0.0.0:0", SocketAddrUse::TcpBind),
+            ("127.0.0.1:9000", SocketAddrUse::TcpConnect),
+            ("127.0.0.1:9001", SocketAddrUse::TcpAccept),
+            ("10.0.0.1:9000", SocketAddrUse::TcpConnect),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            if allows(&listen, &connect, &addr, use_) {
+                learn(&listen, &connect, &addr, use_);
+            }
+        }
+        let net = learner.seen(|u| u.net.clone());
+        let addrs = |grant: &str| net[grant].iter().cloned().collect::<Vec<_>>();
+        assert_eq!(net.len(), 2, "{net:?}");
+        assert_eq!(addrs("web"), ["127.0.0.1:8080"]);
+        assert_eq!(addrs("api"), ["127.0.0.1:9000"]);
     }
 }

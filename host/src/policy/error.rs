@@ -80,6 +80,20 @@ pub enum BadFlag {
     },
     #[error("the name `{0}` must be letters, digits, `-` or `_`")]
     Name(String),
+    /// A `--dir` value in wasmtime's form whose guest path capbroker does
+    /// not take as a grant's name.
+    #[error(
+        "`{0}` cannot be a guest path: it must be letters, digits, `-`, `_`, `.` and `/` \
+         (expected NAME=PATH[:RIGHTS], HOST::GUEST[:RIGHTS] or HOST)"
+    )]
+    GuestPath(String),
+    /// A `--dir` value that reads as either form.
+    #[error(
+        "it has both `=` and `::`, so it could be NAME=PATH[:RIGHTS] or \
+         HOST::GUEST[:RIGHTS]; write a host path with `=` in it in the first form, \
+         and grant one with `::` in it in a manifest"
+    )]
+    EqualsAndColons,
     /// The value of the grant does not parse.
     #[error(transparent)]
     Value(#[from] Invalid),

@@ -65,29 +65,62 @@ impl Grant {
         })
     }
 
-    /// Parses the value of a `--dir` flag: `NAME=PATH[:RIGHTS]`.
+    /// Parses the value of a `--dir` flag, in capbroker's form
+    /// `NAME=PATH[:RIGHTS]`, wasmtime's `HOST::GUEST[:RIGHTS]` (GUEST is the
+    /// name, as NAME) or `HOST` alone (named, as wasmtime maps it, by its own
+    /// path, with every right).
     ///
-    /// A `:` suffix is read as rights only when it parses as rights, so host
-    /// paths that contain a colon still work.
+    /// The text alone says which form, never what exists on the host: a
+    /// name holds neither `=` nor `:`, so `=` marks capbroker's form and
+    /// `::` wasmtime's, and a value with both (`a=/x::y`) could be either
+    /// and is refused. In capbroker's form a `:` suffix is read as rights
+    /// only when it parses as rights, so host paths with a colon still work;
+    /// in wasmtime's the first `::` ends the host path and the first `:`
+    /// after it the name, so rights there must be rights.
     pub fn parse_dir(spec: &str) -> Result<NamedGrant, Error> {
-        const FORM: &str = "NAME=PATH[:RIGHTS]";
-        let empty = |part| bad("--dir", spec, BadFlag::Empty { part, form: FORM });
-        let Some((name, rest)) = spec.split_once('=') else {
-            return Err(bad("--dir", spec, BadFlag::Form(FORM)));
+        let form = |problem| bad("--dir", spec, problem);
+        let empty = |part| {
+            form(BadFlag::Empty {
+                part,
+                form: DIR_FORMS,
+            })
         };
-        // A WASI command's preopens are named by guest paths: `/data`, `.`.
-        let path_like = name.trim_start_matches('/').replace(['/', '.'], "_");
-        if path_like.is_empty() && name != "/" {
-            return Err(empty("name"));
-        }
-        check_name(spec, "--dir", if name == "/" { "root" } else { &path_like })?;
-        let (path, rights) = match rest.rsplit_once(':') {
-            Some((path, rights)) if !path.is_empty() => match parse_rights(rights) {
-                Ok(r) => (path, r),
-                Err(e) if looks_like_rights(rights) => return Err(bad("--dir", spec, e)),
-                Err(_) => (rest, Rights::all()),
-            },
-            _ => (rest, Rights::all()),
+        let (name, path, rights) = match (spec.find('='), spec.find("::")) {
+            (Some(_), Some(_)) => return Err(form(BadFlag::EqualsAndColons)),
+            (Some(eq), None) => {
+                let (name, rest) = (&spec[..eq], &spec[eq + 1..]);
+                check_guest_name(spec, name)?;
+                match rest.rsplit_once(':') {
+                    Some((path, rights)) if !path.is_empty() => match parse_rights(rights) {
+                        Ok(r) => (name, path, r),
+                        Err(e) if looks_like_rights(rights) => return Err(form(e.into())),
+                        Err(_) => (name, rest, Rights::all()),
+                    },
+                    _ => (name, rest, Rights::all()),
+                }
+            }
+            (None, Some(at)) => {
+                let (path, rest) = (&spec[..at], &spec[at + 2..]);
+                let (name, rights) = match rest.split_once(':') {
+                    Some((name, rights)) => {
+                        (name, parse_rights(rights).map_err(|e| form(e.into()))?)
+                    }
+                    None => (rest, Rights::all()),
+                };
+                if name.is_empty() {
+                    return Err(empty("guest path"));
+                }
+                if !is_guest_name(name) {
+                    return Err(form(BadFlag::GuestPath(name.to_string())));
+                }
+                (name, path, rights)
+            }
+            (None, None) => {
+                if !spec.is_empty() && !is_guest_name(spec) {
+                    return Err(form(BadFlag::GuestPath(spec.to_string())));
+                }
+                (spec, spec, Rights::all())
+            }
         };
         if path.is_empty() {
             return Err(empty("host path"));
@@ -97,6 +130,33 @@ impl Grant {
             grant: Grant::Dir(DirGrant::new(PathBuf::from(path), rights, None)),
         })
     }
+}
+
+/// The forms a `--dir` value takes.
+const DIR_FORMS: &str = "NAME=PATH[:RIGHTS], HOST::GUEST[:RIGHTS] or HOST";
+
+/// A `--dir` grant's name: a name as every grant's, or a WASI command's
+/// guest path (`/data`, `data`, `.`, `/`).
+fn check_guest_name(spec: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(bad(
+            "--dir",
+            spec,
+            BadFlag::Empty {
+                part: "name",
+                form: DIR_FORMS,
+            },
+        ));
+    }
+    if !is_guest_name(name) {
+        return Err(bad("--dir", spec, BadFlag::Name(name.to_string())));
+    }
+    Ok(())
+}
+
+fn is_guest_name(name: &str) -> bool {
+    let path_like = name.trim_start_matches('/').replace(['/', '.'], "_");
+    is_name(if name == "/" { "root" } else { &path_like })
 }
 
 fn split_name<'a>(
@@ -112,14 +172,17 @@ fn split_name<'a>(
 }
 
 fn check_name(spec: &str, flag: &'static str, name: &str) -> Result<(), Error> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !is_name(name) {
         return Err(bad(flag, spec, BadFlag::Name(name.to_string())));
     }
     Ok(())
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn looks_like_rights(s: &str) -> bool {

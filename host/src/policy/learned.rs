@@ -30,6 +30,13 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
         routes: Vec::new(),
     };
     let mut notes = Vec::new();
+    if !config.env.is_empty() {
+        notes.push(
+            "# env: a WASI program reads its whole environment at once, so learning cannot \
+             tell which variables it used: every one granted is kept"
+                .to_string(),
+        );
+    }
     learner.seen(|used| {
         for g in &config.grants {
             let request = requests.iter().find(|r| r.name == g.name);
@@ -60,6 +67,24 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
     ))
 }
 
+/// The manifest `capbroker run --learn` writes for a plain WASI command:
+/// [`manifest`], with no requests (a command declares none), after the
+/// learned paths are reconciled with the disk (see [`Learner::reconcile`]).
+pub fn command(learner: &Learner, config: &Config) -> Result<String, Error> {
+    reconcile(learner, &config.grants);
+    manifest(learner, config, &[])
+}
+
+/// Reconciles, for each directory grant, the learned paths with what is
+/// below its root at the end of the run.
+fn reconcile(learner: &Learner, grants: &[NamedGrant]) {
+    for g in grants {
+        if let Grant::Dir(d) = &g.grant {
+            learner.reconcile(&g.name, &d.host_path);
+        }
+    }
+}
+
 /// The learner's name for the requests of a route under `capbroker serve`:
 /// each request is counted, with its peaks, as a child of its route.
 pub const REQUESTS: &str = "requests";
@@ -88,11 +113,7 @@ pub fn routes(
         let mut r = route.clone();
         r.grants.clear();
         if let Some(learner) = learner {
-            for g in &route.grants {
-                if let Grant::Dir(d) = &g.grant {
-                    learner.forget_missing(&g.name, &d.host_path);
-                }
-            }
+            reconcile(learner, &route.grants);
             learner.seen(|used| {
                 for g in &route.grants {
                     let mut seen = Learned {

@@ -142,6 +142,7 @@ impl Runtime {
             name: component_name(&name),
             pre,
             audit_log: self.audit_log.clone(),
+            learner: None,
         }))
     }
 
@@ -153,6 +154,15 @@ impl Runtime {
 
     fn link(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<InstancePre<State>> {
         check_header(name, bytes)?;
+        // A WASI preview 1 program runs as `wasmtime run` runs it, as the
+        // component its adapter makes of it.
+        let adapted;
+        let bytes = if crate::wasi::p1::is_core_module(bytes) {
+            adapted = crate::wasi::p1::componentize(name, bytes)?;
+            &adapted[..]
+        } else {
+            bytes
+        };
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
             // The instance pool gives each core module one memory, which is
             // what lets a memory limit cover them all; say so plainly.
@@ -183,17 +193,11 @@ pub fn component_name(path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
-/// Tells a core module or a non-wasm file apart from a component, to say
-/// which mistake was made.
+/// Tells a non-wasm file apart from a module or a component, to say which
+/// mistake was made.
 fn check_header(name: &str, bytes: &[u8]) -> wasmtime::Result<()> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         bail!("`{name}` is not a WebAssembly file (it does not start with `\\0asm`)");
-    }
-    if bytes[4..8] == [1, 0, 0, 0] {
-        bail!(
-            "`{name}` is a core WebAssembly module, not a component: build it for \
-             wasm32-wasip2, or wrap it with `wasm-tools component new`"
-        );
     }
     Ok(())
 }

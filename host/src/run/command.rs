@@ -9,6 +9,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use super::ctx::{BrokerCtx, Components, State};
 use super::runner::{late, new_store_with_wasi, record_exit, supervise, Deadline, Ended};
 use crate::core::audit::AuditLog;
+use crate::core::learn::Learner;
 use crate::core::limits::Limits;
 use crate::core::pledges::Pledges;
 use crate::wasi::WasiGrants;
@@ -18,6 +19,7 @@ pub struct CommandComponent {
     pub(crate) name: String,
     pub(crate) pre: CommandPre<State>,
     pub(crate) audit_log: Option<Arc<AuditLog>>,
+    pub(crate) learner: Option<Arc<Learner>>,
 }
 
 /// How a command ended.
@@ -33,6 +35,12 @@ pub enum CommandOutcome {
 impl CommandComponent {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Records what the program uses below its preopens, for `capbroker
+    /// run --learn` (its network grants carry the same learner).
+    pub fn learn_with(&mut self, learner: Arc<Learner>) {
+        self.learner = Some(learner);
     }
 
     /// What the program imports, in the operator's terms: each kind of
@@ -79,7 +87,8 @@ impl CommandComponent {
             .chain(args.iter().cloned())
             .collect();
         let broker = BrokerCtx::new(&self.name, Arc::new(Components::new()))
-            .with_audit_log(self.audit_log.clone());
+            .with_audit_log(self.audit_log.clone())
+            .with_learner(self.learner.clone());
         grants.audit(broker.audit());
         let (wasi, state) = grants.build(&argv, &pledges, broker.audit())?;
         let broker = broker.with_wasi(state, pledges);

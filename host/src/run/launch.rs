@@ -1,7 +1,7 @@
 //! Running a component from a [`Config`], as `capbroker run` does and as
 //! the containerd shim does inside a container.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmtime::bail;
@@ -12,11 +12,12 @@ use super::ctx::Components;
 use super::engine::Pool;
 use crate::core::audit::AuditLog;
 use crate::core::learn::Learner;
+use crate::core::limits::Limits;
 use crate::grants::{Grant, NamedGrant};
 use crate::net::Reach;
 use crate::policy::Config;
 use crate::run::app::Loaded;
-use crate::run::command::CommandOutcome;
+use crate::run::command::{CommandComponent, CommandOutcome};
 use crate::wasi::WasiGrants;
 
 /// How a launch ended: the component ran, with this exit status, or it is
@@ -108,12 +109,6 @@ impl Launch {
                 "`{name}` is a wasi:http proxy component: serve it with `capbroker serve {name}`"
             ),
             Loaded::Command(command) => {
-                if learn.is_some() {
-                    bail!(
-                        "--learn is for capbroker apps; `{}` is a WASI command",
-                        command.name()
-                    );
-                }
                 if config
                     .grants
                     .iter()
@@ -125,17 +120,7 @@ impl Launch {
                         command.name()
                     );
                 }
-                let grants = wasi_grants(config.grants, config.env, config.stdin)?;
-                let code = match command.run(&grants, &config.args, &limits).await {
-                    Ok(CommandOutcome::Success) => 0,
-                    Ok(CommandOutcome::Exit(code)) => code.clamp(1, 255) as u8,
-                    Err(e) => {
-                        // A trap, as `wasmtime run` reports one: the message
-                        // and status 1.
-                        report(command.name(), &format!("{e:#}"));
-                        1
-                    }
-                };
+                let code = run_command(command, &config, &limits, learn.as_deref()).await?;
                 return Ok(Ran::Exit(code));
             }
         };
@@ -177,14 +162,7 @@ impl Launch {
             learner.settle().await;
             let text = crate::policy::learned::manifest(learner, &config.absolute(), &requests)
                 .context("--learn")?;
-            std::fs::write(path, text)
-                .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
-            if !matches!(outcome, Ok(Outcome::Ok)) {
-                eprintln!(
-                    "capbroker: the run did not succeed: the manifest may lack what the rest of it needs"
-                );
-            }
-            eprintln!("capbroker: wrote {}", path.display());
+            write_learned(path, &text, matches!(outcome, Ok(Outcome::Ok)))?;
         }
         let code = match outcome {
             Ok(Outcome::Ok) => 0,
@@ -231,6 +209,8 @@ pub(crate) fn before_any_guest(
     }
     if let Some(path) = learn {
         config.check_out_of_reach(path, "the --learn output")?;
+        // Now, rather than after a run whose learning would be lost.
+        check_writable(path)?;
     }
     if let (Some(m), false) = (&config.manifest, quiet) {
         // Not through `tracing`: no log filter may hide where grants come
@@ -242,6 +222,84 @@ pub(crate) fn before_any_guest(
         );
     }
     Ok(())
+}
+
+/// Fails when the `--learn` output cannot be written at `path`; leaves
+/// what is there (or nothing, if nothing was) as it was.
+fn check_writable(path: &Path) -> wasmtime::Result<()> {
+    let existed = std::fs::symlink_metadata(path).is_ok();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+    if !existed {
+        std::fs::remove_file(path)
+            .with_context(|| format!("--learn: cannot remove `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the learned manifest `text` to `path`, and says so; a run that
+/// did not succeed may not have reached all it needs.
+fn write_learned(path: &Path, text: &str, succeeded: bool) -> wasmtime::Result<()> {
+    std::fs::write(path, text)
+        .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+    if !succeeded {
+        eprintln!(
+            "capbroker: the run did not succeed: the manifest may lack what the rest of it needs"
+        );
+    }
+    eprintln!("capbroker: wrote {}", path.display());
+    Ok(())
+}
+
+/// Runs a plain WASI command and gives its exit status. With `learn`, it
+/// records what the program uses (below each preopen, and through each
+/// network grant) and writes the manifest of it however the run ends: an
+/// exit, a trap, Ctrl-C or SIGTERM (status 130 or 143, as a shell gives).
+async fn run_command(
+    mut command: CommandComponent,
+    config: &Config,
+    limits: &Limits,
+    learn: Option<&Path>,
+) -> wasmtime::Result<u8> {
+    let learner = learn.map(|_| {
+        let l = Learner::new();
+        command.learn_with(l.clone());
+        l
+    });
+    let mut grants = wasi_grants(config.grants.clone(), config.env.clone(), config.stdin)?;
+    for (name, reach) in grants.listen.iter_mut().chain(&mut grants.connect) {
+        *reach = reach.clone().learned_by(learner.clone(), name);
+    }
+    let name = command.name();
+    let run = command.run(&grants, &config.args, limits);
+    let (Some(path), Some(learner)) = (learn, &learner) else {
+        return Ok(status(name, run.await));
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let code = tokio::select! {
+        ended = run => status(name, ended),
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = term.recv() => 143,
+    };
+    let text = crate::policy::learned::command(learner, &config.absolute()).context("--learn")?;
+    write_learned(path, &text, code == 0)?;
+    Ok(code)
+}
+
+/// A command's exit status: 0, the code it exited with, or 1 for a trap,
+/// said on stderr as `wasmtime run` reports one.
+fn status(name: &str, ended: wasmtime::Result<CommandOutcome>) -> u8 {
+    match ended {
+        Ok(CommandOutcome::Success) => 0,
+        Ok(CommandOutcome::Exit(code)) => code.clamp(1, 255) as u8,
+        Err(e) => {
+            report(name, &format!("{e:#}"));
+            1
+        }
+    }
 }
 
 /// The `--audit` log, created at `path`.

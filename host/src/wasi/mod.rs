@@ -8,6 +8,8 @@
 //! `wasi:filesystem`, [`crate::net::wasi`] for `wasi:sockets`, and the
 //! environment here. This module only builds and links them.
 
+pub mod p1;
+
 use wasmtime::component::Linker;
 use wasmtime_wasi::p2::bindings::{cli, filesystem, sockets};
 pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
