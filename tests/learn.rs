@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{capbroker, guests, published_tool, text, Tree};
+use support::{capbroker, echo_server, guests, published_tool, text, Tree};
 
 /// Runs `capbroker` with `args`; returns stdout, failing on a non-zero exit.
 fn ok(args: &[&str]) -> String {
@@ -457,6 +457,37 @@ fn learning_a_plain_program_narrows_its_files_and_addresses() {
         "{out}"
     );
     assert!(tree.read("root/sub/other.txt").is_none());
+}
+
+/// A program that connects by name looks the name up first: the learned
+/// grant keeps the name as granted (so the lookup is answered again) and
+/// the address connected to, and nothing else.
+#[test]
+fn learning_a_plain_program_keeps_the_names_it_looked_up() {
+    let tree = Tree::new();
+    let port = echo_server(2);
+    let named = format!("localhost:{port}");
+    let (m, p) = (manifest(&tree), std_probe());
+    let first = ok(&[
+        "run",
+        "--learn",
+        &m,
+        "--connect",
+        &format!("web={named},10.0.0.0/8:80"),
+        &p,
+        "connect",
+        &named,
+        "send",
+        "hi",
+    ]);
+    assert_eq!(outcomes(&first), ["ok connect localhost", "ok send hi"]);
+    let toml = learned(&tree);
+    assert_has(
+        &toml,
+        &[&format!("\"127.0.0.1:{port}\""), &format!("\"{named}\"")],
+    );
+    assert!(!toml.contains("10.0.0.0"), "{toml}");
+    assert_eq!(rerun(&m, &[]), first);
 }
 
 #[test]
