@@ -254,7 +254,7 @@ pub(crate) fn create_audit_log(path: &std::path::Path) -> wasmtime::Result<Arc<A
 }
 
 /// The standard WASI grants of a command. Errors for a listen grant that
-/// names a host, or a connect grant whose host cannot be looked up.
+/// names a host, or a connect or UDP grant whose host cannot be looked up.
 pub(crate) fn wasi_grants(
     grants: Vec<NamedGrant>,
     env: Vec<(String, String)>,
@@ -276,6 +276,10 @@ pub(crate) fn wasi_grants(
             Grant::Connect(n) => {
                 let reach = Reach::connect(n).map_err(|e| named(&e))?;
                 wasi.connect.push((g.name.clone(), reach));
+            }
+            Grant::Udp(n) => {
+                let reach = Reach::connect(n).map_err(|e| named(&e))?;
+                wasi.udp.push((g.name.clone(), reach));
             }
             Grant::Spawner(_) => {}
         }

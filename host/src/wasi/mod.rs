@@ -3,7 +3,7 @@
 //! wasmtime-wasi implements WASI; capbroker decides what it may reach. The
 //! operator's grants for a plain `wasi:cli` program ([`WasiGrants`]:
 //! preopened directories with capbroker rights, environment variables,
-//! stdin, listen and connect ranges) become a [`WasiCtx`] plus each room's
+//! stdin, listen, connect and UDP ranges) become a [`WasiCtx`] plus each room's
 //! guard in front of its part of WASI: [`crate::fs::wasi`] for
 //! `wasi:filesystem`, [`crate::net::wasi`] for `wasi:sockets`, and the
 //! environment here. This module only builds and links them.
@@ -19,6 +19,7 @@ use crate::core::view::{HasWasiFace, WasiFace, WasiParts};
 use crate::core::Core;
 use crate::fs::{DirGrant, FsCtx};
 use crate::net::http::Outgoing;
+use crate::net::wasi::NetGrants;
 use crate::net::{NetCtx, Reach};
 
 /// The most random bytes one `wasi:random` call makes: the host makes them
@@ -38,6 +39,8 @@ pub struct WasiGrants {
     pub listen: Vec<(String, Reach)>,
     /// Addresses it may connect to, by grant name.
     pub connect: Vec<(String, Reach)>,
+    /// Peers it may exchange UDP datagrams with, by grant name.
+    pub udp: Vec<(String, Reach)>,
     /// Where the program's stdout goes: the host's (`None`), or this pipe
     /// (an embedding that reads what the program printed).
     pub stdout: Option<MemoryOutputPipe>,
@@ -69,6 +72,9 @@ impl WasiGrants {
         for (name, reach) in &self.connect {
             parts.push(format!("connect {name}={}", reach.detail()));
         }
+        for (name, reach) in &self.udp {
+            parts.push(format!("udp {name}={}", reach.detail()));
+        }
         for (key, _) in &self.env {
             parts.push(format!("env {key}"));
         }
@@ -85,7 +91,11 @@ impl WasiGrants {
             let rights = crate::core::RightsList(d.rights).to_string();
             audit.granted(guest, &d.host_path.display().to_string(), &rights);
         }
-        for (kind, grants) in [("listen", &self.listen), ("connect", &self.connect)] {
+        for (kind, grants) in [
+            ("listen", &self.listen),
+            ("connect", &self.connect),
+            ("udp", &self.udp),
+        ] {
             for (name, reach) in grants {
                 audit.granted(name, kind, &reach.detail());
             }
@@ -112,14 +122,18 @@ impl WasiGrants {
         if self.stdin {
             b.inherit_stdin();
         }
-        let networked = !self.listen.is_empty() || !self.connect.is_empty();
-        b.allow_tcp(networked)
-            .allow_udp(false)
+        let reaches = |grants: &[(String, Reach)]| grants.iter().map(|(_, r)| r.clone()).collect();
+        let net = NetGrants {
+            listen: reaches(&self.listen),
+            connect: reaches(&self.connect),
+            udp: reaches(&self.udp),
+        };
+        b.allow_tcp(!self.listen.is_empty() || !self.connect.is_empty())
+            .allow_udp(!self.udp.is_empty())
             .allow_ip_name_lookup(false);
-        if networked {
+        if net.any() {
             b.socket_addr_check(crate::net::wasi::addr_check(
-                self.listen.iter().map(|(_, r)| r.clone()).collect(),
-                self.connect.iter().map(|(_, r)| r.clone()).collect(),
+                net,
                 pledges.clone(),
                 audit.clone(),
             ));
@@ -168,6 +182,8 @@ pub fn add_to_linker<T: GuardedWasiView + 'static>(linker: &mut Linker<T>) -> wa
     filesystem::types::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
     filesystem::preopens::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
     sockets::tcp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
+    sockets::udp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
+    sockets::udp_create_socket::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
     cli::environment::add_to_linker::<T, Env>(linker, |t| face(t, |g| g.env))?;
     linker.allow_shadowing(false);
     Ok(())
