@@ -585,7 +585,10 @@ async fn udp_rights_narrow_revoke_and_drop_like_the_others() {
         ("udp-recv UN", &format!("ok:four@127.0.0.1:{port}")),
         // Dropped, it is gone: nothing hands it back.
         ("udp-drop peers", "ok"),
-        ("udp-bind peers 0.0.0.0:0 U3", "err:invalid:probe holds no handle"),
+        (
+            "udp-bind peers 0.0.0.0:0 U3",
+            "err:invalid:probe holds no handle",
+        ),
         ("granted", "ok:0 more"),
     ])
     .await;
@@ -786,9 +789,15 @@ fn pledging_the_network_ends_a_plain_programs_udp_sockets() {
         &[
             "udp-bind",
             "0.0.0.0:0",
+            "udp-echo",
+            &echo,
+            "before",
             "pledge",
             "net",
-            // The socket made before the pledge, then a new one.
+            // The socket made before the pledge: a receive fails at once
+            // (it does not wait for datagrams that would be dropped), and
+            // so does a send. Then a new socket.
+            "udp-recv",
             "udp-echo",
             &echo,
             "x",
@@ -800,7 +809,9 @@ fn pledging_the_network_ends_a_plain_programs_udp_sockets() {
         &lines,
         &[
             "ok udp-bind",
+            &format!("ok udp-echo before from {echo}"),
             "ok pledge net",
+            "err permission-denied udp-recv",
             "err",
             "err permission-denied udp-bind",
         ],
@@ -826,4 +837,84 @@ fn malformed_udp_grants_are_refused_with_the_flag_named() {
         let err = support::text(&out.stderr);
         assert!(err.contains("--udp"), "{spec}: {err}");
     }
+}
+
+#[test]
+fn a_udp_grant_in_the_manifest_works_as_the_flag() {
+    let e = udp_echo();
+    let echo = format!("127.0.0.1:{}", e.port);
+    let tree = support::Tree::new();
+    let manifest = tree.path("m.toml");
+    let probe = support::guest("std-probe");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\nargs = [\"udp-echo\", \"{echo}\", \"hi\"]\n\n[udp]\necho = \"{echo}\"\n",
+            probe.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = support::capbroker(&["run", "-m", manifest.to_str().unwrap()]);
+    expect_lines(
+        &support::text(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        &[&format!("ok udp-echo hi from {echo}")],
+        &out,
+    );
+    // --print-config writes it back as it was read.
+    let out = support::capbroker(&["run", "-m", manifest.to_str().unwrap(), "--print-config"]);
+    let printed = support::text(&out.stdout);
+    assert!(printed.contains("[udp]"), "{printed}");
+    assert!(
+        printed.contains(&format!("echo = [\"{echo}\"]")),
+        "{printed}"
+    );
+}
+
+#[test]
+fn learning_narrows_a_udp_grant_to_the_peers_used() {
+    let e = udp_echo();
+    let port = e.port;
+    let tree = support::Tree::new();
+    let m = tree.path("learned.toml");
+    let probe = support::guest("probe");
+    let steps = [
+        "udp-bind peers 0.0.0.0:0 U".to_string(),
+        format!("udp-send U 127.0.0.1:{port} hi"),
+        "udp-recv U".to_string(),
+    ];
+    let grant = format!("peers=127.0.0.0/8:{port}");
+    let mut args = vec![
+        "run",
+        "--learn",
+        m.to_str().unwrap(),
+        "--udp",
+        &grant,
+        probe.to_str().unwrap(),
+    ];
+    args.extend(steps.iter().map(String::as_str));
+    let out = support::capbroker(&args);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let toml = std::fs::read_to_string(&m).unwrap();
+    assert!(
+        toml.contains(&format!("[udp]\npeers = [\"127.0.0.1:{port}\"]")),
+        "{toml}"
+    );
+    // The learned manifest re-runs the steps, and refuses another peer.
+    let other = format!("udp-send U 127.0.0.1:{} x", e.intruder);
+    let mut args = vec!["run", "-m", m.to_str().unwrap()];
+    args.extend(steps.iter().map(String::as_str));
+    args.push(&other);
+    let out = support::capbroker(&args);
+    let stdout = support::text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("udp-recv U => ok:hi@127.0.0.1:{port}\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{other} => err:refused:")),
+        "{stdout}"
+    );
 }

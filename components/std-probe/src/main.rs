@@ -18,7 +18,8 @@
 //!   ADDR`: connect the kept socket; `udp-echo ADDR TEXT`: send TEXT to ADDR
 //!   from the kept socket (a new one bound to `0.0.0.0:0` if none is kept;
 //!   ADDR `connected`: to the peer it is connected to) and print the first
-//!   datagram that comes back, and where from
+//!   datagram that comes back, and where from; `udp-recv`: wait for a
+//!   datagram on the kept socket
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
 //! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
@@ -314,8 +315,21 @@ fn main() {
                     let got = sent.and_then(|_| s.recv_from(&mut buf));
                     udp = Some(s);
                     let (n, from) = got?;
-                    Ok(format!("{} from {from}", String::from_utf8_lossy(&buf[..n])))
+                    Ok(format!(
+                        "{} from {from}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ))
                 });
+                report(&step, r);
+            }
+            "udp-recv" => {
+                let mut buf = [0; 1024];
+                let r = match udp.as_ref() {
+                    Some(s) => s.recv_from(&mut buf).map(|(n, from)| {
+                        format!("{} from {from}", String::from_utf8_lossy(&buf[..n]))
+                    }),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
                 report(&step, r);
             }
             "pledge" => {

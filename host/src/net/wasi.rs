@@ -378,3 +378,58 @@ impl NetGrants {
         !self.listen.is_empty() || !self.connect.is_empty() || !self.udp.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::NetGrant;
+
+    fn reaches(specs: &[&str]) -> Arc<[Reach]> {
+        specs
+            .iter()
+            .map(|s| Reach::connect(&NetGrant::parse(s).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn allowed(g: &NetGrants, addr: &str, use_: SocketAddrUse) -> bool {
+        g.allows(&addr.parse().unwrap(), use_)
+    }
+
+    #[test]
+    fn udp_peers_and_binds_follow_the_grants() {
+        use SocketAddrUse::{UdpBind, UdpReceive, UdpSend};
+        let udp = NetGrants {
+            udp: reaches(&["127.0.0.1:53", "[::1]:53"]),
+            ..NetGrants::default()
+        };
+        for use_ in [UdpSend, UdpReceive] {
+            assert!(allowed(&udp, "127.0.0.1:53", use_));
+            assert!(allowed(&udp, "[::1]:53", use_));
+            for outside in ["127.0.0.1:54", "127.0.0.2:53", "[::ffff:127.0.0.1]:53"] {
+                assert!(!allowed(&udp, outside, use_), "{outside} {use_:?}");
+            }
+        }
+        // A bind: the ephemeral port of the unspecified address only.
+        assert!(allowed(&udp, "0.0.0.0:0", UdpBind));
+        assert!(allowed(&udp, "[::]:0", UdpBind));
+        assert!(!allowed(&udp, "0.0.0.0:53", UdpBind));
+        assert!(!allowed(&udp, "127.0.0.1:0", UdpBind));
+        // A grant of everything still never names the unspecified peer.
+        let wide = NetGrants {
+            udp: reaches(&["0.0.0.0/0:0-65535"]),
+            ..NetGrants::default()
+        };
+        assert!(!allowed(&wide, "0.0.0.0:53", UdpSend));
+        assert!(allowed(&wide, "10.1.2.3:53", UdpSend));
+        // A listen grant names the addresses a UDP socket may bind; TCP
+        // grants alone allow no UDP at all.
+        let listen = NetGrants {
+            listen: reaches(&["127.0.0.1:5353"]),
+            connect: reaches(&["127.0.0.1:53"]),
+            ..NetGrants::default()
+        };
+        assert!(allowed(&listen, "127.0.0.1:5353", UdpBind));
+        assert!(!allowed(&listen, "0.0.0.0:0", UdpBind));
+        assert!(!allowed(&listen, "127.0.0.1:53", UdpSend));
+    }
+}

@@ -361,9 +361,7 @@ impl process::Guest for Adapter {
                     grants::Shared::TcpStream(x) => {
                         host_grants::Shared::TcpStream(&x.get::<LoggedStream>().inner)
                     }
-                    grants::Shared::Udp(x) => {
-                        host_grants::Shared::Udp(&x.get::<LoggedUdp>().inner)
-                    }
+                    grants::Shared::Udp(x) => host_grants::Shared::Udp(&x.get::<LoggedUdp>().inner),
                 },
             })
             .collect();
