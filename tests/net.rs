@@ -595,7 +595,7 @@ async fn udp_rights_narrow_revoke_and_drop_like_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pledging_the_network_ends_udp_rights_and_their_sockets() {
+async fn a_udp_right_is_shared_with_a_child_and_ended_by_a_pledge() {
     let e = udp_echo();
     let port = e.port;
     let mut p = Probe::start(&[
@@ -603,6 +603,14 @@ async fn pledging_the_network_ends_udp_rights_and_their_sockets() {
         spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=5s,max-children=4"),
     ])
     .await;
+    let child = format!("udp-bind peers 0.0.0.0:0 K;udp-send K 127.0.0.1:{port} kid;udp-recv K");
+    p.expect(&[(&format!("spawn sp self budget peers C {child}"), "ok")])
+        .await;
+    let got = p.step("wait C").await;
+    assert!(
+        got.ends_with(&format!("ok\nok:kid@127.0.0.1:{port}")),
+        "{got}"
+    );
     p.expect(&[
         ("udp-bind peers 0.0.0.0:0 U", "ok"),
         ("pledge-network", "ok"),
@@ -623,25 +631,6 @@ async fn pledging_the_network_ends_udp_rights_and_their_sockets() {
         ),
     ])
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_child_gets_a_udp_right_that_works() {
-    let e = udp_echo();
-    let port = e.port;
-    let mut p = Probe::start(&[
-        udp(&format!("peers=127.0.0.1:{port}")),
-        spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=5s,max-children=4"),
-    ])
-    .await;
-    let child = format!("udp-bind peers 0.0.0.0:0 K;udp-send K 127.0.0.1:{port} kid;udp-recv K");
-    p.expect(&[(&format!("spawn sp self budget peers C {child}"), "ok")])
-        .await;
-    let got = p.step("wait C").await;
-    assert!(
-        got.ends_with(&format!("ok\nok:kid@127.0.0.1:{port}")),
-        "{got}"
-    );
 }
 
 /// std-probe, a plain `wasi:cli` program, run through the binary.

@@ -446,19 +446,6 @@ impl ConnectRight {
     }
 }
 
-impl UdpRight {
-    pub fn copy(&self) -> UdpRight {
-        UdpRight(self.0.clone())
-    }
-    pub fn lineage(&self) -> &Lineage {
-        &self.0.life.lineage
-    }
-    /// As [`ListenRight::held_by`].
-    pub fn held_by(self, pledges: &Pledges) -> UdpRight {
-        UdpRight(self.0.held_by(pledges))
-    }
-}
-
 /// A UDP socket made by a [`UdpRight`]: it sends to, and hands over
 /// datagrams from, only the peers of that right's reach, and ends with it.
 pub struct UdpSocketHandle {

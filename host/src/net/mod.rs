@@ -81,36 +81,32 @@ impl Direction for ListenRight {
     }
 }
 
-impl Direction for ConnectRight {
-    const NAME: &'static str = "connect";
-    const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
-    type Unreachable = LookupError;
-    fn parse(spec: &str) -> Result<NetGrant, Invalid> {
-        NetGrant::parse(spec)
-    }
-    fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
-        Reach::connect(spec)
-    }
-    fn wrap(reach: Reach) -> Self {
-        ConnectRight(reach)
-    }
+/// Connect and UDP grants name peers, by address or by a host name looked
+/// up once, at start.
+macro_rules! peer_direction {
+    ($($right:ident: $name:literal,)*) => {
+        $(
+            impl Direction for $right {
+                const NAME: &'static str = $name;
+                const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
+                type Unreachable = LookupError;
+                fn parse(spec: &str) -> Result<NetGrant, Invalid> {
+                    NetGrant::parse(spec)
+                }
+                fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
+                    Reach::connect(spec)
+                }
+                fn wrap(reach: Reach) -> Self {
+                    $right(reach)
+                }
+            }
+        )*
+    };
 }
 
-/// A UDP grant names peers, with the address rules of a connect grant
-/// (host names looked up once, at start).
-impl Direction for UdpRight {
-    const NAME: &'static str = "udp";
-    const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
-    type Unreachable = LookupError;
-    fn parse(spec: &str) -> Result<NetGrant, Invalid> {
-        NetGrant::parse(spec)
-    }
-    fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
-        Reach::connect(spec)
-    }
-    fn wrap(reach: Reach) -> Self {
-        UdpRight(reach)
-    }
+peer_direction! {
+    ConnectRight: "connect",
+    UdpRight: "udp",
 }
 
 /// A network grant's life cycle, for listen, connect or UDP rights.
@@ -243,12 +239,12 @@ impl Handle for ConnectRight {
 
 impl Handle for UdpRight {
     fn share(&self, _: &ShareTo<'_>) -> Result<Self, Error> {
-        self.lineage().check()?;
-        Ok(self.copy())
+        self.0.life.lineage.check()?;
+        Ok(UdpRight(self.0.clone()))
     }
 
     fn held_by(self, pledges: &Pledges) -> Self {
-        UdpRight::held_by(self, pledges)
+        UdpRight(self.0.held_by(pledges))
     }
 }
 
