@@ -1,6 +1,7 @@
-//! Network handles: listening and connecting only where granted, whatever
-//! the spelling of the address; narrowing rights; sharing a connection with
-//! a child; revocation.
+//! Network handles: listening, connecting and exchanging UDP datagrams only
+//! where granted, whatever the spelling of the address; narrowing rights;
+//! sharing a connection or a right with a child; revocation; and UDP for
+//! plain programs through the binary.
 
 mod support;
 
@@ -537,6 +538,10 @@ async fn a_udp_right_exchanges_datagrams_only_with_its_peers() {
         (
             &format!("udp-send U localhost:{port} x"),
             "err:refused:`localhost`",
+        ),
+        (
+            &format!("udp-send-fill U 127.0.0.1:{port} 65508"),
+            "err:invalid:65508 bytes",
         ),
         (&format!("udp-send U 127.0.0.1:{port} hi"), "ok"),
         // The intruder's datagram came first, and was dropped.

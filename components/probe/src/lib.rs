@@ -754,6 +754,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
         ["udp-send", s, to, data] => held(&h.udp_sockets, "handle", s)?
             .send(to, data.as_bytes())
             .map(|_| String::new()),
+        // One datagram of `bytes` bytes.
+        ["udp-send-fill", s, to, bytes] => held(&h.udp_sockets, "handle", s)?
+            .send(to, &vec![b'x'; bytes.parse().unwrap()])
+            .map(|_| String::new()),
         ["udp-recv", s] => {
             let (data, from) = held(&h.udp_sockets, "handle", s)?.receive()?;
             Ok(format!("{}@{from}", String::from_utf8_lossy(&data)))

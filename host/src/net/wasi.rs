@@ -69,7 +69,8 @@ impl WasiTcp {
     }
 }
 
-/// The guarded view the `wasi:sockets/tcp` host functions work through.
+/// The guarded view the `wasi:sockets/tcp` and `wasi:sockets/udp` host
+/// functions work through.
 pub type TcpView<'a> = WasiFace<'a, WasiTcp>;
 
 type Streams = (Resource<DynInputStream>, Resource<DynOutputStream>);
