@@ -1,11 +1,12 @@
-//! Network handles: listening and connecting only where granted, whatever
-//! the spelling of the address; narrowing rights; sharing a connection with
-//! a child; revocation.
+//! Network handles: listening, connecting and exchanging UDP datagrams only
+//! where granted, whatever the spelling of the address; narrowing rights;
+//! sharing a connection or a right with a child; revocation; and UDP for
+//! plain programs through the binary.
 
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use capbroker::grants::{Grant, NamedGrant};
 use support::{spawner, Probe};
@@ -478,4 +479,436 @@ async fn addresses_that_mean_more_than_they_say() {
         (&format!("connect api 0.0.0.0:{port} S"), "err:refused"),
     ])
     .await;
+}
+
+// UDP: a right in the `net` interface, and `wasi:sockets/udp` for plain
+// programs.
+
+fn udp(spec: &str) -> NamedGrant {
+    Grant::parse_udp(spec).expect("udp spec")
+}
+
+/// A UDP echo on 127.0.0.1. Before each echo, a datagram comes to the
+/// sender from `intruder`, another socket on another port, which the tests'
+/// grants never name: a receive that hands it over has let it through.
+struct UdpEcho {
+    port: u16,
+    intruder: u16,
+}
+
+fn udp_echo() -> UdpEcho {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let intruder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ports = UdpEcho {
+        port: echo.local_addr().unwrap().port(),
+        intruder: intruder.local_addr().unwrap().port(),
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let _ = intruder.send_to(b"intruder", from);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_right_exchanges_datagrams_only_with_its_peers() {
+    let e = udp_echo();
+    let port = e.port;
+    let mut p = Probe::start(&[udp(&format!("peers=127.0.0.1:{port}"))]).await;
+    p.expect(&[
+        // A chosen local address is a listen right's, not a UDP right's.
+        ("udp-bind peers 127.0.0.1:0 U", "err:refused:127.0.0.1:0"),
+        ("udp-bind peers 0.0.0.0:5353 U", "err:refused"),
+        ("udp-bind peers 0.0.0.1 U", "err:invalid"),
+        ("udp-bind peers 0.0.0.0:0 U", "ok:0.0.0.0:"),
+        (
+            &format!("udp-send U 127.0.0.1:{} x", e.intruder),
+            "err:refused:127.0.0.1",
+        ),
+        (&format!("udp-send U 0.0.0.0:{port} x"), "err:refused"),
+        (
+            &format!("udp-send U [::ffff:127.0.0.1]:{port} x"),
+            "err:refused:[::ffff:127.0.0.1]",
+        ),
+        (&format!("udp-send U 127.1:{port} x"), "err:refused:`127.1`"),
+        (
+            &format!("udp-send U localhost:{port} x"),
+            "err:refused:`localhost`",
+        ),
+        (
+            &format!("udp-send-fill U 127.0.0.1:{port} 65508"),
+            "err:invalid:65508 bytes",
+        ),
+        (&format!("udp-send U 127.0.0.1:{port} hi"), "ok"),
+        // The intruder's datagram came first, and was dropped.
+        ("udp-recv U", &format!("ok:hi@127.0.0.1:{port}")),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_rights_narrow_revoke_and_drop_like_the_others() {
+    let e = udp_echo();
+    let port = e.port;
+    let mut p = Probe::start(&[udp(&format!("peers=127.0.0.0/8:{port}"))]).await;
+    p.expect(&[
+        (
+            &format!("net-attenuate peers 127.0.0.1:{port}-{port} N"),
+            "ok",
+        ),
+        ("ranges N", &format!("ok:127.0.0.1/32:{port}-{port}")),
+        (
+            &format!("net-attenuate peers 127.0.0.0/8:{port}-{}", port + 1),
+            "err",
+        ),
+        (
+            &format!("net-attenuate N 127.0.0.2:{port}-{port} X"),
+            "err:refused",
+        ),
+        ("udp-bind N 0.0.0.0:0 UN", "ok"),
+        (&format!("udp-send UN 127.0.0.2:{port} x"), "err:refused"),
+        ("revocable N C R", "ok"),
+        ("udp-bind C 0.0.0.0:0 U", "ok"),
+        (&format!("udp-send U 127.0.0.1:{port} one"), "ok"),
+        ("udp-recv U", &format!("ok:one@127.0.0.1:{port}")),
+        (&format!("udp-send U 127.0.0.1:{port} two"), "ok"),
+        ("revoke R", "ok"),
+        // The echo of `two` arrives after the revoke: not handed over.
+        ("udp-recv U", "err:revoked"),
+        (&format!("udp-send U 127.0.0.1:{port} three"), "err:revoked"),
+        ("udp-bind C 0.0.0.0:0 U2", "err:revoked"),
+        (
+            &format!("net-attenuate C 127.0.0.1:{port}-{port} X"),
+            "err:revoked",
+        ),
+        // The rights it came from are untouched.
+        (&format!("udp-send UN 127.0.0.1:{port} four"), "ok"),
+        ("udp-recv UN", &format!("ok:four@127.0.0.1:{port}")),
+        // Dropped, it is gone: nothing hands it back.
+        ("udp-drop peers", "ok"),
+        (
+            "udp-bind peers 0.0.0.0:0 U3",
+            "err:invalid:probe holds no handle",
+        ),
+        ("granted", "ok:0 more"),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_right_is_shared_with_a_child_and_ended_by_a_pledge() {
+    let e = udp_echo();
+    let port = e.port;
+    let mut p = Probe::start(&[
+        udp(&format!("peers=127.0.0.1:{port}")),
+        spawner("sp=max-memory=16MiB,max-fuel=1G,timeout=5s,max-children=4"),
+    ])
+    .await;
+    let child = format!("udp-bind peers 0.0.0.0:0 K;udp-send K 127.0.0.1:{port} kid;udp-recv K");
+    p.expect(&[(&format!("spawn sp self budget peers C {child}"), "ok")])
+        .await;
+    let got = p.step("wait C").await;
+    assert!(
+        got.ends_with(&format!("ok\nok:kid@127.0.0.1:{port}")),
+        "{got}"
+    );
+    p.expect(&[
+        ("udp-bind peers 0.0.0.0:0 U", "ok"),
+        ("pledge-network", "ok"),
+        (
+            &format!("udp-send U 127.0.0.1:{port} x"),
+            "err:refused:the network was pledged away",
+        ),
+        ("udp-recv U", "err:refused"),
+        ("udp-bind peers 0.0.0.0:0 U2", "err:refused"),
+        // A copy given to a child after the pledge is dead on arrival.
+        (
+            "spawn sp self budget peers D udp-bind peers 0.0.0.0:0 K",
+            "ok",
+        ),
+        (
+            "wait D",
+            "ok:finished:err:refused:the network was pledged away",
+        ),
+    ])
+    .await;
+}
+
+/// std-probe, a plain `wasi:cli` program, run through the binary.
+fn std_probe(grants: &[&str], steps: &[&str]) -> (Vec<String>, std::process::Output) {
+    let probe = support::guest("std-probe");
+    let mut args = vec!["run", "--timeout", "20s"];
+    args.extend(grants);
+    args.push(probe.to_str().unwrap());
+    args.extend(steps);
+    let out = support::capbroker(&args);
+    let lines = support::text(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (lines, out)
+}
+
+fn expect_lines(got: &[String], want: &[&str], out: &std::process::Output) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{got:#?}\nstderr: {}",
+        support::text(&out.stderr)
+    );
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            g.starts_with(w),
+            "expected `{w}…`, got `{g}`\nall: {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_program_exchanges_udp_datagrams_only_within_its_grant() {
+    let e = udp_echo();
+    let port = e.port;
+    let tree = support::Tree::new();
+    let log = tree.path("audit.jsonl");
+    let echo = format!("127.0.0.1:{port}");
+    let other = format!("127.0.0.1:{}", e.intruder);
+    let (lines, out) = std_probe(
+        &[
+            "--audit",
+            log.to_str().unwrap(),
+            "--udp",
+            &format!("echo={echo}"),
+        ],
+        &["udp-echo", &echo, "hi", "udp-echo", &other, "x"],
+    );
+    expect_lines(
+        &lines,
+        &[
+            // The intruder's datagram came first, and was dropped.
+            &format!("ok udp-echo hi from {echo}"),
+            "err permission-denied udp-echo",
+        ],
+        &out,
+    );
+    let all = support::events(&log);
+    let denied = |op: &str, path: &str| {
+        all.iter()
+            .any(|e| e["event"] == "deny" && e["op"] == op && e["path"] == path)
+    };
+    assert!(denied("udpsend", &other), "{all:#?}");
+    assert!(denied("udpreceive", &other), "{all:#?}");
+
+    // A connected socket: the same peers only.
+    let (lines, out) = std_probe(
+        &["--udp", &format!("echo={echo}")],
+        &[
+            "udp-bind",
+            "0.0.0.0:0",
+            "udp-connect",
+            &other,
+            "udp-connect",
+            &echo,
+            "udp-echo",
+            "connected",
+            "again",
+        ],
+    );
+    expect_lines(
+        &lines,
+        &[
+            "ok udp-bind 0.0.0.0:",
+            "err permission-denied udp-connect",
+            "ok udp-connect",
+            &format!("ok udp-echo again from {echo}"),
+        ],
+        &out,
+    );
+
+    // No UDP grant, or only TCP ones: no UDP at all.
+    for grants in [vec![], vec!["--connect", "api=127.0.0.1:1-65535"]] {
+        let (lines, out) = std_probe(&grants, &["udp-echo", &echo, "hi"]);
+        expect_lines(&lines, &["err permission-denied udp-echo"], &out);
+    }
+}
+
+#[test]
+fn a_plain_program_binds_a_chosen_udp_address_only_with_a_listen_grant() {
+    let e = udp_echo();
+    let peers = format!("echo=127.0.0.1:{}", e.port);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let local = format!("127.0.0.1:{port}");
+    let (lines, out) = std_probe(
+        &["--udp", &peers],
+        &["udp-bind", &local, "udp-bind", "0.0.0.0:0"],
+    );
+    expect_lines(
+        &lines,
+        &["err permission-denied udp-bind", "ok udp-bind 0.0.0.0:"],
+        &out,
+    );
+    let (lines, out) = std_probe(
+        &["--udp", &peers, "--listen", &format!("here={local}")],
+        &[
+            "udp-bind",
+            &local,
+            "udp-echo",
+            &format!("127.0.0.1:{}", e.port),
+            "bound",
+        ],
+    );
+    expect_lines(
+        &lines,
+        &[
+            &format!("ok udp-bind {local}"),
+            &format!("ok udp-echo bound from 127.0.0.1:{}", e.port),
+        ],
+        &out,
+    );
+}
+
+#[test]
+fn pledging_the_network_ends_a_plain_programs_udp_sockets() {
+    let e = udp_echo();
+    let echo = format!("127.0.0.1:{}", e.port);
+    let (lines, out) = std_probe(
+        &["--udp", &format!("echo={echo}")],
+        &[
+            "udp-bind",
+            "0.0.0.0:0",
+            "udp-echo",
+            &echo,
+            "before",
+            "pledge",
+            "net",
+            // The socket made before the pledge: a receive fails at once
+            // (it does not wait for datagrams that would be dropped), and
+            // so does a send. Then a new socket.
+            "udp-recv",
+            "udp-echo",
+            &echo,
+            "x",
+            "udp-bind",
+            "0.0.0.0:0",
+        ],
+    );
+    expect_lines(
+        &lines,
+        &[
+            "ok udp-bind",
+            &format!("ok udp-echo before from {echo}"),
+            "ok pledge net",
+            "err permission-denied udp-recv",
+            "err",
+            "err permission-denied udp-bind",
+        ],
+        &out,
+    );
+}
+
+#[test]
+fn malformed_udp_grants_are_refused_with_the_flag_named() {
+    let probe = support::guest("std-probe");
+    for spec in [
+        "echo",
+        "echo=",
+        "=127.0.0.1:53",
+        "echo=127.0.0.1",
+        "echo=127.0.0.1:90-80",
+        "echo=10.0.0.0/33:53",
+        "echo=127.1:53",
+        "echo=not a host:53",
+    ] {
+        let out = support::capbroker(&["run", "--udp", spec, probe.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{spec}");
+        let err = support::text(&out.stderr);
+        assert!(err.contains("--udp"), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn a_udp_grant_in_the_manifest_works_as_the_flag() {
+    let e = udp_echo();
+    let echo = format!("127.0.0.1:{}", e.port);
+    let tree = support::Tree::new();
+    let manifest = tree.path("m.toml");
+    let probe = support::guest("std-probe");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\nargs = [\"udp-echo\", \"{echo}\", \"hi\"]\n\n[udp]\necho = \"{echo}\"\n",
+            probe.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = support::capbroker(&["run", "-m", manifest.to_str().unwrap()]);
+    expect_lines(
+        &support::text(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        &[&format!("ok udp-echo hi from {echo}")],
+        &out,
+    );
+    // --print-config writes it back as it was read.
+    let out = support::capbroker(&["run", "-m", manifest.to_str().unwrap(), "--print-config"]);
+    let printed = support::text(&out.stdout);
+    assert!(printed.contains("[udp]"), "{printed}");
+    assert!(
+        printed.contains(&format!("echo = [\"{echo}\"]")),
+        "{printed}"
+    );
+}
+
+#[test]
+fn learning_narrows_a_udp_grant_to_the_peers_used() {
+    let e = udp_echo();
+    let port = e.port;
+    let tree = support::Tree::new();
+    let m = tree.path("learned.toml");
+    let probe = support::guest("probe");
+    let steps = [
+        "udp-bind peers 0.0.0.0:0 U".to_string(),
+        format!("udp-send U 127.0.0.1:{port} hi"),
+        "udp-recv U".to_string(),
+    ];
+    let grant = format!("peers=127.0.0.0/8:{port}");
+    let mut args = vec![
+        "run",
+        "--learn",
+        m.to_str().unwrap(),
+        "--udp",
+        &grant,
+        probe.to_str().unwrap(),
+    ];
+    args.extend(steps.iter().map(String::as_str));
+    let out = support::capbroker(&args);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let toml = std::fs::read_to_string(&m).unwrap();
+    assert!(
+        toml.contains(&format!("[udp]\npeers = [\"127.0.0.1:{port}\"]")),
+        "{toml}"
+    );
+    // The learned manifest re-runs the steps, and refuses another peer.
+    let other = format!("udp-send U 127.0.0.1:{} x", e.intruder);
+    let mut args = vec!["run", "-m", m.to_str().unwrap()];
+    args.extend(steps.iter().map(String::as_str));
+    args.push(&other);
+    let out = support::capbroker(&args);
+    let stdout = support::text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("udp-recv U => ok:hi@127.0.0.1:{port}\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{other} => err:refused:")),
+        "{stdout}"
+    );
 }

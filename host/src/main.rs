@@ -147,6 +147,14 @@ enum Command {
         #[arg(long = "connect", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_connect)]
         connects: Vec<NamedGrant>,
 
+        /// Grant the right to exchange UDP datagrams with peers, as
+        /// --connect, e.g. dns=10.0.0.53:53: every datagram sent goes to,
+        /// and every one received comes from, a peer in the ranges. A UDP
+        /// socket binds 0.0.0.0:0 (or [::]:0) unless a --listen grant
+        /// covers the address it binds. May be repeated.
+        #[arg(long = "udp", value_name = "NAME=RANGE[,RANGE...]", value_parser = Grant::parse_udp)]
+        udps: Vec<NamedGrant>,
+
         /// Give a WASI command the environment variable KEY, with VALUE or
         /// with the host's value. May be repeated.
         #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
@@ -416,6 +424,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             spawns,
             listens,
             connects,
+            udps,
             components,
             envs,
             stdin,
@@ -446,6 +455,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                     .chain(spawns)
                     .chain(listens)
                     .chain(connects)
+                    .chain(udps)
                     .collect(),
                 components,
                 env: envs,

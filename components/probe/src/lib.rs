@@ -51,7 +51,9 @@ use capbroker_sdk::{
     granted, mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Grant, Handle,
     Limits, OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
 };
-use capbroker_sdk::{AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream};
+use capbroker_sdk::{
+    AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream, UdpRight, UdpSocket,
+};
 
 #[derive(Default)]
 struct Held {
@@ -64,6 +66,8 @@ struct Held {
     connects: HashMap<String, ConnectRight>,
     listeners: HashMap<String, TcpListener>,
     streams: HashMap<String, TcpStream>,
+    udps: HashMap<String, UdpRight>,
+    udp_sockets: HashMap<String, UdpSocket>,
     descriptors: HashMap<String, Descriptor>,
     inputs: HashMap<String, InputStream>,
     outputs: HashMap<String, OutputStream>,
@@ -87,6 +91,9 @@ impl Held {
                 }
                 Handle::TcpStream(t) => {
                     self.streams.insert(g.name, t);
+                }
+                Handle::Udp(u) => {
+                    self.udps.insert(g.name, u);
                 }
             }
         }
@@ -122,6 +129,7 @@ impl Guest for Probe {
                 ("sp2", Wants::Spawner),
                 ("web", Wants::Listen),
                 ("api", Wants::Connect),
+                ("peers", Wants::Udp),
             ]
             .map(|(name, wants)| Request {
                 name: name.into(),
@@ -736,10 +744,35 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
                 .ok_or_else(|| Error::Invalid(format!("no stream `{s}`")))?;
             Ok(String::new())
         }
+        // `udp-bind R LOCAL NAME`: a socket of UDP right R.
+        ["udp-bind", r, addr, name] => {
+            let s = held(&h.udps, "handle", r)?.bind(addr)?;
+            let local = s.local_address();
+            h.udp_sockets.insert(name.to_string(), s);
+            Ok(local)
+        }
+        ["udp-send", s, to, data] => held(&h.udp_sockets, "handle", s)?
+            .send(to, data.as_bytes())
+            .map(|_| String::new()),
+        // One datagram of `bytes` bytes.
+        ["udp-send-fill", s, to, bytes] => held(&h.udp_sockets, "handle", s)?
+            .send(to, &vec![b'x'; bytes.parse().unwrap()])
+            .map(|_| String::new()),
+        ["udp-recv", s] => {
+            let (data, from) = held(&h.udp_sockets, "handle", s)?.receive()?;
+            Ok(format!("{}@{from}", String::from_utf8_lossy(&data)))
+        }
+        ["udp-drop", r] => {
+            h.udps
+                .remove(*r)
+                .ok_or_else(|| Error::Invalid(format!("no udp right `{r}`")))?;
+            Ok(String::new())
+        }
         ["ranges", r] => {
-            let ranges = match h.listens.get(*r) {
-                Some(l) => l.ranges(),
-                None => held(&h.connects, "handle", r)?.ranges(),
+            let ranges = match (h.listens.get(*r), h.udps.get(*r)) {
+                (Some(l), _) => l.ranges(),
+                (_, Some(u)) => u.ranges(),
+                _ => held(&h.connects, "handle", r)?.ranges(),
             };
             Ok(ranges
                 .iter()
@@ -764,6 +797,9 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             if let Some(l) = h.listens.get(*r) {
                 let n = l.attenuate(&ranges)?;
                 h.listens.insert(new.to_string(), n);
+            } else if let Some(u) = h.udps.get(*r) {
+                let n = u.attenuate(&ranges)?;
+                h.udps.insert(new.to_string(), n);
             } else {
                 let n = held(&h.connects, "handle", r)?.attenuate(&ranges)?;
                 h.connects.insert(new.to_string(), n);
@@ -948,6 +984,10 @@ fn exec(h: &mut Held, command: &str) -> Result<String, Error> {
             } else if let Some(c) = h.connects.get(*name) {
                 let (copy, r) = c.revocable()?;
                 h.connects.insert(new.to_string(), copy);
+                h.revokers.insert(rev.to_string(), r);
+            } else if let Some(u) = h.udps.get(*name) {
+                let (copy, r) = u.revocable()?;
+                h.udps.insert(new.to_string(), copy);
                 h.revokers.insert(rev.to_string(), r);
             } else if let Some(d) = h.dirs.get(*name) {
                 let (copy, r) = d.revocable()?;
@@ -1282,6 +1322,8 @@ fn spawn_cmd(h: &mut Held, rest: &str) -> Result<String, Error> {
             Shared::Listen(l)
         } else if let Some(c) = h.connects.get(*n) {
             Shared::Connect(c)
+        } else if let Some(u) = h.udps.get(*n) {
+            Shared::Udp(u)
         } else {
             return Err(Error::Invalid(format!("probe holds no handle `{n}`")));
         };

@@ -127,7 +127,7 @@ pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, 
 pub use bindings::capbroker::caps::grants::{granted, Grant, Handle, Share, Shared};
 pub use bindings::capbroker::caps::mailbox;
 pub use bindings::capbroker::caps::net::{
-    AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream,
+    AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream, UdpRight, UdpSocket,
 };
 pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
 pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
@@ -162,6 +162,16 @@ impl Request {
         Request {
             name: name.into(),
             wants: Wants::Connect,
+            optional: false,
+            about: about.into(),
+        }
+    }
+
+    /// A request for a UDP right.
+    pub fn udp(name: &str, about: &str) -> Request {
+        Request {
+            name: name.into(),
+            wants: Wants::Udp,
             optional: false,
             about: about.into(),
         }
@@ -247,6 +257,14 @@ impl Grants {
     pub fn connect(&mut self, name: &str) -> Option<ConnectRight> {
         self.take_as(name, |h| match h {
             Handle::Connect(c) => Ok(c),
+            other => Err(other),
+        })
+    }
+
+    /// Takes the UDP right granted as `name`, if one was.
+    pub fn udp(&mut self, name: &str) -> Option<UdpRight> {
+        self.take_as(name, |h| match h {
+            Handle::Udp(u) => Ok(u),
             other => Err(other),
         })
     }

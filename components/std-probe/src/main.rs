@@ -19,6 +19,12 @@
 //!   and keep the stream, beside those kept before; `lookup-ready`: whether
 //!   the last kept stream's pollable is ready; `lookup-next`: its next
 //!   address, or `none`
+//! - `udp-bind ADDR`: bind a UDP socket to ADDR and keep it; `udp-connect
+//!   ADDR`: connect the kept socket; `udp-echo ADDR TEXT`: send TEXT to ADDR
+//!   from the kept socket (a new one bound to `0.0.0.0:0` if none is kept;
+//!   ADDR `connected`: to the peer it is connected to) and print the first
+//!   datagram that comes back, and where from; `udp-recv`: wait for a
+//!   datagram on the kept socket
 //! - `pledge fs|net|env|spawn`, `unveil PREOPEN SUB RIGHTS`
 //!   (RIGHTS comma-separated: read, write, create, list, remove)
 //! - `exit CODE`, `panic`, `stderr TEXT`, `bomb` (allocate without end),
@@ -29,7 +35,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs, UdpSocket};
 
 use capbroker_sdk::bindings::wasi::io::streams::InputStream;
 use capbroker_sdk::pledge;
@@ -139,6 +145,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut held: Option<File> = None;
     let mut stream: Option<TcpStream> = None;
+    let mut udp: Option<UdpSocket> = None;
     let mut orphan: Option<InputStream> = None;
     let mut resolving: Vec<ResolveAddressStream> = Vec::new();
     let mut i = 0;
@@ -335,6 +342,57 @@ fn main() {
                 Some(Ok(None)) => println!("ok lookup-next none"),
                 Some(Err(e)) => println!("err {} lookup-next", e.name()),
             },
+            "udp-bind" => {
+                let addr = next(&mut i);
+                report(
+                    &step,
+                    UdpSocket::bind(&addr).and_then(|s| {
+                        let local = s.local_addr()?;
+                        udp = Some(s);
+                        Ok(local.to_string())
+                    }),
+                );
+            }
+            "udp-connect" => {
+                let addr = next(&mut i);
+                let r = match udp.as_ref() {
+                    Some(s) => s.connect(&addr).map(|()| addr),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r);
+            }
+            "udp-echo" => {
+                let (addr, text) = (next(&mut i), next(&mut i));
+                let r = match udp.take() {
+                    Some(s) => Ok(s),
+                    None => UdpSocket::bind("0.0.0.0:0"),
+                }
+                .and_then(|s| {
+                    let sent = match addr.as_str() {
+                        "connected" => s.send(text.as_bytes()),
+                        addr => s.send_to(text.as_bytes(), addr),
+                    };
+                    let mut buf = [0; 1024];
+                    let got = sent.and_then(|_| s.recv_from(&mut buf));
+                    udp = Some(s);
+                    let (n, from) = got?;
+                    Ok(format!(
+                        "{} from {from}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ))
+                });
+                report(&step, r);
+            }
+            "udp-recv" => {
+                let mut buf = [0; 1024];
+                let r = match udp.as_ref() {
+                    Some(s) => s.recv_from(&mut buf).map(|(n, from)| {
+                        format!("{} from {from}", String::from_utf8_lossy(&buf[..n]))
+                    }),
+                    None => Err(ErrorKind::NotFound.into()),
+                };
+                report(&step, r);
+            }
             "pledge" => {
                 let what = next(&mut i);
                 match what.as_str() {

@@ -46,6 +46,7 @@ macro_rules! with_kinds {
                 Dir(dir) => crate::fs::Dirs,
                 Listen(listen) => crate::net::Listeners,
                 Connect(connect) => crate::net::Connectors,
+                Udp(udp) => crate::net::UdpRights,
                 Spawner(spawn) => crate::spawn::Spawners,
             }
             shared {

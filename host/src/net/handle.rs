@@ -379,7 +379,10 @@ pub struct ListenRight(pub Reach);
 /// The right to connect to the addresses of its [`Reach`].
 pub struct ConnectRight(pub Reach);
 
-/// What listen and connect rights share: a reach, and how to wrap one.
+/// The right to exchange UDP datagrams with the peers of its [`Reach`].
+pub struct UdpRight(pub Reach);
+
+/// What listen, connect and UDP rights share: a reach, and how to wrap one.
 pub(crate) trait Right: Send + Sized + 'static {
     const KIND: &'static str;
     fn reach(&self) -> &Reach;
@@ -403,6 +406,16 @@ impl Right for ConnectRight {
     }
     fn wrap(reach: Reach) -> Self {
         ConnectRight(reach)
+    }
+}
+
+impl Right for UdpRight {
+    const KIND: &'static str = "udp-right";
+    fn reach(&self) -> &Reach {
+        &self.0
+    }
+    fn wrap(reach: Reach) -> Self {
+        UdpRight(reach)
     }
 }
 
@@ -431,6 +444,13 @@ impl ConnectRight {
     pub fn held_by(self, pledges: &Pledges) -> ConnectRight {
         ConnectRight(self.0.held_by(pledges))
     }
+}
+
+/// A UDP socket made by a [`UdpRight`]: it sends to, and hands over
+/// datagrams from, only the peers of that right's reach, and ends with it.
+pub struct UdpSocketHandle {
+    pub(crate) socket: tokio::net::UdpSocket,
+    pub(crate) reach: Reach,
 }
 
 /// A listening socket.

@@ -14,7 +14,8 @@ use crate::core::View;
 use crate::core::{Error, HostError, HostResult, Rights};
 pub use crate::net::wit::net::AddressRange;
 use crate::net::wit::net::{
-    Host, HostConnectRight, HostListenRight, HostTcpListener, HostTcpStream,
+    Host, HostConnectRight, HostListenRight, HostTcpListener, HostTcpStream, HostUdpRight,
+    HostUdpSocket,
 };
 
 /// `tcp-stream.read` returns at most this many bytes per call.
@@ -337,6 +338,151 @@ impl HostTcpStream for View<'_, NetCtx> {
     fn drop(&mut self, s: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
         self.core.audit.dropped("tcp-stream");
+        Ok(())
+    }
+}
+
+/// The largest UDP payload over IPv4, the most `udp-socket.send` takes and
+/// `udp-socket.receive` returns.
+pub const MAX_DATAGRAM: usize = 65507;
+
+impl HostUdpRight for View<'_, NetCtx> {
+    fn ranges(&mut self, r: Resource<UdpRight>) -> wasmtime::Result<Vec<AddressRange>> {
+        self.ranges_of(r)
+    }
+
+    fn attenuate(
+        &mut self,
+        r: Resource<UdpRight>,
+        ranges: Vec<AddressRange>,
+    ) -> HostResult<Resource<UdpRight>> {
+        self.attenuate_right(r, ranges)
+    }
+
+    fn revocable(
+        &mut self,
+        r: Resource<UdpRight>,
+    ) -> HostResult<(Resource<UdpRight>, Resource<RevokerHandle>)> {
+        self.revocable_right(r)
+    }
+
+    fn bind(
+        &mut self,
+        r: Resource<UdpRight>,
+        local_address: String,
+    ) -> HostResult<Resource<UdpSocketHandle>> {
+        let reach = self.table.get(&r)?.0.clone();
+        match bind_udp(&reach, &local_address) {
+            Ok(s) => Ok(self.table.push(s)?),
+            Err(e) => self.refuse("udp-bind", &local_address, e),
+        }
+    }
+
+    fn drop(&mut self, r: Resource<UdpRight>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        self.core.audit.dropped("udp-right");
+        Ok(())
+    }
+}
+
+/// A socket of `reach` bound to `local`, which must be the unspecified
+/// address with port 0: a UDP right names peers, not local addresses, and
+/// a chosen local address is a listen right's to grant.
+fn bind_udp(reach: &Reach, local: &str) -> Result<UdpSocketHandle, Error> {
+    reach.life.check()?;
+    let addr = parse_addr(local)?;
+    if !addr.ip().is_unspecified() || addr.port() != 0 {
+        return Err(Error::Refused(format!(
+            "{addr}: a UDP socket binds only 0.0.0.0:0 or [::]:0 (the system picks the port)"
+        )));
+    }
+    let std = std::net::UdpSocket::bind(addr).map_err(io)?;
+    std.set_nonblocking(true).map_err(io)?;
+    let socket = tokio::net::UdpSocket::from_std(std).map_err(io)?;
+    Ok(UdpSocketHandle {
+        socket,
+        reach: reach.clone(),
+    })
+}
+
+/// Where one datagram may go: the first of `to`'s targets (see
+/// [`Reach::targets`]), never the unspecified address, which the system
+/// would take for a local one.
+fn udp_peer(reach: &Reach, to: &str) -> Result<SocketAddr, Error> {
+    reach.life.check()?;
+    let (candidates, learned) = reach.targets(to)?;
+    let peer = candidates
+        .into_iter()
+        .find(|a| !a.ip().is_unspecified())
+        .ok_or_else(|| Error::Refused(format!("{to}: not an address to send to")))?;
+    reach.learned(|| learned);
+    Ok(peer)
+}
+
+impl HostUdpSocket for View<'_, NetCtx> {
+    fn local_address(&mut self, s: Resource<UdpSocketHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&s)?.socket.local_addr()?.to_string())
+    }
+
+    async fn send(
+        &mut self,
+        s: Resource<UdpSocketHandle>,
+        to: String,
+        data: Vec<u8>,
+    ) -> HostResult<()> {
+        let reach = self.table.get(&s)?.reach.clone();
+        let peer = match udp_peer(&reach, &to) {
+            Ok(_) if data.len() > MAX_DATAGRAM => Err(Error::Invalid(format!(
+                "{} bytes: a datagram holds at most {MAX_DATAGRAM}",
+                data.len()
+            ))),
+            other => other,
+        };
+        let peer = match peer {
+            Ok(p) => p,
+            Err(e) => return self.refuse("udp-send", &to, e),
+        };
+        let socket = &self.table.get(&s)?.socket;
+        socket.send_to(&data, peer).await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn receive(&mut self, s: Resource<UdpSocketHandle>) -> HostResult<(Vec<u8>, String)> {
+        let reach = self.table.get(&s)?.reach.clone();
+        self.alive("udp-receive", &reach.life)?;
+        // The buffer is the host's while the receive waits: no larger than
+        // what the guest's memory has room for.
+        let mut buf = vec![0; MAX_DATAGRAM.min(self.core.memory.room().max(1))];
+        loop {
+            let (n, from) = self
+                .table
+                .get(&s)?
+                .socket
+                .recv_from(&mut buf)
+                .await
+                .map_err(io)?;
+            // What arrived after the right ended is not handed over.
+            self.alive("udp-receive", &reach.life)?;
+            // The kernel takes datagrams from anyone on an unconnected
+            // socket: those from outside the right are dropped here.
+            match reach.check(&from) {
+                Ok(()) => return Ok((buf[..n].to_vec(), from.to_string())),
+                Err(e) => {
+                    self.core.audit.refused(
+                        "udp-receive",
+                        "net",
+                        &from.to_string(),
+                        Rights::empty(),
+                        &e,
+                    );
+                }
+            }
+        }
+    }
+
+    fn drop(&mut self, s: Resource<UdpSocketHandle>) -> wasmtime::Result<()> {
+        self.table.delete(s)?;
+        self.core.audit.dropped("udp-socket");
         Ok(())
     }
 }

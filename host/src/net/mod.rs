@@ -1,5 +1,5 @@
-//! The network room: listen and connect rights over sets of addresses and
-//! the TCP sockets they yield (capbroker's `net` interface), and the guard
+//! The network room: listen, connect and UDP rights over sets of addresses
+//! and the sockets they yield (capbroker's `net` interface), and the guard
 //! in front of standard `wasi:sockets`.
 //!
 //! - [`spec`]: what the operator grants ([`NetGrant`]);
@@ -10,7 +10,8 @@
 //! - [`http`]: outgoing `wasi:http` requests, through the same checks;
 //! - [`wit`]: the generated bindings.
 //!
-//! [`Listeners`] and [`Connectors`] are the kinds' life cycles.
+//! [`Listeners`], [`Connectors`] and [`UdpRights`] are the kinds' life
+//! cycles.
 
 pub mod handle;
 pub mod host;
@@ -22,7 +23,7 @@ pub mod wit;
 
 pub use handle::{
     ConnectRight, ListenRight, LookupError, Reach, Resolve, SystemResolver, TcpListenerHandle,
-    TcpStreamHandle, CONNECT_TIMEOUT, MAX_RANGES,
+    TcpStreamHandle, UdpRight, UdpSocketHandle, CONNECT_TIMEOUT, MAX_RANGES,
 };
 pub use lookup::Lookup;
 pub use spec::{host_name, HostPorts, NetGrant, Range};
@@ -52,8 +53,8 @@ pub fn add_to_linker<T: Send + 'static>(
     wit::net::add_to_linker::<T, crate::core::view::HasView<NetCtx>>(linker, get)
 }
 
-/// What tells listen grants and connect grants apart; the rest of their
-/// life cycle is the same ([`Net`]).
+/// What tells listen, connect and UDP grants apart; the rest of their life
+/// cycle is the same ([`Net`]).
 pub trait Direction: Handle {
     /// The flag and manifest table that grant it.
     const NAME: &'static str;
@@ -83,22 +84,35 @@ impl Direction for ListenRight {
     }
 }
 
-impl Direction for ConnectRight {
-    const NAME: &'static str = "connect";
-    const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
-    type Unreachable = LookupError;
-    fn parse(spec: &str) -> Result<NetGrant, Invalid> {
-        NetGrant::parse(spec)
-    }
-    fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
-        Reach::connect(spec)
-    }
-    fn wrap(reach: Reach) -> Self {
-        ConnectRight(reach)
-    }
+/// Connect and UDP grants name peers, by address or by a host name looked
+/// up once, at start.
+macro_rules! peer_direction {
+    ($($right:ident: $name:literal,)*) => {
+        $(
+            impl Direction for $right {
+                const NAME: &'static str = $name;
+                const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
+                type Unreachable = LookupError;
+                fn parse(spec: &str) -> Result<NetGrant, Invalid> {
+                    NetGrant::parse(spec)
+                }
+                fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
+                    Reach::connect(spec)
+                }
+                fn wrap(reach: Reach) -> Self {
+                    $right(reach)
+                }
+            }
+        )*
+    };
 }
 
-/// A network grant's life cycle, for listen or connect rights.
+peer_direction! {
+    ConnectRight: "connect",
+    UdpRight: "udp",
+}
+
+/// A network grant's life cycle, for listen, connect or UDP rights.
 pub struct Net<R>(PhantomData<R>);
 
 /// Listen grants: `--listen NAME=RANGES`, `[listen]`.
@@ -106,6 +120,9 @@ pub type Listeners = Net<ListenRight>;
 
 /// Connect grants: `--connect NAME=RANGES`, `[connect]`.
 pub type Connectors = Net<ConnectRight>;
+
+/// UDP grants: `--udp NAME=RANGES`, `[udp]`, the ranges naming peers.
+pub type UdpRights = Net<UdpRight>;
 
 impl<R: Direction> Kind for Net<R> {
     const NAME: &'static str = R::NAME;
@@ -220,6 +237,17 @@ impl Handle for ConnectRight {
 
     fn held_by(self, pledges: &Pledges) -> Self {
         ConnectRight::held_by(self, pledges)
+    }
+}
+
+impl Handle for UdpRight {
+    fn share(&self, _: &ShareTo<'_>) -> Result<Self, Error> {
+        self.0.life.lineage.check()?;
+        Ok(UdpRight(self.0.clone()))
+    }
+
+    fn held_by(self, pledges: &Pledges) -> Self {
+        UdpRight(self.0.held_by(pledges))
     }
 }
 

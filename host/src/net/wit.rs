@@ -20,6 +20,8 @@ wasmtime::component::bindgen!({
         "capbroker:caps/net.[method]tcp-stream.read": async | trappable,
         "capbroker:caps/net.[method]tcp-stream.write": async | trappable,
         "capbroker:caps/net.[method]tcp-stream.shutdown": async | trappable,
+        "capbroker:caps/net.[method]udp-socket.send": async | trappable,
+        "capbroker:caps/net.[method]udp-socket.receive": async | trappable,
         default: trappable,
     },
     trappable_error_type: {
@@ -31,6 +33,8 @@ wasmtime::component::bindgen!({
         "capbroker:caps/net.connect-right": crate::net::ConnectRight,
         "capbroker:caps/net.tcp-listener": crate::net::TcpListenerHandle,
         "capbroker:caps/net.tcp-stream": crate::net::TcpStreamHandle,
+        "capbroker:caps/net.udp-right": crate::net::UdpRight,
+        "capbroker:caps/net.udp-socket": crate::net::UdpSocketHandle,
     },
 });
 

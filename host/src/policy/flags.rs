@@ -1,5 +1,5 @@
 //! The grant flags of `capbroker run` (`--dir`, `--listen`, `--connect`,
-//! `--spawn`), parsed into the same grants a manifest makes.
+//! `--udp`, `--spawn`), parsed into the same grants a manifest makes.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,15 @@ impl Grant {
         Self::parse_net(spec, "--connect", NetGrant::parse).map(|(name, g)| NamedGrant {
             name,
             grant: Grant::Connect(g),
+        })
+    }
+
+    /// Parses the value of a `--udp` flag, as `--connect`: the ranges and
+    /// hosts name the peers datagrams may go to and come from.
+    pub fn parse_udp(spec: &str) -> Result<NamedGrant, Error> {
+        Self::parse_net(spec, "--udp", NetGrant::parse).map(|(name, g)| NamedGrant {
+            name,
+            grant: Grant::Udp(g),
         })
     }
 

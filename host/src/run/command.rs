@@ -50,7 +50,7 @@ impl CommandComponent {
     pub fn wants(&self) -> Vec<&'static str> {
         const KINDS: [(&str, &str); 6] = [
             ("wasi:filesystem/", "files: --dir GUEST=PATH[:RIGHTS]"),
-            ("wasi:sockets/", "network: --listen, --connect"),
+            ("wasi:sockets/", "network: --listen, --connect, --udp"),
             (
                 "wasi:cli/environment",
                 "environment variables and arguments: --env KEY[=VALUE]",

@@ -270,9 +270,7 @@ async fn run_command(
         l
     });
     let mut grants = wasi_grants(config.grants.clone(), config.env.clone(), config.stdin)?;
-    for (name, reach) in grants.listen.iter_mut().chain(&mut grants.connect) {
-        *reach = reach.clone().learned_by(learner.clone(), name);
-    }
+    grants.learn_with(learner.as_ref());
     let name = command.name();
     let run = command.run(&grants, &config.args, limits);
     let (Some(path), Some(learner)) = (learn, &learner) else {
@@ -312,7 +310,7 @@ pub(crate) fn create_audit_log(path: &std::path::Path) -> wasmtime::Result<Arc<A
 }
 
 /// The standard WASI grants of a command. Errors for a listen grant that
-/// names a host, or a connect grant whose host cannot be looked up.
+/// names a host, or a connect or UDP grant whose host cannot be looked up.
 pub(crate) fn wasi_grants(
     grants: Vec<NamedGrant>,
     env: Vec<(String, String)>,
@@ -334,6 +332,10 @@ pub(crate) fn wasi_grants(
             Grant::Connect(n) => {
                 let reach = Reach::connect(n).map_err(|e| named(&e))?;
                 wasi.connect.push((g.name.clone(), reach));
+            }
+            Grant::Udp(n) => {
+                let reach = Reach::connect(n).map_err(|e| named(&e))?;
+                wasi.udp.push((g.name.clone(), reach));
             }
             Grant::Spawner(_) => {}
         }

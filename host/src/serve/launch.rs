@@ -194,9 +194,7 @@ impl Serve {
             let learner = learn.as_ref().map(|_| Learner::new());
             let mut grants = wasi_grants(route.grants.clone(), route.env.clone(), false)
                 .with_context(|| format!("route {} `{}`", i + 1, route.name()))?;
-            for (name, reach) in &mut grants.connect {
-                *reach = reach.clone().learned_by(learner.clone(), name);
-            }
+            grants.learn_with(learner.as_ref());
             served.push(ServedRoute {
                 name: route.name(),
                 limits: route.limits.over(&base),

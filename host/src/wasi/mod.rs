@@ -3,12 +3,14 @@
 //! wasmtime-wasi implements WASI; capbroker decides what it may reach. The
 //! operator's grants for a plain `wasi:cli` program ([`WasiGrants`]:
 //! preopened directories with capbroker rights, environment variables,
-//! stdin, listen and connect ranges) become a [`WasiCtx`] plus each room's
+//! stdin, listen, connect and UDP ranges) become a [`WasiCtx`] plus each room's
 //! guard in front of its part of WASI: [`crate::fs::wasi`] for
 //! `wasi:filesystem`, [`crate::net::wasi`] for `wasi:sockets`, and the
 //! environment here. This module only builds and links them.
 
 pub mod p1;
+
+use std::sync::Arc;
 
 use wasmtime::component::Linker;
 use wasmtime_wasi::p2::bindings::{cli, filesystem, sockets};
@@ -16,11 +18,13 @@ pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiView};
 
 use crate::core::audit::Audit;
+use crate::core::learn::Learner;
 use crate::core::pledges::Pledges;
 use crate::core::view::{HasWasiFace, WasiFace, WasiParts};
 use crate::core::Core;
 use crate::fs::{DirGrant, FsCtx};
 use crate::net::http::Outgoing;
+use crate::net::wasi::NetGrants;
 use crate::net::wit::wasi_lookup::ip_name_lookup;
 use crate::net::{Lookup, NetCtx, Reach};
 
@@ -41,6 +45,8 @@ pub struct WasiGrants {
     pub listen: Vec<(String, Reach)>,
     /// Addresses it may connect to, by grant name.
     pub connect: Vec<(String, Reach)>,
+    /// Peers it may exchange UDP datagrams with, by grant name.
+    pub udp: Vec<(String, Reach)>,
     /// Where the program's stdout goes: the host's (`None`), or this pipe
     /// (an embedding that reads what the program printed).
     pub stdout: Option<MemoryOutputPipe>,
@@ -63,6 +69,16 @@ pub struct WasiState {
 }
 
 impl WasiGrants {
+    /// Notes every use of the network grants in `learner`, under each
+    /// grant's name (the directories are learned from in the filesystem
+    /// guard).
+    pub fn learn_with(&mut self, learner: Option<&Arc<Learner>>) {
+        let nets = self.listen.iter_mut().chain(&mut self.connect);
+        for (name, reach) in nets.chain(&mut self.udp) {
+            *reach = reach.clone().learned_by(learner.cloned(), name);
+        }
+    }
+
     /// What the grants reach, in a line: `/uploads=create; api=…`, or
     /// `nothing`.
     pub fn summary(&self) -> String {
@@ -73,6 +89,9 @@ impl WasiGrants {
         }
         for (name, reach) in &self.connect {
             parts.push(format!("connect {name}={}", reach.detail()));
+        }
+        for (name, reach) in &self.udp {
+            parts.push(format!("udp {name}={}", reach.detail()));
         }
         for (key, _) in &self.env {
             parts.push(format!("env {key}"));
@@ -90,7 +109,11 @@ impl WasiGrants {
             let rights = crate::core::RightsList(d.rights).to_string();
             audit.granted(guest, &d.host_path.display().to_string(), &rights);
         }
-        for (kind, grants) in [("listen", &self.listen), ("connect", &self.connect)] {
+        for (kind, grants) in [
+            ("listen", &self.listen),
+            ("connect", &self.connect),
+            ("udp", &self.udp),
+        ] {
             for (name, reach) in grants {
                 audit.granted(name, kind, &reach.detail());
             }
@@ -117,23 +140,33 @@ impl WasiGrants {
         if self.stdin {
             b.inherit_stdin();
         }
-        let networked = !self.listen.is_empty() || !self.connect.is_empty();
+        let reaches = |grants: &[(String, Reach)]| grants.iter().map(|(_, r)| r.clone()).collect();
+        let net = NetGrants {
+            listen: reaches(&self.listen),
+            connect: reaches(&self.connect),
+            udp: reaches(&self.udp),
+        };
         // Lookups are capbroker's own (`net::lookup`); wasmtime-wasi's,
         // shadowed, would refuse them all.
-        b.allow_tcp(networked)
-            .allow_udp(false)
+        b.allow_tcp(!self.listen.is_empty() || !self.connect.is_empty())
+            .allow_udp(!self.udp.is_empty())
             .allow_ip_name_lookup(false);
-        if networked {
+        if net.any() {
             b.socket_addr_check(crate::net::wasi::addr_check(
-                self.listen.iter().map(|(_, r)| r.clone()).collect(),
-                self.connect.iter().map(|(_, r)| r.clone()).collect(),
+                net,
                 pledges.clone(),
                 audit.clone(),
             ));
         }
         let mut state = WasiState {
             env: self.env.clone(),
-            lookup: Lookup::new(self.connect.iter().chain(&self.listen).map(|(_, r)| r)),
+            lookup: Lookup::new(
+                self.connect
+                    .iter()
+                    .chain(&self.listen)
+                    .chain(&self.udp)
+                    .map(|(_, r)| r),
+            ),
             http: Outgoing {
                 connect: self.connect.iter().map(|(_, r)| r.clone()).collect(),
                 pledges: pledges.clone(),
@@ -179,6 +212,8 @@ pub fn add_to_linker<T: GuardedWasiView + 'static>(linker: &mut Linker<T>) -> wa
     filesystem::preopens::add_to_linker::<T, Fs>(linker, |t| face(t, |g| g.fs))?;
     sockets::tcp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
     ip_name_lookup::add_to_linker::<T, Names>(linker, |t| face(t, |g| g.lookup))?;
+    sockets::udp::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
+    sockets::udp_create_socket::add_to_linker::<T, Net>(linker, |t| face(t, |g| g.net))?;
     cli::environment::add_to_linker::<T, Env>(linker, |t| face(t, |g| g.env))?;
     linker.allow_shadowing(false);
     Ok(())

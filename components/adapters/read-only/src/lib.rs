@@ -286,6 +286,9 @@ impl grants::Guest for Adapter {
                 host_grants::Handle::TcpStream(inner) => {
                     grants::Handle::TcpStream(net::TcpStream::new(LoggedStream { inner }))
                 }
+                host_grants::Handle::Udp(inner) => {
+                    grants::Handle::Udp(net::UdpRight::new(LoggedUdp { inner }))
+                }
             };
             eprintln!("[read-only] granted {}", g.name);
             out.push(grants::Grant {
@@ -358,6 +361,7 @@ impl process::Guest for Adapter {
                     grants::Shared::TcpStream(x) => {
                         host_grants::Shared::TcpStream(&x.get::<LoggedStream>().inner)
                     }
+                    grants::Shared::Udp(x) => host_grants::Shared::Udp(&x.get::<LoggedUdp>().inner),
                 },
             })
             .collect();
@@ -485,6 +489,14 @@ struct LoggedStream {
     inner: host_net::TcpStream,
 }
 
+struct LoggedUdp {
+    inner: host_net::UdpRight,
+}
+
+struct LoggedUdpSocket {
+    inner: host_net::UdpSocket,
+}
+
 fn ranges(r: Vec<host_net::AddressRange>) -> Vec<net::AddressRange> {
     r.into_iter()
         .map(|r| net::AddressRange {
@@ -510,6 +522,8 @@ impl net::Guest for Adapter {
     type ConnectRight = LoggedConnect;
     type TcpListener = LoggedListener;
     type TcpStream = LoggedStream;
+    type UdpRight = LoggedUdp;
+    type UdpSocket = LoggedUdpSocket;
 }
 
 impl net::GuestListenRight for LoggedListen {
@@ -608,6 +622,53 @@ impl net::GuestTcpStream for LoggedStream {
 
     fn shutdown(&self) -> Result<(), Error> {
         self.inner.shutdown()
+    }
+}
+
+impl net::GuestUdpRight for LoggedUdp {
+    fn ranges(&self) -> Vec<net::AddressRange> {
+        ranges(self.inner.ranges())
+    }
+
+    fn attenuate(&self, r: Vec<net::AddressRange>) -> Result<net::UdpRight, Error> {
+        let r = self
+            .inner
+            .attenuate(&host_ranges(r))
+            .map(|inner| net::UdpRight::new(LoggedUdp { inner }));
+        log("udp", "attenuate", &r);
+        r
+    }
+
+    fn revocable(&self) -> Result<(net::UdpRight, Revoker), Error> {
+        let r = self
+            .inner
+            .revocable()
+            .map(|(inner, rev)| (net::UdpRight::new(LoggedUdp { inner }), rev));
+        log("udp", "revocable", &r);
+        r
+    }
+
+    fn bind(&self, local_address: String) -> Result<net::UdpSocket, Error> {
+        let r = self
+            .inner
+            .bind(&local_address)
+            .map(|inner| net::UdpSocket::new(LoggedUdpSocket { inner }));
+        log("udp", &format!("bind {local_address}"), &r);
+        r
+    }
+}
+
+impl net::GuestUdpSocket for LoggedUdpSocket {
+    fn local_address(&self) -> String {
+        self.inner.local_address()
+    }
+
+    fn send(&self, to: String, data: Vec<u8>) -> Result<(), Error> {
+        self.inner.send(&to, &data)
+    }
+
+    fn receive(&self) -> Result<(Vec<u8>, String), Error> {
+        self.inner.receive()
     }
 }
 
