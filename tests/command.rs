@@ -426,3 +426,34 @@ fn a_wasi_preview1_module_runs_behind_the_same_guards() {
         text(&out.stderr)
     );
 }
+
+/// A UDP grant's names and ranges answer lookups as a connect grant's do.
+#[test]
+fn name_lookup_answers_a_udp_grants_names_too() {
+    let probe = guest("std-probe");
+    let got = lines(&capbroker(&[
+        "run",
+        "--udp",
+        "dns=localhost:53,10.0.0.53:53",
+        probe.to_str().unwrap(),
+        "lookup",
+        "localhost",
+        "lookup-hold",
+        "10.0.0.53",
+        "lookup-next",
+        "lookup-hold",
+        "10.0.0.54",
+        "lookup",
+        "example.com",
+    ]));
+    loopback_only(&got[0]);
+    expect(
+        &got[1..],
+        &[
+            "ok lookup-hold 10.0.0.53",
+            "ok lookup-next 10.0.0.53",
+            "err access-denied lookup-hold 10.0.0.54",
+            "err permission-denied lookup",
+        ],
+    );
+}
