@@ -87,7 +87,7 @@ impl TcpView<'_> {
 
 impl tcp::Host for TcpView<'_> {}
 
-// Every `wasi:sockets` face (TCP, name lookup) shares wasmtime-wasi's
+// Every `wasi:sockets` face (TCP and UDP, name lookup) shares wasmtime-wasi's
 // `network` resource and its error conversions.
 impl<K: ?Sized + Send> network::HostNetwork for WasiFace<'_, K> {
     fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
