@@ -42,7 +42,7 @@ use crate::core::wit::capbroker::caps::types::Wants;
 use crate::core::{Error, Invalid};
 
 /// The net room's per-store state: the WASI face's sockets.
-pub type NetCtx = wasi::WasiTcp;
+pub type NetCtx = wasi::WasiSockets;
 
 /// Adds the `net` interface to `linker`. Its host functions need no state
 /// of their own: `K` is whatever context the caller's view carries.

@@ -44,13 +44,13 @@ use crate::core::Rights;
 
 /// The network state of one instance: open until pledged away.
 #[derive(Default)]
-pub struct WasiTcp {
+pub struct WasiSockets {
     /// Made at the first connection, so that the many instances that never
     /// touch a socket (every child process) do not pay for it.
     gate: Option<Gate>,
 }
 
-impl WasiTcp {
+impl WasiSockets {
     fn gate(&mut self) -> &Gate {
         self.gate.get_or_insert_with(|| Gate::new(Rights::all()))
     }
@@ -71,11 +71,11 @@ impl WasiTcp {
 
 /// The guarded view the `wasi:sockets/tcp` and `wasi:sockets/udp` host
 /// functions work through.
-pub type TcpView<'a> = WasiFace<'a, WasiTcp>;
+pub type SocketsView<'a> = WasiFace<'a, WasiSockets>;
 
 type Streams = (Resource<DynInputStream>, Resource<DynOutputStream>);
 
-impl TcpView<'_> {
+impl SocketsView<'_> {
     /// Puts the streams of a new connection behind the network gate.
     fn guard(&mut self, (input, output): Streams) -> SocketResult<Streams> {
         let gate = self.kind.gate().clone();
@@ -85,7 +85,7 @@ impl TcpView<'_> {
     }
 }
 
-impl tcp::Host for TcpView<'_> {}
+impl tcp::Host for SocketsView<'_> {}
 
 // Every `wasi:sockets` face (TCP and UDP, name lookup) shares wasmtime-wasi's
 // `network` resource and its error conversions.
@@ -121,7 +121,7 @@ macro_rules! guarded {
     };
 }
 
-impl HostTcpSocket for TcpView<'_> {
+impl HostTcpSocket for SocketsView<'_> {
     async fn start_bind(
         &mut self,
         this: Resource<TcpSocket>,
@@ -200,7 +200,7 @@ impl HostTcpSocket for TcpView<'_> {
     }
 }
 
-impl udp_create_socket::Host for TcpView<'_> {
+impl udp_create_socket::Host for SocketsView<'_> {
     async fn create_udp_socket(
         &mut self,
         family: IpAddressFamily,
@@ -210,9 +210,9 @@ impl udp_create_socket::Host for TcpView<'_> {
     }
 }
 
-impl udp::Host for TcpView<'_> {}
+impl udp::Host for SocketsView<'_> {}
 
-impl HostUdpSocket for TcpView<'_> {
+impl HostUdpSocket for SocketsView<'_> {
     async fn start_bind(
         &mut self,
         this: Resource<UdpSocket>,
@@ -262,7 +262,7 @@ impl HostUdpSocket for TcpView<'_> {
     }
 }
 
-impl HostIncomingDatagramStream for TcpView<'_> {
+impl HostIncomingDatagramStream for SocketsView<'_> {
     fn receive(
         &mut self,
         this: Resource<IncomingDatagramStream>,
@@ -284,7 +284,7 @@ impl HostIncomingDatagramStream for TcpView<'_> {
     }
 }
 
-impl HostOutgoingDatagramStream for TcpView<'_> {
+impl HostOutgoingDatagramStream for SocketsView<'_> {
     fn check_send(&mut self, this: Resource<OutgoingDatagramStream>) -> SocketResult<u64> {
         self.kind.open()?;
         HostOutgoingDatagramStream::check_send(&mut self.wasi.sockets(), this)

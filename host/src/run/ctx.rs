@@ -178,7 +178,7 @@ impl BrokerCtx {
     /// must be the ones its `WasiCtx` was built with.
     pub fn with_wasi(mut self, wasi: WasiState, pledges: Pledges) -> Self {
         self.kinds.fs = wasi.fs;
-        self.kinds.net = wasi.tcp;
+        self.kinds.net = wasi.sockets;
         self.kinds.env = wasi.env;
         self.kinds.lookup = wasi.lookup;
         self.kinds.http = Some(Box::new(HttpState {

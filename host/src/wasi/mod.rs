@@ -60,7 +60,7 @@ pub type EnvCtx = Vec<(String, String)>;
 #[derive(Default)]
 pub struct WasiState {
     pub fs: FsCtx,
-    pub tcp: NetCtx,
+    pub sockets: NetCtx,
     pub env: EnvCtx,
     /// What name lookups are answered with.
     pub lookup: Lookup,
