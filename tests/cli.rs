@@ -706,3 +706,63 @@ fn flags_after_a_non_utf8_component_are_its_arguments() {
     assert!(stdout.contains("err unknown-step --dir"), "{stdout}");
     assert!(!stdout.contains("ok read hello"), "{stdout}");
 }
+
+/// A timeout too long for its end to be told is no deadline, not a host
+/// panic; the files the broker writes are never the ones it reads; two
+/// directories at one guest path are refused before the program starts.
+#[test]
+fn outputs_timeouts_and_guest_paths_the_broker_refuses_or_bounds() {
+    let tree = Tree::new();
+    let probe = guest("std-probe").display().to_string();
+    for timeout in [
+        vec!["--timeout", "18446744073709551615s"],
+        vec!["-W", "timeout=9223372036854775807"],
+    ] {
+        let out = capbroker(&[&["run"], &timeout[..], &[&probe, "args", "x"]].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "ok args [\"x\"]\n");
+    }
+
+    let component = tree.path("p.wasm");
+    std::fs::copy(&probe, &component).unwrap();
+    let component = component.display().to_string();
+    let log = tree.path("audit.log").display().to_string();
+    let link = tree.path("link.toml");
+    std::os::unix::fs::symlink(&component, &link).unwrap();
+    let link = link.display().to_string();
+    for (args, says) in [
+        (vec!["--learn", &component], "that is the component"),
+        (vec!["--learn", &link], "that is the component"),
+        (vec!["--audit", &component], "that is the component"),
+        (
+            vec!["--audit", &log, "--learn", &log],
+            "that is the --audit log",
+        ),
+    ] {
+        let out = capbroker(&[&["run"], &args[..], &[&component, "args"]].concat());
+        assert_refused(&out, &[says]);
+    }
+    assert_eq!(
+        std::fs::read(&component).unwrap(),
+        std::fs::read(&probe).unwrap()
+    );
+
+    let root = tree.root().display().to_string();
+    for (second, print) in [
+        (format!("/data/={root}"), "--quiet"),
+        (format!("{root}::/data"), "--print-config"),
+    ] {
+        let out = capbroker(&[
+            "run",
+            print,
+            "--dir",
+            &format!("/data={root}:ro"),
+            "--dir",
+            &second,
+            &component,
+            "args",
+        ]);
+        assert_refused(&out, &["/data"]);
+        assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    }
+}

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{capbroker, echo_server, guests, published_tool, text, Tree};
+use support::{capbroker, echo_server, guests, p1_reader, published_tool, text, Tree};
 
 /// Runs `capbroker` with `args`; returns stdout, failing on a non-zero exit.
 fn ok(args: &[&str]) -> String {
@@ -457,6 +457,59 @@ fn learning_a_plain_program_narrows_its_files_and_addresses() {
         "{out}"
     );
     assert!(tree.read("root/sub/other.txt").is_none());
+}
+
+/// A preview 1 program's adapter asks the type and flags of each preopen
+/// and each file it opens: asking uses no right, so the learned manifest
+/// holds only the read the program did, and it re-runs (the adapter's
+/// questions about a scoped preopen are answered).
+#[test]
+fn learning_a_preview1_program_grants_only_what_it_read() {
+    let tree = Tree::new();
+    std::fs::write(tree.path("root/hello.txt"), "hello\n").unwrap();
+    let p1 = tree.path("p1-reader.wasm");
+    std::fs::write(&p1, p1_reader()).unwrap();
+    let p1 = p1.display().to_string();
+    let m = manifest(&tree);
+    let grant = format!("/data={}", tree.root().display());
+    let first = ok(&["run", "--learn", &m, "--dir", &grant, &p1]);
+    assert_eq!(first, "hello\nrefused\n");
+
+    let toml = learned(&tree);
+    assert_has(
+        &toml,
+        &["[dir.\"/data\".paths]\n\"hello.txt\" = \"read\"\n"],
+    );
+    assert!(!toml.contains("\".\" ="), "{toml}");
+    assert!(!toml.contains("write"), "{toml}");
+    assert_eq!(rerun(&m, &[]), first);
+
+    // What it did not read, the learned grants refuse: another program
+    // under them reads the file but can neither change it nor list.
+    let other = tree.path("probe.toml");
+    std::fs::write(&other, for_component(&toml, &std_probe())).unwrap();
+    let out = ok(&[
+        "run",
+        "-m",
+        &other.display().to_string(),
+        "read",
+        "/data/hello.txt",
+        "write",
+        "/data/hello.txt",
+        "x",
+        "list",
+        "/data",
+    ]);
+    assert_eq!(
+        outcomes(&out),
+        [
+            "ok read hello",
+            "",
+            "err permission-denied write",
+            "err permission-denied list"
+        ],
+        "{out}"
+    );
 }
 
 /// A program that connects by name looks the name up first: the learned

@@ -433,3 +433,43 @@ pub fn wasm_tools() -> PathBuf {
         &["component", "validate", "print", "parse"],
     )
 }
+
+/// A WASI preview 1 program (a `wasm32-wasip1` core module, as `wasmtime
+/// run` takes them): it opens `hello.txt`, then `../secret.txt`, below its
+/// first preopen, and prints each one's text or `refused`.
+const P1_READER: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 200) "hello.txt")
+  (data (i32.const 220) "../secret.txt")
+  (data (i32.const 240) "refused\n")
+  ;; Writes LEN bytes at PTR to stdout.
+  (func $print (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 16) (local.get $ptr))
+    (i32.store (i32.const 20) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24))))
+  ;; Opens PATH below fd 3 (the first preopen) for reading, prints it.
+  (func $show (param $path i32) (param $len i32)
+    (if (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len)
+          (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 12))
+      (then (call $print (i32.const 240) (i32.const 8)) (return)))
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 64))
+    (if (call $fd_read (i32.load (i32.const 12)) (i32.const 0) (i32.const 1) (i32.const 8))
+      (then (call $print (i32.const 240) (i32.const 8)) (return)))
+    (call $print (i32.const 100) (i32.load (i32.const 8))))
+  (func (export "_start")
+    (call $show (i32.const 200) (i32.const 9))
+    (call $show (i32.const 220) (i32.const 13))))
+"#;
+
+/// [`P1_READER`], assembled.
+pub fn p1_reader() -> Vec<u8> {
+    wat::parse_str(P1_READER).expect("the preview 1 reader assembles")
+}

@@ -639,7 +639,7 @@ fn dir_of(
 /// A preopen's name as wasi-libc matches paths against it: leading `/`
 /// and `./` dropped, `.` the empty name, so that `/data`, `data/`, `./data`
 /// are one name and `/` and `.` are the prefix of every path.
-fn libc_name(guest_path: &str) -> PathBuf {
+pub(crate) fn libc_name(guest_path: &str) -> PathBuf {
     Path::new(guest_path)
         .components()
         .filter(|c| {
@@ -777,6 +777,21 @@ fn follow_unless_exact(flags: types::PathFlags, route: &Route) -> types::PathFla
     }
 }
 
+/// The one right of `held` that gives the least: names before contents,
+/// contents before changes.
+fn least(held: Rights) -> Rights {
+    [
+        Rights::LIST,
+        Rights::READ,
+        Rights::CREATE,
+        Rights::WRITE,
+        Rights::REMOVE,
+    ]
+    .into_iter()
+    .find(|r| held.contains(*r))
+    .unwrap_or(Rights::empty())
+}
+
 /// A decision on one descriptor: where its path goes (for path calls) and
 /// what was allowed.
 struct Decided {
@@ -828,6 +843,9 @@ impl FsView<'_> {
                     };
                     Ok((Some(route), there))
                 }
+                // Holding it (its type, its flags, a sync) shows nothing
+                // below: the preview 1 adapter asks each preopen's type.
+                None if node.transit && op == Op::Hold => Ok((None, Rights::all())),
                 None if node.transit => Err(Error::Refused(
                     "the directory lies above what was unveiled".into(),
                 )),
@@ -836,7 +854,17 @@ impl FsView<'_> {
             |_| {},
         )
         .map_err(|e| wasi_code(op, &e))?;
-        self.learn(node, route.as_ref(), path, allowed.used);
+        // Holding a descriptor uses none of its rights: a descriptor's own
+        // calls (`get-type`, `get-flags`, `sync`, which the preview 1
+        // adapter makes on every file it opens and every preopen) learn
+        // nothing, and a directory opened as a way in is learned with the
+        // least right that opens it again.
+        let used = match (op, path) {
+            (Op::Hold, None) => Rights::empty(),
+            (Op::Hold, Some(_)) => least(allowed.held),
+            _ => allowed.used,
+        };
+        self.learn(node, route.as_ref(), path, used);
         Ok(Decided { route, allowed })
     }
 

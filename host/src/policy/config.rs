@@ -111,6 +111,16 @@ impl Config {
         }
     }
 
+    /// The name of a grant given twice (by the flags: a manifest's keys
+    /// are its own), which would leave which one a component gets to
+    /// order, and which `--print-config` could not show.
+    pub fn twice_granted(&self) -> Option<&str> {
+        let grants = &self.grants;
+        (0..grants.len())
+            .find(|&i| grants[..i].iter().any(|o| o.name == grants[i].name))
+            .map(|i| grants[i].name.as_str())
+    }
+
     /// The same configuration with every path made absolute, so that a
     /// manifest written from it can live anywhere.
     pub fn absolute(&self) -> Config {

@@ -212,6 +212,7 @@ pub(crate) fn before_any_guest(
         // Now, rather than after a run whose learning would be lost.
         check_writable(path)?;
     }
+    check_outputs_apart(config, audit, learn)?;
     if let (Some(m), false) = (&config.manifest, quiet) {
         // Not through `tracing`: no log filter may hide where grants come
         // from.
@@ -222,6 +223,59 @@ pub(crate) fn before_any_guest(
         );
     }
     Ok(())
+}
+
+/// The files the broker writes are never ones it reads or the other one
+/// it writes: the learned manifest would replace the component, a child
+/// component, the operator's manifest or the audit log, and the audit log
+/// would be appended to any of them.
+fn check_outputs_apart(
+    config: &Config,
+    audit: Option<&Path>,
+    learn: Option<&Path>,
+) -> wasmtime::Result<()> {
+    let mut read: Vec<(&Path, String)> = Vec::new();
+    if let Some(c) = &config.component {
+        read.push((c, "the component".into()));
+    }
+    for (name, path) in &config.components {
+        read.push((path, format!("the component `{name}`")));
+    }
+    if let Some(m) = &config.manifest {
+        read.push((&m.path, "the manifest".into()));
+    }
+    for (out, flag) in [(audit, "--audit"), (learn, "--learn")] {
+        let Some(out) = out else { continue };
+        for (input, what) in &read {
+            if same_file(out, input) {
+                bail!(
+                    "{flag} {}: that is {what}, which writing there would destroy",
+                    out.display()
+                );
+            }
+        }
+    }
+    if let (Some(audit), Some(learn)) = (audit, learn) {
+        if same_file(audit, learn) {
+            bail!(
+                "--learn {}: that is the --audit log, which the learned manifest would replace",
+                learn.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are one file: the same inode through whatever links,
+/// or, for a file not made yet, the same absolute path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => std::path::absolute(a)
+            .ok()
+            .is_some_and(|a| std::path::absolute(b).ok() == Some(a)),
+    }
 }
 
 /// Fails when the `--learn` output cannot be written at `path`; leaves
@@ -324,7 +378,22 @@ pub(crate) fn wasi_grants(
     for g in grants {
         let named = |e: &dyn std::fmt::Display| wasmtime::format_err!("grant `{}`: {e}", g.name);
         match &g.grant {
-            Grant::Dir(d) => wasi.dirs.push((g.name.clone(), d.clone())),
+            Grant::Dir(d) => {
+                // Refused here, before the program starts, rather than when
+                // its preopens are made (an exit as if the program failed).
+                let name = crate::fs::wasi::libc_name(&g.name);
+                if let Some((other, _)) = wasi
+                    .dirs
+                    .iter()
+                    .find(|(o, _)| crate::fs::wasi::libc_name(o) == name)
+                {
+                    bail!(
+                        "--dir {} and --dir {other}: two directories granted at one guest path",
+                        g.name
+                    );
+                }
+                wasi.dirs.push((g.name.clone(), d.clone()))
+            }
             Grant::Listen(n) => {
                 let reach = Reach::listen(n).map_err(|e| named(&e))?;
                 wasi.listen.push((g.name.clone(), reach));

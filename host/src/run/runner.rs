@@ -62,13 +62,19 @@ pub struct Deadline(Option<(Instant, Duration)>);
 impl Deadline {
     /// `timeout` from now, or never.
     pub fn after(timeout: Option<Duration>) -> Deadline {
-        Deadline(timeout.map(|t| (Instant::now() + t, t)))
+        Deadline::from_instant(Instant::now(), timeout)
     }
 
     /// `timeout` from `start`, or never: for a run whose store was made at
     /// `start`, without reading the clock again.
     pub fn from(start: std::time::Instant, timeout: Option<Duration>) -> Deadline {
-        Deadline(timeout.map(|t| (Instant::from_std(start) + t, t)))
+        Deadline::from_instant(Instant::from_std(start), timeout)
+    }
+
+    /// A timeout so long that its end cannot be told (about 2^63 s) never
+    /// ends the run: it is no deadline, not a panic.
+    fn from_instant(start: Instant, timeout: Option<Duration>) -> Deadline {
+        Deadline(timeout.and_then(|t| Some((start.checked_add(t)?, t))))
     }
 
     /// The timeout it came from.
