@@ -424,3 +424,40 @@ fn name_lookup_answers_a_udp_grants_names_too() {
         ],
     );
 }
+
+/// A link out of the grant is stopped by the host's resolution, after
+/// capbroker's check of the path's text: the refusal is in the audit trail
+/// as every other is, for the link to a file and through a linked folder.
+#[test]
+fn a_link_out_of_a_grant_is_refused_and_recorded() {
+    let tree = Tree::new();
+    let secret = tree.outside().join("secret");
+    std::os::unix::fs::symlink(&secret, tree.path("root/abslink")).unwrap();
+    std::os::unix::fs::symlink("../outside", tree.path("root/dirlink")).unwrap();
+    let log = tree.path("audit.log");
+    let out = capbroker(&[
+        "run",
+        "--audit",
+        &log.display().to_string(),
+        "--dir",
+        &format!("/data={}:read,list", tree.root().display()),
+        &guest("std-probe").display().to_string(),
+        "read",
+        "/data/abslink",
+        "read",
+        "/data/dirlink/secret",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("err ")).count(),
+        2,
+        "{stdout}"
+    );
+    let refused: Vec<_> = events(&log)
+        .into_iter()
+        .filter(|e| e["event"] == "deny")
+        .map(|e| e["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(refused, ["abslink", "dirlink/secret"], "{refused:?}");
+}

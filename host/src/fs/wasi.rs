@@ -913,6 +913,35 @@ impl FsView<'_> {
         Ok(d.route.expect("a path call has a route"))
     }
 
+    /// Records, as refused, a path call that capbroker's check let
+    /// through and the host's own resolution then refused as not
+    /// permitted: a link leading out of the grant (cap-std stops it
+    /// beneath the preopen) or the system's own permissions.
+    fn host_refused<T>(
+        &self,
+        name: &str,
+        fd: &Resource<Descriptor>,
+        path: &str,
+        result: FsResult<T>,
+    ) -> FsResult<T> {
+        if let Err(e) = &result {
+            if e.downcast_ref() == Some(&ErrorCode::NotPermitted) {
+                if let Ok(node) = self.kind.node(fd) {
+                    let err = Error::Refused(
+                        "the host refused it: a link out of the grant, or the system's \
+                         own permissions"
+                            .into(),
+                    );
+                    let label = self.kind.label(node.root);
+                    self.core
+                        .audit
+                        .refused(name, label, path, node.gate.rights(), &err);
+                }
+            }
+        }
+        result
+    }
+
     /// About what the host holds for a listing of `fd`: each entry's name
     /// and the few words beside it. Counted only as far as the memory left
     /// allows, so the count itself is bounded.
@@ -1164,10 +1193,12 @@ impl HostDescriptor for FsView<'_> {
     ) -> FsResult<types::DescriptorStat> {
         let r = self.on_path("stat-at", &fd, Op::Stat, &path)?;
         let path_flags = follow_unless_exact(path_flags, &r);
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .stat_at(borrow(r.fd), path_flags, r.path)
-            .await
+            .await;
+        self.host_refused("stat-at", &fd, &path, result)
     }
 
     async fn set_times_at(
@@ -1180,10 +1211,12 @@ impl HostDescriptor for FsView<'_> {
     ) -> FsResult<()> {
         let r = self.on_path("set-times-at", &fd, Op::Write, &path)?;
         let path_flags = follow_unless_exact(path_flags, &r);
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .set_times_at(borrow(r.fd), path_flags, r.path, atim, mtim)
-            .await
+            .await;
+        self.host_refused("set-times-at", &fd, &path, result)
     }
 
     async fn link_at(
@@ -1202,7 +1235,8 @@ impl HostDescriptor for FsView<'_> {
         let from = self.on_path("link-at", &fd, Op::LinkFrom { dest }, &old_path)?;
         self.not_from_revocable("link-at", &fd, &old_path)?;
         let old_path_flags = follow_unless_exact(old_path_flags, &from);
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .link_at(
                 borrow(from.fd),
@@ -1211,7 +1245,8 @@ impl HostDescriptor for FsView<'_> {
                 borrow(to.fd),
                 to.path,
             )
-            .await
+            .await;
+        self.host_refused("link-at", &fd, &old_path, result)
     }
 
     async fn open_at(
@@ -1251,7 +1286,7 @@ impl HostDescriptor for FsView<'_> {
                     .refused("open-at", label, &path, d.allowed.held, &err);
                 return Err(wasi_code(op, &err).into());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return self.host_refused("open-at", &fd, &path, Err(e.into())),
         };
         // The descriptor holds what was held where it was opened; what the
         // guest made, it may fill: a new file in a drop box is writable
@@ -1291,10 +1326,12 @@ impl HostDescriptor for FsView<'_> {
 
     async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
         let r = self.on_path("readlink-at", &fd, Op::Read, &path)?;
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .readlink_at(borrow(r.fd), r.path)
-            .await
+            .await;
+        self.host_refused("readlink-at", &fd, &path, result)
     }
 
     async fn remove_directory_at(
@@ -1303,10 +1340,12 @@ impl HostDescriptor for FsView<'_> {
         path: String,
     ) -> FsResult<()> {
         let r = self.on_path("remove-directory-at", &fd, Op::Remove, &path)?;
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .remove_directory_at(borrow(r.fd), r.path)
-            .await
+            .await;
+        self.host_refused("remove-directory-at", &fd, &path, result)
     }
 
     async fn rename_at(
@@ -1340,11 +1379,12 @@ impl HostDescriptor for FsView<'_> {
         let from = self.on_path("rename-at", &fd, Op::RenameFrom { dest }, &old_path)?;
         self.not_from_revocable("rename-at", &fd, &old_path)?;
         if first.allowed.held.contains(Rights::WRITE) {
-            return self
+            let result = self
                 .wasi
                 .filesystem()
                 .rename_at(borrow(from.fd), from.path, borrow(to.fd), to.path)
                 .await;
+            return self.host_refused("rename-at", &fd, &old_path, result);
         }
         // Without `write` there, nothing may be replaced, not even what
         // appeared since the check above: the kernel checks and renames in
@@ -1369,7 +1409,9 @@ impl HostDescriptor for FsView<'_> {
                     .refused("rename-at", label, &new_path, first.allowed.held, &err);
                 Err(wasi_code(Op::RenameTo { replaces: true }, &err).into())
             }
-            Err(e) => Err(ErrorCode::from(e).into()),
+            Err(e) => {
+                self.host_refused("rename-at", &fd, &old_path, Err(ErrorCode::from(e).into()))
+            }
         }
     }
 
@@ -1380,18 +1422,22 @@ impl HostDescriptor for FsView<'_> {
         dest_path: String,
     ) -> FsResult<()> {
         let r = self.on_path("symlink-at", &fd, Op::Create, &dest_path)?;
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .symlink_at(borrow(r.fd), src_path, r.path)
-            .await
+            .await;
+        self.host_refused("symlink-at", &fd, &dest_path, result)
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
         let r = self.on_path("unlink-file-at", &fd, Op::Remove, &path)?;
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .unlink_file_at(borrow(r.fd), r.path)
-            .await
+            .await;
+        self.host_refused("unlink-file-at", &fd, &path, result)
     }
 
     fn read_via_stream(
@@ -1469,10 +1515,12 @@ impl HostDescriptor for FsView<'_> {
     ) -> FsResult<types::MetadataHashValue> {
         let r = self.on_path("metadata-hash-at", &fd, Op::Stat, &path)?;
         let path_flags = follow_unless_exact(path_flags, &r);
-        self.wasi
+        let result = self
+            .wasi
             .filesystem()
             .metadata_hash_at(borrow(r.fd), path_flags, r.path)
-            .await
+            .await;
+        self.host_refused("metadata-hash-at", &fd, &path, result)
     }
 }
 
