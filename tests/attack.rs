@@ -120,7 +120,7 @@ fn unveil_closes_preopens_named_under_it_however_they_are_spelled() {
         if alias == "d" {
             // One name as wasi-libc reads it: two grants there are refused.
             assert!(
-                text(&out.stderr).contains("two directories are granted at the guest path"),
+                text(&out.stderr).contains("two directories granted at one guest path"),
                 "{}",
                 text(&out.stderr)
             );

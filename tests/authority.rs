@@ -856,7 +856,7 @@ fn case3_unveil_reaches_preopens_named_under_it() {
     let out = std_probe(&twice, &["read", "/data/hello.txt"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("two directories are granted"),
+        String::from_utf8_lossy(&out.stderr).contains("two directories granted at one guest path"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

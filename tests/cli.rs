@@ -765,4 +765,13 @@ fn outputs_timeouts_and_guest_paths_the_broker_refuses_or_bounds() {
         assert_refused(&out, &["/data"]);
         assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
     }
+    // The same for a network grant or a variable given twice, which
+    // `--print-config` could show only once.
+    for twice in [
+        ["--connect", "a=127.0.0.1:1", "--connect", "a=127.0.0.1:2"],
+        ["--env", "A=1", "--env", "A=2"],
+    ] {
+        let out = capbroker(&[&["run", "--print-config"], &twice[..], &[&component]].concat());
+        assert_refused(&out, &["is given twice"]);
+    }
 }

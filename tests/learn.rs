@@ -459,6 +459,52 @@ fn learning_a_plain_program_narrows_its_files_and_addresses() {
     assert!(tree.read("root/sub/other.txt").is_none());
 }
 
+/// Opening a folder to list it uses `list` there, not the rights the
+/// descriptor could hold: a listing learned under a read-write grant does
+/// not let the next run write below it.
+#[test]
+fn a_listing_learns_list_and_nothing_more() {
+    let tree = Tree::new();
+    let (m, p) = (manifest(&tree), std_probe());
+    let grant = format!("/data={}", tree.root().display());
+    let first = ok(&[
+        "run",
+        "--learn",
+        &m,
+        "--dir",
+        &grant,
+        &p,
+        "list",
+        "/data/sub",
+    ]);
+    assert!(first.starts_with("ok list"), "{first}");
+    let toml = learned(&tree);
+    assert_has(&toml, &["sub = \"list\"\n"]);
+    for right in ["write", "create", "remove"] {
+        assert!(!toml.contains(right), "{toml}");
+    }
+    assert_eq!(rerun(&m, &[]), first);
+    let out = rerun(
+        &m,
+        &[
+            "write",
+            "/data/sub/inner.txt",
+            "x",
+            "create",
+            "/data/sub/new",
+        ],
+    );
+    assert_eq!(
+        outcomes(&out),
+        [
+            "err permission-denied write",
+            "err permission-denied create"
+        ],
+        "{out}"
+    );
+    assert_eq!(tree.read("root/sub/inner.txt").as_deref(), Some("inner"));
+}
+
 /// A preview 1 program's adapter asks the type and flags of each preopen
 /// and each file it opens: asking uses no right, so the learned manifest
 /// holds only the read the program did, and it re-runs (the adapter's
@@ -513,8 +559,8 @@ fn learning_a_preview1_program_grants_only_what_it_read() {
 }
 
 /// A program that connects by name looks the name up first: the learned
-/// grant keeps the name as granted (so the lookup is answered again) and
-/// the address connected to, and nothing else.
+/// grant keeps the name (so the lookup is answered again) with the port
+/// connected to, and the address connected to, and nothing else.
 #[test]
 fn learning_a_plain_program_keeps_the_names_it_looked_up() {
     let tree = Tree::new();
@@ -526,7 +572,7 @@ fn learning_a_plain_program_keeps_the_names_it_looked_up() {
         "--learn",
         &m,
         "--connect",
-        &format!("web={named},10.0.0.0/8:80"),
+        "web=localhost:1024-65535,10.0.0.0/8:80",
         &p,
         "connect",
         &named,
@@ -540,6 +586,8 @@ fn learning_a_plain_program_keeps_the_names_it_looked_up() {
         &[&format!("\"127.0.0.1:{port}\""), &format!("\"{named}\"")],
     );
     assert!(!toml.contains("10.0.0.0"), "{toml}");
+    // The name's ports are the one the run connected to, not the range.
+    assert!(!toml.contains("\"localhost:1024-65535\""), "{toml}");
     assert_eq!(rerun(&m, &[]), first);
 }
 

@@ -501,6 +501,9 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             if let Some(name) = config.twice_granted() {
                 wasmtime::bail!("grant `{name}` is given twice");
             }
+            if let Some(key) = config.env_twice() {
+                wasmtime::bail!("--env {key} is given twice");
+            }
             if print_config {
                 out(&config.absolute().to_toml_with_origins()?);
                 return Ok(ExitCode::SUCCESS);

@@ -212,10 +212,45 @@ fn narrow(spec: &NetGrant, name: &str, learned: &mut Learned<'_>) -> Option<NetG
                 .push(format!("# {name}: `{u}` left out ({e})")),
         }
     }
+    narrow_named_ports(&mut grant);
     if grant.ranges.is_empty() && grant.hosts.is_empty() && !learned.required {
         return None;
     }
     Some(grant)
+}
+
+/// A looked-up name is learned as its grant wrote it, ports and all (the
+/// lookup does not say which port follows): narrowed to the ports the run
+/// then used under the same grant, when some of them are the name's.
+fn narrow_named_ports(grant: &mut NetGrant) {
+    let used: std::collections::BTreeSet<u16> = grant
+        .ranges
+        .iter()
+        .filter(|r| r.ports.0 == r.ports.1)
+        .map(|r| r.ports.0)
+        .collect();
+    let mut hosts = Vec::new();
+    for h in grant.hosts.drain(..) {
+        let mine: Vec<u16> = used
+            .iter()
+            .copied()
+            .filter(|p| (h.ports.0..=h.ports.1).contains(p))
+            .collect();
+        if mine.is_empty() {
+            hosts.push(h);
+            continue;
+        }
+        for p in mine {
+            let one = HostPorts {
+                host: h.host.clone(),
+                ports: (p, p),
+            };
+            if !hosts.contains(&one) {
+                hosts.push(one);
+            }
+        }
+    }
+    grant.hosts = hosts;
 }
 
 impl Handle for ListenRight {

@@ -121,6 +121,15 @@ impl Config {
             .map(|i| grants[i].name.as_str())
     }
 
+    /// A variable set twice (by the flags, `-S inherit-env` included),
+    /// which the program would see twice, the first one winning.
+    pub fn env_twice(&self) -> Option<&str> {
+        let env = &self.env;
+        (0..env.len())
+            .find(|&i| env[..i].iter().any(|(k, _)| *k == env[i].0))
+            .map(|i| env[i].0.as_str())
+    }
+
     /// The same configuration with every path made absolute, so that a
     /// manifest written from it can live anywhere.
     pub fn absolute(&self) -> Config {

@@ -47,6 +47,10 @@ pub fn new_store_with_wasi(
     let fuel = limits.max_fuel.unwrap_or(u64::MAX);
     let mut store = Store::new(engine, State::new(broker, wasi, limits, fuel));
     store.limiter(|s| s.limiter());
+    // wasmtime's own count of the guest's handles (100,000 by default)
+    // must not end a run before `max-handles` does: each resource in the
+    // table is a handle, and a call lends borrowed ones besides.
+    store.set_max_component_handles(limits.max_handles.saturating_mul(2).max(100_000));
     store
         .set_fuel(fuel)
         .expect("fuel is enabled on capbroker's engine");
