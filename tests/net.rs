@@ -831,6 +831,23 @@ fn malformed_udp_grants_are_refused_with_the_flag_named() {
         let err = support::text(&out.stderr);
         assert!(err.contains("--udp"), "{spec}: {err}");
     }
+    // Ranges no peer can ever be in are refused for UDP and connect
+    // grants alike, rather than granted and never matched.
+    for flag in ["--udp", "--connect"] {
+        for (range, says) in [
+            ("0.0.0.0:53", "the unspecified address"),
+            ("[::]:53", "the unspecified address"),
+            ("[::ffff:127.0.0.1]:53", "IPv4-mapped"),
+            ("[::ffff:0:0]/96:53", "IPv4-mapped"),
+            ("127.0.0.1:0", "port 0"),
+        ] {
+            let spec = format!("peer={range}");
+            let out = support::capbroker(&["run", flag, &spec, probe.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(2), "{flag} {spec}");
+            let err = support::text(&out.stderr);
+            assert!(err.contains(says), "{flag} {spec}: {err}");
+        }
+    }
 }
 
 #[test]

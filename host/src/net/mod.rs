@@ -94,7 +94,7 @@ macro_rules! peer_direction {
                 const FORM: &'static str = "ADDRESS[/PREFIX]:PORT[-PORT] or HOST:PORT";
                 type Unreachable = LookupError;
                 fn parse(spec: &str) -> Result<NetGrant, Invalid> {
-                    NetGrant::parse(spec)
+                    NetGrant::parse_peers(spec)
                 }
                 fn reach(spec: &NetGrant) -> Result<Reach, LookupError> {
                     Reach::connect(spec)

@@ -198,6 +198,33 @@ impl NetGrant {
         Ok(grant)
     }
 
+    /// Parses a connect or UDP grant, whose ranges name peers: a range
+    /// no peer can ever be in (only the unspecified address, an
+    /// IPv4-mapped IPv6 network, only port 0) is refused, rather than
+    /// granted and then never matched.
+    pub fn parse_peers(spec: &str) -> Result<NetGrant, Invalid> {
+        let grant = NetGrant::parse(spec)?;
+        for r in &grant.ranges {
+            let mapped = IpNet::V6(
+                "::ffff:0:0/96"
+                    .parse()
+                    .expect("the IPv4-mapped network is a network"),
+            );
+            let why =
+                if r.net.prefix_len() == r.net.max_prefix_len() && r.net.addr().is_unspecified() {
+                    "the unspecified address is never a peer"
+                } else if mapped.contains(&r.net) {
+                    "an IPv4-mapped IPv6 address is never a peer: grant the IPv4 address"
+                } else if r.ports == (0, 0) {
+                    "port 0 is never a peer's port"
+                } else {
+                    continue;
+                };
+            return Err(Invalid::Nothing(why).within(&r.to_string()));
+        }
+        Ok(grant)
+    }
+
     /// Parses a listen grant: addresses only.
     pub fn parse_listen(spec: &str) -> Result<NetGrant, Invalid> {
         let grant = NetGrant::parse(spec)?;

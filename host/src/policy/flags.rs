@@ -34,7 +34,7 @@ impl Grant {
     /// also be `HOST:PORT[-PORT]`, a host name the broker looks up when it
     /// starts the component.
     pub fn parse_connect(spec: &str) -> Result<NamedGrant, Error> {
-        Self::parse_net(spec, "--connect", NetGrant::parse).map(|(name, g)| NamedGrant {
+        Self::parse_net(spec, "--connect", NetGrant::parse_peers).map(|(name, g)| NamedGrant {
             name,
             grant: Grant::Connect(g),
         })
@@ -43,7 +43,7 @@ impl Grant {
     /// Parses the value of a `--udp` flag, as `--connect`: the ranges and
     /// hosts name the peers datagrams may go to and come from.
     pub fn parse_udp(spec: &str) -> Result<NamedGrant, Error> {
-        Self::parse_net(spec, "--udp", NetGrant::parse).map(|(name, g)| NamedGrant {
+        Self::parse_net(spec, "--udp", NetGrant::parse_peers).map(|(name, g)| NamedGrant {
             name,
             grant: Grant::Udp(g),
         })
