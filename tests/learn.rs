@@ -419,6 +419,10 @@ fn learning_a_plain_program_narrows_its_files_and_addresses() {
     assert!(first.lines().all(|l| l.starts_with("ok ")), "{first}");
 
     let toml = learned(&tree);
+    // It holds the variables granted: for its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&m).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     assert_has(
         &toml,
         &[

@@ -589,6 +589,35 @@ fn malformed_routes_are_clear_errors() {
         "{}",
         text(&out.stderr)
     );
+    // A route with as many directories as handles, whose every request
+    // would trap, is refused at start; `-S http=n` asks for what cannot
+    // be taken away.
+    let dirs: String = (0..20)
+        .map(|i| format!("[route.dir.\"/g{i}\"]\npath = \".\"\nrights = \"ro\"\n"))
+        .collect();
+    let path = tree.path("dirs.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "component = \"{}\"\n[limits]\nmax-handles = 16\n[[route]]\nroute = \"/...\"\n{dirs}",
+            component.display()
+        ),
+    )
+    .unwrap();
+    let out = capbroker(&["serve", "-m", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("grants 20 directories") && err.contains("max-handles is 16"),
+        "{err}"
+    );
+    let out = capbroker(&["serve", "-S", "http=n", component.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("-S http"),
+        "{}",
+        text(&out.stderr)
+    );
     // A component that is not a proxy is refused as one.
     let out = capbroker(&["serve", guest("std-probe").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -787,6 +816,8 @@ route = "/..."
     // The base limits stay, each route keeps its pattern, and its grants
     // shrink to what was used.
     assert!(text.contains("timeout = \"10000ms\""), "{text}");
+    // serve's own default handle limit, not run's wider one.
+    assert!(text.contains("max-handles = 128\n"), "{text}");
     assert!(text.contains("route = \"/upload/...\""), "{text}");
     assert!(text.contains("route = \"/...\""), "{text}");
     assert!(text.contains("\"a.txt\""), "{text}");

@@ -93,21 +93,26 @@ pub const REQUESTS: &str = "requests";
 /// as it was, its grants narrowed to what the requests on it used (a grant
 /// no request used is left out), and its limits twice the peaks its
 /// requests reached. A route no request matched keeps no grant at all.
+///
+/// `base` is the limits the server ran every route under (serve's own
+/// defaults filled in), written as the manifest's `[limits]`: written as
+/// `run`'s defaults instead, they would widen every route.
 pub fn routes(
     config: &Config,
     learners: &[Option<std::sync::Arc<Learner>>],
+    base: &crate::core::limits::Limits,
 ) -> Result<String, Error> {
     use crate::core::learn::HEADROOM;
     let mut learned = Config {
         component: config.component.clone(),
         addr: config.addr,
-        max_memory: config.max_memory,
-        max_handles: config.max_handles,
-        max_fuel: config.max_fuel,
-        timeout: config.timeout,
+        max_memory: Some(base.max_memory),
+        max_handles: Some(base.max_handles),
+        max_fuel: base.max_fuel,
+        timeout: base.timeout,
         ..Config::default()
     };
-    let base = config.limits();
+    let base = base.clone();
     let mut notes = Vec::new();
     for (route, learner) in config.routes.iter().zip(learners) {
         let mut r = route.clone();

@@ -198,7 +198,16 @@ impl Spellings {
                         ))
                     }
                 },
-                "http" => Spelling::Http(yes(value)?),
+                "http" => {
+                    if !yes(value)? {
+                        return elsewhere(
+                            "capbroker always links wasi:http, its outgoing requests \
+                             only within the --connect grants, and cannot take it away: \
+                             grant no --connect to refuse every request",
+                        );
+                    }
+                    Spelling::Http(true)
+                }
                 "cli" | "common" | "inherit-stdout" | "inherit-stderr" => {
                     if !yes(value)? {
                         return elsewhere(

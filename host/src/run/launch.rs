@@ -297,8 +297,7 @@ fn check_writable(path: &Path) -> wasmtime::Result<()> {
 /// Writes the learned manifest `text` to `path`, and says so; a run that
 /// did not succeed may not have reached all it needs.
 fn write_learned(path: &Path, text: &str, succeeded: bool) -> wasmtime::Result<()> {
-    std::fs::write(path, text)
-        .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+    write_private(path, text)?;
     if !succeeded {
         eprintln!(
             "capbroker: the run did not succeed: the manifest may lack what the rest of it needs"
@@ -306,6 +305,25 @@ fn write_learned(path: &Path, text: &str, succeeded: bool) -> wasmtime::Result<(
     }
     eprintln!("capbroker: wrote {}", path.display());
     Ok(())
+}
+
+/// Writes a learned manifest readable by its owner only: it holds the
+/// environment variables granted, whose values may be secrets.
+pub(crate) fn write_private(path: &Path, text: &str) -> wasmtime::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = || format!("--learn: cannot write `{}`", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(cannot)?;
+    // A file that was there keeps its mode through `open`.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(cannot)?;
+    file.write_all(text.as_bytes()).with_context(cannot)
 }
 
 /// Runs a plain WASI command and gives its exit status. With `learn`, it

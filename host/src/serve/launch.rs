@@ -156,17 +156,37 @@ impl Serve {
         if config.max_handles.is_none() {
             base.max_handles = super::DEFAULT_MAX_HANDLES;
         }
-        let most_handles = routes
-            .iter()
-            .map(|r| r.limits.over(&base).max_handles)
-            .max()
-            .unwrap_or(base.max_handles);
-        let max_requests = super::max_requests(most_handles);
+        // Each request opens its route's directories (and their scopes'
+        // entries) before the guest runs, and then holds up to twice its
+        // handle limit in host files.
+        let mut most_files = 2 * base.max_handles;
+        for (i, r) in routes.iter().enumerate() {
+            let handles = r.limits.over(&base).max_handles;
+            let dirs: usize = r
+                .grants
+                .iter()
+                .filter_map(|g| match &g.grant {
+                    Grant::Dir(d) => Some(1 + d.paths.as_ref().map_or(0, |p| p.len())),
+                    _ => None,
+                })
+                .sum();
+            // Each preopen is a handle of the guest's from the start.
+            if dirs >= handles {
+                bail!(
+                    "route {} `{}` grants {dirs} directories and scope entries, but its \
+                     max-handles is {handles}: each is a handle before the guest runs",
+                    i + 1,
+                    r.name()
+                );
+            }
+            most_files = most_files.max(2 * handles + dirs);
+        }
+        let max_requests = super::max_requests(most_files);
         if max_requests < super::MAX_REQUESTS && !quiet {
             eprintln!(
-                "capbroker: at most {max_requests} requests at once: each may hold up to {} \
-                 host files (twice its max-handles), within this process's open-file limit",
-                2 * most_handles
+                "capbroker: at most {max_requests} requests at once: each may hold up to \
+                 {most_files} host files (its directories, and twice its max-handles), within \
+                 this process's open-file limit"
             );
         }
         // One pool slot for each request that may be alive at once, each
@@ -234,9 +254,9 @@ impl Serve {
                     routes: server.routes().iter().map(|r| r.route.clone()).collect(),
                     ..config.absolute()
                 };
-                let text = crate::policy::learned::routes(&config, &learners).context("--learn")?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("--learn: cannot write `{}`", path.display()))?;
+                let text =
+                    crate::policy::learned::routes(&config, &learners, &base).context("--learn")?;
+                crate::run::launch::write_private(&path, &text)?;
                 eprintln!("capbroker: wrote {}", path.display());
                 Ok(())
             }

@@ -58,22 +58,23 @@ const FILES_KEPT: u64 = 1024;
 
 /// How many requests may have an instance at once: at most
 /// [`MAX_REQUESTS`], and no more than the process's open-file limit holds
-/// when each request holds its most host files (up to twice its handle
-/// limit, `max_handles`): so that requests together cannot take the files
-/// the server needs to accept the next connection.
-pub fn max_requests(max_handles: usize) -> u32 {
+/// when each request holds its most host files (`files`: its route's
+/// directories, and up to twice its handle limit): so that requests
+/// together cannot take the files the server needs to accept the next
+/// connection.
+pub fn max_requests(files: usize) -> u32 {
+    let per_request = files.max(1) as u64;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: a plain system call on a struct that outlives it.
-    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+    let open_files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
         limit.rlim_cur
     } else {
         1024
     };
-    let per_request = 2 * max_handles.max(1) as u64;
-    let n = files.saturating_sub(FILES_KEPT) / per_request;
+    let n = open_files.saturating_sub(FILES_KEPT) / per_request;
     n.clamp(1, u64::from(MAX_REQUESTS)) as u32
 }
 
