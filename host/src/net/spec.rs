@@ -204,12 +204,12 @@ impl NetGrant {
     /// granted and then never matched.
     pub fn parse_peers(spec: &str) -> Result<NetGrant, Invalid> {
         let grant = NetGrant::parse(spec)?;
+        let mapped = IpNet::V6(
+            "::ffff:0:0/96"
+                .parse()
+                .expect("the IPv4-mapped network is a network"),
+        );
         for r in &grant.ranges {
-            let mapped = IpNet::V6(
-                "::ffff:0:0/96"
-                    .parse()
-                    .expect("the IPv4-mapped network is a network"),
-            );
             let why =
                 if r.net.prefix_len() == r.net.max_prefix_len() && r.net.addr().is_unspecified() {
                     "the unspecified address is never a peer"

@@ -115,19 +115,13 @@ impl Config {
     /// are its own), which would leave which one a component gets to
     /// order, and which `--print-config` could not show.
     pub fn twice_granted(&self) -> Option<&str> {
-        let grants = &self.grants;
-        (0..grants.len())
-            .find(|&i| grants[..i].iter().any(|o| o.name == grants[i].name))
-            .map(|i| grants[i].name.as_str())
+        first_repeat(self.grants.iter().map(|g| g.name.as_str()))
     }
 
     /// A variable set twice (by the flags, `-S inherit-env` included),
     /// which the program would see twice, the first one winning.
     pub fn env_twice(&self) -> Option<&str> {
-        let env = &self.env;
-        (0..env.len())
-            .find(|&i| env[..i].iter().any(|(k, _)| *k == env[i].0))
-            .map(|i| env[i].0.as_str())
+        first_repeat(self.env.iter().map(|(k, _)| k.as_str()))
     }
 
     /// The same configuration with every path made absolute, so that a
@@ -160,4 +154,10 @@ impl Config {
         }
         c
     }
+}
+
+/// The first name that comes again in `names`.
+fn first_repeat<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
 }
