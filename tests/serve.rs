@@ -945,3 +945,25 @@ fn requests_past_what_the_open_file_limit_holds_get_503_at_once() {
     // The place is free again.
     assert_eq!(s.request("GET", "/hello", b""), (200, "hello".into()));
 }
+
+/// When not even one request's host files fit the open-file limit beside
+/// what the server keeps, it refuses to start rather than let one request
+/// take the files `accept` needs.
+#[test]
+fn a_server_whose_open_file_limit_holds_no_request_refuses_to_start() {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 1100 && exec {} serve --addr 127.0.0.1:0 {}",
+            env!("CARGO_BIN_EXE_capbroker"),
+            probe().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not even one request fits"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -181,7 +181,15 @@ impl Serve {
             }
             most_files = most_files.max(2 * handles + dirs);
         }
-        let max_requests = super::max_requests(most_files);
+        let Some(max_requests) = super::max_requests(most_files) else {
+            bail!(
+                "not even one request fits this process's open-file limit: each may hold up \
+                 to {most_files} host files (its directories, and twice its max-handles), and \
+                 the server keeps {} for itself; raise the limit (ulimit -n) or lower \
+                 max-handles",
+                super::FILES_KEPT
+            );
+        };
         if max_requests < super::MAX_REQUESTS && !quiet {
             eprintln!(
                 "capbroker: at most {max_requests} requests at once: each may hold up to \

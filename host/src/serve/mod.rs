@@ -62,7 +62,8 @@ const FILES_KEPT: u64 = 1024;
 /// directories, and up to twice its handle limit): so that requests
 /// together cannot take the files the server needs to accept the next
 /// connection.
-pub fn max_requests(files: usize) -> u32 {
+/// `None` when not even one request fits.
+pub fn max_requests(files: usize) -> Option<u32> {
     let per_request = files.max(1) as u64;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -75,7 +76,7 @@ pub fn max_requests(files: usize) -> u32 {
         1024
     };
     let n = open_files.saturating_sub(FILES_KEPT) / per_request;
-    n.clamp(1, u64::from(MAX_REQUESTS)) as u32
+    (n > 0).then(|| n.min(u64::from(MAX_REQUESTS)) as u32)
 }
 
 /// How long a client may take to send a request's head, idle keep-alive
