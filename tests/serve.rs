@@ -906,13 +906,13 @@ fn requests_past_what_the_open_file_limit_holds_get_503_at_once() {
     cmd.args(["serve", "-m", path.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // 1,024 files kept for the server, and 256 (twice the default 128
-    // handles) for one request: room for one request at a time.
+    // A quarter of 600 kept for the server, and 256 (twice the default
+    // 128 handles) for one request: room for one request at a time.
     unsafe {
         cmd.pre_exec(|| {
             let l = libc::rlimit {
-                rlim_cur: 1280,
-                rlim_max: 1280,
+                rlim_cur: 600,
+                rlim_max: 600,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
                 Ok(())
@@ -954,7 +954,7 @@ fn a_server_whose_open_file_limit_holds_no_request_refuses_to_start() {
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 1100 && exec {} serve --addr 127.0.0.1:0 {}",
+            "ulimit -n 1100 && exec {} serve --addr 127.0.0.1:0 --max-handles 1000 {}",
             env!("CARGO_BIN_EXE_capbroker"),
             probe().display()
         ))

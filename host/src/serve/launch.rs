@@ -184,10 +184,9 @@ impl Serve {
         let Some(max_requests) = super::max_requests(most_files) else {
             bail!(
                 "not even one request fits this process's open-file limit: each may hold up \
-                 to {most_files} host files (its directories, and twice its max-handles), and \
-                 the server keeps {} for itself; raise the limit (ulimit -n) or lower \
-                 max-handles",
-                super::FILES_KEPT
+                 to {most_files} host files (its directories, and twice its max-handles), \
+                 beside those the server keeps for itself; raise the limit (ulimit -n) or \
+                 lower max-handles"
             );
         };
         if max_requests < super::MAX_REQUESTS && !quiet {

@@ -75,7 +75,7 @@ pub fn max_requests(files: usize) -> Option<u32> {
     } else {
         1024
     };
-    let n = open_files.saturating_sub(FILES_KEPT) / per_request;
+    let n = open_files.saturating_sub(files_kept(open_files)) / per_request;
     (n > 0).then(|| n.min(u64::from(MAX_REQUESTS)) as u32)
 }
 
@@ -182,4 +182,10 @@ impl Server {
             });
         }
     }
+}
+
+/// The open files the server keeps for itself out of `limit`: up to
+/// [`FILES_KEPT`], and a quarter of a small limit (a container's 1,024).
+pub fn files_kept(limit: u64) -> u64 {
+    FILES_KEPT.min(limit / 4)
 }
