@@ -88,6 +88,9 @@ impl Launch {
         let pool =
             Pool::for_budgets(limits.max_memory as u64, spawners).context("the instance pool")?;
         let mut rt = Runtime::with_pool(&pool)?;
+        if !config.no_cache {
+            rt.use_default_cache();
+        }
         if let Some(path) = &audit {
             rt.set_audit_log(create_audit_log(path)?);
         }
