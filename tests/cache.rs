@@ -360,3 +360,31 @@ fn the_cache_keeps_within_its_bound() {
     assert_eq!(entries(&dir).len(), 1);
     assert!(!left.contains(&entries(&dir)[0]));
 }
+
+/// The cache holds machine code the broker runs unsandboxed: a run whose
+/// grants could write its folder (or a folder on its path) is refused, as
+/// one that could write its manifest is; `--no-cache` loads nothing from
+/// it, so it runs.
+#[test]
+fn a_grant_that_could_write_the_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let hello = hello.to_str().unwrap();
+    let rw = format!("/data={}:rw", tmp.path().display());
+    let out = capbroker(&cache, &["run", "--dir", &rw, hello]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("compiled-component cache"), "{stderr}");
+    assert!(stderr.contains("--no-cache"), "{stderr}");
+    assert!(!cache.exists());
+    ok(&capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]), "hello");
+    // Reading is not writing; a writing grant elsewhere is not the cache's.
+    let ro = format!("/data={}:ro", tmp.path().display());
+    ok(&capbroker(&cache, &["run", "--dir", &ro, hello]), "hello");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let rw = format!("/data={}:rw", elsewhere.display());
+    ok(&capbroker(&cache, &["run", "--dir", &rw, hello]), "hello");
+}

@@ -216,6 +216,21 @@ pub(crate) fn before_any_guest(
         check_writable(path)?;
     }
     check_outputs_apart(config, audit, learn)?;
+    // The cache holds machine code the broker runs outside any sandbox: a
+    // guest that could write its folder (and read its key) could plant code
+    // for a later run. `--no-cache` runs are let through: they load
+    // nothing from it (docs/cache.md says what that leaves to the operator).
+    if !config.no_cache {
+        if let Some(dir) = crate::run::cache::default_dir() {
+            config
+                .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
+                .context(
+                    "the compiled-component cache must be out of every writing grant: \
+                     narrow the grant, move the cache (CAPBROKER_CACHE_DIR), or run with \
+                     --no-cache",
+                )?;
+        }
+    }
     if let (Some(m), false) = (&config.manifest, quiet) {
         // Not through `tracing`: no log filter may hide where grants come
         // from.
