@@ -371,6 +371,14 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     let cache = tmp.path().join("cache");
     let hello = program(tmp.path(), "hello", "hello");
     let hello = hello.to_str().unwrap();
+    // A writing grant elsewhere is not the cache's, whether its folder is
+    // there yet or not.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = format!("/data={}:rw", elsewhere.display());
+    ok(&capbroker(&cache, &["run", "--dir", &other, hello]), "hello");
+    ok(&capbroker(&cache, &["run", "--dir", &other, hello]), "hello");
+    assert_eq!(entries(&cache).len(), 1);
     let rw = format!("/data={}:rw", tmp.path().display());
     let out = capbroker(&cache, &["run", "--dir", &rw, hello]);
     let stderr = text(&out.stderr);
@@ -378,13 +386,19 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("compiled-component cache"), "{stderr}");
     assert!(stderr.contains("--no-cache"), "{stderr}");
-    assert!(!cache.exists());
+    assert!(stderr.contains("is within reach of grant `/data`"), "{stderr}");
     ok(&capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]), "hello");
-    // Reading is not writing; a writing grant elsewhere is not the cache's.
+    // Reading is not writing.
     let ro = format!("/data={}:ro", tmp.path().display());
     ok(&capbroker(&cache, &["run", "--dir", &ro, hello]), "hello");
-    let elsewhere = tmp.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
-    let rw = format!("/data={}:rw", elsewhere.display());
-    ok(&capbroker(&cache, &["run", "--dir", &rw, hello]), "hello");
+    // Before the cache's folder is there: a grant of the folder above.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let out = capbroker(
+        &fresh.join("cache"),
+        &["run", "--dir", &format!("/data={}:rw", fresh.display()), hello],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is within reach"), "{}", text(&out.stderr));
+    assert!(entries(&fresh.join("cache")).is_empty());
 }

@@ -93,6 +93,17 @@ pub fn default_dir() -> Option<PathBuf> {
     set("HOME").map(|h| h.join(".cache").join("capbroker"))
 }
 
+/// Makes the cache folder `dir` (`0700`) if it is not there.
+pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Warns about the cache on stderr: its failures never fail a run.
 fn warn(what: impl std::fmt::Display) {
     eprintln!("capbroker: warning: compiled-component cache: {what}");
@@ -121,15 +132,7 @@ impl Cache {
     /// is missing and must be private to the user; its key is made if it is
     /// missing.
     pub fn open(dir: &Path, engine: &Engine) -> wasmtime::Result<Cache> {
-        if let Some(parent) = dir.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create `{}`", parent.display()))?;
-        }
-        match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create `{}`", dir.display())),
-        }
+        make_dir(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
         let meta = fs::symlink_metadata(dir)
             .with_context(|| format!("cannot read `{}`", dir.display()))?;
         if !meta.is_dir() {

@@ -222,13 +222,17 @@ pub(crate) fn before_any_guest(
     // nothing from it (docs/cache.md says what that leaves to the operator).
     if !config.no_cache {
         if let Some(dir) = crate::run::cache::default_dir() {
-            config
+            // Made now (private, empty) so that what is checked is what
+            // the cache will use; one that cannot be made is not used.
+            if crate::run::cache::make_dir(&dir).is_ok() {
+                config
                 .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
                 .context(
                     "the compiled-component cache must be out of every writing grant: \
                      narrow the grant, move the cache (CAPBROKER_CACHE_DIR), or run with \
                      --no-cache",
                 )?;
+            }
         }
     }
     if let (Some(m), false) = (&config.manifest, quiet) {
