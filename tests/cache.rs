@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use capbroker::run::cache::Cache;
 use capbroker::run::app::Loaded;
+use capbroker::run::cache::Cache;
 use capbroker::Runtime;
 use support::{guest, text};
 
@@ -173,6 +173,9 @@ fn inspect_uses_the_cache() {
     assert_eq!(first.stdout, second.stdout);
 }
 
+/// What a test does to an entry's bytes.
+type Damage = fn(&mut Vec<u8>);
+
 /// A truncated, altered or foreign entry is compiled again with a warning,
 /// never loaded, and replaced by a good one.
 #[test]
@@ -185,17 +188,14 @@ fn a_bad_entry_is_compiled_again_with_a_warning() {
     let entry = entries(&cache).remove(0);
     let good = std::fs::read(&entry).unwrap();
 
-    let damage: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 4] = [
-        ("truncated", Box::new(|b| b.truncate(b.len() / 2))),
-        ("shorter than a tag", Box::new(|b| b.truncate(10))),
-        (
-            "one byte changed",
-            Box::new(|b| {
-                let i = b.len() / 2;
-                b[i] ^= 1;
-            }),
-        ),
-        ("emptied", Box::new(|b| b.clear())),
+    let damage: [(&str, Damage); 4] = [
+        ("truncated", |b| b.truncate(b.len() / 2)),
+        ("shorter than a tag", |b| b.truncate(10)),
+        ("one byte changed", |b| {
+            let i = b.len() / 2;
+            b[i] ^= 1;
+        }),
+        ("emptied", |b| b.clear()),
     ];
     for (what, damage) in damage {
         let mut bad = good.clone();
@@ -252,7 +252,11 @@ fn no_cache_writes_nothing() {
         &cache,
         &["run", "-m", manifest.to_str().unwrap(), "--print-config"],
     );
-    assert!(text(&out.stdout).contains("cache = false"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("cache = false"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -314,15 +318,21 @@ fn an_unusable_cache_folder_warns_and_runs() {
     assert!(entries(&shared).is_empty());
     // A link is not followed.
     let private = tmp.path().join("private");
-    ok(&capbroker(&private, &["run", hello.to_str().unwrap()]), "hello");
+    ok(
+        &capbroker(&private, &["run", hello.to_str().unwrap()]),
+        "hello",
+    );
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&private, &link).unwrap();
     let out = capbroker(&link, &["run", hello.to_str().unwrap()]);
     ok(&out, "hello");
-    assert!(warnings(&out).contains("not a folder"), "{}", text(&out.stderr));
+    assert!(
+        warnings(&out).contains("not a folder"),
+        "{}",
+        text(&out.stderr)
+    );
     // A key others may read is no secret.
-    std::fs::set_permissions(private.join("key"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(private.join("key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = capbroker(&private, &["run", hello.to_str().unwrap()]);
     ok(&out, "hello");
     assert!(
@@ -376,8 +386,14 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let other = format!("/data={}:rw", elsewhere.display());
-    ok(&capbroker(&cache, &["run", "--dir", &other, hello]), "hello");
-    ok(&capbroker(&cache, &["run", "--dir", &other, hello]), "hello");
+    ok(
+        &capbroker(&cache, &["run", "--dir", &other, hello]),
+        "hello",
+    );
+    ok(
+        &capbroker(&cache, &["run", "--dir", &other, hello]),
+        "hello",
+    );
     assert_eq!(entries(&cache).len(), 1);
     let rw = format!("/data={}:rw", tmp.path().display());
     let out = capbroker(&cache, &["run", "--dir", &rw, hello]);
@@ -386,8 +402,14 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("compiled-component cache"), "{stderr}");
     assert!(stderr.contains("--no-cache"), "{stderr}");
-    assert!(stderr.contains("is within reach of grant `/data`"), "{stderr}");
-    ok(&capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]), "hello");
+    assert!(
+        stderr.contains("is within reach of grant `/data`"),
+        "{stderr}"
+    );
+    ok(
+        &capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]),
+        "hello",
+    );
     // Reading is not writing.
     let ro = format!("/data={}:ro", tmp.path().display());
     ok(&capbroker(&cache, &["run", "--dir", &ro, hello]), "hello");
@@ -396,9 +418,18 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     std::fs::create_dir(&fresh).unwrap();
     let out = capbroker(
         &fresh.join("cache"),
-        &["run", "--dir", &format!("/data={}:rw", fresh.display()), hello],
+        &[
+            "run",
+            "--dir",
+            &format!("/data={}:rw", fresh.display()),
+            hello,
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("is within reach"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is within reach"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(entries(&fresh.join("cache")).is_empty());
 }

@@ -82,7 +82,11 @@ pub struct Cache {
 /// Where the cache lives when [`DIR_VAR`] does not say:
 /// `$XDG_CACHE_HOME/capbroker`, else `$HOME/.cache/capbroker`.
 pub fn default_dir() -> Option<PathBuf> {
-    let set = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let set = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = set(DIR_VAR) {
         return Some(dir);
     }
@@ -136,7 +140,10 @@ impl Cache {
         let meta = fs::symlink_metadata(dir)
             .with_context(|| format!("cannot read `{}`", dir.display()))?;
         if !meta.is_dir() {
-            bail!("`{}` is not a folder (a link is not followed)", dir.display());
+            bail!(
+                "`{}` is not a folder (a link is not followed)",
+                dir.display()
+            );
         }
         private(dir, &meta)?;
         let key = key(dir)?;
@@ -174,11 +181,17 @@ impl Cache {
         let path = self.dir.join(&entry);
         match self.load(engine, &entry, &path) {
             Ok(Some(c)) => {
-                tracing::debug!("compiled-component cache: hit for `{name}`: {}", path.display());
+                tracing::debug!(
+                    "compiled-component cache: hit for `{name}`: {}",
+                    path.display()
+                );
                 return Ok(c);
             }
             Ok(None) => {
-                tracing::debug!("compiled-component cache: miss for `{name}`: {}", path.display())
+                tracing::debug!(
+                    "compiled-component cache: miss for `{name}`: {}",
+                    path.display()
+                )
             }
             Err(e) => {
                 warn(format_args!(
@@ -193,7 +206,9 @@ impl Cache {
         if let Err(e) = self.store(&entry, &path, &component) {
             warn(format_args!("cannot store `{name}` ({e:#})"));
         } else if let Err(e) = self.evict() {
-            warn(format_args!("cannot keep the cache within its bound ({e:#})"));
+            warn(format_args!(
+                "cannot keep the cache within its bound ({e:#})"
+            ));
         }
         Ok(component)
     }
@@ -206,7 +221,12 @@ impl Cache {
         d.update(env!("CARGO_PKG_VERSION").as_bytes());
         d.update(&(bytes.len() as u64).to_le_bytes());
         d.update(bytes);
-        let hex: String = d.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = d
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         format!("{hex}.{ENTRY_EXT}")
     }
 
@@ -222,7 +242,12 @@ impl Cache {
 
     /// The entry at `path`, `None` if there is none, an error if it is
     /// there but not one this cache wrote for this engine.
-    fn load(&self, engine: &Engine, entry: &str, path: &Path) -> wasmtime::Result<Option<Component>> {
+    fn load(
+        &self,
+        engine: &Engine,
+        entry: &str,
+        path: &Path,
+    ) -> wasmtime::Result<Option<Component>> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -235,7 +260,11 @@ impl Cache {
         let (tag, artifact) = bytes.split_at(KEY_LEN);
         let want = self.tag(entry, artifact);
         // Compared in constant time, though there is little to learn here.
-        let diff = want.as_ref().iter().zip(tag).fold(0, |d, (a, b)| d | (a ^ b));
+        let diff = want
+            .as_ref()
+            .iter()
+            .zip(tag)
+            .fold(0, |d, (a, b)| d | (a ^ b));
         if diff != 0 {
             bail!("its tag does not match its contents (truncated, altered, or not written here)");
         }
@@ -246,8 +275,8 @@ impl Cache {
         // key, so they are exactly what `store` wrote: the serialization
         // of a component this engine's wasmtime compiled. wasmtime checks
         // its version and configuration against the engine's.
-        let component = unsafe { Component::deserialize(engine, artifact) }
-            .context("wasmtime refused it")?;
+        let component =
+            unsafe { Component::deserialize(engine, artifact) }.context("wasmtime refused it")?;
         // Most recently used: eviction removes the oldest first. A cache
         // that cannot be touched still works.
         let _ = File::options()
@@ -310,7 +339,9 @@ impl Cache {
                 // Another process may have removed it first.
                 Ok(()) => total -= len,
                 Err(e) if e.kind() == ErrorKind::NotFound => total -= len,
-                Err(e) => return Err(e).with_context(|| format!("cannot remove `{}`", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove `{}`", path.display()))
+                }
             }
         }
         Ok(())

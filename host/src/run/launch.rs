@@ -226,12 +226,12 @@ pub(crate) fn before_any_guest(
             // the cache will use; one that cannot be made is not used.
             if crate::run::cache::make_dir(&dir).is_ok() {
                 config
-                .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
-                .context(
-                    "the compiled-component cache must be out of every writing grant: \
+                    .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
+                    .context(
+                        "the compiled-component cache must be out of every writing grant: \
                      narrow the grant, move the cache (CAPBROKER_CACHE_DIR), or run with \
                      --no-cache",
-                )?;
+                    )?;
             }
         }
     }
