@@ -433,3 +433,53 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     );
     assert!(entries(&fresh.join("cache")).is_empty());
 }
+
+/// `capbroker serve` compiles its proxy component once: a second server
+/// loads it from the cache.
+#[test]
+fn serve_uses_the_cache() {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let proxy = guest("http_probe");
+    let serve = |log: &str| {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = tmp.path().join(log);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .args(["serve", "-q", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(&proxy)
+            .env("CAPBROKER_CACHE_DIR", &cache)
+            .env("CAPBROKER_LOG", "capbroker::run::cache=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server did not start listening");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(!log.contains("panicked"), "{log}");
+        (
+            log.matches("compiled-component cache: hit").count(),
+            log.matches("compiled-component cache: miss").count(),
+        )
+    };
+    let (hits, misses) = serve("first.log");
+    assert!(hits == 0 && misses >= 1, "{hits} hits, {misses} misses");
+    assert_eq!(entries(&cache).len(), 1);
+    let (hits, misses) = serve("second.log");
+    assert!(hits >= 1 && misses == 0, "{hits} hits, {misses} misses");
+    assert_eq!(entries(&cache).len(), 1);
+}
