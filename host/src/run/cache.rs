@@ -59,6 +59,9 @@ pub const DIR_VAR: &str = "CAPBROKER_CACHE_DIR";
 const KEY_FILE: &str = "key";
 const KEY_LEN: usize = 32;
 
+/// An entry's tag (HMAC-SHA256) before its contents.
+const TAG_LEN: usize = 32;
+
 /// What an entry's file name ends with.
 const ENTRY_EXT: &str = "cwasm";
 
@@ -169,7 +172,9 @@ impl Cache {
     }
 
     /// The component of `bytes` from the cache, or compiled by `compile`
-    /// and stored. `name` is how warnings refer to the component.
+    /// and stored. `name` is how warnings refer to the component; `engine`
+    /// is the one the cache was opened for (wasmtime refuses an entry
+    /// compiled for an incompatible one anyway).
     pub fn get_or_compile(
         &self,
         engine: &Engine,
@@ -254,10 +259,10 @@ impl Cache {
             Err(e) => return Err(e).context("cannot open it"),
         };
         let bytes = read_all(file).context("cannot read it")?;
-        if bytes.len() < KEY_LEN {
+        if bytes.len() < TAG_LEN {
             bail!("it is too short to hold its tag");
         }
-        let (tag, artifact) = bytes.split_at(KEY_LEN);
+        let (tag, artifact) = bytes.split_at(TAG_LEN);
         let want = self.tag(entry, artifact);
         // Compared in constant time, though there is little to learn here.
         let diff = want
