@@ -217,6 +217,11 @@ enum Command {
         #[arg(short = 'm', long, value_name = "FILE")]
         manifest: Option<PathBuf>,
 
+        /// Compile the component without the compiled-component cache:
+        /// nothing is read from it or written to it (docs/cache.md).
+        #[arg(long)]
+        no_cache: bool,
+
         /// Do not say on stderr which manifest the run uses, or that one
         /// beside the component is not used.
         #[arg(short = 'q', long)]
@@ -315,6 +320,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         learn: Option<PathBuf>,
 
+        /// Compile the component without the compiled-component cache:
+        /// nothing is read from it or written to it (docs/cache.md).
+        #[arg(long)]
+        no_cache: bool,
+
         /// Say nothing on stderr but errors.
         #[arg(short = 'q', long)]
         quiet: bool,
@@ -325,6 +335,11 @@ enum Command {
     },
     /// List the handles a component asks for, as the flags that grant them.
     Inspect {
+        /// Compile the component without the compiled-component cache:
+        /// nothing is read from it or written to it (docs/cache.md).
+        #[arg(long)]
+        no_cache: bool,
+
         /// The component (.wasm) to inspect.
         component: PathBuf,
     },
@@ -430,6 +445,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             stdin,
             audit,
             manifest,
+            no_cache,
             quiet,
             learn,
             print_config,
@@ -460,6 +476,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 components,
                 env: envs,
                 stdin,
+                no_cache,
                 max_memory,
                 max_handles: max_handles.map(|n| n as usize),
                 max_fuel,
@@ -534,6 +551,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             wasi,
             audit,
             learn,
+            no_cache,
             quiet,
             component,
         } => {
@@ -551,6 +569,7 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 max_fuel,
                 timeout,
                 addr,
+                no_cache,
                 ..Config::default()
             };
             Spellings::apply(wasm.into_iter().chain(wasi).collect(), "serve", &mut flags)?;
@@ -575,8 +594,14 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
             out(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { component } => {
-            let rt = Runtime::new()?;
+        Command::Inspect {
+            no_cache,
+            component,
+        } => {
+            let mut rt = Runtime::new()?;
+            if !no_cache {
+                rt.use_default_cache();
+            }
             let app = match rt.load_any(&component)? {
                 Loaded::App(app) => app,
                 Loaded::Proxy(name) => {

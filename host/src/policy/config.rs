@@ -28,6 +28,10 @@ pub struct Config {
     /// `capbroker serve`: where to listen, and what each request gets.
     pub addr: Option<std::net::SocketAddr>,
     pub routes: Vec<Route>,
+    /// Compile without the compiled-component cache (`--no-cache`, or
+    /// `cache = false` in the manifest): nothing is read from it or
+    /// written to it.
+    pub no_cache: bool,
 }
 
 /// The manifest a [`Config`] was read from, and what in the configuration
@@ -76,6 +80,7 @@ impl Config {
             components: self.components,
             env: self.env,
             stdin: self.stdin || flags.stdin,
+            no_cache: self.no_cache || flags.no_cache,
             max_memory: flags.max_memory.or(self.max_memory),
             max_handles: flags.max_handles.or(self.max_handles),
             max_fuel: flags.max_fuel.or(self.max_fuel),

@@ -19,6 +19,7 @@ pub fn manifest(learner: &Learner, config: &Config, requests: &[Request]) -> Res
         args: config.args.clone(),
         env: config.env.clone(),
         stdin: config.stdin,
+        no_cache: config.no_cache,
         max_memory: config.max_memory,
         max_handles: config.max_handles,
         max_fuel: config.max_fuel,

@@ -68,6 +68,9 @@ macro_rules! policy {
             pub args: Vec<String>,
             #[serde(default)]
             pub stdin: bool,
+            /// `cache = false`: compile without the compiled-component cache.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub cache: Option<bool>,
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub env: BTreeMap<String, String>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +229,7 @@ impl Config {
             args: policy.args.clone(),
             env: policy.env.clone().into_iter().collect(),
             stdin: policy.stdin,
+            no_cache: policy.cache == Some(false),
             ..Config::default()
         };
         if let Some(l) = &policy.limits {
@@ -277,6 +281,7 @@ impl Config {
                 .map(|c| spanned(c.display().to_string())),
             args: self.args.clone(),
             stdin: self.stdin,
+            cache: self.no_cache.then_some(false),
             env: self.env.iter().cloned().collect(),
             limits: Some(LimitsTable {
                 max_memory: Some(spanned(Amount::Number(l.max_memory as u64))),

@@ -11,6 +11,7 @@ use wasmtime::error::Context;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::cache::Cache;
 use super::command::CommandComponent;
 use super::ctx::{BrokerCtx, Components, State};
 use super::engine::Pool;
@@ -26,6 +27,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     audit_log: Option<Arc<AuditLog>>,
+    cache: Option<Cache>,
 }
 
 impl Runtime {
@@ -62,6 +64,7 @@ impl Runtime {
             engine,
             linker,
             audit_log: None,
+            cache: None,
         })
     }
 
@@ -73,6 +76,20 @@ impl Runtime {
     /// of their children) to `log`.
     pub fn set_audit_log(&mut self, log: Arc<AuditLog>) {
         self.audit_log = Some(log);
+    }
+
+    /// Keeps the components compiled from now on in the user's cache
+    /// folder and loads them from it (see [`crate::run::cache`]). A cache
+    /// that cannot be used is a warning, and components are compiled as
+    /// without it.
+    pub fn use_default_cache(&mut self) {
+        self.cache = Cache::open_default(&self.engine);
+    }
+
+    /// Keeps compiled components in `cache`, made for this runtime's
+    /// engine ([`Runtime::engine`]).
+    pub fn set_cache(&mut self, cache: Cache) {
+        self.cache = Some(cache);
     }
 
     /// Reads, compiles and links the `app` component at `path`.
@@ -163,18 +180,24 @@ impl Runtime {
         } else {
             bytes
         };
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
-            // The instance pool gives each core module one memory, which is
-            // what lets a memory limit cover them all; say so plainly.
-            if format!("{e:#}").contains("defined memories count") {
-                e.context(format!(
-                    "`{name}` has a core module with more than one memory: capbroker runs \
-                     modules with one memory each"
-                ))
-            } else {
-                e.context(format!("`{name}` is not a valid WebAssembly component"))
-            }
-        })?;
+        let compile = || {
+            Component::from_binary(&self.engine, bytes).map_err(|e| {
+                // The instance pool gives each core module one memory, which
+                // is what lets a memory limit cover them all; say so plainly.
+                if format!("{e:#}").contains("defined memories count") {
+                    e.context(format!(
+                        "`{name}` has a core module with more than one memory: capbroker \
+                         runs modules with one memory each"
+                    ))
+                } else {
+                    e.context(format!("`{name}` is not a valid WebAssembly component"))
+                }
+            })
+        };
+        let component = match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, name, bytes, compile)?,
+            None => compile()?,
+        };
         self.linker
             .instantiate_pre(&component)
             .with_context(|| format!("`{name}` imports something capbroker does not provide"))

@@ -88,6 +88,9 @@ impl Launch {
         let pool =
             Pool::for_budgets(limits.max_memory as u64, spawners).context("the instance pool")?;
         let mut rt = Runtime::with_pool(&pool)?;
+        if !config.no_cache {
+            rt.use_default_cache();
+        }
         if let Some(path) = &audit {
             rt.set_audit_log(create_audit_log(path)?);
         }
@@ -213,6 +216,25 @@ pub(crate) fn before_any_guest(
         check_writable(path)?;
     }
     check_outputs_apart(config, audit, learn)?;
+    // The cache holds machine code the broker runs outside any sandbox: a
+    // guest that could write its folder (and read its key) could plant code
+    // for a later run. `--no-cache` runs are let through: they load
+    // nothing from it (docs/cache.md says what that leaves to the operator).
+    if !config.no_cache {
+        if let Some(dir) = crate::run::cache::default_dir() {
+            // Made now (private, empty) so that what is checked is what
+            // the cache will use; one that cannot be made is not used.
+            if crate::run::cache::make_dir(&dir).is_ok() {
+                config
+                    .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
+                    .context(
+                        "the compiled-component cache must be out of every writing grant: \
+                     narrow the grant, move the cache (CAPBROKER_CACHE_DIR), or run with \
+                     --no-cache",
+                    )?;
+            }
+        }
+    }
     if let (Some(m), false) = (&config.manifest, quiet) {
         // Not through `tracing`: no log filter may hide where grants come
         // from.

@@ -3,6 +3,7 @@
 //! process go through.
 //!
 //! - [`engine`]: the wasmtime engine (fuel, epochs, the instance pool);
+//! - [`cache`]: compiled components kept on disk between runs;
 //! - [`ctx`]: the per-store state: capbroker's ([`BrokerCtx`], a struct of
 //!   the kinds' own contexts), the store's data ([`State`]), and the
 //!   [`Components`] spawners can start;
@@ -16,6 +17,7 @@
 //! - [`wit`]: the generated bindings of `process` and the worlds.
 
 pub mod app;
+pub mod cache;
 pub mod command;
 pub mod ctx;
 pub mod engine;

@@ -208,6 +208,9 @@ impl Serve {
         };
         pool.plan().context("the instance pool")?;
         let mut rt = Runtime::for_requests(&pool)?;
+        if !config.no_cache {
+            rt.use_default_cache();
+        }
         let log = match &audit {
             Some(path) => {
                 let log = create_audit_log(path)?;

@@ -1,0 +1,485 @@
+//! The compiled-component cache through the binary: a second run loads
+//! what the first compiled, anything that changes the machine code misses,
+//! and a cache that is corrupt, foreign, shared or unwritable is never
+//! trusted and never fails a run.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use capbroker::run::app::Loaded;
+use capbroker::run::cache::Cache;
+use capbroker::Runtime;
+use support::{guest, text};
+
+/// A WASI preview 1 program that prints `says` (capbroker adapts it into a
+/// component, as `wasmtime run` does): small and quick to compile, and a
+/// different text is a different component.
+fn program(dir: &Path, name: &str, says: &str) -> PathBuf {
+    let wat = format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "{says}\n")
+          (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 100))
+            (i32.store (i32.const 4) (i32.const {len}))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = says.len() + 1
+    );
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path
+}
+
+/// `capbroker ARGS` with its cache in `cache`, logging the cache's hits
+/// and misses.
+fn capbroker(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(args)
+        .env("CAPBROKER_CACHE_DIR", cache)
+        .env("CAPBROKER_LOG", "capbroker::run::cache=debug")
+        .output()
+        .expect("run capbroker")
+}
+
+/// Asserts the run succeeded and printed `want`, without a panic.
+fn ok(out: &Output, want: &str) {
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(text(&out.stdout).contains(want), "{}", text(&out.stdout));
+}
+
+/// How many components the run loaded from the cache, and how many it
+/// compiled.
+fn hits_and_misses(out: &Output) -> (usize, usize) {
+    let stderr = text(&out.stderr);
+    (
+        stderr.matches("compiled-component cache: hit").count(),
+        stderr.matches("compiled-component cache: miss").count(),
+    )
+}
+
+fn warnings(out: &Output) -> String {
+    text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("warning: compiled-component cache"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The cache's entries.
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cache)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_second_run_loads_what_the_first_compiled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let first = capbroker(&cache, &["run", hello.to_str().unwrap()]);
+    ok(&first, "hello");
+    assert_eq!(hits_and_misses(&first), (0, 1), "{}", text(&first.stderr));
+    assert_eq!(entries(&cache).len(), 1);
+    // Private: the folder, its key and its entries.
+    assert_eq!(mode(&cache), 0o700);
+    assert_eq!(mode(&cache.join("key")), 0o600);
+    assert_eq!(mode(&entries(&cache)[0]), 0o600);
+    let second = capbroker(&cache, &["run", hello.to_str().unwrap()]);
+    ok(&second, "hello");
+    assert_eq!(hits_and_misses(&second), (1, 0), "{}", text(&second.stderr));
+    assert_eq!(entries(&cache).len(), 1);
+    assert_eq!(warnings(&second), "");
+}
+
+#[test]
+fn a_changed_component_misses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let a = program(tmp.path(), "a", "one");
+    ok(&capbroker(&cache, &["run", a.to_str().unwrap()]), "one");
+    // The same name, other bytes.
+    let a = program(tmp.path(), "a", "two");
+    let out = capbroker(&cache, &["run", a.to_str().unwrap()]);
+    ok(&out, "two");
+    assert_eq!(hits_and_misses(&out), (0, 1), "{}", text(&out.stderr));
+    assert_eq!(entries(&cache).len(), 2);
+}
+
+/// Spawned components come from the cache too; and a pool of more than
+/// about 2,000 instances gives each memory a smaller reservation with
+/// bounds checks in the code (docs/performance.md), an engine setting that
+/// changes the machine code, so it misses.
+#[test]
+fn spawned_components_are_cached_and_an_engine_setting_misses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let probe = guest("probe");
+    let worker = format!("worker={}", guest("worker").display());
+    let run = |children: &str| {
+        capbroker(
+            &cache,
+            &[
+                "run",
+                "--component",
+                &worker,
+                "--spawn",
+                &format!("sp=max-children={children}"),
+                probe.to_str().unwrap(),
+                "budget sp",
+            ],
+        )
+    };
+    let first = run("3");
+    ok(&first, "budget sp => ok:");
+    assert_eq!(hits_and_misses(&first), (0, 2), "{}", text(&first.stderr));
+    assert_eq!(entries(&cache).len(), 2);
+    let second = run("3");
+    ok(&second, "budget sp => ok:");
+    assert_eq!(hits_and_misses(&second), (2, 0), "{}", text(&second.stderr));
+    let wide = run("3000");
+    ok(&wide, "budget sp => ok:");
+    assert_eq!(hits_and_misses(&wide), (0, 2), "{}", text(&wide.stderr));
+    assert_eq!(entries(&cache).len(), 4);
+}
+
+#[test]
+fn inspect_uses_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let probe = guest("probe");
+    let first = capbroker(&cache, &["inspect", probe.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(hits_and_misses(&first), (0, 1), "{}", text(&first.stderr));
+    let second = capbroker(&cache, &["inspect", probe.to_str().unwrap()]);
+    assert_eq!(hits_and_misses(&second), (1, 0), "{}", text(&second.stderr));
+    assert_eq!(first.stdout, second.stdout);
+}
+
+/// What a test does to an entry's bytes.
+type Damage = fn(&mut Vec<u8>);
+
+/// A truncated, altered or foreign entry is compiled again with a warning,
+/// never loaded, and replaced by a good one.
+#[test]
+fn a_bad_entry_is_compiled_again_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let hello = hello.to_str().unwrap();
+    ok(&capbroker(&cache, &["run", hello]), "hello");
+    let entry = entries(&cache).remove(0);
+    let good = std::fs::read(&entry).unwrap();
+
+    let damage: [(&str, Damage); 4] = [
+        ("truncated", |b| b.truncate(b.len() / 2)),
+        ("shorter than a tag", |b| b.truncate(10)),
+        ("one byte changed", |b| {
+            let i = b.len() / 2;
+            b[i] ^= 1;
+        }),
+        ("emptied", |b| b.clear()),
+    ];
+    for (what, damage) in damage {
+        let mut bad = good.clone();
+        damage(&mut bad);
+        std::fs::write(&entry, &bad).unwrap();
+        let out = capbroker(&cache, &["run", hello]);
+        ok(&out, "hello");
+        assert_eq!(hits_and_misses(&out).0, 0, "{what}: {}", text(&out.stderr));
+        assert!(
+            warnings(&out).contains("is not usable") && warnings(&out).contains("compiling again"),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&entry).unwrap(), good, "{what}: not replaced");
+    }
+
+    // An entry written by another cache (another key), under the right
+    // name: not written here, so not loaded.
+    let other = tmp.path().join("other");
+    ok(&capbroker(&other, &["run", hello]), "hello");
+    let foreign = std::fs::read(entries(&other).remove(0)).unwrap();
+    assert_ne!(foreign, good, "each cache tags with its own key");
+    std::fs::write(&entry, &foreign).unwrap();
+    let out = capbroker(&cache, &["run", hello]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("not written here"),
+        "{}",
+        text(&out.stderr)
+    );
+    // And now it hits again.
+    let out = capbroker(&cache, &["run", hello]);
+    assert_eq!(hits_and_misses(&out), (1, 0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn no_cache_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let out = capbroker(&cache, &["run", "--no-cache", hello.to_str().unwrap()]);
+    ok(&out, "hello");
+    let out = capbroker(&cache, &["inspect", "--no-cache", hello.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The manifest's key does the same.
+    let manifest = tmp.path().join("capbroker.toml");
+    std::fs::write(&manifest, "component = \"hello.wasm\"\ncache = false\n").unwrap();
+    let out = capbroker(&cache, &["run", "-m", manifest.to_str().unwrap()]);
+    ok(&out, "hello");
+    assert_eq!(hits_and_misses(&out), (0, 0), "{}", text(&out.stderr));
+    assert!(!cache.exists(), "the cache folder was made");
+    // --print-config shows it.
+    let out = capbroker(
+        &cache,
+        &["run", "-m", manifest.to_str().unwrap(), "--print-config"],
+    );
+    assert!(
+        text(&out.stdout).contains("cache = false"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn runs_filling_the_cache_at_once_all_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_capbroker"))
+                .args(["run", hello.to_str().unwrap()])
+                .env("CAPBROKER_CACHE_DIR", &cache)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        ok(&out, "hello");
+        assert_eq!(warnings(&out), "", "{}", text(&out.stderr));
+    }
+    // One entry, no temporary file left, and it is good.
+    let names: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let out = capbroker(&cache, &["run", hello.to_str().unwrap()]);
+    assert_eq!(hits_and_misses(&out), (1, 0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unusable_cache_folder_warns_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hello = program(tmp.path(), "hello", "hello");
+    // Below a file: it cannot be made.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let out = capbroker(&file.join("cache"), &["run", hello.to_str().unwrap()]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("cannot create") && warnings(&out).contains("compiling without it"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Open to other users: its entries could have been written by them.
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = capbroker(&shared, &["run", hello.to_str().unwrap()]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("open to other users"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(entries(&shared).is_empty());
+    // A link is not followed.
+    let private = tmp.path().join("private");
+    ok(
+        &capbroker(&private, &["run", hello.to_str().unwrap()]),
+        "hello",
+    );
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    let out = capbroker(&link, &["run", hello.to_str().unwrap()]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("not a folder"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A key others may read is no secret.
+    std::fs::set_permissions(private.join("key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = capbroker(&private, &["run", hello.to_str().unwrap()]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("open to other users"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Beyond its bound, the cache removes the entries used least recently.
+#[test]
+fn the_cache_keeps_within_its_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let mut rt = Runtime::new().unwrap();
+    let mut cache = Cache::open(&dir, rt.engine()).unwrap();
+    // Room for about one entry.
+    let a = program(tmp.path(), "a", "a");
+    let probe = |rt: &Runtime, p: &Path| assert!(matches!(rt.load_any(p), Ok(Loaded::Command(_))));
+    {
+        let mut rt = Runtime::new().unwrap();
+        rt.set_cache(Cache::open(&dir, rt.engine()).unwrap());
+        probe(&rt, &a);
+    }
+    let one = std::fs::metadata(entries(&dir).remove(0)).unwrap().len();
+    cache.set_limit(one + one / 2);
+    rt.set_cache(cache);
+    let b = program(tmp.path(), "b", "b");
+    probe(&rt, &b);
+    let left = entries(&dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    // The newer one stays.
+    let c = program(tmp.path(), "c", "c");
+    probe(&rt, &c);
+    assert_eq!(entries(&dir).len(), 1);
+    assert!(!left.contains(&entries(&dir)[0]));
+}
+
+/// The cache holds machine code the broker runs unsandboxed: a run whose
+/// grants could write its folder (or a folder on its path) is refused, as
+/// one that could write its manifest is; `--no-cache` loads nothing from
+/// it, so it runs.
+#[test]
+fn a_grant_that_could_write_the_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let hello = hello.to_str().unwrap();
+    // A writing grant elsewhere is not the cache's, whether its folder is
+    // there yet or not.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = format!("/data={}:rw", elsewhere.display());
+    ok(
+        &capbroker(&cache, &["run", "--dir", &other, hello]),
+        "hello",
+    );
+    ok(
+        &capbroker(&cache, &["run", "--dir", &other, hello]),
+        "hello",
+    );
+    assert_eq!(entries(&cache).len(), 1);
+    let rw = format!("/data={}:rw", tmp.path().display());
+    let out = capbroker(&cache, &["run", "--dir", &rw, hello]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("compiled-component cache"), "{stderr}");
+    assert!(stderr.contains("--no-cache"), "{stderr}");
+    assert!(
+        stderr.contains("is within reach of grant `/data`"),
+        "{stderr}"
+    );
+    ok(
+        &capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]),
+        "hello",
+    );
+    // Reading is not writing.
+    let ro = format!("/data={}:ro", tmp.path().display());
+    ok(&capbroker(&cache, &["run", "--dir", &ro, hello]), "hello");
+    // Before the cache's folder is there: a grant of the folder above.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let out = capbroker(
+        &fresh.join("cache"),
+        &[
+            "run",
+            "--dir",
+            &format!("/data={}:rw", fresh.display()),
+            hello,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is within reach"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(entries(&fresh.join("cache")).is_empty());
+}
+
+/// `capbroker serve` compiles its proxy component once: a second server
+/// loads it from the cache.
+#[test]
+fn serve_uses_the_cache() {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let proxy = guest("http_probe");
+    let serve = |log: &str| {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = tmp.path().join(log);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .args(["serve", "-q", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(&proxy)
+            .env("CAPBROKER_CACHE_DIR", &cache)
+            .env("CAPBROKER_LOG", "capbroker::run::cache=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server did not start listening");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(!log.contains("panicked"), "{log}");
+        (
+            log.matches("compiled-component cache: hit").count(),
+            log.matches("compiled-component cache: miss").count(),
+        )
+    };
+    let (hits, misses) = serve("first.log");
+    assert!(hits == 0 && misses >= 1, "{hits} hits, {misses} misses");
+    assert_eq!(entries(&cache).len(), 1);
+    let (hits, misses) = serve("second.log");
+    assert!(hits >= 1 && misses == 0, "{hits} hits, {misses} misses");
+    assert_eq!(entries(&cache).len(), 1);
+}
