@@ -483,3 +483,250 @@ fn serve_uses_the_cache() {
     assert!(hits >= 1 && misses == 0, "{hits} hits, {misses} misses");
     assert_eq!(entries(&cache).len(), 1);
 }
+
+/// `capbroker compile COMPONENT -o OUT`, then OUT in place of the `.wasm`.
+fn compile(cache: &Path, component: &Path, out: &Path, more: &[&str]) -> Output {
+    let mut args = vec!["compile"];
+    args.extend_from_slice(more);
+    args.extend([component.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    capbroker(cache, &args)
+}
+
+/// Asserts the run was refused before any guest ran: exit 2, no panic,
+/// and `want` in what it said.
+fn refused(out: &Output, want: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for w in want {
+        assert!(stderr.contains(w), "want `{w}` in: {stderr}");
+    }
+}
+
+/// An artifact of `capbroker compile` runs as its component does, as the
+/// root, as a spawned child and under `serve`, and touches no cache.
+#[test]
+fn an_artifact_runs_in_place_of_its_component() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let probe = tmp.path().join("probe.cwasm");
+    let out = compile(&cache, &guest("probe"), &probe, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!cache.exists(), "compile keeps nothing in the cache");
+    // The default output: the component's path with `.cwasm`.
+    let hello = program(tmp.path(), "hello", "hello from an artifact");
+    ok(
+        &capbroker(&cache, &["compile", hello.to_str().unwrap()]),
+        "",
+    );
+    let hello = hello.with_extension("cwasm");
+    let run = capbroker(&cache, &["run", hello.to_str().unwrap()]);
+    ok(&run, "hello from an artifact");
+    assert_eq!(hits_and_misses(&run), (0, 0), "{}", text(&run.stderr));
+    // A child from an artifact, beside the root from one.
+    let child = format!("child={}", probe.display());
+    let run = capbroker(
+        &cache,
+        &[
+            "run",
+            "--component",
+            &child,
+            "--spawn",
+            "sp=max-memory=16MiB,max-fuel=100M,timeout=5s,max-children=2",
+            probe.to_str().unwrap(),
+            "spawn sp child budget - P memory",
+            "wait P",
+        ],
+    );
+    ok(&run, "wait P => ok:finished:ok:");
+    assert_eq!(hits_and_misses(&run), (0, 0), "{}", text(&run.stderr));
+    assert!(entries(&cache).is_empty());
+    // serve answers from an artifact.
+    let proxy = tmp.path().join("hello.cwasm");
+    let out = compile(&cache, &guest("http_hello"), &proxy, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args(["serve", "-q", "--addr", &format!("127.0.0.1:{port}")])
+        .arg(&proxy)
+        .env("CAPBROKER_CACHE_DIR", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello, bench"), "{answer}");
+}
+
+/// An artifact made by another wasmtime, or for an engine configured
+/// otherwise, is refused with what to do; a damaged one likewise.
+#[test]
+fn an_artifact_for_another_version_or_engine_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let good = tmp.path().join("good.cwasm");
+    assert!(compile(&cache, &hello, &good, &[]).status.success());
+    let bytes = std::fs::read(&good).unwrap();
+    // wasmtime's engine section starts with its format byte, the length
+    // of the version and the version ("48"): made by wasmtime 47 instead.
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"\x00\x0248")
+        .expect("the engine section's version");
+    let mut old = bytes.clone();
+    old[at + 2..at + 4].copy_from_slice(b"47");
+    let old_path = tmp.path().join("old.cwasm");
+    std::fs::write(&old_path, &old).unwrap();
+    refused(
+        &capbroker(&cache, &["run", old_path.to_str().unwrap()]),
+        &[
+            "was compiled for another capbroker or engine configuration",
+            "incompatible version '47'",
+            "capbroker compile",
+        ],
+    );
+    // For a pool of more than about 2,000 instances (bounds checks in the
+    // code), run in the default pool: another engine configuration.
+    let manifest = tmp.path().join("wide.toml");
+    std::fs::write(
+        &manifest,
+        "[spawn.sp]\nmax-children = 3000\nmax-memory = \"16MiB\"\n",
+    )
+    .unwrap();
+    let wide = tmp.path().join("wide.cwasm");
+    let m = manifest.to_str().unwrap();
+    let out = compile(&cache, &guest("probe"), &wide, &["-m", m]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let w = wide.to_str().unwrap();
+    refused(
+        &capbroker(&cache, &["run", w, "budget sp"]),
+        &["was compiled for another capbroker or engine configuration"],
+    );
+    // With the manifest it was compiled for, it runs.
+    ok(
+        &capbroker(&cache, &["run", "-q", "-m", m, w, "budget sp"]),
+        "budget sp => ok:",
+    );
+    // Truncated, or with a byte of its code changed beyond what wasmtime
+    // reads: refused or run, never a panic; truncated is a clear error.
+    let cut = tmp.path().join("cut.cwasm");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    refused(
+        &capbroker(&cache, &["run", cut.to_str().unwrap()]),
+        &["`", "is not a compiled component wasmtime can read"],
+    );
+    assert!(entries(&cache).is_empty(), "artifacts never fill the cache");
+}
+
+/// Machine code is taken only from a file the operator names that no
+/// writing grant reaches, and never from bytes.
+#[test]
+fn an_artifact_a_grant_could_write_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let apps = tmp.path().join("apps");
+    std::fs::create_dir(&apps).unwrap();
+    let hello = program(&apps, "hello", "hello");
+    let artifact = apps.join("hello.cwasm");
+    assert!(compile(&cache, &hello, &artifact, &[]).status.success());
+    let a = artifact.to_str().unwrap();
+    let rw = format!("/apps={}:rw", apps.display());
+    refused(
+        &capbroker(&cache, &["run", "--no-cache", "--dir", &rw, a]),
+        &["the compiled component", "is within reach of grant `/apps`"],
+    );
+    // As a child too.
+    let probe = apps.join("probe.cwasm");
+    assert!(compile(&cache, &guest("probe"), &probe, &[])
+        .status
+        .success());
+    let child = format!("child={}", probe.display());
+    let h = hello.to_str().unwrap();
+    let out = capbroker(
+        &cache,
+        &["run", "--no-cache", "--component", &child, "--dir", &rw, h],
+    );
+    refused(&out, &["the compiled component", "is within reach"]);
+    // Reading is not writing; and the `.wasm` itself may stay writable.
+    let ro = format!("/apps={}:ro", apps.display());
+    ok(&capbroker(&cache, &["run", "--dir", &ro, a]), "hello");
+    ok(
+        &capbroker(&cache, &["run", "--no-cache", "--dir", &rw, h]),
+        "hello",
+    );
+    // An embedder's bytes are never machine code.
+    let rt = Runtime::new().unwrap();
+    let err = rt
+        .load_bytes("given", &std::fs::read(&artifact).unwrap())
+        .err()
+        .expect("artifact bytes refused");
+    assert!(format!("{err:#}").contains("never as bytes"), "{err:#}");
+}
+
+/// `capbroker compile` refuses what it cannot make an artifact of, and
+/// never replaces the component.
+#[test]
+fn compile_refuses_bad_input_and_keeps_the_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let hello = program(tmp.path(), "hello", "hello");
+    let before = std::fs::read(&hello).unwrap();
+    let out = tmp.path().join("out.cwasm");
+    refused(
+        &compile(&cache, &hello, &hello, &[]),
+        &["is the component itself"],
+    );
+    assert_eq!(std::fs::read(&hello).unwrap(), before);
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    refused(
+        &compile(&cache, &junk, &out, &[]),
+        &["is not a WebAssembly file"],
+    );
+    refused(
+        &compile(&cache, &tmp.path().join("none.wasm"), &out, &[]),
+        &["cannot read component"],
+    );
+    assert!(compile(&cache, &hello, &out, &[]).status.success());
+    let again = tmp.path().join("again.cwasm");
+    refused(
+        &compile(&cache, &out, &again, &[]),
+        &["is compiled already"],
+    );
+    assert!(!again.exists());
+    // A component that imports what capbroker does not give.
+    let odd = tmp.path().join("odd.wasm");
+    std::fs::write(
+        &odd,
+        wat::parse_str(r#"(component (import "no-such-function" (func)))"#).unwrap(),
+    )
+    .unwrap();
+    refused(
+        &compile(&cache, &odd, &out, &[]),
+        &["imports something capbroker does not provide"],
+    );
+    // The last good artifact is still whole.
+    ok(&capbroker(&cache, &["run", out.to_str().unwrap()]), "hello");
+}

@@ -333,6 +333,27 @@ enum Command {
         /// `component` unless given here.
         component: Option<PathBuf>,
     },
+    /// Compile a component ahead of time, to a file that `run`, `serve`,
+    /// `--component` and the containerd shim take in place of the `.wasm`
+    /// (docs/cache.md#ahead-of-time-artifacts). It is machine code: run it
+    /// only with the capbroker that made it, and keep it out of every grant
+    /// that can write.
+    Compile {
+        /// The manifest of the runs the artifact is for: its budgets size
+        /// the instance pool, which changes the code of a run that allows
+        /// more than about 2,000 instances at once. Its `component` is
+        /// compiled unless one is given here.
+        #[arg(short = 'm', long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+
+        /// Where to write the artifact; the component's path with `.cwasm`
+        /// when not given.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+
+        /// The component (.wasm, a component or a WASI preview 1 module).
+        component: Option<PathBuf>,
+    },
     /// List the handles a component asks for, as the flags that grant them.
     Inspect {
         /// Compile the component without the compiled-component cache:
@@ -592,6 +613,36 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
             let summary = report::summarise(&file.display().to_string(), &text)?;
             out(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compile {
+            manifest,
+            output,
+            component,
+        } => {
+            let flags = Config {
+                component,
+                ..Config::default()
+            };
+            let config = match &manifest {
+                Some(path) => Config::load(path)?.merge(flags),
+                None => flags,
+            };
+            let artifact = capbroker::run::compiled::compile(&config)?;
+            let component = config.component.unwrap_or_default();
+            let output = output
+                .unwrap_or_else(|| component.with_extension(capbroker::run::compiled::EXTENSION));
+            // Replacing the component with its own artifact would lose the
+            // only copy of the WebAssembly.
+            if std::fs::canonicalize(&output).ok() == std::fs::canonicalize(&component).ok()
+                && output.exists()
+            {
+                wasmtime::bail!(
+                    "-o `{}` is the component itself: write the artifact elsewhere",
+                    output.display()
+                );
+            }
+            capbroker::run::compiled::write(&output, &artifact)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect {

@@ -93,6 +93,11 @@ fn launch_for(args: &[String], envs: &[String], manifest: &Path) -> anyhow::Resu
         component: Some(PathBuf::from(component)),
         args: args.to_vec(),
         env,
+        // A container's root filesystem goes with it, and a cache there
+        // would only cost each start a write: an image is made fast by the
+        // compiled artifact `capbroker-image` builds into it (compiled once,
+        // for every node and container).
+        no_cache: true,
         ..Config::default()
     };
     let config = if manifest.is_file() {

@@ -94,14 +94,21 @@ impl Runtime {
 
     /// Reads, compiles and links the `app` component at `path`.
     pub fn load(&self, path: &Path) -> wasmtime::Result<AppComponent> {
-        let bytes = read(path)?;
-        self.load_bytes(&path.display().to_string(), &bytes)
+        let name = path.display().to_string();
+        let pre = self.link(&name, &read(path)?, Artifacts::Accepted)?;
+        self.app(&name, pre)
     }
 
     /// Compiles and links an `app` component; `name` is how errors and the
-    /// audit trail refer to it.
+    /// audit trail refer to it. `bytes` must be WebAssembly: a compiled
+    /// artifact is machine code, taken only from a file the operator names
+    /// ([`Runtime::load`]).
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<AppComponent> {
-        let pre = self.link(name, bytes)?;
+        let pre = self.link(name, bytes, Artifacts::Refused)?;
+        self.app(name, pre)
+    }
+
+    fn app(&self, name: &str, pre: InstancePre<State>) -> wasmtime::Result<AppComponent> {
         let pre = AppPre::new(pre).with_context(|| {
             format!(
                 "`{name}` does not implement capbroker's `app` world (capbroker:caps/app@0.1.0)"
@@ -122,7 +129,7 @@ impl Runtime {
         path: &Path,
     ) -> wasmtime::Result<wasmtime_wasi_http::p2::bindings::ProxyPre<State>> {
         let name = path.display().to_string();
-        let pre = self.link(&name, &read(path)?)?;
+        let pre = self.link(&name, &read(path)?, Artifacts::Accepted)?;
         wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).with_context(|| {
             format!(
                 "`{name}` is not a wasi:http proxy component (it does not export \
@@ -134,17 +141,9 @@ impl Runtime {
     /// Reads, compiles and links a component of either kind.
     pub fn load_any(&self, path: &Path) -> wasmtime::Result<Loaded> {
         let name = path.display().to_string();
-        let pre = self.link(&name, &read(path)?)?;
+        let pre = self.link(&name, &read(path)?, Artifacts::Accepted)?;
         if pre.component().get_export_index(None, "run").is_some() {
-            let pre = AppPre::new(pre).with_context(|| {
-                format!("`{name}` does not implement capbroker's `app` world (capbroker:caps/app@0.1.0)")
-            })?;
-            return Ok(Loaded::App(AppComponent {
-                name: component_name(&name),
-                pre,
-                audit_log: self.audit_log.clone(),
-                learner: None,
-            }));
+            return Ok(Loaded::App(self.app(&name, pre)?));
         }
         if wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).is_ok() {
             return Ok(Loaded::Proxy(name));
@@ -166,10 +165,43 @@ impl Runtime {
     /// Reads, compiles and links a component to be spawned as a child.
     /// Its entry export is checked at each spawn, which names it.
     pub fn load_child(&self, path: &Path) -> wasmtime::Result<InstancePre<State>> {
-        self.link(&path.display().to_string(), &read(path)?)
+        self.link(
+            &path.display().to_string(),
+            &read(path)?,
+            Artifacts::Accepted,
+        )
     }
 
-    fn link(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<InstancePre<State>> {
+    /// The ahead-of-time artifact of the component at `path`, for this
+    /// runtime's engine (`capbroker compile`): checked as a run would check
+    /// it, so a component that could never run here is refused now.
+    pub fn compile_artifact(&self, path: &Path) -> wasmtime::Result<Vec<u8>> {
+        let name = path.display().to_string();
+        let bytes = read(path)?;
+        if super::compiled::is_artifact(&bytes) {
+            bail!("`{name}` is compiled already: compile the `.wasm` it was made from");
+        }
+        let pre = self.link(&name, &bytes, Artifacts::Refused)?;
+        pre.component()
+            .serialize()
+            .with_context(|| format!("cannot serialize the compiled `{name}`"))
+    }
+
+    fn link(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        artifacts: Artifacts,
+    ) -> wasmtime::Result<InstancePre<State>> {
+        if super::compiled::is_artifact(bytes) {
+            if artifacts == Artifacts::Refused {
+                bail!(
+                    "`{name}` is a compiled artifact: machine code is taken only from a file                      the operator names, never as bytes"
+                );
+            }
+            let component = super::compiled::load(&self.engine, name, bytes)?;
+            return self.instantiate_pre(name, &component);
+        }
         check_header(name, bytes)?;
         // A WASI preview 1 program runs as `wasmtime run` runs it, as the
         // component its adapter makes of it.
@@ -198,10 +230,25 @@ impl Runtime {
             Some(cache) => cache.get_or_compile(&self.engine, name, bytes, compile)?,
             None => compile()?,
         };
+        self.instantiate_pre(name, &component)
+    }
+
+    fn instantiate_pre(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> wasmtime::Result<InstancePre<State>> {
         self.linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .with_context(|| format!("`{name}` imports something capbroker does not provide"))
     }
+}
+
+/// Whether a load may take a compiled artifact (see [`super::compiled`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Artifacts {
+    Accepted,
+    Refused,
 }
 
 fn read(path: &Path) -> wasmtime::Result<Vec<u8>> {

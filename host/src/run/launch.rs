@@ -61,6 +61,20 @@ impl Launch {
         }
     }
 
+    /// The instance pool of a run of `config`: what the operator's budgets
+    /// allow alive at once, and no more: the root, and every spawner's
+    /// max-children.
+    pub fn pool(config: &Config) -> wasmtime::Result<Pool> {
+        let spawners = config.grants.iter().filter_map(|g| match &g.grant {
+            Grant::Spawner(s) => Some(s),
+            _ => None,
+        });
+        Ok(
+            Pool::for_budgets(config.limits().max_memory as u64, spawners)
+                .context("the instance pool")?,
+        )
+    }
+
     /// [`Launch::run`], but a `wasi:http/proxy` component (with
     /// `serve_proxies`) is handed back, for the serve floor above to serve.
     pub async fn start(self) -> wasmtime::Result<Ran> {
@@ -79,15 +93,7 @@ impl Launch {
             );
         };
         let limits = config.limits();
-        // The instance pool holds what the operator's budgets allow alive at
-        // once, and no more: the root, and every spawner's max-children.
-        let spawners = config.grants.iter().filter_map(|g| match &g.grant {
-            Grant::Spawner(s) => Some(s),
-            _ => None,
-        });
-        let pool =
-            Pool::for_budgets(limits.max_memory as u64, spawners).context("the instance pool")?;
-        let mut rt = Runtime::with_pool(&pool)?;
+        let mut rt = Runtime::with_pool(&Launch::pool(&config)?)?;
         if !config.no_cache {
             rt.use_default_cache();
         }
@@ -216,6 +222,15 @@ pub(crate) fn before_any_guest(
         check_writable(path)?;
     }
     check_outputs_apart(config, audit, learn)?;
+    // A compiled artifact is machine code the broker runs outside any
+    // sandbox: a guest that could write one would run its own code there
+    // from the next run on.
+    let components = config.components.iter().map(|(_, p)| p);
+    for path in config.component.iter().chain(components) {
+        if crate::run::compiled::is_artifact_file(path) {
+            config.check_out_of_reach(path, "the compiled component")?;
+        }
+    }
     // The cache holds machine code the broker runs outside any sandbox: a
     // guest that could write its folder (and read its key) could plant code
     // for a later run. `--no-cache` runs are let through: they load

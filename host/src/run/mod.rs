@@ -4,6 +4,7 @@
 //!
 //! - [`engine`]: the wasmtime engine (fuel, epochs, the instance pool);
 //! - [`cache`]: compiled components kept on disk between runs;
+//! - [`compiled`]: ahead-of-time artifacts (`capbroker compile`);
 //! - [`ctx`]: the per-store state: capbroker's ([`BrokerCtx`], a struct of
 //!   the kinds' own contexts), the store's data ([`State`]), and the
 //!   [`Components`] spawners can start;
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod cache;
 pub mod command;
+pub mod compiled;
 pub mod ctx;
 pub mod engine;
 pub mod launch;

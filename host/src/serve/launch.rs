@@ -129,6 +129,8 @@ impl Serve {
         Config {
             grants,
             manifest: config.manifest.clone(),
+            component: config.component.clone(),
+            no_cache: config.no_cache,
             ..Config::default()
         }
     }

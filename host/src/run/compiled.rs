@@ -1,0 +1,116 @@
+//! Ahead-of-time artifacts: `capbroker compile` writes a component's
+//! machine code to a file that `run`, `serve`, `--component`, manifest
+//! `[components]` and the containerd shim take in place of the `.wasm`.
+//!
+//! An artifact is machine code the broker runs outside any sandbox, as
+//! trusted as the broker's own binary. So it is taken only from a file the
+//! operator names (never from bytes an embedder's caller or a guest hands
+//! over: [`crate::run::app::Runtime::load_bytes`] refuses it), and a run
+//! whose grants could write the file is refused before any guest runs
+//! ([`crate::run::launch::before_any_guest`]), as one that could write its
+//! manifest is: a guest must not leave code for the next run.
+//!
+//! The file is wasmtime's own serialization of the component (what
+//! `Component::serialize` writes; an ELF object). wasmtime checks its
+//! version and every engine setting that changes the code when it is
+//! loaded; a mismatch is an error that says how to make a fresh one.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+use wasmtime::error::Context;
+use wasmtime::{bail, Engine, Precompiled};
+
+/// The file name extension `capbroker compile` suggests, as wasmtime's.
+pub const EXTENSION: &str = "cwasm";
+
+/// Whether `bytes` are meant as a compiled artifact (an ELF object, as
+/// wasmtime writes them) rather than WebAssembly: [`load`] then says
+/// whether it is one.
+pub fn is_artifact(bytes: &[u8]) -> bool {
+    bytes.starts_with(ELF)
+}
+
+const ELF: &[u8] = b"\x7fELF";
+
+/// Whether the file at `path` is a compiled artifact; `false` when it
+/// cannot be read (whoever loads it then says why).
+pub fn is_artifact_file(path: &Path) -> bool {
+    use std::io::Read;
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let mut magic = [0; 4];
+            f.read_exact(&mut magic).is_ok() && is_artifact(&magic)
+        }
+        Err(_) => false,
+    }
+}
+
+/// The component in the artifact `bytes`, read from the operator's file
+/// `name`, for `engine`; a clear error when it is not a component's
+/// artifact or was made for another wasmtime or engine configuration.
+pub fn load(engine: &Engine, name: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    match Engine::detect_precompiled(bytes) {
+        Some(Precompiled::Component) => {}
+        Some(Precompiled::Module) => bail!(
+            "`{name}` is a compiled core module (`wasmtime compile` of a module): capbroker \
+             runs compiled components; compile the `.wasm` with `capbroker compile`"
+        ),
+        None => bail!(
+            "`{name}` is not a compiled component wasmtime can read: damaged, truncated, or \
+             not made by `capbroker compile`"
+        ),
+    }
+    // SAFETY: the operator named this file as the component to run, as
+    // they name the broker's own binary (see the module's comment: no
+    // grant may write it). wasmtime checks its version and configuration
+    // against the engine's before using it.
+    unsafe { Component::deserialize(engine, bytes) }.with_context(|| {
+        format!(
+            "`{name}` was compiled for another capbroker or engine configuration: compile it \
+             again with this capbroker (`capbroker compile COMPONENT.wasm -o {name}`, with \
+             the run's `-m` manifest when its budgets allow more than about 2,000 instances \
+             at once; docs/cache.md#ahead-of-time-artifacts)"
+        )
+    })
+}
+
+/// The artifact of `config`'s component, compiled for the engine a run of
+/// `config` gets (its budgets size the instance pool, which changes the
+/// code of a run that allows more than about 2,000 instances at once).
+pub fn compile(config: &crate::policy::Config) -> wasmtime::Result<Vec<u8>> {
+    let Some(component) = &config.component else {
+        bail!(
+            "no component to compile: name one, or give a manifest (-m) with `component = \"...\"`"
+        );
+    };
+    let pool = crate::run::launch::Launch::pool(config)?;
+    crate::run::app::Runtime::with_pool(&pool)?.compile_artifact(component)
+}
+
+/// Writes `artifact` to `out` whole or not at all: into a file of its own
+/// beside it, renamed into place, so a run never loads half an artifact.
+pub fn write(out: &Path, artifact: &[u8]) -> wasmtime::Result<()> {
+    use std::io::Write;
+    let name = out
+        .file_name()
+        .with_context(|| format!("`{}` names no file", out.display()))?;
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(artifact)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, out)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write `{}`", out.display()))
+}
