@@ -612,3 +612,84 @@ fn a_proxy_component_image_is_served_with_its_routes() {
         "{preopens}"
     );
 }
+
+/// `capbroker-image` builds the component into the image compiled, so no
+/// container start compiles it; an artifact another capbroker made is
+/// refused in the container's log with what to do.
+#[test]
+fn capbroker_image_builds_in_the_compiled_component() {
+    let ctd = start();
+    let dir = ctd.scratch().join("build");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("std-probe.wasm");
+    std::fs::write(&wasm, std_probe()).unwrap();
+    let manifest = dir.join("capbroker.toml");
+    std::fs::write(
+        &manifest,
+        "[dir.\"/data\"]\npath = \"/data\"\nrights = \"ro\"\n",
+    )
+    .unwrap();
+    let data = dir.join("granted.txt");
+    std::fs::write(&data, "granted words").unwrap();
+    let tarball = dir.join("image.tar");
+    let name = "docker.io/capbroker/compiled:1";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capbroker-image"))
+        .arg(name)
+        .arg(&tarball)
+        .arg(&wasm)
+        .arg("-m")
+        .arg(&manifest)
+        .arg("--file")
+        .arg(format!("{}=/data/granted.txt", data.display()))
+        .args(["--", "read", "/data/granted.txt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ctd
+        .ctr_in(
+            "capbroker-test",
+            &["image", "import", &tarball.to_string_lossy()],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ctd.run(name, "compiled", &[], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\ncontainerd: {}",
+        text(&out.stderr),
+        ctd.log()
+    );
+    assert!(text(&out.stdout).contains("granted words"));
+    // The entrypoint is the artifact, not the `.wasm` (not in the image).
+    let out = ctd.run(name, "wasm", &[], &["/std-probe.wasm"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = ctd.run(name, "cwasm", &[], &["/std-probe.cwasm", "stderr", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // An artifact another wasmtime made (its engine section says 47).
+    let mut artifact = capbroker::run::compiled::compile(&capbroker::policy::Config {
+        component: Some(wasm.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let at = artifact
+        .windows(4)
+        .position(|w| w == b"\x00\x0248")
+        .expect("the engine section's version");
+    artifact[at + 2..at + 4].copy_from_slice(b"47");
+    let mut old = Image::new("docker.io/capbroker/old-artifact:1");
+    old.add("/app.cwasm", artifact).unwrap();
+    old.entrypoint = vec!["/app.cwasm".into()];
+    ctd.import(&old).unwrap();
+    let out = ctd.run("docker.io/capbroker/old-artifact:1", "old", &[], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("compiled for another capbroker or engine configuration")
+            && stderr.contains("incompatible version '47'"),
+        "{stderr}"
+    );
+}

@@ -8,8 +8,8 @@
 //! cargo bench --bench suite -- --only spawn,file-read
 //! ```
 //!
-//! Metrics: `serve`, `isolate`, `spawn`, `file-read`, `idle-children`,
-//! `runaway` and `metering`. Where a metric compares, its anchor and its
+//! Metrics: `serve`, `start`, `isolate`, `spawn`, `file-read`,
+//! `idle-children`, `runaway` and `metering`. Where a metric compares, its anchor and its
 //! subject run interleaved, in a new random order each round, and the
 //! figure is the median over the rounds; each prints its spread.
 //!
@@ -25,6 +25,7 @@ mod report;
 mod runaway;
 mod serve;
 mod spawn;
+mod start;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,8 +59,9 @@ pub fn guests() -> PathBuf {
     root().join("target/guests/wasm32-wasip2/release")
 }
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "serve",
+    "start",
     "isolate",
     "spawn",
     "file-read",
@@ -118,6 +120,9 @@ fn main() {
     };
     if wanted("serve") {
         add(serve::run(&opts, &guests));
+    }
+    if wanted("start") {
+        add(start::run(&opts, &guests));
     }
     if wanted("isolate") {
         add(isolate::run(&opts, &guests));

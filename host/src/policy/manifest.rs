@@ -178,6 +178,19 @@ impl Source<'_> {
     }
 }
 
+fn parse_policy(src: &Source) -> Result<Policy, Error> {
+    toml::from_str(src.text).map_err(|e| {
+        let msg = e.message().trim_end().to_string();
+        match e.span() {
+            Some(span) => src.at(span, msg),
+            None => Error::Unplaced {
+                file: src.name.to_string(),
+                message: msg,
+            },
+        }
+    })
+}
+
 impl Config {
     /// Reads the manifest at `path`.
     pub fn load(path: &Path) -> Result<Config, Error> {
@@ -214,16 +227,24 @@ impl Config {
     /// host paths are relative to `base`.
     pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Error> {
         let src = Source { name, text };
-        let policy: Policy = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim_end().to_string();
-            match e.span() {
-                Some(span) => src.at(span, msg),
-                None => Error::Unplaced {
-                    file: name.to_string(),
-                    message: msg,
-                },
-            }
-        })?;
+        Config::from_policy(&src, parse_policy(&src)?, base)
+    }
+
+    /// What of a manifest's `text` sizes the instance pool, its `[limits]`
+    /// and `[spawn]` grants, for compiling an artifact where the host
+    /// paths its other grants name are not (an image being built).
+    pub fn budgets(name: &str, text: &str) -> Result<Config, Error> {
+        let src = Source { name, text };
+        let mut policy = parse_policy(&src)?;
+        let budgets = Policy {
+            limits: policy.limits.take(),
+            spawn: std::mem::take(&mut policy.spawn),
+            ..Policy::default()
+        };
+        Config::from_policy(&src, budgets, Path::new("/"))
+    }
+
+    fn from_policy(src: &Source, policy: Policy, base: &Path) -> Result<Config, Error> {
         let mut c = Config {
             component: policy.component.as_ref().map(|p| base.join(p.get_ref())),
             args: policy.args.clone(),

@@ -69,10 +69,7 @@ impl Launch {
             Grant::Spawner(s) => Some(s),
             _ => None,
         });
-        Ok(
-            Pool::for_budgets(config.limits().max_memory as u64, spawners)
-                .context("the instance pool")?,
-        )
+        Pool::for_budgets(config.limits().max_memory as u64, spawners).context("the instance pool")
     }
 
     /// [`Launch::run`], but a `wasi:http/proxy` component (with

@@ -49,15 +49,17 @@ fn read(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))
 }
 
-/// The component's artifact, for the pool a container of the image gets
-/// (the manifest's budgets size it, as the shim's run does).
+/// The component's artifact, for the pool a container of the image gets:
+/// the manifest's budgets size it, as the shim's run does. Only those are
+/// read here; its other grants name paths in the image, not on this
+/// machine.
 fn compile(cli: &Cli) -> Result<Vec<u8>> {
     let flags = Config {
         component: Some(cli.component.clone()),
         ..Config::default()
     };
     let config = match &cli.manifest {
-        Some(m) => Config::load(m)
+        Some(m) => Config::budgets(&m.display().to_string(), &String::from_utf8(read(m)?)?)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?
             .merge(flags),
         None => flags,
