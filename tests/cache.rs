@@ -669,6 +669,29 @@ fn an_artifact_a_grant_could_write_is_refused() {
         &["run", "--no-cache", "--component", &child, "--dir", &rw, h],
     );
     refused(&out, &["the compiled component", "is within reach"]);
+    // Machine code in a file not named `.cwasm` (as a guest granted a
+    // `.wasm`'s folder in another run could leave it): refused, as the
+    // root and as a child.
+    let sneaky = tmp.path().join("sneaky.wasm");
+    std::fs::copy(&artifact, &sneaky).unwrap();
+    let s = sneaky.to_str().unwrap();
+    refused(
+        &capbroker(&cache, &["run", s]),
+        &["holds compiled machine code", "does not end in `.cwasm`"],
+    );
+    let sneaky_child = format!("child={s}");
+    refused(
+        &capbroker(
+            &cache,
+            &[
+                "run",
+                "--component",
+                &sneaky_child,
+                guest("probe").to_str().unwrap(),
+            ],
+        ),
+        &["--component child", "does not end in `.cwasm`"],
+    );
     // Reading is not writing; and the `.wasm` itself may stay writable.
     let ro = format!("/apps={}:ro", apps.display());
     ok(&capbroker(&cache, &["run", "--dir", &ro, a]), "hello");

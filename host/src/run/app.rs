@@ -196,9 +196,11 @@ impl Runtime {
         if super::compiled::is_artifact(bytes) {
             if artifacts == Artifacts::Refused {
                 bail!(
-                    "`{name}` is a compiled artifact: machine code is taken only from a file                      the operator names, never as bytes"
+                    "`{name}` is a compiled artifact: machine code is taken only from a file \
+                     the operator names, never as bytes"
                 );
             }
+            super::compiled::check_named(name)?;
             let component = super::compiled::load(&self.engine, name, bytes)?;
             return self.instantiate_pre(name, &component);
         }

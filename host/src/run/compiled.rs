@@ -4,9 +4,11 @@
 //!
 //! An artifact is machine code the broker runs outside any sandbox, as
 //! trusted as the broker's own binary. So it is taken only from a file the
-//! operator names (never from bytes an embedder's caller or a guest hands
-//! over: [`crate::run::app::Runtime::load_bytes`] refuses it), and a run
-//! whose grants could write the file is refused before any guest runs
+//! operator names, whose name ends in `.cwasm` ([`check_named`]: a `.wasm`
+//! a guest could rewrite must not turn into machine code), never from
+//! bytes an embedder's caller or a guest hands over
+//! ([`crate::run::app::Runtime::load_bytes`] refuses them); and a run whose
+//! grants could write the file is refused before any guest runs
 //! ([`crate::run::launch::before_any_guest`]), as one that could write its
 //! manifest is: a guest must not leave code for the next run.
 //!
@@ -44,6 +46,23 @@ pub fn is_artifact_file(path: &Path) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Refuses machine code from a file whose name does not say it holds
+/// some (`.cwasm`). A guest granted the folder of a `.wasm` another run
+/// runs may rewrite it: that changes only what runs inside the sandbox,
+/// and must never become code that runs outside it. Naming a `.cwasm` is
+/// the operator saying "run this machine code", as naming a binary is.
+pub fn check_named(name: &str) -> wasmtime::Result<()> {
+    if Path::new(name).extension().is_some_and(|e| e == EXTENSION) {
+        return Ok(());
+    }
+    bail!(
+        "`{name}` holds compiled machine code, but its name does not end in `.{EXTENSION}`: \
+         capbroker runs machine code only from a file named as such (rename it if you \
+         compiled it with `capbroker compile`; if not, whoever could write it chose code \
+         to run outside the sandbox)"
+    )
 }
 
 /// The component in the artifact `bytes`, read from the operator's file
