@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 use capbroker::run::app::Loaded;
 use capbroker::run::cache::Cache;
+use capbroker::run::compiled;
 use capbroker::Runtime;
 use support::{guest, text};
 
@@ -229,6 +230,33 @@ fn a_bad_entry_is_compiled_again_with_a_warning() {
     // And now it hits again.
     let out = capbroker(&cache, &["run", hello]);
     assert_eq!(hits_and_misses(&out), (1, 0), "{}", text(&out.stderr));
+
+    // An entry with a second link (a backup, or a folder a guest may
+    // write elsewhere): it could be changed from there, so it is not
+    // loaded, and is replaced by one of its own.
+    let linked = tmp.path().join("linked.cwasm");
+    std::fs::hard_link(&entry, &linked).unwrap();
+    let out = capbroker(&cache, &["run", hello]);
+    ok(&out, "hello");
+    assert_eq!(hits_and_misses(&out).0, 0, "{}", text(&out.stderr));
+    assert!(
+        warnings(&out).contains("has 2 links"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = capbroker(&cache, &["run", hello]);
+    assert_eq!(hits_and_misses(&out), (1, 0), "{}", text(&out.stderr));
+    // A link in the entry's place is not followed.
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&linked, &entry).unwrap();
+    let out = capbroker(&cache, &["run", hello]);
+    ok(&out, "hello");
+    assert_eq!(hits_and_misses(&out).0, 0, "{}", text(&out.stderr));
+    assert!(
+        warnings(&out).contains("is not usable"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -401,15 +429,16 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("compiled-component cache"), "{stderr}");
-    assert!(stderr.contains("--no-cache"), "{stderr}");
+    assert!(stderr.contains("grant narrower folders"), "{stderr}");
     assert!(
         stderr.contains("is within reach of grant `/data`"),
         "{stderr}"
     );
-    ok(
-        &capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]),
-        "hello",
-    );
+    // Nor with --no-cache: a later run with the cache on would load what
+    // this run's guest left there.
+    let out = capbroker(&cache, &["run", "--no-cache", "--dir", &rw, hello]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is within reach"));
     // Reading is not writing.
     let ro = format!("/data={}:ro", tmp.path().display());
     ok(&capbroker(&cache, &["run", "--dir", &ro, hello]), "hello");
@@ -432,6 +461,47 @@ fn a_grant_that_could_write_the_cache_is_refused() {
         text(&out.stderr)
     );
     assert!(entries(&fresh.join("cache")).is_empty());
+    assert!(!fresh.join("cache").exists(), "a refused run makes nothing");
+
+    // A cache folder that cannot be made (a file stands on its path): the
+    // grant that could make it is still refused.
+    let blocked = tmp.path().join("blocked");
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(blocked.join("file"), "").unwrap();
+    let grant = format!("/data={}:rw", blocked.display());
+    let out = capbroker(
+        &blocked.join("file").join("cache"),
+        &["run", "--dir", &grant, hello],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is within reach"));
+
+    // The default folders are guarded whatever this run's own cache is:
+    // a later run with the default environment would load from them.
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let grant = format!("/home={}:rw", home.display());
+    let elsewhere = tmp.path().join("own-cache");
+    for no_cache in [false, true] {
+        let mut args = vec!["run", "--dir", &grant, hello];
+        if no_cache {
+            args.insert(1, "--no-cache");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .args(&args)
+            .env("CAPBROKER_CACHE_DIR", &elsewhere)
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(".cache/capbroker/key"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!home.join(".cache").exists());
 }
 
 /// `capbroker serve` compiles its proxy component once: a second server
@@ -588,9 +658,11 @@ fn an_artifact_for_another_version_or_engine_is_refused_clearly() {
     let hello = program(tmp.path(), "hello", "hello");
     let good = tmp.path().join("good.cwasm");
     assert!(compile(&cache, &hello, &good, &[]).status.success());
-    let bytes = std::fs::read(&good).unwrap();
+    let sealed = std::fs::read(&good).unwrap();
+    let bytes = compiled::unseal("good", &sealed).unwrap().to_vec();
     // wasmtime's engine section starts with its format byte, the length
-    // of the version and the version ("48"): made by wasmtime 47 instead.
+    // of the version and the version ("48"): made by wasmtime 47 instead
+    // (sealed again, as `capbroker compile` of that version would).
     let at = bytes
         .windows(4)
         .position(|w| w == b"\x00\x0248")
@@ -598,7 +670,7 @@ fn an_artifact_for_another_version_or_engine_is_refused_clearly() {
     let mut old = bytes.clone();
     old[at + 2..at + 4].copy_from_slice(b"47");
     let old_path = tmp.path().join("old.cwasm");
-    std::fs::write(&old_path, &old).unwrap();
+    std::fs::write(&old_path, compiled::seal(old)).unwrap();
     refused(
         &capbroker(&cache, &["run", old_path.to_str().unwrap()]),
         &[
@@ -629,13 +701,37 @@ fn an_artifact_for_another_version_or_engine_is_refused_clearly() {
         &capbroker(&cache, &["run", "-q", "-m", m, w, "budget sp"]),
         "budget sp => ok:",
     );
-    // Truncated, or with a byte of its code changed beyond what wasmtime
-    // reads: refused or run, never a panic; truncated is a clear error.
+    // Truncated, or any byte changed (its code, wasmtime's metadata, the
+    // digest): refused before wasmtime reads it. Without the digest such a
+    // byte ran as changed machine code, or crashed the host.
     let cut = tmp.path().join("cut.cwasm");
-    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(&cut, &sealed[..sealed.len() / 2]).unwrap();
     refused(
         &capbroker(&cache, &["run", cut.to_str().unwrap()]),
-        &["`", "is not a compiled component wasmtime can read"],
+        &["is not a compiled component made by `capbroker compile`"],
+    );
+    let damaged = tmp.path().join("damaged.cwasm");
+    for at in [
+        100,
+        sealed.len() / 3,
+        sealed.len() / 2,
+        sealed.len() - 60,
+        sealed.len() - 1,
+    ] {
+        let mut bad = sealed.clone();
+        bad[at] ^= 0x24;
+        std::fs::write(&damaged, &bad).unwrap();
+        refused(
+            &capbroker(&cache, &["run", damaged.to_str().unwrap()]),
+            &["is damaged", "compile it again"],
+        );
+    }
+    // wasmtime's own artifacts carry no digest.
+    let wasmtime_made = tmp.path().join("wasmtime.cwasm");
+    std::fs::write(&wasmtime_made, &bytes).unwrap();
+    refused(
+        &capbroker(&cache, &["run", wasmtime_made.to_str().unwrap()]),
+        &["is not a compiled component made by `capbroker compile`"],
     );
     assert!(entries(&cache).is_empty(), "artifacts never fill the cache");
 }
@@ -750,6 +846,36 @@ fn compile_refuses_bad_input_and_keeps_the_component() {
         &compile(&cache, &odd, &out, &[]),
         &["imports something capbroker does not provide"],
     );
+    // Nothing -o names is replaced unless it is a regular file.
+    let link = tmp.path().join("link.cwasm");
+    let target = tmp.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    refused(
+        &compile(&cache, &hello, &link, &[]),
+        &["is not a regular file"],
+    );
+    refused(
+        &compile(&cache, &hello, tmp.path(), &[]),
+        &["is not a regular file"],
+    );
+    // A component that is neither an app, a proxy nor a command.
+    let empty = tmp.path().join("empty.wasm");
+    std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
+    refused(
+        &compile(&cache, &empty, &out, &[]),
+        &["capbroker could not run it"],
+    );
+    // A component path a guest turned into a link to a device: read no
+    // further than its type.
+    let zero = tmp.path().join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for cmd in ["run", "compile"] {
+        refused(
+            &capbroker(&cache, &[cmd, zero.to_str().unwrap()]),
+            &["is not a regular file"],
+        );
+    }
     // The last good artifact is still whole.
     ok(&capbroker(&cache, &["run", out.to_str().unwrap()]), "hello");
 }

@@ -670,18 +670,22 @@ fn capbroker_image_builds_in_the_compiled_component() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // An artifact another wasmtime made (its engine section says 47).
-    let mut artifact = capbroker::run::compiled::compile(&capbroker::policy::Config {
+    let sealed = capbroker::run::compiled::compile(&capbroker::policy::Config {
         component: Some(wasm.clone()),
         ..Default::default()
     })
     .unwrap();
+    let mut artifact = capbroker::run::compiled::unseal("", &sealed)
+        .unwrap()
+        .to_vec();
     let at = artifact
         .windows(4)
         .position(|w| w == b"\x00\x0248")
         .expect("the engine section's version");
     artifact[at + 2..at + 4].copy_from_slice(b"47");
     let mut old = Image::new("docker.io/capbroker/old-artifact:1");
-    old.add("/app.cwasm", artifact).unwrap();
+    old.add("/app.cwasm", capbroker::run::compiled::seal(artifact))
+        .unwrap();
     old.entrypoint = vec!["/app.cwasm".into()];
     ctd.import(&old).unwrap();
     let out = ctd.run("docker.io/capbroker/old-artifact:1", "old", &[], &[]);

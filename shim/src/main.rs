@@ -93,10 +93,8 @@ fn launch_for(args: &[String], envs: &[String], manifest: &Path) -> anyhow::Resu
         component: Some(PathBuf::from(component)),
         args: args.to_vec(),
         env,
-        // A container's root filesystem goes with it, and a cache there
-        // would only cost each start a write: an image is made fast by the
-        // compiled artifact `capbroker-image` builds into it (compiled once,
-        // for every node and container).
+        // See `main`: an image is made fast by the compiled artifact
+        // `capbroker-image` builds into it, once for every node.
         no_cache: true,
         ..Config::default()
     };
@@ -160,5 +158,8 @@ fn trace_to_file() {
 
 fn main() {
     trace_to_file();
+    // A container's root filesystem goes with it: a cache in it would only
+    // cost each start a write, and no later run could load from it.
+    capbroker::run::cache::off_for_this_process();
     CapbrokerShim::run(None);
 }

@@ -112,7 +112,8 @@ impl Config {
     /// Refuses a run in which a directory grant could change `path`, a file
     /// the broker reads or writes for the operator (`what`: the manifest,
     /// the `--audit` log, the `--learn` output), or put a link in its place
-    /// that the broker would follow. The file need not exist yet.
+    /// that the broker would follow. The file need not exist yet, nor the
+    /// folders it would be in.
     pub fn check_out_of_reach(&self, path: &Path, what: &'static str) -> Result<(), Error> {
         let cannot_tell = |error| Refusal::CannotTell {
             what,
@@ -200,10 +201,15 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
         }
         Ok(())
     })?;
+    use std::io::ErrorKind::{NotADirectory, NotFound};
     match walked.missing {
-        // A file not made yet: what it depends on is its folder.
-        Some((e, last)) if !last || e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        Some(_) => steps_of(None, walked.folders),
+        // Not made yet (it, or folders on its way; or a file stands where a
+        // folder would): what it depends on is the folders walked, in which
+        // a grant could make the rest.
+        Some((e, _)) if matches!(e.kind(), NotFound | NotADirectory) => {
+            steps_of(None, walked.folders)
+        }
+        Some((e, _)) => Err(e),
         None => steps_of(Some(walked.at), walked.folders),
     }
 }

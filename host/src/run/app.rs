@@ -173,8 +173,9 @@ impl Runtime {
     }
 
     /// The ahead-of-time artifact of the component at `path`, for this
-    /// runtime's engine (`capbroker compile`): checked as a run would check
-    /// it, so a component that could never run here is refused now.
+    /// runtime's engine (`capbroker compile`), sealed
+    /// ([`super::compiled::seal`]): checked as a run would check it, so a
+    /// component that could never run here is refused now.
     pub fn compile_artifact(&self, path: &Path) -> wasmtime::Result<Vec<u8>> {
         let name = path.display().to_string();
         let bytes = read(path)?;
@@ -182,9 +183,21 @@ impl Runtime {
             bail!("`{name}` is compiled already: compile the `.wasm` it was made from");
         }
         let pre = self.link(&name, &bytes, Artifacts::Refused)?;
-        pre.component()
+        let runnable = pre.component().get_export_index(None, "run").is_some()
+            || wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).is_ok()
+            || CommandPre::new(pre.clone()).is_ok();
+        if !runnable {
+            bail!(
+                "`{name}` is neither a capbroker app (it exports no `run` function), a \
+                 wasi:http proxy, nor a WASI command (it does not export `wasi:cli/run`): \
+                 capbroker could not run it"
+            );
+        }
+        let artifact = pre
+            .component()
             .serialize()
-            .with_context(|| format!("cannot serialize the compiled `{name}`"))
+            .with_context(|| format!("cannot serialize the compiled `{name}`"))?;
+        Ok(super::compiled::seal(artifact))
     }
 
     fn link(
@@ -205,16 +218,18 @@ impl Runtime {
             return self.instantiate_pre(name, &component);
         }
         check_header(name, bytes)?;
-        // A WASI preview 1 program runs as `wasmtime run` runs it, as the
-        // component its adapter makes of it.
-        let adapted;
-        let bytes = if crate::wasi::p1::is_core_module(bytes) {
-            adapted = crate::wasi::p1::componentize(name, bytes)?;
-            &adapted[..]
-        } else {
-            bytes
-        };
         let compile = || {
+            // A WASI preview 1 program runs as `wasmtime run` runs it, as
+            // the component its adapter makes of it. Adapted only to be
+            // compiled: the cache knows it by its own bytes (the adapter is
+            // capbroker's, whose version is in every entry's name).
+            let adapted;
+            let bytes = if crate::wasi::p1::is_core_module(bytes) {
+                adapted = crate::wasi::p1::componentize(name, bytes)?;
+                &adapted[..]
+            } else {
+                bytes
+            };
             Component::from_binary(&self.engine, bytes).map_err(|e| {
                 // The instance pool gives each core module one memory, which
                 // is what lets a memory limit cover them all; say so plainly.
@@ -253,8 +268,43 @@ enum Artifacts {
     Refused,
 }
 
+/// The most a component file may hold: a Python component is tens of MiB.
+const MAX_COMPONENT_BYTES: u64 = 1 << 30;
+
+/// The component file at `path`. A guest granted its folder in another run
+/// may have put anything there (a link to `/dev/zero`, to a FIFO): only a
+/// regular file of a bounded size is read, and opening never blocks.
 fn read(path: &Path) -> wasmtime::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read component `{}`", path.display()))
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let what = || format!("cannot read component `{}`", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(what)?;
+    let meta = file.metadata().with_context(what)?;
+    if !meta.is_file() {
+        bail!("component `{}` is not a regular file", path.display());
+    }
+    let too_big = || {
+        format!(
+            "component `{}` is larger than {} MiB, the most capbroker reads",
+            path.display(),
+            MAX_COMPONENT_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_COMPONENT_BYTES {
+        bail!("{}", too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(what)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        bail!("{}", too_big());
+    }
+    Ok(bytes)
 }
 
 /// The name a component file goes by: its file stem.

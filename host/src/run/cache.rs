@@ -22,8 +22,9 @@
 //! can read the key and forge an entry, but it can already run code as
 //! that user.
 //!
-//! An entry's name is a SHA-256 of the component's bytes (after the
-//! preview 1 adaptation) and of everything that changes the machine code:
+//! An entry's name is a SHA-256 of the component's bytes (a preview 1
+//! module's own, before capbroker's adapter makes it a component) and of
+//! everything that changes the machine code:
 //! wasmtime's hash of the engine's compilation settings
 //! (`Engine::precompile_compatibility_hash`: target, Cranelift flags,
 //! tunables such as the memory reservation, wasm features, wasmtime's
@@ -82,22 +83,56 @@ pub struct Cache {
     limit: u64,
 }
 
-/// Where the cache lives when [`DIR_VAR`] does not say:
+/// Where the cache lives: [`DIR_VAR`] if set, else
 /// `$XDG_CACHE_HOME/capbroker`, else `$HOME/.cache/capbroker`.
 pub fn default_dir() -> Option<PathBuf> {
+    if off_in_this_process() {
+        return None;
+    }
+    candidates().into_iter().next()
+}
+
+/// Every folder a run of this user may keep its cache in, the one this
+/// process uses first: [`DIR_VAR`], `$XDG_CACHE_HOME/capbroker` and
+/// `$HOME/.cache/capbroker`, each if set. A later run with another
+/// environment (or with the cache on where this one has it off) uses
+/// another of them, so a guest must be able to write none of them.
+pub fn candidates() -> Vec<PathBuf> {
+    if off_in_this_process() {
+        return Vec::new();
+    }
     let set = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    if let Some(dir) = set(DIR_VAR) {
-        return Some(dir);
-    }
-    // The XDG spec says a relative path is to be ignored.
-    if let Some(xdg) = set("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
-        return Some(xdg.join("capbroker"));
-    }
-    set("HOME").map(|h| h.join(".cache").join("capbroker"))
+    let mut dirs = Vec::new();
+    dirs.extend(set(DIR_VAR));
+    // The XDG spec says a relative path is to be ignored; a relative HOME
+    // is as meaningless.
+    let xdg = set("XDG_CACHE_HOME").filter(|p| p.is_absolute());
+    dirs.extend(xdg.map(|x| x.join("capbroker")));
+    let home = set("HOME").filter(|p| p.is_absolute());
+    dirs.extend(home.map(|h| h.join(".cache").join("capbroker")));
+    dirs
+}
+
+/// The key's path in the cache folder `dir`: what no grant may reach.
+pub fn key_path(dir: &Path) -> PathBuf {
+    dir.join(KEY_FILE)
+}
+
+static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the cache off for the whole process, and with it the guard of its
+/// folders: the containerd shim's containers, whose root filesystem (and
+/// any cache in it) goes with them, so no later run could load from it.
+pub fn off_for_this_process() {
+    OFF.store(true, Ordering::Relaxed);
+}
+
+fn off_in_this_process() -> bool {
+    OFF.load(Ordering::Relaxed)
 }
 
 /// Makes the cache folder `dir` (`0700`) if it is not there.
@@ -253,11 +288,29 @@ impl Cache {
         entry: &str,
         path: &Path,
     ) -> wasmtime::Result<Option<Component>> {
-        let file = match File::open(path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context("cannot open it"),
         };
+        // Only a file of this user's that nothing else links to: a second
+        // link could be in a folder a guest may write, and a write there
+        // would change this entry.
+        let meta = file.metadata().context("cannot read it")?;
+        if !meta.is_file() {
+            bail!("it is not a regular file");
+        }
+        if meta.nlink() != 1 {
+            bail!(
+                "it has {} links, so it can be changed from elsewhere",
+                meta.nlink()
+            );
+        }
+        private(path, &meta)?;
         let bytes = read_all(file).context("cannot read it")?;
         if bytes.len() < TAG_LEN {
             bail!("it is too short to hold its tag");

@@ -13,9 +13,11 @@
 //! manifest is: a guest must not leave code for the next run.
 //!
 //! The file is wasmtime's own serialization of the component (what
-//! `Component::serialize` writes; an ELF object). wasmtime checks its
-//! version and every engine setting that changes the code when it is
-//! loaded; a mismatch is an error that says how to make a fresh one.
+//! `Component::serialize` writes; an ELF object), then a SHA-256 of it
+//! ([`seal`]), checked before wasmtime sees a byte: a damaged file is
+//! refused, not run. wasmtime checks its version and every engine setting
+//! that changes the code when it is loaded; a mismatch is an error that
+//! says how to make a fresh one.
 
 use std::path::Path;
 
@@ -25,6 +27,49 @@ use wasmtime::{bail, Engine, Precompiled};
 
 /// The file name extension `capbroker compile` suggests, as wasmtime's.
 pub const EXTENSION: &str = "cwasm";
+
+/// What ends every artifact: this marker, then a SHA-256 of everything
+/// before it. wasmtime checks an artifact's header and settings, not its
+/// code, so a damaged byte would run as changed machine code (or crash the
+/// host); the digest refuses it first.
+const TRAILER: &[u8] = b"capbroker-cwasm-1";
+const DIGEST_LEN: usize = 32;
+
+/// `artifact` (wasmtime's serialization of a component) with its trailer.
+pub fn seal(mut artifact: Vec<u8>) -> Vec<u8> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &artifact);
+    artifact.extend_from_slice(TRAILER);
+    artifact.extend_from_slice(digest.as_ref());
+    artifact
+}
+
+/// The serialization in the sealed artifact `bytes` (the operator's file
+/// `name`), if its trailer is there and its digest matches.
+pub fn unseal<'a>(name: &str, bytes: &'a [u8]) -> wasmtime::Result<&'a [u8]> {
+    let Some(body_len) = bytes.len().checked_sub(TRAILER.len() + DIGEST_LEN) else {
+        bail!("{}", not_ours(name));
+    };
+    let (body, tail) = bytes.split_at(body_len);
+    let (marker, digest) = tail.split_at(TRAILER.len());
+    if marker != TRAILER {
+        bail!("{}", not_ours(name));
+    }
+    if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != digest {
+        bail!(
+            "`{name}` is damaged: its contents do not match the digest `capbroker compile` \
+             wrote at its end; compile it again"
+        );
+    }
+    Ok(body)
+}
+
+fn not_ours(name: &str) -> String {
+    format!(
+        "`{name}` is not a compiled component made by `capbroker compile` (or it is \
+         truncated): compile the `.wasm` with `capbroker compile` (`wasmtime compile`'s \
+         artifacts are for wasmtime's own engine settings)"
+    )
+}
 
 /// Whether `bytes` are meant as a compiled artifact (an ELF object, as
 /// wasmtime writes them) rather than WebAssembly: [`load`] then says
@@ -39,7 +84,13 @@ const ELF: &[u8] = b"\x7fELF";
 /// cannot be read (whoever loads it then says why).
 pub fn is_artifact_file(path: &Path) -> bool {
     use std::io::Read;
-    match std::fs::File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never blocks: the path may name a FIFO.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    match opened {
         Ok(mut f) => {
             let mut magic = [0; 4];
             f.read_exact(&mut magic).is_ok() && is_artifact(&magic)
@@ -69,6 +120,7 @@ pub fn check_named(name: &str) -> wasmtime::Result<()> {
 /// `name`, for `engine`; a clear error when it is not a component's
 /// artifact or was made for another wasmtime or engine configuration.
 pub fn load(engine: &Engine, name: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    let bytes = unseal(name, bytes)?;
     match Engine::detect_precompiled(bytes) {
         Some(Precompiled::Component) => {}
         Some(Precompiled::Module) => bail!(
@@ -114,6 +166,16 @@ pub fn write(out: &Path, artifact: &[u8]) -> wasmtime::Result<()> {
     let name = out
         .file_name()
         .with_context(|| format!("`{}` names no file", out.display()))?;
+    // The rename would put the artifact in place of a device, a link or a
+    // folder's entry the operator did not mean to lose.
+    if let Ok(m) = std::fs::symlink_metadata(out) {
+        if !m.is_file() {
+            bail!(
+                "-o `{}` is not a regular file (a device, a link or a folder): name a file",
+                out.display()
+            );
+        }
+    }
     let tmp = out.with_file_name(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),

@@ -229,23 +229,20 @@ pub(crate) fn before_any_guest(
         }
     }
     // The cache holds machine code the broker runs outside any sandbox: a
-    // guest that could write its folder (and read its key) could plant code
-    // for a later run. `--no-cache` runs are let through: they load
-    // nothing from it (docs/cache.md says what that leaves to the operator).
-    if !config.no_cache {
-        if let Some(dir) = crate::run::cache::default_dir() {
-            // Made now (private, empty) so that what is checked is what
-            // the cache will use; one that cannot be made is not used.
-            if crate::run::cache::make_dir(&dir).is_ok() {
-                config
-                    .check_out_of_reach(&dir.join("key"), "the compiled-component cache's key")
-                    .context(
-                        "the compiled-component cache must be out of every writing grant: \
-                     narrow the grant, move the cache (CAPBROKER_CACHE_DIR), or run with \
-                     --no-cache",
-                    )?;
-            }
-        }
+    // guest that could write its folder or key (or make them, where they
+    // are not yet) could plant code that a later run loads. Every folder a
+    // run of this user may keep it in is guarded, whether this run uses
+    // the cache or not: a later run may.
+    for dir in crate::run::cache::candidates() {
+        config
+            .check_out_of_reach(
+                &crate::run::cache::key_path(&dir),
+                "the compiled-component cache's key",
+            )
+            .context(
+                "a guest must not be able to write the compiled-component cache, which later \
+                 runs load machine code from: grant narrower folders (docs/cache.md)",
+            )?;
     }
     if let (Some(m), false) = (&config.manifest, quiet) {
         // Not through `tracing`: no log filter may hide where grants come

@@ -69,8 +69,17 @@ fn compile(cli: &Cli) -> Result<Vec<u8>> {
         .context("cannot compile the component (--no-compile puts the .wasm in the image)")
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match build(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("capbroker-image: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn build(cli: Cli) -> Result<()> {
     let mut image = Image::new(&cli.name);
     let file_name = cli
         .component
@@ -78,22 +87,44 @@ fn main() -> Result<()> {
         .context("the component's path has no file name")?
         .to_string_lossy();
     let (at, bytes) = if cli.no_compile {
-        (format!("/{file_name}"), read(&cli.component)?)
+        let bytes = read(&cli.component)?;
+        if compiled::is_artifact(&bytes) {
+            anyhow::bail!(
+                "`{}` is machine code, not WebAssembly: --no-compile takes the `.wasm`",
+                cli.component.display()
+            );
+        }
+        (format!("/{file_name}"), bytes)
     } else {
         let at = Path::new("/")
             .join(file_name.as_ref())
             .with_extension(compiled::EXTENSION);
         (at.display().to_string(), compile(&cli)?)
     };
+    // Each path in the image once: a later file silently replacing the
+    // component or the manifest would be an image other than the one asked
+    // for.
+    let mut placed: Vec<(PathBuf, String)> = Vec::new();
+    let mut place = |at: &str, what: String| -> Result<()> {
+        let key = Path::new(at).components().collect::<PathBuf>();
+        if let Some((_, first)) = placed.iter().find(|(p, _)| *p == key) {
+            anyhow::bail!("{what} and {first} would both be `{at}` in the image");
+        }
+        placed.push((key, what));
+        Ok(())
+    };
+    place(&at, "the component".into())?;
     image.add(&at, bytes)?;
     image.entrypoint = std::iter::once(at).chain(cli.args).collect();
     if let Some(m) = &cli.manifest {
+        place("/capbroker.toml", "the manifest (-m)".into())?;
         image.add("/capbroker.toml", read(m)?)?;
     }
     for f in &cli.files {
         let (source, at) = f
             .split_once('=')
             .with_context(|| format!("--file `{f}` is not SOURCE=/PATH"))?;
+        place(at, format!("--file `{f}`"))?;
         image.add(at, read(&PathBuf::from(source))?)?;
     }
     image.env = cli.env;
