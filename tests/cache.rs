@@ -701,6 +701,42 @@ fn an_artifact_for_another_version_or_engine_is_refused_clearly() {
         &capbroker(&cache, &["run", "-q", "-m", m, w, "budget sp"]),
         "budget sp => ok:",
     );
+    // A manifest for another machine: its component is compiled for its
+    // budgets, and the folders its grants name need not be here.
+    std::fs::copy(guest("probe"), tmp.path().join("probe.wasm")).unwrap();
+    let there = tmp.path().join("there.toml");
+    std::fs::write(
+        &there,
+        "component = \"probe.wasm\"\n[spawn.sp]\nmax-children = 3000\n\
+         max-memory = \"16MiB\"\n[dir.data]\npath = \"/no/such/folder\"\n",
+    )
+    .unwrap();
+    let from_there = tmp.path().join("there.cwasm");
+    let out = capbroker(
+        &cache,
+        &[
+            "compile",
+            "-m",
+            there.to_str().unwrap(),
+            "-o",
+            from_there.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(
+        &capbroker(
+            &cache,
+            &[
+                "run",
+                "-q",
+                "-m",
+                m,
+                from_there.to_str().unwrap(),
+                "budget sp",
+            ],
+        ),
+        "budget sp => ok:",
+    );
     // Truncated, or any byte changed (its code, wasmtime's metadata, the
     // digest): refused before wasmtime reads it. Without the digest such a
     // byte ran as changed machine code, or crashed the host.

@@ -624,8 +624,10 @@ async fn dispatch(command: Command) -> wasmtime::Result<ExitCode> {
                 component,
                 ..Config::default()
             };
+            // Only what decides the code: the manifest's grants may name
+            // folders of the machine the artifact is for.
             let config = match &manifest {
-                Some(path) => Config::load(path)?.merge(flags),
+                Some(path) => Config::budgets(path)?.merge(flags),
                 None => flags,
             };
             let artifact = capbroker::run::compiled::compile(&config)?;

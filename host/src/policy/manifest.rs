@@ -230,18 +230,32 @@ impl Config {
         Config::from_policy(&src, parse_policy(&src)?, base)
     }
 
-    /// What of a manifest's `text` sizes the instance pool, its `[limits]`
-    /// and `[spawn]` grants, for compiling an artifact where the host
-    /// paths its other grants name are not (an image being built).
-    pub fn budgets(name: &str, text: &str) -> Result<Config, Error> {
-        let src = Source { name, text };
+    /// What of the manifest at `path` decides how its component compiles:
+    /// the `component`, and what sizes the instance pool (`[limits]` and
+    /// the `[spawn]` grants). For compiling an artifact, maybe where the
+    /// host paths its other grants name are not (an image being built).
+    pub fn budgets(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let name = path.display().to_string();
+        let src = Source {
+            name: &name,
+            text: &text,
+        };
         let mut policy = parse_policy(&src)?;
         let budgets = Policy {
+            component: policy.component.take(),
             limits: policy.limits.take(),
             spawn: std::mem::take(&mut policy.spawn),
             ..Policy::default()
         };
-        Config::from_policy(&src, budgets, Path::new("/"))
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Config::from_policy(&src, budgets, base)
     }
 
     fn from_policy(src: &Source, policy: Policy, base: &Path) -> Result<Config, Error> {

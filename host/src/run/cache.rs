@@ -136,7 +136,7 @@ fn off_in_this_process() -> bool {
 }
 
 /// Makes the cache folder `dir` (`0700`) if it is not there.
-pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+fn make_dir(dir: &Path) -> std::io::Result<()> {
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent)?;
     }

@@ -59,7 +59,7 @@ fn compile(cli: &Cli) -> Result<Vec<u8>> {
         ..Config::default()
     };
     let config = match &cli.manifest {
-        Some(m) => Config::budgets(&m.display().to_string(), &String::from_utf8(read(m)?)?)
+        Some(m) => Config::budgets(m)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?
             .merge(flags),
         None => flags,
