@@ -504,6 +504,85 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     assert!(!home.join(".cache").exists());
 }
 
+/// A run without HOME still keeps its guests out of the cache of the
+/// user's ordinary runs, in the home folder the user database names.
+#[test]
+fn without_home_the_users_own_cache_is_still_guarded() {
+    // SAFETY: getpwuid's result is read at once, on this thread.
+    let home = unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        assert!(!pw.is_null());
+        std::ffi::CStr::from_ptr((*pw).pw_dir)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let hello = program(tmp.path(), "hello", "hello");
+    let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+        .args([
+            "run",
+            "--dir",
+            &format!("/h={home}:rw"),
+            hello.to_str().unwrap(),
+        ])
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env("CAPBROKER_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    refused(&out, &[".cache/capbroker", "is within reach of grant `/h`"]);
+}
+
+/// A grant narrowed to paths in or on the way to the cache, whether they
+/// are there or not, is a grant that can write the cache.
+#[test]
+fn a_grant_scoped_into_the_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().join("top");
+    std::fs::create_dir(&top).unwrap();
+    let hello = program(tmp.path(), "hello", "hello");
+    let hello = hello.to_str().unwrap();
+    let cache = top.join("cache");
+    ok(&capbroker(&cache, &["run", hello]), "hello");
+    let entry = entries(&cache).remove(0);
+    let entry = entry.file_name().unwrap().to_str().unwrap().to_string();
+    let manifest = tmp.path().join("m.toml");
+    let scoped = |paths: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "[dir.\"/top\"]\npath = \"{}\"\nrights = \"rw\"\n[dir.\"/top\".paths]\n{paths}\n",
+                top.display()
+            ),
+        )
+        .unwrap();
+        capbroker(
+            &cache,
+            &["run", "-q", "-m", manifest.to_str().unwrap(), hello],
+        )
+    };
+    // An entry (there), the key read-only beside it.
+    let out = scoped(&format!(
+        "\"cache/key\" = \"read\"\n\"cache/{entry}\" = \"rw\""
+    ));
+    refused(&out, &["a place inside it", "grant narrower folders"]);
+    // A file not there yet in the cache folder, and folders on the way.
+    for paths in [
+        "\"cache/new.cwasm\" = \"rw\"",
+        "\"other/new\" = \"rw\"\n\"cache/sub/x\" = \"create\"",
+    ] {
+        refused(&scoped(paths), &["is within reach"]);
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    for paths in ["\"cache\" = \"rw\"", "\"cache/key\" = \"write\""] {
+        refused(&scoped(paths), &["is within reach"]);
+        assert!(!cache.exists(), "{paths}");
+    }
+    // A sibling of the cache, there or not, is not the cache's.
+    ok(&scoped("\"elsewhere\" = \"rw\""), "hello");
+    ok(&scoped("\"cache-not\" = \"rw\""), "hello");
+}
+
 /// `capbroker serve` compiles its proxy component once: a second server
 /// loads it from the cache.
 #[test]
@@ -824,6 +903,15 @@ fn an_artifact_a_grant_could_write_is_refused() {
         ),
         &["--component child", "does not end in `.cwasm`"],
     );
+    // An artifact with a second link: a guest of another run could write
+    // through it, so it is refused whatever this run grants.
+    let twin = tmp.path().join("twin.cwasm");
+    std::fs::hard_link(&artifact, &twin).unwrap();
+    refused(
+        &capbroker(&cache, &["run", a]),
+        &["has 2 hard links", "give it a file of its own"],
+    );
+    std::fs::remove_file(&twin).unwrap();
     // Reading is not writing; and the `.wasm` itself may stay writable.
     let ro = format!("/apps={}:ro", apps.display());
     ok(&capbroker(&cache, &["run", "--dir", &ro, a]), "hello");

@@ -155,9 +155,27 @@ impl Config {
         for (g, root, rights, narrowed) in writable {
             let id = match std::fs::metadata(&root) {
                 Ok(m) => (m.dev(), m.ino()),
-                // A narrowed path that is not there holds nothing the
-                // manifest depends on.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => continue,
+                // A narrowed path that is not there yet: the guest may make
+                // it, so it must not be the file or a folder on its way.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && narrowed => {
+                    let (r, t) = (
+                        would_be(&root).map_err(cannot_tell)?,
+                        would_be(path).map_err(cannot_tell)?,
+                    );
+                    if t.starts_with(&r) {
+                        return Err(Refusal::InReach {
+                            what,
+                            path: path.to_path_buf(),
+                            grant: g.name.clone(),
+                            rights,
+                            root,
+                            step: r,
+                            role: "a place on its path the guest could make",
+                        }
+                        .into());
+                    }
+                    continue;
+                }
                 Err(e) => return Err(cannot_tell(e).into()),
             };
             if let Some(step) = steps.iter().find(|s| s.id == id) {
@@ -171,6 +189,59 @@ impl Config {
                     role: step.role,
                 }
                 .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Refuses a run in which a directory grant that can write reaches
+    /// anything inside `folder` (`what`), which need not exist yet: a
+    /// grant scoped to one file in it is enough to change that file. With
+    /// [`Config::check_out_of_reach`] on a file in it, which covers the
+    /// folder itself and its path, nothing in or on the way to the folder
+    /// is a guest's to write.
+    pub fn check_folder_out_of_reach(
+        &self,
+        folder: &Path,
+        what: &'static str,
+    ) -> Result<(), Error> {
+        let cannot_tell = |error| Refusal::CannotTell {
+            what,
+            path: folder.to_path_buf(),
+            error,
+        };
+        let mut inside = None;
+        for g in &self.grants {
+            let Grant::Dir(d) = &g.grant else { continue };
+            let base = d.resolved().unwrap_or_default();
+            let roots: Vec<(PathBuf, Rights)> = match &d.paths {
+                None => vec![(base, d.rights)],
+                Some(paths) => paths.iter().map(|(p, r)| (base.join(p), *r)).collect(),
+            };
+            for (root, rights) in roots {
+                let rights = rights & writing();
+                if rights == Rights::empty() {
+                    continue;
+                }
+                let f = match &inside {
+                    Some(f) => f,
+                    None => inside.insert(would_be(folder).map_err(cannot_tell)?),
+                };
+                let r = would_be(&root).map_err(cannot_tell)?;
+                if r.starts_with(&*f) {
+                    return Err(Refusal::InReach {
+                        what,
+                        path: folder.to_path_buf(),
+                        grant: g.name.clone(),
+                        rights,
+                        root,
+                        step: r,
+                        role: "a place inside it",
+                    }
+                    .into());
+                }
             }
         }
         Ok(())
@@ -226,6 +297,8 @@ struct Walked {
     folders: BTreeSet<PathBuf>,
     /// Why a part could not be looked up, and whether it was the last.
     missing: Option<(std::io::Error, bool)>,
+    /// The parts not looked up, the missing one first.
+    rest: Vec<OsString>,
 }
 
 /// Follows the absolute `path` from `/` as the kernel does: every symbolic
@@ -258,10 +331,13 @@ fn walk<E: From<std::io::Error>>(
                     Ok(meta) => meta,
                     Err(e) => {
                         let last = todo.is_empty();
+                        todo.push(part);
+                        todo.reverse();
                         return Ok(Walked {
                             at,
                             folders,
                             missing: Some((e, last)),
+                            rest: todo,
                         });
                     }
                 };
@@ -278,7 +354,39 @@ fn walk<E: From<std::io::Error>>(
         at,
         folders,
         missing: None,
+        rest: Vec::new(),
     })
+}
+
+/// Where `path` is, or would be once made: the real file or folder its
+/// lookup reaches (links followed, as [`walk`] does), then the parts not
+/// there yet, `.` dropped and `..` taken lexically, as whoever makes them
+/// would make them.
+fn would_be(path: &Path) -> std::io::Result<PathBuf> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    let mut links = 0;
+    let walked = walk(&std::env::current_dir()?.join(path), |_, _| {
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::other("too many symbolic links"));
+        }
+        Ok(())
+    })?;
+    let mut at = walked.at;
+    match walked.missing {
+        Some((e, _)) if !matches!(e.kind(), NotFound | NotADirectory) => return Err(e),
+        _ => {}
+    }
+    for part in walked.rest {
+        match part.to_str() {
+            Some(".") => {}
+            Some("..") => {
+                at.pop();
+            }
+            _ => at.push(part),
+        }
+    }
+    Ok(at)
 }
 
 /// The steps of [`lookup`]: the file at `at` (if it exists) and `folders`,

@@ -276,7 +276,7 @@ const MAX_COMPONENT_BYTES: u64 = 1 << 30;
 /// regular file of a bounded size is read, and opening never blocks.
 fn read(path: &Path) -> wasmtime::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let what = || format!("cannot read component `{}`", path.display());
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -303,6 +303,16 @@ fn read(path: &Path) -> wasmtime::Result<Vec<u8>> {
         .with_context(what)?;
     if bytes.len() as u64 > MAX_COMPONENT_BYTES {
         bail!("{}", too_big());
+    }
+    // Machine code must be reachable by no name but the one given: a
+    // second link could sit in a folder a guest of another run may write.
+    if super::compiled::is_artifact(&bytes) && meta.nlink() != 1 {
+        bail!(
+            "`{}` holds compiled machine code and has {} hard links: the broker cannot tell \
+             whether a guest could write one of them; give it a file of its own",
+            path.display(),
+            meta.nlink()
+        );
     }
     Ok(bytes)
 }

@@ -94,7 +94,8 @@ pub fn default_dir() -> Option<PathBuf> {
 
 /// Every folder a run of this user may keep its cache in, the one this
 /// process uses first: [`DIR_VAR`], `$XDG_CACHE_HOME/capbroker` and
-/// `$HOME/.cache/capbroker`, each if set. A later run with another
+/// `$HOME/.cache/capbroker`, each if set, and `.cache/capbroker` in the
+/// home folder the user database names. A later run with another
 /// environment (or with the cache on where this one has it off) uses
 /// another of them, so a guest must be able to write none of them.
 pub fn candidates() -> Vec<PathBuf> {
@@ -114,7 +115,44 @@ pub fn candidates() -> Vec<PathBuf> {
     dirs.extend(xdg.map(|x| x.join("capbroker")));
     let home = set("HOME").filter(|p| p.is_absolute());
     dirs.extend(home.map(|h| h.join(".cache").join("capbroker")));
+    // A run without HOME (a service, `env -i`) must not write where the
+    // user's ordinary runs keep it: their home as the system knows it.
+    if let Some(home) = system_home() {
+        let dir = home.join(".cache").join("capbroker");
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
     dirs
+}
+
+/// The user's home folder in the system's user database.
+fn system_home() -> Option<PathBuf> {
+    use std::ffi::CStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live value of the right type, and
+    // `buf` outlives the use of the strings getpwuid_r points into it.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_dir is a NUL-terminated string
+    // in `buf`.
+    let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    dir.is_absolute().then_some(dir)
 }
 
 /// The key's path in the cache folder `dir`: what no grant may reach.

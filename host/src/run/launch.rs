@@ -234,11 +234,10 @@ pub(crate) fn before_any_guest(
     // run of this user may keep it in is guarded, whether this run uses
     // the cache or not: a later run may.
     for dir in crate::run::cache::candidates() {
+        let what = "the compiled-component cache";
         config
-            .check_out_of_reach(
-                &crate::run::cache::key_path(&dir),
-                "the compiled-component cache's key",
-            )
+            .check_out_of_reach(&crate::run::cache::key_path(&dir), what)
+            .and_then(|()| config.check_folder_out_of_reach(&dir, what))
             .context(
                 "a guest must not be able to write the compiled-component cache, which later \
                  runs load machine code from: grant narrower folders (docs/cache.md)",
