@@ -230,7 +230,7 @@ impl Config {
                     None => inside.insert(would_be(folder).map_err(cannot_tell)?),
                 };
                 let r = would_be(&root).map_err(cannot_tell)?;
-                if r.starts_with(&*f) {
+                if r.starts_with(f) {
                     return Err(Refusal::InReach {
                         what,
                         path: folder.to_path_buf(),
