@@ -504,6 +504,35 @@ fn a_grant_that_could_write_the_cache_is_refused() {
     assert!(!home.join(".cache").exists());
 }
 
+/// CAPBROKER_CACHE_DIR names one folder for every run, or is not used: a
+/// relative one would be another folder from each working folder, and a
+/// run's guard could look at its own only.
+#[test]
+fn a_relative_cache_dir_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hello = program(tmp.path(), "hello", "hello");
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    for relative in ["rel-cache", "/proc/self/cwd/rel-cache"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_capbroker"))
+            .args(["run", hello.to_str().unwrap()])
+            .current_dir(tmp.path())
+            .env("CAPBROKER_CACHE_DIR", relative)
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap();
+        ok(&out, "hello");
+        assert!(
+            warnings(&out).contains("is not used: it must be an absolute path"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!tmp.path().join("rel-cache").exists());
+        assert_eq!(entries(&home.join(".cache/capbroker")).len(), 1);
+    }
+}
+
 /// A run without HOME still keeps its guests out of the cache of the
 /// user's ordinary runs, in the home folder the user database names.
 #[test]

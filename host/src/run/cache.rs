@@ -108,7 +108,10 @@ pub fn candidates() -> Vec<PathBuf> {
             .map(PathBuf::from)
     };
     let mut dirs = Vec::new();
-    dirs.extend(set(DIR_VAR));
+    // Only a folder that is the same for every run: a relative one (or one
+    // through /proc/self) names another folder from each working folder,
+    // and the guard below would look at this run's only.
+    dirs.extend(set(DIR_VAR).filter(|p| same_for_every_run(p)));
     // The XDG spec says a relative path is to be ignored; a relative HOME
     // is as meaningless.
     let xdg = set("XDG_CACHE_HOME").filter(|p| p.is_absolute());
@@ -155,6 +158,24 @@ fn system_home() -> Option<PathBuf> {
     dir.is_absolute().then_some(dir)
 }
 
+fn same_for_every_run(dir: &Path) -> bool {
+    dir.is_absolute() && !dir.starts_with("/proc") && !dir.starts_with("/dev/fd")
+}
+
+/// Why [`DIR_VAR`] is not used, if it is set but names no folder that is
+/// the same for every run: a warning, the cache going to its default.
+pub fn dir_var_ignored() -> Option<String> {
+    let dir = std::env::var_os(DIR_VAR).filter(|s| !s.is_empty())?;
+    let dir = PathBuf::from(dir);
+    (!same_for_every_run(&dir)).then(|| {
+        format!(
+            "{DIR_VAR}=`{}` is not used: it must be an absolute path that names the same \
+             folder from every working folder (not under /proc or /dev/fd)",
+            dir.display()
+        )
+    })
+}
+
 /// The key's path in the cache folder `dir`: what no grant may reach.
 pub fn key_path(dir: &Path) -> PathBuf {
     dir.join(KEY_FILE)
@@ -193,6 +214,9 @@ impl Cache {
     /// The cache in [`default_dir`] for `engine`, or `None` (with a
     /// warning) when there is none or it cannot be used.
     pub fn open_default(engine: &Engine) -> Option<Cache> {
+        if let Some(why) = dir_var_ignored() {
+            warn(why);
+        }
         let Some(dir) = default_dir() else {
             warn(format_args!(
                 "neither {DIR_VAR}, XDG_CACHE_HOME nor HOME is set: compiling without it"
