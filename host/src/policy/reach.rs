@@ -120,23 +120,7 @@ impl Config {
             path: path.to_path_buf(),
             error,
         };
-        let mut writable = Vec::new();
-        for g in &self.grants {
-            let Grant::Dir(d) = &g.grant else { continue };
-            let roots = match &d.paths {
-                None => vec![(d.resolved().unwrap_or_default(), d.rights)],
-                Some(paths) => paths
-                    .iter()
-                    .map(|(p, r)| (d.resolved().unwrap_or_default().join(p), *r))
-                    .collect(),
-            };
-            for (root, rights) in roots {
-                let rights = rights & writing();
-                if rights != Rights::empty() {
-                    writable.push((g, root, rights, d.paths.is_some()));
-                }
-            }
-        }
+        let writable = self.writing_roots();
         let Some((first, root, rights, _)) = writable.first() else {
             return Ok(());
         };
@@ -212,39 +196,49 @@ impl Config {
             path: folder.to_path_buf(),
             error,
         };
-        let mut inside = None;
+        let writable = self.writing_roots();
+        if writable.is_empty() {
+            return Ok(());
+        }
+        let f = would_be(folder).map_err(cannot_tell)?;
+        for (g, root, rights, _) in writable {
+            let r = would_be(&root).map_err(cannot_tell)?;
+            if r.starts_with(&f) {
+                return Err(Refusal::InReach {
+                    what,
+                    path: folder.to_path_buf(),
+                    grant: g.name.clone(),
+                    rights,
+                    root,
+                    step: r,
+                    role: "a place inside it",
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every place a directory grant can write: its folder, or each path
+    /// it is narrowed to, with the writing part of its rights there, and
+    /// whether it is narrowed.
+    fn writing_roots(&self) -> Vec<(&crate::grants::NamedGrant, PathBuf, Rights, bool)> {
+        let mut writable = Vec::new();
         for g in &self.grants {
             let Grant::Dir(d) = &g.grant else { continue };
             let base = d.resolved().unwrap_or_default();
-            let roots: Vec<(PathBuf, Rights)> = match &d.paths {
+            let roots = match &d.paths {
                 None => vec![(base, d.rights)],
                 Some(paths) => paths.iter().map(|(p, r)| (base.join(p), *r)).collect(),
             };
             for (root, rights) in roots {
                 let rights = rights & writing();
-                if rights == Rights::empty() {
-                    continue;
-                }
-                let f = match &inside {
-                    Some(f) => f,
-                    None => inside.insert(would_be(folder).map_err(cannot_tell)?),
-                };
-                let r = would_be(&root).map_err(cannot_tell)?;
-                if r.starts_with(f) {
-                    return Err(Refusal::InReach {
-                        what,
-                        path: folder.to_path_buf(),
-                        grant: g.name.clone(),
-                        rights,
-                        root,
-                        step: r,
-                        role: "a place inside it",
-                    }
-                    .into());
+                if rights != Rights::empty() {
+                    writable.push((g, root, rights, d.paths.is_some()));
                 }
             }
         }
-        Ok(())
+        writable
     }
 }
 
@@ -264,14 +258,7 @@ struct Step {
 /// puts another folder in one's place is covered. Also the file's link
 /// count: a hard link elsewhere is a way to it that no walk finds.
 fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
-    let mut links = 0;
-    let walked = walk(&std::env::current_dir()?.join(path), |_, _| {
-        links += 1;
-        if links > MAX_LINKS {
-            return Err(std::io::Error::other("too many symbolic links"));
-        }
-        Ok(())
-    })?;
+    let walked = walk_from_here(path)?;
     use std::io::ErrorKind::{NotADirectory, NotFound};
     match walked.missing {
         // Not made yet (it, or folders on its way; or a file stands where a
@@ -283,6 +270,19 @@ fn lookup(path: &Path) -> std::io::Result<(u64, Vec<Step>)> {
         Some((e, _)) => Err(e),
         None => steps_of(Some(walked.at), walked.folders),
     }
+}
+
+/// [`walk`] of `path` from the working folder, failing past
+/// [`MAX_LINKS`] links as the kernel would.
+fn walk_from_here(path: &Path) -> std::io::Result<Walked> {
+    let mut links = 0;
+    walk(&std::env::current_dir()?.join(path), |_, _| {
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::other("too many symbolic links"));
+        }
+        Ok(())
+    })
 }
 
 /// The most symbolic links a path may go through, as the kernel allows.
@@ -364,14 +364,7 @@ fn walk<E: From<std::io::Error>>(
 /// would make them.
 fn would_be(path: &Path) -> std::io::Result<PathBuf> {
     use std::io::ErrorKind::{NotADirectory, NotFound};
-    let mut links = 0;
-    let walked = walk(&std::env::current_dir()?.join(path), |_, _| {
-        links += 1;
-        if links > MAX_LINKS {
-            return Err(std::io::Error::other("too many symbolic links"));
-        }
-        Ok(())
-    })?;
+    let walked = walk_from_here(path)?;
     let mut at = walked.at;
     match walked.missing {
         Some((e, _)) if !matches!(e.kind(), NotFound | NotADirectory) => return Err(e),
