@@ -246,6 +246,18 @@ fn a_bad_entry_is_compiled_again_with_a_warning() {
     );
     let out = capbroker(&cache, &["run", hello]);
     assert_eq!(hits_and_misses(&out), (1, 0), "{}", text(&out.stderr));
+    // A FIFO in the entry's place neither blocks the run nor is loaded.
+    std::fs::remove_file(&entry).unwrap();
+    let c = std::ffi::CString::new(entry.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = capbroker(&cache, &["run", hello]);
+    ok(&out, "hello");
+    assert!(
+        warnings(&out).contains("not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
     // A link in the entry's place is not followed.
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink(&linked, &entry).unwrap();

@@ -350,11 +350,7 @@ impl Cache {
         entry: &str,
         path: &Path,
     ) -> wasmtime::Result<Option<Component>> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
+        let file = match open_no_link(path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context("cannot open it"),
@@ -365,6 +361,10 @@ impl Cache {
         let meta = file.metadata().context("cannot read it")?;
         if !meta.is_file() {
             bail!("it is not a regular file");
+        }
+        // Nothing the cache wrote is larger than all of it may be.
+        if meta.len() > self.limit.max(MAX_BYTES) {
+            bail!("it is larger than the cache's bound");
         }
         if meta.nlink() != 1 {
             bail!(
@@ -468,6 +468,16 @@ impl Cache {
     }
 }
 
+/// Opens `path` for reading, never through a link in its place, and
+/// without waiting (a FIFO there would block the run; its type is checked
+/// after).
+fn open_no_link(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 fn read_all(mut f: File) -> std::io::Result<Vec<u8>> {
     let mut v = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut v)?;
@@ -513,11 +523,7 @@ fn private(path: &Path, meta: &fs::Metadata) -> wasmtime::Result<()> {
 fn key(dir: &Path) -> wasmtime::Result<[u8; KEY_LEN]> {
     let path = dir.join(KEY_FILE);
     let read = |path: &Path| -> wasmtime::Result<Option<[u8; KEY_LEN]>> {
-        let f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
+        let f = match open_no_link(path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot open `{}`", path.display())),
