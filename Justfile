@@ -58,6 +58,17 @@ serve-demo: guests build
 # The web server example: a capbroker app that spawns a child per request.
 # Start the web server example app on 127.0.0.1:8080.
 web-server: guests build
+    @echo 'Try, in another terminal:'
+    @echo '  curl -i http://127.0.0.1:8080/                 # a handler child answers'
+    @echo '  curl -i http://127.0.0.1:8080/sandbox          # what a handler can reach: nothing'
+    @echo '  curl -i --data-binary @README.md http://127.0.0.1:8080/upload/readme.txt'
+    @echo '  curl -i --path-as-is -X POST http://127.0.0.1:8080/upload/../x   # 403: outside uploads'
+    @echo '  curl -i http://127.0.0.1:8080/spin             # 503: out of CPU'
+    @echo '  curl -i http://127.0.0.1:8080/hog              # 503: out of memory'
+    @echo '  curl -i http://127.0.0.1:8080/sleep            # 503: out of time'
+    @echo 'Uploads land in components/examples/web-server/uploads. Ctrl-C stops the server.'
+    @echo '$ capbroker run -m components/examples/web-server/capbroker.toml'
+    target/debug/capbroker run -m components/examples/web-server/capbroker.toml
 
 # Run the worker and fanout examples on a fresh scratch folder.
 examples: guests build
@@ -78,18 +89,6 @@ examples: guests build
     printf 'spin\n' > {{demo_dir}}/data/reports/spin.txt
     @echo '$ capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}'
     @target/debug/capbroker run --dir data={{demo_dir}}/data/reports:ro --spawn workers=max-children=8 {{fanout}}
-
-    @echo 'Try, in another terminal:'
-    @echo '  curl -i http://127.0.0.1:8080/                 # a handler child answers'
-    @echo '  curl -i http://127.0.0.1:8080/sandbox          # what a handler can reach: nothing'
-    @echo '  curl -i --data-binary @README.md http://127.0.0.1:8080/upload/readme.txt'
-    @echo '  curl -i --path-as-is -X POST http://127.0.0.1:8080/upload/../x   # 403: outside uploads'
-    @echo '  curl -i http://127.0.0.1:8080/spin             # 503: out of CPU'
-    @echo '  curl -i http://127.0.0.1:8080/hog              # 503: out of memory'
-    @echo '  curl -i http://127.0.0.1:8080/sleep            # 503: out of time'
-    @echo 'Uploads land in components/examples/web-server/uploads. Ctrl-C stops the server.'
-    @echo '$ capbroker run -m components/examples/web-server/capbroker.toml'
-    target/debug/capbroker run -m components/examples/web-server/capbroker.toml
 
 # Compose the read-only adapter in front of APP into OUT (wac and
 # wasm-tools are installed into target/tools if missing).
