@@ -201,6 +201,26 @@ fn a_link_cannot_reach_what_the_learned_paths_hide() {
         "\"../x\" = \"read\"",
         "[dir.data.paths] `../x`: expected a path below the directory",
     );
+    // …or one with `..`, even where it would stay inside…
+    for inside in ["docs/..", "a/../b"] {
+        refused(
+            "rw",
+            &format!("{inside:?} = \"read\""),
+            &format!("[dir.data.paths] `{inside}`: expected a path below the directory"),
+        );
+    }
+    // …or one path under two spellings, whose rights would depend on the
+    // order of the table's keys…
+    refused(
+        "rw",
+        "\"a\" = \"read,list\"\n\"a/\" = \"rw\"",
+        "the same path as",
+    );
+    refused(
+        "rw",
+        "\"./a\" = \"rw\"\n\"a\" = \"read,list\"",
+        "the same path as",
+    );
     // …and rights for a path beyond the directory's own.
     refused(
         "read",

@@ -136,8 +136,20 @@ impl DirGrant {
             None => None,
             Some(map) => {
                 let mut paths = Vec::new();
+                let mut spelt = std::collections::HashMap::new();
                 for (p, r) in map {
-                    let below = super::join_below(Path::new(""), p).ok_or_else(|| {
+                    // `..` is refused even where it stays inside (`docs/..`):
+                    // the text would name one place and the lookup another
+                    // when `docs` is a link, and manifest.md says so.
+                    let climbs = Path::new(p)
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir);
+                    let below = if climbs {
+                        None
+                    } else {
+                        super::join_below(Path::new(""), p)
+                    };
+                    let below = below.ok_or_else(|| {
                         Located::at(
                             r.span(),
                             format!(
@@ -159,6 +171,14 @@ impl DirGrant {
                                 RightsList(beyond),
                                 RightsList(rights)
                             ),
+                        ));
+                    }
+                    // Two spellings of one path (`a`, `a/`, `./a`) would
+                    // leave its rights to the table's key order.
+                    if let Some(first) = spelt.insert(below.clone(), p) {
+                        return Err(Located::at(
+                            r.span(),
+                            format!("[dir.{name}.paths] `{p}`: the same path as `{first}`"),
                         ));
                     }
                     paths.push((below, path_rights));
