@@ -47,9 +47,12 @@ use capbroker_sdk::bindings::wasi::io::streams::{InputStream, OutputStream};
 use capbroker_sdk::wasi_fs::{
     to_descriptor, Descriptor, DescriptorFlags, ErrorCode, OpenFlags as WasiOpen, PathFlags,
 };
+// The probe tests the WIT interface itself, so it uses the generated
+// handles and error, not the SDK's std-shaped layer.
+use capbroker_sdk::raw::{Dir, Error, File};
 use capbroker_sdk::{
-    granted, mailbox, rights_list, spawn, Dir, EntryKind, Error, ExitStatus, File, Grant, Handle,
-    Limits, OpenFlags, Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
+    granted, mailbox, rights_list, spawn, EntryKind, ExitStatus, Grant, Handle, Limits, OpenFlags,
+    Process, Revoker, Rights, Share, Shared, Spawner, Wants, RIGHT_NAMES,
 };
 use capbroker_sdk::{
     AddressRange, ConnectRight, ListenRight, TcpListener, TcpStream, UdpRight, UdpSocket,

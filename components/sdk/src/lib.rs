@@ -1,7 +1,8 @@
 //! Write capbroker components in Rust.
 //!
 //! ```ignore
-//! use capbroker_sdk::{export, Grants, Guest, Request, Rights, Wants};
+//! use std::io::{BufRead, BufReader};
+//! use capbroker_sdk::{export, Grants, Guest, Request, Rights};
 //!
 //! struct App;
 //! impl Guest for App {
@@ -10,15 +11,24 @@
 //!     }
 //!     fn run(args: Vec<String>) -> Result<(), String> {
 //!         let mut grants = Grants::granted();
-//!         let data = grants.dir("data").ok_or("no data")?;
-//!         let text = data.read_file("hello.txt").map_err(|e| e.message())?;
+//!         let data = grants.dir("data")?; // "no directory granted as `data`"
+//!         let text = data.read_to_string("hello.txt")?;
+//!         for line in BufReader::new(data.open("list.txt")?).lines() {
+//!             println!("{}", line.map_err(|e| e.to_string())?);
+//!         }
+//!         capbroker_sdk::pledge::filesystem(); // no file access from here on
 //!         Ok(())
 //!     }
 //! }
 //! export!(App);
 //! ```
 //!
-//! Handles are RAII: dropping a `Dir` or `File` gives it up for good.
+//! [`Dir`] and [`File`] (in [`fs`]) are shaped like `std::fs`, as cap-std's
+//! are: `AsRef<Path>` paths, `File: Read + Write + Seek`, and an [`Error`]
+//! that is `Display + std::error::Error` and becomes a `std::io::Error`
+//! with the matching `ErrorKind`. Handles are RAII: dropping a `Dir` or
+//! `File` gives it up for good. What the layer does not cover is in
+//! [`bindings`] (and [`raw`] names the generated handle types).
 
 /// The bindings wit-bindgen generates for the `app` world, and the types
 /// of every capbroker interface. They sit in a module of their own: at the
@@ -109,13 +119,13 @@ pub mod pledge {
     /// Narrows the preopen `preopen` to `sub_path` below it, with at most
     /// `rights`, for good.
     pub fn unveil_dir(preopen: &str, sub_path: &str, rights: Rights) -> Result<(), Error> {
-        unveil(preopen, sub_path, rights)
+        Ok(unveil(preopen, sub_path, rights)?)
     }
 }
 
 /// Standard `wasi:filesystem` descriptors made from capbroker handles:
-/// `to_descriptor(&dir, rights)` gives code written against the WASI API a
-/// descriptor with at most `dir`'s rights. There is no way back.
+/// `to_descriptor(dir.as_raw(), rights)` gives code written against the
+/// WASI API a descriptor with at most `dir`'s rights. There is no way back.
 pub mod wasi_fs {
     pub use crate::bindings::capbroker::caps::wasi_fs::to_descriptor;
     pub use crate::bindings::wasi::filesystem::types::{
@@ -123,7 +133,19 @@ pub mod wasi_fs {
     };
 }
 
-pub use bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
+pub mod error;
+pub mod fs;
+
+/// The handle and error types exactly as wit-bindgen generates them, for
+/// code that talks to the bindings directly (the std-shaped [`fs::Dir`],
+/// [`fs::File`] and [`Error`] wrap these, and `as_raw` / `into_raw` / `From`
+/// go between the two).
+pub mod raw {
+    pub use crate::bindings::capbroker::caps::fs::{Dir, Entry, EntryKind, File, OpenFlags, Stat};
+    pub use crate::bindings::capbroker::caps::types::Error;
+}
+
+pub use bindings::capbroker::caps::fs::{Entry, EntryKind, OpenFlags, Stat};
 pub use bindings::capbroker::caps::grants::{granted, Grant, Handle, Share, Shared};
 pub use bindings::capbroker::caps::mailbox;
 pub use bindings::capbroker::caps::net::{
@@ -131,9 +153,11 @@ pub use bindings::capbroker::caps::net::{
 };
 pub use bindings::capbroker::caps::process::{spawn, ExitStatus, Process};
 pub use bindings::capbroker::caps::spawn::{Budget, Limits, Spawner};
-pub use bindings::capbroker::caps::types::{Error, Request, Revoker, Rights, Wants};
+pub use bindings::capbroker::caps::types::{Error as WitError, Request, Revoker, Rights, Wants};
 pub use bindings::{export, Guest};
 pub use child::export_child;
+pub use error::Error;
+pub use fs::{Dir, File, OpenOptions};
 pub use service::export_service;
 
 impl Request {
@@ -219,67 +243,72 @@ impl Grants {
     }
 
     /// Takes the handle granted as `name` if `pick` accepts its kind; a
-    /// handle of another kind stays for a later taker.
+    /// handle of another kind stays for a later taker. Failing with an
+    /// error that names the grant, rather than `None`, lets `run` be a
+    /// chain of `?` whose failure already says which grant was missing.
     fn take_as<T>(
         &mut self,
         name: &str,
+        kind: &'static str,
         pick: impl FnOnce(Handle) -> Result<T, Handle>,
-    ) -> Option<T> {
-        match pick(self.take(name)?) {
-            Ok(t) => Some(t),
+    ) -> Result<T, Error> {
+        let missing = || Error::not_granted(name, kind);
+        match pick(self.take(name).ok_or_else(missing)?) {
+            Ok(t) => Ok(t),
             Err(other) => {
                 self.0.push(Grant {
                     name: name.into(),
                     handle: other,
                 });
-                None
+                Err(missing())
             }
         }
     }
 
-    /// Takes the directory granted as `name`, if one was.
-    pub fn dir(&mut self, name: &str) -> Option<Dir> {
-        self.take_as(name, |h| match h {
-            Handle::Dir(d) => Ok(d),
+    /// Takes the directory granted as `name`; fails with "no directory
+    /// granted as `name`" otherwise.
+    pub fn dir(&mut self, name: &str) -> Result<Dir, Error> {
+        self.take_as(name, "directory", |h| match h {
+            Handle::Dir(d) => Ok(Dir::from_raw(d)),
             other => Err(other),
         })
     }
 
-    /// Takes the listen right granted as `name`, if one was.
-    pub fn listen(&mut self, name: &str) -> Option<ListenRight> {
-        self.take_as(name, |h| match h {
+    /// Takes the listen right granted as `name`.
+    pub fn listen(&mut self, name: &str) -> Result<ListenRight, Error> {
+        self.take_as(name, "listen right", |h| match h {
             Handle::Listen(l) => Ok(l),
             other => Err(other),
         })
     }
 
-    /// Takes the connect right granted as `name`, if one was.
-    pub fn connect(&mut self, name: &str) -> Option<ConnectRight> {
-        self.take_as(name, |h| match h {
+    /// Takes the connect right granted as `name`.
+    pub fn connect(&mut self, name: &str) -> Result<ConnectRight, Error> {
+        self.take_as(name, "connect right", |h| match h {
             Handle::Connect(c) => Ok(c),
             other => Err(other),
         })
     }
 
-    /// Takes the UDP right granted as `name`, if one was.
-    pub fn udp(&mut self, name: &str) -> Option<UdpRight> {
-        self.take_as(name, |h| match h {
+    /// Takes the UDP right granted as `name`.
+    pub fn udp(&mut self, name: &str) -> Result<UdpRight, Error> {
+        self.take_as(name, "UDP right", |h| match h {
             Handle::Udp(u) => Ok(u),
             other => Err(other),
         })
     }
 
-    /// Takes the TCP stream shared as `name`, if one was.
-    pub fn tcp_stream(&mut self, name: &str) -> Option<TcpStream> {
-        self.take_as(name, |h| match h {
+    /// Takes the TCP stream shared as `name`.
+    pub fn tcp_stream(&mut self, name: &str) -> Result<TcpStream, Error> {
+        self.take_as(name, "TCP stream", |h| match h {
             Handle::TcpStream(s) => Ok(s),
             other => Err(other),
         })
     }
 
-    /// Takes the spawner granted as `name`, if one was.
-    pub fn spawner(&mut self, name: &str) -> Option<Spawner> {
-        self.take_as(name, |h| match h {
+    /// Takes the spawner granted as `name`.
+    pub fn spawner(&mut self, name: &str) -> Result<Spawner, Error> {
+        self.take_as(name, "spawner", |h| match h {
             Handle::Spawner(s) => Ok(s),
             other => Err(other),
         })
@@ -291,22 +320,22 @@ impl Grants {
     }
 }
 
-impl Error {
+impl WitError {
     /// The WIT case name, e.g. `denied`.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Denied(_) => "denied",
-            Error::Escape(_) => "escape",
-            Error::NotFound(_) => "not-found",
-            Error::Exists(_) => "exists",
-            Error::NotDirectory(_) => "not-directory",
-            Error::IsDirectory(_) => "is-directory",
-            Error::NotEmpty(_) => "not-empty",
-            Error::Invalid(_) => "invalid",
-            Error::LimitExceeded(_) => "limit-exceeded",
-            Error::Io(_) => "io",
-            Error::Revoked => "revoked",
-            Error::Refused(_) => "refused",
+            WitError::Denied(_) => "denied",
+            WitError::Escape(_) => "escape",
+            WitError::NotFound(_) => "not-found",
+            WitError::Exists(_) => "exists",
+            WitError::NotDirectory(_) => "not-directory",
+            WitError::IsDirectory(_) => "is-directory",
+            WitError::NotEmpty(_) => "not-empty",
+            WitError::Invalid(_) => "invalid",
+            WitError::LimitExceeded(_) => "limit-exceeded",
+            WitError::Io(_) => "io",
+            WitError::Revoked => "revoked",
+            WitError::Refused(_) => "refused",
         }
     }
 
@@ -314,18 +343,18 @@ impl Error {
     /// empty for `revoked`.
     pub fn detail(&self) -> String {
         match self {
-            Error::Denied(r) => rights_list(*r),
-            Error::Escape(s)
-            | Error::NotFound(s)
-            | Error::Exists(s)
-            | Error::NotDirectory(s)
-            | Error::IsDirectory(s)
-            | Error::NotEmpty(s)
-            | Error::Invalid(s)
-            | Error::LimitExceeded(s)
-            | Error::Io(s)
-            | Error::Refused(s) => s.clone(),
-            Error::Revoked => String::new(),
+            WitError::Denied(r) => rights_list(*r),
+            WitError::Escape(s)
+            | WitError::NotFound(s)
+            | WitError::Exists(s)
+            | WitError::NotDirectory(s)
+            | WitError::IsDirectory(s)
+            | WitError::NotEmpty(s)
+            | WitError::Invalid(s)
+            | WitError::LimitExceeded(s)
+            | WitError::Io(s)
+            | WitError::Refused(s) => s.clone(),
+            WitError::Revoked => String::new(),
         }
     }
 
@@ -333,18 +362,18 @@ impl Error {
     /// (wit-bindgen's `Display` for it is its `Debug` form.)
     pub fn message(&self) -> String {
         match self {
-            Error::Denied(r) => format!("denied: the handle lacks {}", rights_list(*r)),
-            Error::Escape(p) => format!("escape: `{p}` leads outside the handle"),
-            Error::NotFound(p) => format!("not found: `{p}`"),
-            Error::Exists(p) => format!("exists: `{p}`"),
-            Error::NotDirectory(p) => format!("not a directory: `{p}`"),
-            Error::IsDirectory(p) => format!("is a directory: `{p}`"),
-            Error::NotEmpty(p) => format!("directory not empty: `{p}`"),
-            Error::Invalid(m) => format!("invalid: {m}"),
-            Error::LimitExceeded(m) => format!("limit exceeded: {m}"),
-            Error::Io(m) => format!("i/o error: {m}"),
-            Error::Revoked => "revoked: the handle was revoked".to_string(),
-            Error::Refused(m) => format!("refused: {m}"),
+            WitError::Denied(r) => format!("denied: the handle lacks {}", rights_list(*r)),
+            WitError::Escape(p) => format!("escape: `{p}` leads outside the handle"),
+            WitError::NotFound(p) => format!("not found: `{p}`"),
+            WitError::Exists(p) => format!("exists: `{p}`"),
+            WitError::NotDirectory(p) => format!("not a directory: `{p}`"),
+            WitError::IsDirectory(p) => format!("is a directory: `{p}`"),
+            WitError::NotEmpty(p) => format!("directory not empty: `{p}`"),
+            WitError::Invalid(m) => format!("invalid: {m}"),
+            WitError::LimitExceeded(m) => format!("limit exceeded: {m}"),
+            WitError::Io(m) => format!("i/o error: {m}"),
+            WitError::Revoked => "revoked: the handle was revoked".to_string(),
+            WitError::Refused(m) => format!("refused: {m}"),
         }
     }
 }
@@ -358,15 +387,7 @@ impl Spawner {
         limits: Limits,
         input: &[u8],
     ) -> Result<Process, Error> {
-        spawn(self, component, None, grants, limits, input)
-    }
-}
-
-impl Dir {
-    /// Reads a whole file as UTF-8 text.
-    pub fn read_string(&self, path: &str) -> Result<String, Error> {
-        let bytes = self.read_file(path)?;
-        String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("`{path}` is not UTF-8")))
+        Ok(spawn(self, component, None, grants, limits, input)?)
     }
 }
 

@@ -5,8 +5,7 @@
 //! ends alone (out of CPU) while the others finish.
 
 use capbroker_sdk::{
-    export_service, mailbox, service, EntryKind, ExitStatus, Grants, Limits, Request, Rights,
-    Share, Shared,
+    export_service, mailbox, service, ExitStatus, Grants, Limits, Request, Rights, Share, Shared,
 };
 
 struct Fanout;
@@ -25,14 +24,14 @@ impl service::Guest for Fanout {
 
     fn run(_args: Vec<String>) -> Result<(), String> {
         let mut grants = Grants::granted();
-        let data = grants.dir("data").ok_or("no `data` grant")?;
-        let workers = grants.spawner("workers").ok_or("no `workers` grant")?;
+        let data = grants.dir("data")?;
+        let workers = grants.spawner("workers")?;
         let files: Vec<String> = data
             .list(".")
             .map_err(|e| e.message())?
             .into_iter()
-            .filter(|e| e.kind == EntryKind::File && e.name.ends_with(".txt"))
-            .map(|e| e.name)
+            .filter(|e| e.file_type().is_file() && e.file_name().ends_with(".txt"))
+            .map(|e| e.file_name().to_owned())
             .collect();
         // The children only read: share a copy that cannot even list.
         let read_only = data.attenuate(Rights::READ).map_err(|e| e.message())?;
@@ -47,7 +46,7 @@ impl service::Guest for Fanout {
         for name in files {
             let share = Share {
                 name: "data".into(),
-                handle: Shared::Dir(&read_only),
+                handle: Shared::Dir(read_only.as_raw()),
             };
             let child = workers
                 .spawn("self", &[share], limits, name.as_bytes())
@@ -72,7 +71,7 @@ impl service::Guest for Fanout {
     }
 
     fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
-        let data = Grants::granted().dir("data").ok_or("no `data` grant")?;
+        let data = Grants::granted().dir("data")?;
         let name = String::from_utf8(input).map_err(|_| "bad file name")?;
         mailbox::send(format!("counting {name}").as_bytes()).map_err(|e| e.message())?;
         if name == "spin.txt" {
@@ -80,7 +79,7 @@ impl service::Guest for Fanout {
                 std::hint::black_box(());
             }
         }
-        let text = data.read_string(&name).map_err(|e| e.message())?;
+        let text = data.read_to_string(&name).map_err(|e| e.message())?;
         Ok(text.split_whitespace().count().to_string().into_bytes())
     }
 }

@@ -58,17 +58,17 @@ impl service::Guest for Server {
 
     fn run(_args: Vec<String>) -> Result<(), String> {
         let mut grants = Grants::granted();
-        let cfg = grants.dir("cfg").ok_or("no `cfg` grant")?;
-        let conf = cfg.read_string("server.conf").map_err(|e| e.message())?;
+        let cfg = grants.dir("cfg")?;
+        let conf = cfg.read_to_string("server.conf").map_err(|e| e.message())?;
         drop(cfg);
         let addr = setting(&conf, "listen").ok_or("server.conf has no `listen = ADDRESS:PORT`")?;
         let greeting = setting(&conf, "greeting")
             .unwrap_or("hello from capbroker")
             .to_string();
 
-        let uploads = grants.dir("uploads").ok_or("no `uploads` grant")?;
+        let uploads = grants.dir("uploads")?;
         let uploads = uploads.attenuate(Rights::CREATE).map_err(|e| e.message())?;
-        let web = grants.listen("web").ok_or("no `web` grant")?;
+        let web = grants.listen("web")?;
         let listener = web.listen(addr).map_err(|e| e.message())?;
         drop(web);
         println!("serving on http://{}", listener.local_address());
@@ -90,7 +90,7 @@ impl service::Guest for Server {
                 let _ = client.shutdown();
             }
         }
-        let workers = grants.spawner("workers").ok_or("no `workers` grant")?;
+        let workers = grants.spawner("workers")?;
 
         let mut connections = Vec::new();
         loop {
@@ -110,7 +110,7 @@ impl service::Guest for Server {
                 },
                 Share {
                     name: "uploads".into(),
-                    handle: Shared::Dir(&uploads),
+                    handle: Shared::Dir(uploads.as_raw()),
                 },
                 Share {
                     name: "workers".into(),
@@ -129,13 +129,13 @@ impl service::Guest for Server {
     fn start(input: Vec<u8>) -> Result<Vec<u8>, String> {
         let mut grants = Grants::granted();
         match grants.tcp_stream("client") {
-            Some(client) => {
-                let uploads = grants.dir("uploads").ok_or("no uploads")?;
-                let workers = grants.spawner("workers").ok_or("no spawner")?;
+            Ok(client) => {
+                let uploads = grants.dir("uploads")?;
+                let workers = grants.spawner("workers")?;
                 serve(&client, &uploads, &workers, &input);
                 Ok(Vec::new())
             }
-            None => Ok(handle(&input, grants)),
+            Err(_) => Ok(handle(&input, grants)),
         }
     }
 }
@@ -215,7 +215,7 @@ fn serve(client: &TcpStream, uploads: &Dir, workers: &Spawner, greeting: &[u8]) 
             let shares: Vec<Share<'_>> = if upload {
                 vec![Share {
                     name: "uploads".into(),
-                    handle: Shared::Dir(uploads),
+                    handle: Shared::Dir(uploads.as_raw()),
                 }]
             } else {
                 Vec::new()
@@ -288,11 +288,11 @@ fn handle(input: &[u8], mut grants: Grants) -> Vec<u8> {
             )
         }
         ("POST" | "PUT", p) if p.starts_with("/upload/") => {
-            let Some(uploads) = grants.dir("uploads") else {
+            let Ok(uploads) = grants.dir("uploads") else {
                 return response(500, "no uploads handle");
             };
             let name = &p["/upload/".len()..];
-            match uploads.write_file(name, body) {
+            match uploads.write(name, body) {
                 Ok(()) => response(201, &format!("stored {name} ({} bytes)", body.len())),
                 Err(e) => response(403, &e.message()),
             }

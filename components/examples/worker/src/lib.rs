@@ -7,7 +7,7 @@
 //! 4. It goes on working: it summarises every `.txt` file in its folder into
 //!    `summary.txt`, then shows that what it dropped is out of reach.
 
-use capbroker_sdk::{export, Dir, EntryKind, Grants, Guest, Request, Rights};
+use capbroker_sdk::{export, Dir, Grants, Guest, Request, Rights};
 
 struct Worker;
 
@@ -25,12 +25,12 @@ impl Guest for Worker {
 
     fn run(_args: Vec<String>) -> Result<(), String> {
         let mut grants = Grants::granted();
-        let cfg = grants.dir("cfg").ok_or("no `cfg` grant")?;
-        let data = grants.dir("data").ok_or("no `data` grant")?;
+        let cfg = grants.dir("cfg")?;
+        let data = grants.dir("data")?;
 
         let conf = cfg
-            .read_string("worker.conf")
-            .map_err(|e| format!("worker.conf: {}", e.message()))?;
+            .read_to_string("worker.conf")
+            .map_err(|e| format!("worker.conf: {e}"))?;
         let folder = setting(&conf, "folder").ok_or("worker.conf has no `folder = …` line")?;
         println!("config: working in `{folder}`");
 
@@ -39,7 +39,7 @@ impl Guest for Worker {
                 folder,
                 Rights::READ | Rights::CREATE | Rights::WRITE | Rights::LIST,
             )
-            .map_err(|e| format!("opening {folder}: {}", e.message()))?;
+            .map_err(|e| format!("opening {folder}: {e}"))?;
         drop(cfg);
         drop(data);
         println!("dropped `cfg` and `data`; holding only `{folder}` with read,write,create,list");
@@ -59,25 +59,23 @@ fn setting<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
 
 fn summarise(work: &Dir) -> Result<(), String> {
     let mut summary = String::new();
-    for entry in work.list(".").map_err(|e| e.message())? {
-        if entry.kind != EntryKind::File
-            || !entry.name.ends_with(".txt")
-            || entry.name == "summary.txt"
-        {
+    for entry in work.read_dir(".")? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !entry.file_type().is_file() || !name.ends_with(".txt") || name == "summary.txt" {
             continue;
         }
-        let text = work.read_string(&entry.name).map_err(|e| e.message())?;
+        let text = work.read_to_string(name)?;
         let line = format!(
             "{}: {} lines, {} words\n",
-            entry.name,
+            name,
             text.lines().count(),
             text.split_whitespace().count()
         );
         print!("{line}");
         summary.push_str(&line);
     }
-    work.write_file("summary.txt", summary.as_bytes())
-        .map_err(|e| e.message())?;
+    work.write("summary.txt", &summary)?;
     println!("wrote summary.txt");
     Ok(())
 }
@@ -88,9 +86,9 @@ fn show_what_is_gone(work: &Dir) {
         ("open ..", work.open_dir("..", Rights::READ).map(drop)),
         (
             "read ../../conf/worker.conf",
-            work.read_file("../../conf/worker.conf").map(drop),
+            work.read("../../conf/worker.conf").map(drop),
         ),
-        ("read /etc/passwd", work.read_file("/etc/passwd").map(drop)),
+        ("read /etc/passwd", work.read("/etc/passwd").map(drop)),
         (
             "regain remove",
             work.attenuate(Rights::READ | Rights::REMOVE).map(drop),
@@ -99,7 +97,7 @@ fn show_what_is_gone(work: &Dir) {
     for (what, result) in attempts {
         match result {
             Ok(()) => println!("UNEXPECTED: {what} worked"),
-            Err(e) => println!("refused: {what}: {}", e.message()),
+            Err(e) => println!("refused: {what}: {e}"),
         }
     }
 }
