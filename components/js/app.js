@@ -1,64 +1,136 @@
-// A capbroker app in JavaScript, built with componentize-js.
+// A capbroker app in JavaScript, on the capbroker module (components/js-sdk),
+// built with componentize-js.
 //
-// It asks for one directory, `data`, reads through it, derives a read-only
-// handle on `sub`, drops `data`, and shows that every refused call surfaces
-// as a JS exception whose `payload` is capbroker's error.
+// The seed's contract: read the configuration, then give up the filesystem
+// in one line. On the way it shows the module's shape:
+//
+// 1. `cfg` is declared with `using`: the configuration is read through it
+//    and the handle is dropped when the block ends, for good.
+// 2. It takes `data` and gives up the grants it did not take
+//    (`grants.close()`). Through `data` it reads, attenuates and derives a
+//    handle on `sub`; each refusal is an Error subclass (`DeniedError`, ...)
+//    carrying capbroker's code, whose message is the Rust SDK's.
+// 3. `pledge('filesystem')`: every handle, and the file it still holds open,
+//    refuses what follows (a misspelt authority, or none, is a TypeError that
+//    gives up nothing). Run with the argument `uncaught`, the last refusal is
+//    not caught and becomes `run`'s error, as `?` does in Rust.
 
-import { granted } from 'capbroker:caps/grants@0.1.0';
-
-const READ_LIST = { read: true, list: true };
-
-/** `denied(write)`, `escape(..)`: the error's kind and its detail. */
-function code(e) {
-  const err = e.payload;
-  if (err === undefined) throw e;
-  let detail = err.val ?? '';
-  if (typeof detail === 'object') {
-    detail = ['read', 'write', 'create', 'list', 'remove'].filter((r) => detail[r]).join(',');
-  }
-  return `${err.tag}(${detail})`;
-}
-
-const text = (bytes) => new TextDecoder().decode(bytes);
+import { grants, pledge, renounced, request, CapbrokerError, Dir } from '../js-sdk/capbroker.js';
 
 export function requests() {
   return [
-    {
-      name: 'data',
-      wants: { tag: 'dir', val: { read: true, write: true, list: true } },
-      optional: false,
-      about: 'reads and attenuates it',
-    },
+    request.dir('cfg', 'read', 'reads app.conf'),
+    request.dir('data', 'read,write,list', 'reads and attenuates it'),
+    request.dir('spare', 'read', 'not needed after all', { optional: true }),
   ];
 }
 
-export function run(args) {
-  const data = granted().find((g) => g.name === 'data').handle.val;
-  console.log(`read: ${text(data.readFile('hello.txt'))}`);
-
-  const readOnly = data.attenuate(READ_LIST);
+/**
+ * Runs `f`, printing what it returned or the error it threw as JS prints it.
+ * @param {string} what
+ * @param {() => unknown} f
+ */
+function attempt(what, f) {
   try {
-    readOnly.writeFile('hello.txt', new TextEncoder().encode('changed'));
-    console.log('write: allowed?!');
+    const got = f();
+    console.log(`${what}: allowed?! ${got ?? ''}`);
   } catch (e) {
-    console.log(`write through read-only: ${code(e)}`);
+    if (!(e instanceof CapbrokerError)) throw e;
+    console.log(`${what}: ${e} [${e.code}]`);
+  }
+}
+
+/** @param {string[]} args */
+export function run(args) {
+  // 1. A scoped handle: `cfg` is gone when the block ends.
+  let conf;
+  let kept;
+  {
+    using cfg = grants.dir('cfg');
+    conf = cfg.readFile('app.conf', 'utf8');
+    kept = cfg;
+  }
+  console.log(`config: ${conf.trim()}`);
+  attempt('cfg lookup after its block', () => grants.dir('cfg'));
+  attempt('cfg use after its block', () => kept.readFile('app.conf', 'utf8'));
+
+  // 2. Refusals as exceptions. Whatever is not taken by now is given up.
+  const data = grants.dir('data');
+  console.log(`grants left: ${grants.names().join(',') || 'none'}`);
+  grants.close();
+  console.log(`after grants.close(): ${grants.names().join(',') || 'none'}`);
+  console.log(`read: ${data.readFile('hello.txt', 'utf8')}`);
+  if (args.includes('bad-args')) return badArguments(data);
+  attempt('write through read-only', () => data.attenuate('read,list').writeFile('hello.txt', 'changed'));
+  {
+    using sub = data.openDir('sub', 'read,list');
+    console.log(`sub lists: ${sub.list().map((e) => e.name).sort().join(',')}`);
+    for (const path of ['../hello.txt', '/etc/passwd', 'missing.txt']) {
+      attempt(`read ${path}`, () => sub.readFile(path));
+    }
+    attempt('regain write', () => sub.attenuate('read,write'));
   }
 
-  const sub = data.openDir('sub', READ_LIST);
-  data[Symbol.dispose](); // drop `data`: only `sub` is left
-  const names = sub.list('.').map((e) => e.name).sort();
-  console.log(`sub lists: ${names.join(',')}`);
-  for (const path of ['../hello.txt', '/etc/passwd']) {
+  // 3. One line gives up the filesystem; the open file goes with it.
+  using held = data.open('hello.txt');
+  console.log(`held file, first bytes: ${new TextDecoder().decode(held.read(2))}`);
+  try {
+    // @ts-expect-error: tsc catches the misspelling; at run time it is a TypeError
+    pledge('filesytem');
+  } catch (e) {
+    console.log(`misspelt pledge: ${e}`);
+  }
+  try {
+    // @ts-expect-error: and a pledge that names nothing
+    pledge();
+  } catch (e) {
+    console.log(`empty pledge: ${e}`);
+  }
+  console.log(`renounced: ${renounced().join(',') || 'nothing'}`);
+  pledge('filesystem');
+  console.log(`renounced: ${renounced().join(',') || 'nothing'}`);
+  if (args.includes('uncaught')) {
+    data.readFile('hello.txt');
+  }
+  attempt('after pledge, read', () => data.readFile('hello.txt'));
+  attempt('after pledge, held file', () => held.readText());
+}
+
+/**
+ * Arguments the bindings cannot take are the errors JavaScript throws for
+ * them, before anything reaches the host (run with `bad-args`).
+ * @param {import('../js-sdk/capbroker.js').Dir} data
+ */
+function badArguments(data) {
+  using f = data.open('hello.txt');
+  const sub = data.openDir('sub', 'read');
+  const dropped = sub.raw;
+  sub.close();
+  /** @type {[string, () => unknown][]} */
+  const calls = [
+    ['seek(-1)', () => f.seek(-1)],
+    ['read(1.5)', () => f.read(1.5)],
+    ['read(-1)', () => f.read(-1)],
+    // @ts-expect-error: a string length
+    ["read('3')", () => f.read('3')],
+    // @ts-expect-error: a number as data
+    ["writeFile('x.txt', 5)", () => data.writeFile('x.txt', 5)],
+    // @ts-expect-error: a number as a path
+    ['readFile(5)', () => data.readFile(5)],
+    ["open('hello.txt', 'rw')", () => data.open('hello.txt', 'rw')],
+    ["attenuate('reed')", () => data.attenuate('reed')],
+    ["readFile('\\uD800.txt')", () => data.readFile('\uD800.txt')],
+    // @ts-expect-error: an array of names
+    ["pledge(['filesystem'])", () => pledge(['filesystem'])],
+    ['Dir.fromRaw(a dropped raw).list()', () => Dir.fromRaw(dropped).list()],
+  ];
+  for (const [what, bad] of calls) {
     try {
-      sub.readFile(path);
-      console.log(`${path} allowed?!`);
+      bad();
+      console.log(`${what}: allowed?!`);
     } catch (e) {
-      console.log(`read ${path}: ${code(e)}`);
+      console.log(`${what}: ${e}`);
     }
   }
-  try {
-    sub.attenuate({ write: true });
-  } catch (e) {
-    console.log(`regain write: ${code(e)}`);
-  }
+  console.log(`the file still reads: ${f.readText()}`);
 }
