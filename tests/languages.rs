@@ -1,40 +1,212 @@
-//! capbroker's worlds implemented in other languages: the same app written
-//! in Python (componentize-py) and in JavaScript (componentize-js), built
-//! from source and run through the binary. Both read through a handle,
-//! attenuate it, drop what they no longer need, and see each refusal as an
-//! exception of their language carrying capbroker's error. The `wasi:http`
-//! guests for `capbroker serve` (Rust and Python) are checked to be proxy
-//! components.
+//! capbroker's worlds implemented in other languages, built from source and
+//! run through the binary. The Python app (componentize-py) is written on
+//! the capbroker package (components/python-sdk): a `with` block drops its
+//! configuration handle, each refusal is an exception that prints as the
+//! Rust SDK's error does, and one `pledge("filesystem")` ends its file
+//! access. The JavaScript app (componentize-js) is written on the capbroker
+//! module (components/js-sdk) in the same shape: `using` drops a handle at
+//! its block's end, each refusal is an `Error` subclass carrying
+//! capbroker's code, and `pledge('filesystem')` is one line; `tsc` checks
+//! it against the module's declarations. The `wasi:http` guests for
+//! `capbroker serve` (Rust and Python) are checked to be proxy components.
 
 mod support;
 
 use support::{capbroker, js_guest, python_guest, python_http_guest, text, Tree};
 
-/// What both apps print: the same steps, the same refusals.
-const EXPECTED: &str = "\
-read: hello
-write through read-only: denied(write,create)
-sub lists: deeper,inner.txt
-read ../hello.txt: escape(../hello.txt)
-read /etc/passwd: escape(/etc/passwd)
-regain write: denied(write)
+/// What the audit log shows of an app's handles (`drop cfg`, `derive
+/// data/sub`, `pledge filesystem`): each scoped drop reached the host when
+/// its block ended, not at exit. The apps take `cfg` in a block, then
+/// `data`, give up the rest (`spare`) with `grants.close()`, use `sub` in a
+/// block, then open a file and pledge.
+fn handles_went_when_the_app_said(log: &std::path::Path) {
+    let seq: Vec<String> = support::events(log)
+        .iter()
+        .filter_map(|e| {
+            let what = match e["event"].as_str()? {
+                "drop" => &e["handle"],
+                "derive" => &e["to"],
+                "pledge" => &e["authority"],
+                _ => return None,
+            };
+            Some(format!("{} {}", e["event"].as_str()?, what.as_str()?))
+        })
+        .collect();
+    let at = |what: &str| {
+        seq.iter()
+            .position(|s| s == what)
+            .unwrap_or_else(|| panic!("no `{what}` in {seq:?}"))
+    };
+    let first_derive = seq.iter().position(|s| s.starts_with("derive")).unwrap();
+    assert!(at("drop cfg") < first_derive, "{seq:?}");
+    assert!(at("drop spare") < first_derive, "{seq:?}");
+    assert!(at("derive data/sub") < at("drop data/sub"), "{seq:?}");
+    // The file held over the pledge is the last one opened (the Python
+    // app opens and closes another before).
+    let held = seq
+        .iter()
+        .rposition(|s| s == "derive data/hello.txt")
+        .unwrap();
+    assert!(at("drop data/sub") < held, "{seq:?}");
+    assert!(held < at("pledge filesystem"), "{seq:?}");
+}
+
+/// What each app prints for arguments the bindings cannot take (run with
+/// `bad-args`): the exception the language raises for each (a lone
+/// surrogate in a path would otherwise name another file in JavaScript and
+/// trap in Python; a wrapper of a dropped resource would trap), then proof
+/// the file is still usable.
+const BAD_ARGUMENTS_PYTHON: &str = "\
+seek(-1): ValueError: negative seek position -1
+read(1.5): TypeError: 'float' object cannot be interpreted as an integer
+write_file('x.txt', 5): TypeError: data must be bytes-like or str, not int
+read_text(b'hello.txt'): TypeError: a capbroker path is text (str or a str PathLike), not bytes
+open('hello.txt', 'rw'): ValueError: invalid mode: 'rw'
+attenuate('read'): TypeError: rights must be capbroker.Rights, not str
+read_file('\\udcff.txt'): ValueError: a capbroker path is UTF-8 text; '\\udcff.txt' is not
+copy.copy(data): TypeError: a capbroker Dir cannot be copied; derive one with attenuate()
+Dir(a dropped raw).list(): Dropped: dropped: the directory was given up
+read(2**32): hello
 ";
 
-fn run_app(wasm: &std::path::Path) {
-    let tree = Tree::new();
-    let grant = format!("data={}", tree.root().display());
-    let out = capbroker(&["run", "--dir", &grant, wasm.to_str().unwrap()]);
+const BAD_ARGUMENTS_JS: &str = "\
+seek(-1): RangeError: a seek offset must be between 0 and 18446744073709551615, not -1
+read(1.5): RangeError: a read length must be a whole number, not 1.5
+read(-1): RangeError: a read length must be between 0 and 4294967295, not -1
+read('3'): TypeError: a read length must be a number, not string
+writeFile('x.txt', 5): TypeError: data must be a string, a Uint8Array or an ArrayBuffer
+readFile(5): TypeError: a capbroker path is a string, not number
+open('hello.txt', 'rw'): TypeError: unknown open flags `rw`: a Node flag string (r, r+, w, wx, w+, wx+, a, ax, a+, ax+) or open-flag names (read,write,append,create,exclusive,truncate)
+attenuate('reed'): TypeError: unknown right `reed`: one of read, write, create, list, remove
+readFile('\\uD800.txt'): TypeError: a capbroker path is well-formed Unicode; \"\\ud800.txt\" has a lone surrogate
+pledge(['filesystem']): TypeError: each authority is a name (a string), not an array
+Dir.fromRaw(a dropped raw).list(): DroppedError: dropped: the directory was given up
+the file still reads: hello
+";
+
+/// A refusal the app does not catch becomes `run`'s error, as `?` makes it
+/// in Rust: the run fails with the sentence, not a trap. And arguments the
+/// bindings cannot take (which would trap the component inside the
+/// bindings, or read nothing and look like the end of a file) are the
+/// language's own exceptions, raised before anything reaches the host.
+fn uncaught_errors_and_bad_arguments(tree: &Tree, app: &str, cfg: &str, data: &str, bad: &str) {
+    let out = capbroker(&["run", "--dir", cfg, "--dir", data, app, "uncaught"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(": error: refused: the file system was pledged away"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("trap"), "{stderr}");
+    assert!(!text(&out.stdout).contains("after pledge"));
+
+    let out = capbroker(&["run", "--dir", cfg, "--dir", data, app, "bad-args"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(text(&out.stdout), EXPECTED, "stderr: {stderr}");
-    // The refusals changed nothing, and the broker recorded them.
+    let stdout = text(&out.stdout);
+    let (_, printed) = stdout.split_once("read: hello\n").expect(&stdout);
+    assert_eq!(printed, bad, "stderr: {stderr}");
+    assert!(!stderr.contains("refused:"), "{stderr}");
+    assert!(tree.read("root/x.txt").is_none());
+}
+
+/// What the Python app prints: each refusal as `type(e).__name__: e`, as
+/// the last line of a traceback shows it (there as `capbroker.Denied: …`),
+/// the sentence being the Rust SDK's `Display` for the same error.
+const EXPECTED_PYTHON: &str = "\
+config: mode = demo
+cfg lookup after its block: NotGranted: no directory granted as `cfg`
+cfg use after its block: Dropped: dropped: the directory was given up
+grants left: spare
+after grants.close(): none
+read: hello
+tail: llo at 5
+write through read-only: Denied: denied: the handle lacks write,create
+sub lists: deeper,inner.txt
+read ../hello.txt: Escape: escape: `../hello.txt` leads outside the handle
+read missing.txt: NotFound: not found: `missing.txt`
+held file, first bytes: he
+pledge('filesytem',): ValueError: unknown authority `filesytem`: one of filesystem, network, environment, spawn
+pledge(): TypeError: pledge() missing 1 required positional argument: 'authority'
+renounced: nothing
+renounced: filesystem
+after pledge, read: Refused: refused: the file system was pledged away
+after pledge, held file: Refused: refused: the file system was pledged away
+";
+
+#[test]
+fn a_python_app_drops_a_scoped_handle_and_pledges_in_one_line() {
+    // The host refuses four: the missing grant and the dropped handle never
+    // reach it (the package refuses them itself), nor does a missing file.
+    the_seeds_contract_holds(python_guest(), EXPECTED_PYTHON, 4, BAD_ARGUMENTS_PYTHON);
+}
+
+/// What the JavaScript app prints: each refusal as `String(e)` shows it
+/// (`DeniedError: …`, the sentence being the Rust SDK's `Display`), then
+/// the capbroker code the error carries.
+const EXPECTED_JS: &str = "\
+config: mode = demo
+cfg lookup after its block: NotGrantedError: no directory granted as `cfg` [not-granted]
+cfg use after its block: DroppedError: dropped: the directory was given up [dropped]
+grants left: spare
+after grants.close(): none
+read: hello
+write through read-only: DeniedError: denied: the handle lacks write,create [denied]
+sub lists: deeper,inner.txt
+read ../hello.txt: EscapeError: escape: `../hello.txt` leads outside the handle [escape]
+read /etc/passwd: EscapeError: escape: `/etc/passwd` leads outside the handle [escape]
+read missing.txt: NotFoundError: not found: `missing.txt` [not-found]
+regain write: DeniedError: denied: the handle lacks write [denied]
+held file, first bytes: he
+misspelt pledge: TypeError: unknown authority `filesytem`: one of filesystem, network, environment, spawn
+empty pledge: TypeError: pledge needs what to give up: one or more of filesystem, network, environment, spawn
+renounced: nothing
+renounced: filesystem
+after pledge, read: RefusedError: refused: the file system was pledged away [refused]
+after pledge, held file: RefusedError: refused: the file system was pledged away [refused]
+";
+
+#[test]
+fn a_javascript_app_drops_a_scoped_handle_and_pledges_in_one_line() {
+    // The host refuses six (the Python app's four, `/etc/passwd` and the
+    // regained write); the missing grant, the dropped handle and the bad
+    // pledges never reach it.
+    the_seeds_contract_holds(js_guest(), EXPECTED_JS, 6, BAD_ARGUMENTS_JS);
+}
+
+/// Runs an app on its SDK through the binary and checks what it prints
+/// (`expected`), the audit log's drop order, the host's refusals, an
+/// uncaught error, bad arguments (`bad`), and its requests enforced.
+fn the_seeds_contract_holds(app: &std::path::Path, expected: &str, refused: usize, bad: &str) {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("conf")).unwrap();
+    std::fs::write(tree.path("conf/app.conf"), "mode = demo\n").unwrap();
+    let cfg = format!("cfg={}:ro", tree.path("conf").display());
+    let app = app.to_str().unwrap();
+    let data = format!("data={}", tree.root().display());
+    let spare = format!("spare={}:ro", tree.path("conf").display());
+    let log = tree.path("audit.jsonl");
+    let audit = log.to_str().unwrap();
+    let out = capbroker(&[
+        "run", "--audit", audit, "--dir", &cfg, "--dir", &data, "--dir", &spare, app,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), expected, "stderr: {stderr}");
+    handles_went_when_the_app_said(&log);
+    // The refusals changed nothing, and the broker recorded the host's.
     assert_eq!(tree.read("root/hello.txt").as_deref(), Some("hello"));
-    assert_eq!(stderr.matches("refused:").count(), 4, "{stderr}");
+    let refusals = stderr.lines().filter(|l| l.contains("audit: refused:"));
+    assert_eq!(refusals.count(), refused, "{stderr}");
+    assert!(stderr.contains("op=file.read"), "{stderr}");
+    assert_eq!(stderr.matches("pledged away").count(), 2, "{stderr}");
+
+    uncaught_errors_and_bad_arguments(&tree, app, &cfg, &data, bad);
 
     // Its requests are enforced as for a Rust app: a read-only grant is
     // not enough for what it asks.
-    let grant = format!("data={}:ro", tree.root().display());
-    let out = capbroker(&["run", "--dir", &grant, wasm.to_str().unwrap()]);
+    let data = format!("data={}:ro", tree.root().display());
+    let out = capbroker(&["run", "--dir", &cfg, "--dir", &data, app]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("missing write"),
@@ -43,14 +215,60 @@ fn run_app(wasm: &std::path::Path) {
     );
 }
 
+/// The SDK's TypeScript declarations describe what the app uses: `tsc`
+/// checks components/js/app.js against them (its tsconfig is strict), and
+/// the bad pledges the app makes on purpose (a misspelt authority, none),
+/// which it marks `@ts-expect-error`, are errors once the marks are gone.
 #[test]
-fn a_python_app_uses_attenuates_and_drops_its_handles() {
-    run_app(python_guest());
-}
+fn the_javascript_app_type_checks_against_the_sdk() {
+    let tsc = support::js_tools().join("node_modules/.bin/tsc");
+    let check = |project: &std::path::Path| {
+        std::process::Command::new(&tsc)
+            .arg("-p")
+            .arg(project)
+            .output()
+            .unwrap()
+    };
+    let app = support::root().join("components/js");
+    let out = check(&app);
+    assert!(out.status.success(), "{}", text(&out.stdout));
 
-#[test]
-fn a_javascript_app_uses_attenuates_and_drops_its_handles() {
-    run_app(js_guest());
+    // The same app without the mark, in a copy beside the original (the
+    // SDK is imported by relative path).
+    let copy = support::root().join("target/guests/js-typecheck/js");
+    std::fs::create_dir_all(&copy).unwrap();
+    let sdk = support::root().join("target/guests/js-typecheck/js-sdk");
+    std::fs::create_dir_all(&sdk).unwrap();
+    for f in ["capbroker.js", "capbroker.d.ts"] {
+        std::fs::copy(
+            support::root().join("components/js-sdk").join(f),
+            sdk.join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(app.join("tsconfig.json"), copy.join("tsconfig.json")).unwrap();
+    let source = std::fs::read_to_string(app.join("app.js")).unwrap();
+    let unmarked: String = source
+        .lines()
+        .filter(|l| !l.contains("@ts-expect-error"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        unmarked, source,
+        "the app no longer marks the misspelt pledge"
+    );
+    std::fs::write(copy.join("app.js"), unmarked).unwrap();
+    let out = check(&copy);
+    let report = text(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("'\"filesytem\"' is not assignable to parameter of type 'Authority'"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Expected at least 1 arguments, but got 0"),
+        "{report}"
+    );
 }
 
 /// The `wasi:http` guests that `capbroker serve` runs, as `wasmtime serve`

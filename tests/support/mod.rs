@@ -152,7 +152,10 @@ fn componentize_py() -> PathBuf {
 }
 
 /// components/python/app.py built with componentize-py (installed from
-/// PyPI into a virtualenv under target/tools), once per test binary.
+/// PyPI into a virtualenv under target/tools), once per test binary, with
+/// the capbroker package (components/python-sdk) on its Python path. The
+/// package is put on the path rather than pip-installed into the shared
+/// virtualenv so that every build sees the package as it is in the tree.
 pub fn python_guest() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
@@ -164,6 +167,8 @@ pub fn python_guest() -> &'static Path {
                 .arg(root().join("wit"))
                 .args(["-w", "app", "componentize", "-p"])
                 .arg(root().join("components/python"))
+                .arg("-p")
+                .arg(root().join("components/python-sdk"))
                 .arg("app")
                 .arg("-o")
                 .arg(&out),
@@ -198,16 +203,21 @@ pub fn python_http_guest() -> &'static Path {
     })
 }
 
-/// components/js/app.js built with componentize-js (installed from the
-/// npm registry with the committed lock file under target/tools), once per
-/// test binary.
-pub fn js_guest() -> &'static Path {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
+/// components/js's npm tools (componentize-js, tsc), installed from the npm
+/// registry with the committed lock file under target/tools/js, once per
+/// test binary; installed again when the lock file changed.
+pub fn js_tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
         let src = root().join("components/js");
         let tools = root().join("target/tools/js");
-        let bin = tools.join("node_modules/.bin/componentize-js");
-        if !bin.exists() {
+        let lock = std::fs::read(src.join("package-lock.json")).unwrap();
+        // Written only after `npm ci` succeeded, so a failed install is
+        // tried again.
+        let stamp = tools.join("installed-lock.json");
+        let installed = std::fs::read(&stamp).ok();
+        let bins = ["componentize-js", "tsc"].map(|b| tools.join("node_modules/.bin").join(b));
+        if installed.as_ref() != Some(&lock) || !bins.iter().all(|b| b.exists()) {
             std::fs::create_dir_all(&tools).unwrap();
             for f in ["package.json", "package-lock.json"] {
                 std::fs::copy(src.join(f), tools.join(f)).unwrap();
@@ -216,19 +226,33 @@ pub fn js_guest() -> &'static Path {
                 Command::new("npm")
                     .args(["ci", "--silent", "--no-audit", "--no-fund"])
                     .current_dir(&tools),
-                "npm ci (componentize-js)",
+                "npm ci (componentize-js, tsc)",
             );
+            std::fs::write(&stamp, &lock).unwrap();
         }
+        tools
+    })
+}
+
+/// components/js/app.js built with componentize-js, once per test binary.
+/// It imports the SDK by relative path (components/js-sdk), which
+/// componentize-js resolves only inside its workspace: the current folder
+/// when that holds the source, hence the build runs from the repository's
+/// root.
+pub fn js_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let bin = js_tools().join("node_modules/.bin/componentize-js");
         let out = root().join("target/guests/js/app.wasm");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         // No wasi:http: capbroker does not grant it.
         run_tool(
             Command::new(bin)
-                .arg(src.join("app.js"))
-                .arg("--wit")
-                .arg(root().join("wit"))
+                .arg("components/js/app.js")
+                .args(["--wit", "wit"])
                 .args(["-n", "app", "-d", "http", "fetch-event", "-o"])
-                .arg(&out),
+                .arg(&out)
+                .current_dir(root()),
             "componentize-js",
         );
         out
