@@ -7,7 +7,8 @@
 //! module (components/js-sdk) in the same shape: `using` drops a handle at
 //! its block's end, each refusal is an `Error` subclass carrying
 //! capbroker's code, and `pledge('filesystem')` is one line; `tsc` checks
-//! it against the module's declarations. The `wasi:http` guests for
+//! it against the module's declarations, as mypy checks the Python app
+//! against the package's type hints. The `wasi:http` guests for
 //! `capbroker serve` (Rust and Python) are checked to be proxy components.
 
 mod support;
@@ -117,6 +118,7 @@ const EXPECTED_PYTHON: &str = "\
 config: mode = demo
 cfg lookup after its block: NotGranted: no directory granted as `cfg`
 cfg use after its block: Dropped: dropped: the directory was given up
+data as a spawner: NotGranted: no spawner granted as `data`
 grants left: spare
 after grants.close(): none
 read: hello
@@ -269,6 +271,61 @@ fn the_javascript_app_type_checks_against_the_sdk() {
         report.contains("Expected at least 1 arguments, but got 0"),
         "{report}"
     );
+}
+
+/// The package's type hints describe what the Python app uses: mypy checks
+/// components/python/app.py and the package against the bindings
+/// componentize-py generates for the app's world, and the bad arguments the
+/// app passes on purpose (for `bad-args`), which it marks `type: ignore`,
+/// are errors once the marks are gone.
+#[test]
+fn the_python_app_type_checks_against_the_package() {
+    let venv = support::python_tools();
+    let root = support::root();
+    let bindings = root.join("target/guests/python-typecheck/bindings");
+    let _ = std::fs::remove_dir_all(&bindings);
+    let made = std::process::Command::new(venv.join("bin/componentize-py"))
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "app", "bindings"])
+        .arg(&bindings)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let check = |app: &std::path::Path| {
+        std::process::Command::new(venv.join("bin/mypy"))
+            .args(["--python-version", "3.12", "--no-incremental"])
+            .arg(root.join("components/python-sdk/capbroker"))
+            .arg(app)
+            .env(
+                "MYPYPATH",
+                format!(
+                    "{}:{}",
+                    bindings.display(),
+                    root.join("components/python-sdk").display()
+                ),
+            )
+            .output()
+            .unwrap()
+    };
+    let app = root.join("components/python/app.py");
+    let out = check(&app);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    let source = std::fs::read_to_string(&app).unwrap();
+    let unmarked = source.replace("  # type: ignore[arg-type]", "");
+    assert_ne!(unmarked, source, "the app no longer marks its bad arguments");
+    let copy = root.join("target/guests/python-typecheck/app.py");
+    std::fs::write(&copy, unmarked).unwrap();
+    let out = check(&copy);
+    let report = text(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    for expected in [
+        "Argument 2 to \"write_file\" of \"Dir\" has incompatible type \"int\"",
+        "Argument 1 to \"attenuate\" of \"Dir\" has incompatible type \"str\"; expected \"Rights\"",
+    ] {
+        assert!(report.contains(expected), "{report}");
+    }
 }
 
 /// The `wasi:http` guests that `capbroker serve` runs, as `wasmtime serve`

@@ -31,6 +31,7 @@ class WitWorld(wit_world.WitWorld):
             capbroker.request("cfg", Rights.READ, "reads app.conf"),
             capbroker.request("data", READ_LIST | Rights.WRITE, "reads and attenuates it"),
             capbroker.request("spare", Rights.READ, "not needed after all", optional=True),
+            capbroker.request.spawner("workers", "would run one child per file", optional=True),
         ]
 
     def run(self, args):
@@ -47,6 +48,11 @@ class WitWorld(wit_world.WitWorld):
 
         # 2. Refusals as Python exceptions. Whatever is not taken by now is
         # given up.
+        try:
+            grants.spawner("data")  # a lookup of the wrong kind leaves it be
+            print("data as a spawner: allowed?!")
+        except capbroker.NotGranted as e:
+            print(f"data as a spawner: {type(e).__name__}: {e}")
         data = grants["data"]
         print("grants left:", ",".join(grants.names()) or "none")
         grants.close()
@@ -106,10 +112,10 @@ def bad_arguments(data: capbroker.Dir) -> None:
         for what, bad in [
             ("seek(-1)", lambda: f.seek(-1)),
             ("read(1.5)", lambda: f.read(1.5)),
-            ("write_file('x.txt', 5)", lambda: data.write_file("x.txt", 5)),
-            ("read_text(b'hello.txt')", lambda: data.read_text(b"hello.txt")),
+            ("write_file('x.txt', 5)", lambda: data.write_file("x.txt", 5)),  # type: ignore[arg-type]
+            ("read_text(b'hello.txt')", lambda: data.read_text(b"hello.txt")),  # type: ignore[arg-type]
             ("open('hello.txt', 'rw')", lambda: data.open("hello.txt", "rw")),
-            ("attenuate('read')", lambda: data.attenuate("read")),
+            ("attenuate('read')", lambda: data.attenuate("read")),  # type: ignore[arg-type]
             ("read_file('\\udcff.txt')", lambda: data.read_file("\udcff.txt")),
             ("copy.copy(data)", lambda: copy.copy(data)),
             ("Dir(a dropped raw).list()", lambda: capbroker.Dir(dropped).list()),

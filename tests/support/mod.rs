@@ -128,15 +128,20 @@ fn run_tool(cmd: &mut Command, what: &str) {
     );
 }
 
-/// componentize-py, installed from PyPI (the version components/python
-/// pins) into a virtualenv under target/tools, once; later calls find it.
-fn componentize_py() -> PathBuf {
+/// The Python tools components/python/requirements.txt pins
+/// (componentize-py, mypy), installed from PyPI into a virtualenv under
+/// target/tools/python once, and again when the requirements changed.
+pub fn python_tools() -> PathBuf {
     // Tests in one binary run on several threads: install one at a time.
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = root().join("target/tools/python");
-    let bin = venv.join("bin/componentize-py");
-    if !bin.exists() {
+    let requirements = root().join("components/python/requirements.txt");
+    let wanted = std::fs::read(&requirements).unwrap();
+    // Written only after pip succeeded, so a failed install is tried again.
+    let stamp = venv.join("installed-requirements.txt");
+    let bins = ["componentize-py", "mypy"].map(|b| venv.join("bin").join(b));
+    if std::fs::read(&stamp).ok().as_ref() != Some(&wanted) || !bins.iter().all(|b| b.exists()) {
         run_tool(
             Command::new("python3").args(["-m", "venv"]).arg(&venv),
             "python3 -m venv",
@@ -144,11 +149,16 @@ fn componentize_py() -> PathBuf {
         run_tool(
             Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "-r"])
-                .arg(root().join("components/python/requirements.txt")),
-            "pip install componentize-py",
+                .arg(&requirements),
+            "pip install componentize-py mypy",
         );
+        std::fs::write(&stamp, &wanted).unwrap();
     }
-    bin
+    venv
+}
+
+fn componentize_py() -> PathBuf {
+    python_tools().join("bin/componentize-py")
 }
 
 /// components/python/app.py built with componentize-py (installed from

@@ -32,7 +32,9 @@ from componentize_py_types import Err
 from wit_world.imports import capbroker_caps_types as _types
 from wit_world.imports import fs as _fs
 from wit_world.imports import grants as _grants
+from wit_world.imports import net as _net
 from wit_world.imports import pledge as _pledge
+from wit_world.imports import spawn as _spawn
 
 Rights = _types.Rights
 OpenFlags = _fs.OpenFlags
@@ -52,7 +54,7 @@ Authority = Literal["filesystem", "network", "environment", "spawn"]
 
 def rights_list(rights: Rights) -> str:
     """Rights as the command line spells them, e.g. `read,list` (`none` when empty)."""
-    return ",".join(r.name.lower() for r in Rights if r in rights) or "none"
+    return ",".join((r.name or "").lower() for r in Rights if r in rights) or "none"
 
 
 # --- Errors -----------------------------------------------------------------
@@ -79,7 +81,8 @@ class Denied(Error, PermissionError):
     @property
     def missing(self) -> Rights:
         """The rights the handle lacked."""
-        return self.wit.value  # type: ignore[union-attr]
+        assert isinstance(self.wit, _types.Error_Denied)
+        return self.wit.value
 
 
 class Escape(Error, PermissionError): code = "escape"
@@ -460,8 +463,8 @@ class Dir(_NoCopy):
             buffered = io.BufferedWriter(raw, size)
         if binary:
             return buffered
-        text = io.TextIOWrapper(buffered, encoding or "utf-8", errors, newline, line_buffering)
-        text.mode = mode  # as `open` sets it
+        text = io.TextIOWrapper(buffered, encoding or "utf-8", errors, newline, line_buffering)  # type: ignore[type-var]
+        text.mode = mode  # type: ignore[misc]  # as `open` sets it
         return text
 
     def list(self, path: str | os.PathLike[str] = ".") -> list[Entry]:
@@ -526,14 +529,42 @@ class Grants:
             self._left = {g.name: g.handle for g in _grants.granted()}
         return self._left
 
-    def __getitem__(self, name: str) -> Dir:
+    def _take_as(self, name: str, kind: str, variant: type) -> Any:
+        # A handle of another kind stays for a later taker, as in Rust.
         handle = self._all().get(name)
-        if not isinstance(handle, _grants.Handle_Dir):
-            e = NotGranted(f"no directory granted as `{name}`")
+        if not isinstance(handle, variant):
+            e = NotGranted(f"no {kind} granted as `{name}`")
             e.name = name
             raise e
         del self._all()[name]
-        return Dir(handle.value)
+        return handle.value  # type: ignore[attr-defined]
+
+    def __getitem__(self, name: str) -> Dir:
+        return self.dir(name)
+
+    def dir(self, name: str) -> Dir:
+        """Takes the directory granted as `name` (as `grants[name]`)."""
+        return Dir(self._take_as(name, "directory", _grants.Handle_Dir))
+
+    def spawner(self, name: str) -> _spawn.Spawner:
+        """Takes the spawner granted as `name` (the generated resource)."""
+        return self._take_as(name, "spawner", _grants.Handle_Spawner)
+
+    def listen(self, name: str) -> _net.ListenRight:
+        """Takes the listen right granted as `name` (the generated resource)."""
+        return self._take_as(name, "listen right", _grants.Handle_Listen)
+
+    def connect(self, name: str) -> _net.ConnectRight:
+        """Takes the connect right granted as `name` (the generated resource)."""
+        return self._take_as(name, "connect right", _grants.Handle_Connect)
+
+    def udp(self, name: str) -> _net.UdpRight:
+        """Takes the UDP right granted as `name` (the generated resource)."""
+        return self._take_as(name, "UDP right", _grants.Handle_Udp)
+
+    def tcp_stream(self, name: str) -> _net.TcpStream:
+        """Takes the TCP stream shared as `name` (the generated resource)."""
+        return self._take_as(name, "TCP stream", _grants.Handle_TcpStream)
 
     def __contains__(self, name: object) -> bool:
         return name in self._all()
@@ -559,11 +590,44 @@ class Grants:
 grants = Grants()
 
 
-def request(name: str, rights: Rights, about: str, *, optional: bool = False) -> _types.Request:
-    """A request for a directory, for the app's `requests()`."""
-    if not isinstance(name, str) or not isinstance(about, str):
-        raise TypeError("a request's name and about are str")
-    return _types.Request(name, _types.Wants_Dir(_rights(rights)), bool(optional), about)
+class _Request:
+    """Requests for the app's `requests()`: what it needs and why, shown to
+    the operator. `request(name, rights, about)` asks for a directory;
+    `request.spawner(name, about)`, `.listen`, `.connect` and `.udp` for
+    the other kinds. `optional=True` lets the app start without it."""
+
+    @staticmethod
+    def _of(name: str, wants: Any, about: str, optional: bool) -> _types.Request:
+        if not isinstance(name, str) or not isinstance(about, str):
+            raise TypeError("a request's name and about are str")
+        return _types.Request(name, wants, bool(optional), about)
+
+    def __call__(self, name: str, rights: Rights, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a directory with at most `rights`."""
+        return self._of(name, _types.Wants_Dir(_rights(rights)), about, optional)
+
+    def dir(self, name: str, rights: Rights, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a directory with at most `rights`."""
+        return self(name, rights, about, optional=optional)
+
+    def spawner(self, name: str, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a spawner."""
+        return self._of(name, _types.Wants_Spawner(), about, optional)
+
+    def listen(self, name: str, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a listen right."""
+        return self._of(name, _types.Wants_Listen(), about, optional)
+
+    def connect(self, name: str, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a connect right."""
+        return self._of(name, _types.Wants_Connect(), about, optional)
+
+    def udp(self, name: str, about: str, *, optional: bool = False) -> _types.Request:
+        """A request for a UDP right."""
+        return self._of(name, _types.Wants_Udp(), about, optional)
+
+
+request = _Request()
 
 
 _AUTHORITY = {
