@@ -1091,6 +1091,8 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
     let mut grants = vec!["--audit".to_string(), log.display().to_string()];
     grants.extend(dir_flag("/data", tree.root(), "rw"));
     grants.extend(dir_flag("/box", tree.path("box"), "create"));
+    // The same folder for someone who may write in it.
+    grants.extend(dir_flag("/inbox", tree.path("box"), "rw"));
     let out = std_probe(
         &grants,
         &[
@@ -1100,6 +1102,16 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
             "/box",
             "create",
             "/box/new.txt",
+            // std makes a new file for reading and writing; what the drop
+            // box made, it may fill, but not read what others write there.
+            "hold-new",
+            "/box/held.txt",
+            "write",
+            "/inbox/held.txt",
+            "SECRET",
+            "hold-read",
+            "hold-write",
+            "mine",
             "unveil",
             "/data",
             "sub",
@@ -1120,6 +1132,10 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
             "err permission-denied stat",
             "err permission-denied list",
             "ok create",
+            "ok hold-new",
+            "ok write",
+            "err permission-denied hold-read",
+            "ok hold-write",
             "ok unveil /data sub",
             "err permission-denied stat",
             "err permission-denied list",
@@ -1137,6 +1153,10 @@ fn case7_nothing_above_an_unveil_and_no_metadata_in_a_drop_box() {
         .unwrap_or_else(|| panic!("no denial of old.txt in:\n{log}"));
     assert_eq!(denial["handle"], "/box", "{denial}");
     assert_eq!(denial["missing"], "read,list", "{denial}");
+    assert_eq!(
+        std::fs::read_to_string(tree.path("box/held.txt")).unwrap(),
+        "mineET"
+    );
 }
 
 /// The rights each `fs` and `wasi:filesystem` path operation needs, as

@@ -129,6 +129,15 @@ async fn operations_do_what_they_say() {
         ("open data hello.txt read,truncate F2", "err:invalid"),
         ("open data hello.txt exclusive,read F2", "err:invalid"),
         (
+            "open data log.txt append,truncate F2",
+            "err:invalid:append and truncate cannot go together",
+        ),
+        (
+            "fseek F 9223372036854775808",
+            "err:invalid:offset 9223372036854775808 is past the largest",
+        ),
+        ("read data hello\0.txt", "err:invalid:a path may not hold a NUL byte"),
+        (
             "open data hello.txt create,write,exclusive F2",
             "err:exists:hello.txt",
         ),
@@ -156,8 +165,19 @@ async fn a_drop_box_creates_but_never_reads_or_overwrites() {
         ("open B other.bin write,create F", "ok"),
         ("fwrite F streamed", "ok"),
         ("rm B upload.bin", "err:denied:remove"),
+        // A file it makes is still not one it may read back: once open,
+        // whoever else writes in the folder could fill it.
+        (
+            "open B inbox.txt read,write,create,exclusive G",
+            "err:denied:read",
+        ),
+        ("open B inbox.txt read,write,create G", "err:denied:read"),
+        ("open B inbox.txt write,create,exclusive G", "ok"),
+        ("write data inbox.txt secret", "ok"),
+        ("fread G 6", "err:denied:read"),
     ])
     .await;
+    assert_eq!(tree.read("root/inbox.txt").as_deref(), Some("secret"));
     assert_eq!(tree.read("root/upload.bin").as_deref(), Some("payload"));
     assert_eq!(tree.read("root/other.bin").as_deref(), Some("streamed"));
     assert_eq!(tree.read("root/hello.txt").as_deref(), Some("hello"));

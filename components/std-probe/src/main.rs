@@ -270,6 +270,17 @@ fn main() {
                     }),
                 );
             }
+            "hold-new" => {
+                // As std makes a new file: for reading and writing.
+                let p = next(&mut i);
+                report(
+                    &step,
+                    File::create_new(&p).map(|f| {
+                        held = Some(f);
+                        p
+                    }),
+                );
+            }
             "hold-write" => {
                 let text = next(&mut i);
                 let r = match held.as_mut() {

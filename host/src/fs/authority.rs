@@ -122,7 +122,10 @@ pub fn needs(op: Op, held: Rights) -> Need {
     match op {
         Op::Read => Need::all(Rights::READ),
         Op::Open(o) if o.create && o.write && (o.exclusive || !held.contains(Rights::WRITE)) => {
-            // Only a file this call makes: nothing in it to read or keep.
+            // Only a file this call makes: nothing in it to read or keep
+            // yet. What is opened must still not read without `read`, as
+            // others may fill the file later: each face sees to it (see
+            // `Allowed::new_only`).
             Need::all(Rights::CREATE)
         }
         Op::Open(o) => {
@@ -176,7 +179,11 @@ pub struct Allowed {
     /// The rights held where the path landed.
     pub held: Rights,
     /// An open that may reach only a file it creates itself: the face must
-    /// open with `O_EXCL` and report an existing file as needing `write`.
+    /// open with `O_EXCL` and report an existing file as needing `write`,
+    /// and must not let what it opens read unless `held` has `read`
+    /// (capbroker's face refuses such an open; the WASI face, whose
+    /// programs ask for reading by habit, as std's `File::create_new` does,
+    /// gives a descriptor that cannot read).
     pub new_only: bool,
 }
 
@@ -206,6 +213,11 @@ pub fn decide<T>(
     learn: impl FnOnce(Rights),
 ) -> Result<(T, Allowed), Error> {
     let verdict = (|| {
+        // No file name holds one, and the OS would refuse it with text
+        // that repeats the path, the NUL in it too.
+        if path.contains('\0') {
+            return Err(Error::Invalid("a path may not hold a NUL byte".into()));
+        }
         who.lineage.check()?;
         if who.pledges.renounced().contains(Authority::FILESYSTEM)
             || who.holders.renounced(Authority::FILESYSTEM)

@@ -460,6 +460,15 @@ impl From<Error> for Fail {
     }
 }
 
+/// An empty path names nothing, as POSIX has it, rather than the handle's
+/// own directory on some calls and nothing on others; `.` is the directory.
+fn named(path: &str) -> Result<(), Fail> {
+    if path.is_empty() {
+        return Err(Error::Invalid("an empty path names nothing (`.` is the directory itself)".into()).into());
+    }
+    Ok(())
+}
+
 impl DirHandle {
     pub fn new(dir: Dir, rights: Rights, label: &str) -> Self {
         DirHandle {
@@ -600,6 +609,7 @@ impl DirHandle {
         op: Op,
         path: &str,
     ) -> Result<(Target, Allowed), Fail> {
+        named(path)?;
         let who = self.subject(caller);
         decide(
             &who,
@@ -628,6 +638,7 @@ impl DirHandle {
         op: Op,
         path: &str,
     ) -> Result<(), Fail> {
+        named(path)?;
         let who = self.subject(caller);
         decide(&who, name, op, path, || Ok(((), self.rights)), |_| {})
             .map(drop)
@@ -755,6 +766,14 @@ impl DirHandle {
             exclusive: flags.contains(OpenFlags::EXCLUSIVE),
         };
         let (target, allowed) = self.decide(caller, name, Op::Open(intent), path)?;
+        if intent.read && !allowed.held.contains(Rights::READ) {
+            // Only a new-only open gets here without `read`: the file is
+            // new, but whoever else writes in the folder could fill it, and
+            // a drop box is no way to read what they write.
+            let e = Error::Denied(Rights::READ);
+            caller.audit.refused(name, &self.label, path, allowed.held, &e);
+            return Err(Fail::audited(e));
+        }
         let mut opts = OpenOptions::new();
         opts.read(intent.read)
             .write(flags.contains(OpenFlags::WRITE))
@@ -831,6 +850,11 @@ impl DirHandle {
         }
         if flags.contains(OpenFlags::EXCLUSIVE) && !flags.contains(OpenFlags::CREATE) {
             return Err(Error::Invalid("exclusive needs create".into()).into());
+        }
+        if flags.contains(OpenFlags::APPEND | OpenFlags::TRUNCATE) {
+            // As std and POSIX have it; the OS's own refusal says only
+            // "Invalid argument".
+            return Err(Error::Invalid("append and truncate cannot go together".into()).into());
         }
         let (file, _) = self.open_with_flags(caller, "open-file", path, flags)?;
         Ok(FileHandle {
@@ -1002,6 +1026,11 @@ impl FileHandle {
     }
 
     pub(crate) fn seek(&mut self, offset: u64) -> Result<(), Error> {
+        if offset > i64::MAX as u64 {
+            return Err(Error::Invalid(format!(
+                "offset {offset} is past the largest a file can have"
+            )));
+        }
         self.file
             .seek(SeekFrom::Start(offset))
             .map(drop)
