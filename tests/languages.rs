@@ -73,6 +73,7 @@ read(2**32): hello
 const BAD_ARGUMENTS_JS: &str = "\
 seek(-1): RangeError: a seek offset must be between 0 and 18446744073709551615, not -1
 read(1.5): RangeError: a read length must be a whole number, not 1.5
+seek(2 ** 53): RangeError: a seek offset of 9007199254740992 is past 2 ** 53 - 1, where numbers stop being exact: pass a bigint
 read(-1): RangeError: a read length must be between 0 and 4294967295, not -1
 read('3'): TypeError: a read length must be a number, not string
 writeFile('x.txt', 5): TypeError: data must be a string, a Uint8Array or an ArrayBuffer
@@ -154,6 +155,7 @@ grants left: spare
 after grants.close(): none
 read: hello
 write through read-only: DeniedError: denied: the handle lacks write,create [denied]
+lines: alpha|beta|gamma; 18 with a newline
 sub lists: deeper,inner.txt
 read ../hello.txt: EscapeError: escape: `../hello.txt` leads outside the handle [escape]
 read /etc/passwd: EscapeError: escape: `/etc/passwd` leads outside the handle [escape]
@@ -176,11 +178,35 @@ fn a_javascript_app_drops_a_scoped_handle_and_pledges_in_one_line() {
     the_seeds_contract_holds(js_guest(), EXPECTED_JS, 6, BAD_ARGUMENTS_JS);
 }
 
+/// componentize-js traps, printing nothing of it, on an exception out of
+/// `run` without a string `payload` of its own; the app's `run` is the
+/// SDK's `entry(main)`, which gives one to whatever `main` throws, so the
+/// app's own uncaught error (here a `throw new Error(...)`) ends the run
+/// with its message, as a Rust panic prints its own.
+#[test]
+fn a_javascript_apps_own_uncaught_error_ends_the_run_with_its_message() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.path("conf")).unwrap();
+    std::fs::write(tree.path("conf/app.conf"), "mode = demo\n").unwrap();
+    let cfg = format!("cfg={}:ro", tree.path("conf").display());
+    let data = format!("data={}", tree.root().display());
+    let app = js_guest().to_str().unwrap();
+    let out = capbroker(&["run", "--dir", &cfg, "--dir", &data, app, "bug"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(": error: Error: config key `port` missing"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("trap"), "{stderr}");
+}
+
 /// Runs an app on its SDK through the binary and checks what it prints
 /// (`expected`), the audit log's drop order, the host's refusals, an
 /// uncaught error, bad arguments (`bad`), and its requests enforced.
 fn the_seeds_contract_holds(app: &std::path::Path, expected: &str, refused: usize, bad: &str) {
     let tree = Tree::new();
+    std::fs::write(tree.path("root/lines.txt"), "alpha\r\nbeta\ngamma").unwrap();
     std::fs::create_dir_all(tree.path("conf")).unwrap();
     std::fs::write(tree.path("conf/app.conf"), "mode = demo\n").unwrap();
     let cfg = format!("cfg={}:ro", tree.path("conf").display());

@@ -22,6 +22,10 @@ append opens at 0 and reads '3'
 append wrote up to 17
 out.txt: 3 lines|and more
 missing.txt: NotFound: not found: `missing.txt`
+create, then create_new(false): made true
+binary.bin as text: InvalidData: invalid: `binary.bin` is not UTF-8
+metadata(\"\"): InvalidInput: invalid: an empty path names nothing (`.` is the directory itself)
+drop box, read+write new file: PermissionDenied: denied: the handle lacks read
 write through read-only: PermissionDenied: denied: the handle lacks write,create
 held file, first line: alpha
 after pledge, read: refused: the file system was pledged away
@@ -48,7 +52,54 @@ fn the_rust_sdk_is_std_io_and_gives_up_the_filesystem_in_one_line() {
         Some("3 lines\nand more\n")
     );
     assert_eq!(tree.read("root/hello.txt").as_deref(), Some("hello"));
+    // The refused drop-box open made nothing.
+    assert!(tree.path("root/made.txt").exists() && !tree.path("root/inbox.txt").exists());
     // The broker recorded both refusals.
     assert!(stderr.contains("op=write-file"), "{stderr}");
     assert!(stderr.contains("pledged away"), "{stderr}");
+}
+
+/// guests.md tells an app outside this repository to depend on the SDK by
+/// path: the SDK's manifest must stand on its own then (no workspace to
+/// inherit from), and its WIT must still be found. Checked, not built, for
+/// wasm32-wasip2, with a target dir of its own under target/ so that a
+/// warm run reuses it.
+#[test]
+fn a_crate_outside_the_repository_uses_the_sdk_by_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdk = support::root().join("components/sdk");
+    std::fs::create_dir_all(tmp.path().join("src")).unwrap();
+    std::fs::write(
+        tmp.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"outside\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\ncapbroker-sdk = {{ path = {:?} }}\n",
+            sdk.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("src/lib.rs"),
+        "use capbroker_sdk::{export, Grants, Guest, Request, Rights};\n\
+         struct App;\n\
+         impl Guest for App {\n\
+         fn requests() -> Vec<Request> { vec![Request::dir(\"data\", Rights::READ, \"reads\")] }\n\
+         fn run(_: Vec<String>) -> Result<(), String> {\n\
+         let data = Grants::granted().dir(\"data\")?;\n\
+         data.read_to_string(\"x\")?;\n\
+         capbroker_sdk::pledge::filesystem();\n\
+         Ok(())\n\
+         }\n\
+         }\n\
+         export!(App);\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["check", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(tmp.path().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", support::root().join("target/guests-outside"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

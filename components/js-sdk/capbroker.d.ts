@@ -6,7 +6,8 @@ export type Right = 'read' | 'write' | 'create' | 'list' | 'remove';
 
 /**
  * A set of rights: `'read,list'` (the command line's spelling; `''` or
- * `'none'` for no rights), `['read', 'list']`, or the bindings' flags object.
+ * `'none'` for no rights, `'ro'` for read,list, `'rw'` for all),
+ * `['read', 'list']`, or the bindings' flags object.
  */
 export type Rights = string | readonly Right[] | Partial<Record<Right, boolean>>;
 
@@ -30,7 +31,8 @@ export interface Entry {
 
 export interface Stat {
   kind: EntryKind;
-  size: bigint;
+  /** Bytes, as a number (as Node's `stat` gives it). */
+  size: number;
   modifiedNs: bigint | undefined;
 }
 
@@ -57,6 +59,13 @@ export type ErrorCode = WitError['tag'] | 'not-granted' | 'dropped';
 
 /** The WIT `rights` names in declaration order. */
 export const RIGHTS: readonly Right[];
+
+/**
+ * Wraps an export such as `run` so that any error it throws, not only
+ * capbroker's, ends the call with `Name: message` instead of a trap:
+ * `export const run = entry(main);`.
+ */
+export function entry<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R;
 
 /** Rights as the command line spells them (`read,list`; `none` when empty). */
 export function rightsList(rights: Rights): string;
@@ -108,6 +117,8 @@ export class File extends Handle {
   read(length?: number): Uint8Array;
   /** The rest of the file as text. */
   readText(encoding?: string): string;
+  /** The lines from the position on, without `\n` or `\r\n`, read a chunk at a time. */
+  readLines(encoding?: string): Generator<string, void, undefined>;
   /** Writes all of `data`; returns its length in bytes. */
   write(data: string | ArrayBufferView | ArrayBuffer): number;
   /** Moves to an absolute offset. */

@@ -30,6 +30,9 @@ import * as rawPledge from 'capbroker:caps/pledge@0.1.0';
 /** The WIT `rights` flags in declaration order, the order messages use. */
 export const RIGHTS = Object.freeze(['read', 'write', 'create', 'list', 'remove']);
 
+// The command line's short spellings of rights.
+const RIGHTS_SHORT = Object.freeze({ ro: ['read', 'list'], rw: RIGHTS });
+
 const AUTHORITIES = Object.freeze(['filesystem', 'network', 'environment', 'spawn']);
 
 const OPEN_FLAGS = Object.freeze(['read', 'write', 'append', 'create', 'exclusive', 'truncate']);
@@ -60,6 +63,32 @@ function argError(Class, message) {
   return e;
 }
 
+/**
+ * Wraps an export such as `run` so that any error it throws ends the call
+ * with `Name: message`. componentize-js ends `run` with an error only for a
+ * thrown value carrying its own string `payload` (as this module's errors
+ * do); on any other, the app's own bug or `throw new Error(...)`, it traps
+ * and prints nothing of it.
+ */
+export function entry(fn) {
+  return function (...args) {
+    try {
+      return fn.apply(this, args);
+    } catch (e) {
+      if (e !== null && typeof e === 'object' && Object.hasOwn(e, 'payload')) throw e;
+      let text;
+      try {
+        text = e instanceof Error ? `${e.name}: ${e.message}` : `uncaught: ${String(e)}`;
+      } catch {
+        text = 'an uncaught exception that cannot be printed';
+      }
+      const err = new Error(text);
+      Object.defineProperty(err, 'payload', { value: text });
+      throw err;
+    }
+  };
+}
+
 function pathOf(path) {
   if (typeof path !== 'string') {
     throw argError(TypeError, `a capbroker path is a string, not ${typeof path}`);
@@ -82,7 +111,9 @@ function wholeNumber(value, what, top) {
     throw argError(TypeError, `${what} must be a number, not ${typeof value}`);
   }
   if (typeof value === 'number' && !Number.isSafeInteger(value)) {
-    throw argError(RangeError, `${what} must be a whole number, not ${value}`);
+    throw argError(RangeError, Number.isInteger(value)
+      ? `${what} of ${value} is past 2 ** 53 - 1, where numbers stop being exact: pass a bigint`
+      : `${what} must be a whole number, not ${value}`);
   }
   const big = BigInt(value);
   if (big < 0n || big > BigInt(top)) {
@@ -96,7 +127,9 @@ function wholeNumber(value, what, top) {
 // TypeError, never a silently smaller (or larger) set.
 function flagsOf(value, names, what) {
   let list;
-  if (typeof value === 'string') {
+  if (typeof value === 'string' && names === RIGHTS && value in RIGHTS_SHORT) {
+    list = RIGHTS_SHORT[value];
+  } else if (typeof value === 'string') {
     list = value === '' || value === 'none' ? [] : value.split(',').map((s) => s.trim());
   } else if (Array.isArray(value)) {
     list = value;
@@ -235,7 +268,8 @@ function decodeAs(bytes, options) {
 
 function decoderFor(encoding) {
   try {
-    return new TextDecoder(encoding);
+    // A byte-order mark stays in the text, as Node's readFile keeps it.
+    return new TextDecoder(encoding, { ignoreBOM: true });
   } catch {
     throw argError(RangeError, `unknown encoding \`${encoding}\``);
   }
@@ -297,6 +331,12 @@ class Handle {
 // The host returns at most this much per read call.
 const READ_CHUNK = 1 << 20;
 
+// A size as Node's `stat` gives it, a number (exact up to 8 PiB); the
+// nanoseconds stay a bigint, which they need.
+function statOf(raw) {
+  return { kind: raw.kind, size: Number(raw.size), modifiedNs: raw.modifiedNs };
+}
+
 /** An open file. `read` and `write` move a position, as Node's file handles do. */
 export class File extends Handle {
   constructor(raw) {
@@ -336,6 +376,27 @@ export class File extends Handle {
     return decoder.decode(this.read());
   }
 
+  /**
+   * The lines from the position to the end, as text (UTF-8 unless
+   * `encoding` says otherwise), without their `\n` or `\r\n`, as Node's
+   * `filehandle.readLines()` gives them; read a chunk at a time, so a
+   * refusal part way (a pledge, a revoke) is thrown from the loop.
+   */
+  *readLines(encoding = 'utf-8') {
+    const decoder = decoderFor(encoding);
+    const f = this.live();
+    let pending = '';
+    for (;;) {
+      const chunk = call(() => f.read(READ_CHUNK));
+      pending += decoder.decode(chunk, { stream: chunk.length > 0 });
+      const lines = pending.split('\n');
+      pending = lines.pop();
+      for (const line of lines) yield line.endsWith('\r') ? line.slice(0, -1) : line;
+      if (chunk.length === 0) break;
+    }
+    if (pending !== '') yield pending;
+  }
+
   /** Writes all of `data` (a string is written as UTF-8); returns its length. */
   write(data) {
     const bytes = bytesOf(data);
@@ -355,7 +416,7 @@ export class File extends Handle {
   /** `{ kind, size, modifiedNs }` of the open file. */
   stat() {
     const f = this.live();
-    return call(() => f.stat());
+    return statOf(call(() => f.stat()));
   }
 }
 
@@ -422,7 +483,7 @@ export class Dir extends Handle {
   /** `{ kind, size, modifiedNs }` of `path`, following symbolic links within the handle. */
   stat(path) {
     const d = this.live();
-    return call(() => d.stat(pathOf(path)));
+    return statOf(call(() => d.stat(pathOf(path))));
   }
 
   /**

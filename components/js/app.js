@@ -15,7 +15,7 @@
 //    gives up nothing). Run with the argument `uncaught`, the last refusal is
 //    not caught and becomes `run`'s error, as `?` does in Rust.
 
-import { grants, pledge, renounced, request, CapbrokerError, Dir } from '../js-sdk/capbroker.js';
+import { entry, grants, pledge, renounced, request, CapbrokerError, Dir } from '../js-sdk/capbroker.js';
 
 export function requests() {
   return [
@@ -40,8 +40,13 @@ function attempt(what, f) {
   }
 }
 
+// `entry` ends the run with the message of any error `main` does not catch
+// (componentize-js would trap on one that is not capbroker's, printing
+// nothing of it).
+export const run = entry(main);
+
 /** @param {string[]} args */
-export function run(args) {
+function main(args) {
   // 1. A scoped handle: `cfg` is gone when the block ends.
   let conf;
   let kept;
@@ -51,6 +56,8 @@ export function run(args) {
     kept = cfg;
   }
   console.log(`config: ${conf.trim()}`);
+  // The app's own uncaught error still ends the run with its message.
+  if (args.includes('bug')) throw new Error('config key `port` missing');
   attempt('cfg lookup after its block', () => grants.dir('cfg'));
   attempt('cfg use after its block', () => kept.readFile('app.conf', 'utf8'));
 
@@ -62,6 +69,10 @@ export function run(args) {
   console.log(`read: ${data.readFile('hello.txt', 'utf8')}`);
   if (args.includes('bad-args')) return badArguments(data);
   attempt('write through read-only', () => data.attenuate('read,list').writeFile('hello.txt', 'changed'));
+  {
+    using lines = data.open('lines.txt');
+    console.log(`lines: ${[...lines.readLines()].join('|')}; ${data.stat('lines.txt').size + 1} with a newline`);
+  }
   {
     using sub = data.openDir('sub', 'read,list');
     console.log(`sub lists: ${sub.list().map((e) => e.name).sort().join(',')}`);
@@ -110,6 +121,7 @@ function badArguments(data) {
   const calls = [
     ['seek(-1)', () => f.seek(-1)],
     ['read(1.5)', () => f.read(1.5)],
+    ['seek(2 ** 53)', () => f.seek(2 ** 53)],
     ['read(-1)', () => f.read(-1)],
     // @ts-expect-error: a string length
     ["read('3')", () => f.read('3')],

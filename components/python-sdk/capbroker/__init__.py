@@ -570,9 +570,14 @@ class Grants:
         return name in self._all()
 
     def take(self, name: str) -> object | None:
-        """Any handle under `name` (a generated spawner, listen right, ...)."""
+        """Any handle under `name`: a `Dir` for a directory, the generated
+        resource for the other kinds; None when there is none."""
         handle = self._all().pop(name, None)
-        return None if handle is None else handle.value  # type: ignore[attr-defined]
+        if handle is None:
+            return None
+        if isinstance(handle, _grants.Handle_Dir):
+            return Dir(handle.value)
+        return handle.value  # type: ignore[attr-defined]
 
     def names(self) -> list[str]:
         """The names not taken yet."""

@@ -28,6 +28,10 @@ pub struct Error {
 
 enum Repr {
     Wit(WitError),
+    /// Contents that are not UTF-8 where text was asked for: the WIT
+    /// `invalid`, but std's `InvalidData` (the input was fine, the data
+    /// was not).
+    NotText(WitError),
     NotGranted { name: String, kind: &'static str },
 }
 
@@ -42,11 +46,21 @@ impl Error {
         }
     }
 
+    /// A file's contents are not UTF-8 text.
+    pub(crate) fn not_text(path: &std::path::Path) -> Error {
+        Error {
+            repr: Repr::NotText(WitError::Invalid(format!(
+                "`{}` is not UTF-8",
+                path.display()
+            ))),
+        }
+    }
+
     /// The WIT case name (e.g. `denied`, `not-found`), or `not-granted` for
     /// a missing grant: a stable string to match on or log.
     pub fn code(&self) -> &'static str {
         match &self.repr {
-            Repr::Wit(e) => e.code(),
+            Repr::Wit(e) | Repr::NotText(e) => e.code(),
             Repr::NotGranted { .. } => "not-granted",
         }
     }
@@ -54,7 +68,7 @@ impl Error {
     /// The host's error, for code that matches on the WIT variant.
     pub fn wit(&self) -> Option<&WitError> {
         match &self.repr {
-            Repr::Wit(e) => Some(e),
+            Repr::Wit(e) | Repr::NotText(e) => Some(e),
             Repr::NotGranted { .. } => None,
         }
     }
@@ -62,7 +76,7 @@ impl Error {
     /// The host's error, by value.
     pub fn into_wit(self) -> Option<WitError> {
         match self.repr {
-            Repr::Wit(e) => Some(e),
+            Repr::Wit(e) | Repr::NotText(e) => Some(e),
             Repr::NotGranted { .. } => None,
         }
     }
@@ -79,7 +93,7 @@ impl Error {
     pub fn grant_name(&self) -> Option<&str> {
         match &self.repr {
             Repr::NotGranted { name, .. } => Some(name),
-            Repr::Wit(_) => None,
+            Repr::Wit(_) | Repr::NotText(_) => None,
         }
     }
 
@@ -93,6 +107,7 @@ impl Error {
         use io::ErrorKind as K;
         match &self.repr {
             Repr::NotGranted { .. } => K::NotFound,
+            Repr::NotText(_) => K::InvalidData,
             Repr::Wit(e) => match e {
                 WitError::Denied(_)
                 | WitError::Escape(_)
@@ -120,7 +135,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Wit(e) => f.write_str(&e.message()),
+            Repr::Wit(e) | Repr::NotText(e) => f.write_str(&e.message()),
             Repr::NotGranted { name, kind } => write!(f, "no {kind} granted as `{name}`"),
         }
     }

@@ -86,11 +86,11 @@ impl Dir {
         Ok(self.raw.read_file(text(path.as_ref())?)?)
     }
 
-    /// Reads a whole file as UTF-8 text, like `std::fs::read_to_string`.
+    /// Reads a whole file as UTF-8 text, like `std::fs::read_to_string`;
+    /// contents that are not UTF-8 are `invalid`, `InvalidData` as in std.
     pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String> {
         let path = path.as_ref();
-        String::from_utf8(self.read(path)?)
-            .map_err(|_| WitError::Invalid(format!("`{}` is not UTF-8", path.display())).into())
+        String::from_utf8(self.read(path)?).map_err(|_| Error::not_text(path))
     }
 
     /// Writes a whole file, creating it or replacing its contents, like
@@ -121,11 +121,8 @@ impl Dir {
 
     /// Opens a file as `options` say, like `std::fs::OpenOptions::open`.
     pub fn open_with(&self, path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
-        let file = self.raw.open_file(text(path.as_ref())?, options.flags)?;
-        Ok(File::new(
-            file,
-            options.flags.contains(raw::OpenFlags::APPEND),
-        ))
+        let file = self.raw.open_file(text(path.as_ref())?, options.flags())?;
+        Ok(File::new(file, options.append))
     }
 
     /// Creates a directory; its parent must exist. Needs `create`.
@@ -200,66 +197,77 @@ impl AsRef<raw::Dir> for Dir {
 
 /// How to open a file, like `std::fs::OpenOptions`; pass it to
 /// [`Dir::open_with`]. Each option needs the rights the WIT `open-flags`
-/// list; an open needs all of them.
-#[derive(Clone, Debug)]
+/// list; an open needs all of them. As in std, `create_new` stands on its
+/// own: it does not need `create`, and `create(false)` does not undo it.
+#[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    flags: raw::OpenFlags,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        Self::new()
-    }
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
 }
 
 impl OpenOptions {
     /// No options set: set at least `read`, `write` or `append`.
     pub fn new() -> OpenOptions {
-        OpenOptions {
-            flags: raw::OpenFlags::empty(),
-        }
-    }
-
-    fn set(&mut self, flag: raw::OpenFlags, on: bool) -> &mut OpenOptions {
-        self.flags.set(flag, on);
-        self
+        OpenOptions::default()
     }
 
     /// Open for reading; needs `read`.
     pub fn read(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::READ, on)
+        self.read = on;
+        self
     }
 
     /// Open for writing at the start; needs `write` (or only `create` when
-    /// the file is new).
+    /// the open makes the file).
     pub fn write(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::WRITE, on)
+        self.write = on;
+        self
     }
 
-    /// Open for writing at the end; needs `write`.
+    /// Open for writing at the end; needs `write` (or only `create` when
+    /// the open makes the file).
     pub fn append(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::APPEND, on)
+        self.append = on;
+        self
     }
 
     /// Cut the file to zero length; needs `write`.
     pub fn truncate(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::TRUNCATE, on)
+        self.truncate = on;
+        self
     }
 
     /// Create the file if it does not exist; needs `create`.
     pub fn create(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::CREATE, on)
+        self.create = on;
+        self
     }
 
     /// Create the file, failing with `exists` if it is there already;
     /// needs `create`. This is how a drop box makes a file.
     pub fn create_new(&mut self, on: bool) -> &mut OpenOptions {
-        self.set(raw::OpenFlags::CREATE | raw::OpenFlags::EXCLUSIVE, on)
+        self.create_new = on;
+        self
     }
 
     /// The WIT flags these options stand for.
     pub fn flags(&self) -> raw::OpenFlags {
-        self.flags
+        let mut flags = raw::OpenFlags::empty();
+        for (on, flag) in [
+            (self.read, raw::OpenFlags::READ),
+            (self.write, raw::OpenFlags::WRITE),
+            (self.append, raw::OpenFlags::APPEND),
+            (self.truncate, raw::OpenFlags::TRUNCATE),
+            (self.create || self.create_new, raw::OpenFlags::CREATE),
+            (self.create_new, raw::OpenFlags::EXCLUSIVE),
+        ] {
+            flags.set(flag, on);
+        }
+        flags
     }
 }
 
@@ -409,11 +417,18 @@ impl Metadata {
         self.raw.size
     }
 
-    /// The last modification, where the host knows it.
-    pub fn modified(&self) -> Option<SystemTime> {
+    /// The last modification, like `std::fs::Metadata::modified`: an
+    /// `Unsupported` error where the host does not know it.
+    pub fn modified(&self) -> io::Result<SystemTime> {
         self.raw
             .modified_ns
             .map(|ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the host does not know when it was modified",
+                )
+            })
     }
 
     /// The WIT record.

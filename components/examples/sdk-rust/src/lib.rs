@@ -118,14 +118,33 @@ fn io_demo(data: &capbroker_sdk::Dir) -> io::Result<()> {
             .replace('\n', "|")
     );
 
-    match data.open("missing.txt") {
-        Ok(_) => println!("missing.txt: there?!"),
+    refusal("missing.txt", data.open("missing.txt"));
+
+    // std's `OpenOptions`: `create_new(false)` leaves `create` as it was.
+    data.open_with(
+        "made.txt",
+        OpenOptions::new().write(true).create(true).create_new(false),
+    )?;
+    println!("create, then create_new(false): made {}", data.try_exists("made.txt")?);
+    data.write("binary.bin", [0xff, 0xfe])?;
+    refusal("binary.bin as text", data.read_to_string("binary.bin"));
+    refusal("metadata(\"\")", data.metadata(""));
+    // A drop box makes new files; reading one back needs `read` all the same.
+    let drop_box = data.attenuate(Rights::CREATE)?;
+    let new_rw = OpenOptions::new().read(true).write(true).create_new(true).clone();
+    refusal("drop box, read+write new file", drop_box.open_with("inbox.txt", &new_rw));
+    Ok(())
+}
+
+/// Prints a refusal as Rust prints it once it is a `std::io::Error`.
+fn refusal<T>(what: &str, result: Result<T, capbroker_sdk::Error>) {
+    match result {
+        Ok(_) => println!("{what}: allowed?!"),
         Err(e) => {
             let e = io::Error::from(e);
-            println!("missing.txt: {:?}: {e}", e.kind());
+            println!("{what}: {:?}: {e}", e.kind());
         }
     }
-    Ok(())
 }
 
 export!(App);
