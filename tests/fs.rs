@@ -136,7 +136,10 @@ async fn operations_do_what_they_say() {
             "fseek F 9223372036854775808",
             "err:invalid:offset 9223372036854775808 is past the largest",
         ),
-        ("read data hello\0.txt", "err:invalid:a path may not hold a NUL byte"),
+        (
+            "read data hello\0.txt",
+            "err:invalid:a path may not hold a NUL byte",
+        ),
         (
             "open data hello.txt create,write,exclusive F2",
             "err:exists:hello.txt",

@@ -340,7 +340,10 @@ fn the_python_app_type_checks_against_the_package() {
 
     let source = std::fs::read_to_string(&app).unwrap();
     let unmarked = source.replace("  # type: ignore[arg-type]", "");
-    assert_ne!(unmarked, source, "the app no longer marks its bad arguments");
+    assert_ne!(
+        unmarked, source,
+        "the app no longer marks its bad arguments"
+    );
     let copy = root.join("target/guests/python-typecheck/app.py");
     std::fs::write(&copy, unmarked).unwrap();
     let out = check(&copy);

@@ -96,9 +96,18 @@ fn a_crate_outside_the_repository_uses_the_sdk_by_path() {
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["check", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "check",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(tmp.path().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", support::root().join("target/guests-outside"))
+        .env(
+            "CARGO_TARGET_DIR",
+            support::root().join("target/guests-outside"),
+        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

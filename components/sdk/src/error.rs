@@ -32,7 +32,10 @@ enum Repr {
     /// `invalid`, but std's `InvalidData` (the input was fine, the data
     /// was not).
     NotText(WitError),
-    NotGranted { name: String, kind: &'static str },
+    NotGranted {
+        name: String,
+        kind: &'static str,
+    },
 }
 
 impl Error {

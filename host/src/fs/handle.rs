@@ -464,7 +464,10 @@ impl From<Error> for Fail {
 /// own directory on some calls and nothing on others; `.` is the directory.
 fn named(path: &str) -> Result<(), Fail> {
     if path.is_empty() {
-        return Err(Error::Invalid("an empty path names nothing (`.` is the directory itself)".into()).into());
+        return Err(Error::Invalid(
+            "an empty path names nothing (`.` is the directory itself)".into(),
+        )
+        .into());
     }
     Ok(())
 }
@@ -771,7 +774,9 @@ impl DirHandle {
             // new, but whoever else writes in the folder could fill it, and
             // a drop box is no way to read what they write.
             let e = Error::Denied(Rights::READ);
-            caller.audit.refused(name, &self.label, path, allowed.held, &e);
+            caller
+                .audit
+                .refused(name, &self.label, path, allowed.held, &e);
             return Err(Fail::audited(e));
         }
         let mut opts = OpenOptions::new();

@@ -123,16 +123,29 @@ fn io_demo(data: &capbroker_sdk::Dir) -> io::Result<()> {
     // std's `OpenOptions`: `create_new(false)` leaves `create` as it was.
     data.open_with(
         "made.txt",
-        OpenOptions::new().write(true).create(true).create_new(false),
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .create_new(false),
     )?;
-    println!("create, then create_new(false): made {}", data.try_exists("made.txt")?);
+    println!(
+        "create, then create_new(false): made {}",
+        data.try_exists("made.txt")?
+    );
     data.write("binary.bin", [0xff, 0xfe])?;
     refusal("binary.bin as text", data.read_to_string("binary.bin"));
     refusal("metadata(\"\")", data.metadata(""));
     // A drop box makes new files; reading one back needs `read` all the same.
     let drop_box = data.attenuate(Rights::CREATE)?;
-    let new_rw = OpenOptions::new().read(true).write(true).create_new(true).clone();
-    refusal("drop box, read+write new file", drop_box.open_with("inbox.txt", &new_rw));
+    let new_rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .clone();
+    refusal(
+        "drop box, read+write new file",
+        drop_box.open_with("inbox.txt", &new_rw),
+    );
     Ok(())
 }
 
