@@ -128,33 +128,47 @@ fn run_tool(cmd: &mut Command, what: &str) {
     );
 }
 
+/// Runs `install` unless `stamp` holds `wanted` and every one of `bins`
+/// is there. The stamp is written only after `install` succeeded, so a
+/// failed install is tried again.
+fn install_unless_current(stamp: &Path, wanted: &[u8], bins: &[PathBuf], install: impl FnOnce()) {
+    let current = std::fs::read(stamp).ok().as_deref() == Some(wanted);
+    if !current || !bins.iter().all(|b| b.exists()) {
+        install();
+        std::fs::write(stamp, wanted).unwrap();
+    }
+}
+
 /// The Python tools components/python/requirements.txt pins
 /// (componentize-py, mypy), installed from PyPI into a virtualenv under
-/// target/tools/python once, and again when the requirements changed.
-pub fn python_tools() -> PathBuf {
-    // Tests in one binary run on several threads: install one at a time.
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = root().join("target/tools/python");
-    let requirements = root().join("components/python/requirements.txt");
-    let wanted = std::fs::read(&requirements).unwrap();
-    // Written only after pip succeeded, so a failed install is tried again.
-    let stamp = venv.join("installed-requirements.txt");
-    let bins = ["componentize-py", "mypy"].map(|b| venv.join("bin").join(b));
-    if std::fs::read(&stamp).ok().as_ref() != Some(&wanted) || !bins.iter().all(|b| b.exists()) {
-        run_tool(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv",
+/// target/tools/python once per test binary, and again when the
+/// requirements changed.
+pub fn python_tools() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = root().join("target/tools/python");
+        let requirements = root().join("components/python/requirements.txt");
+        let wanted = std::fs::read(&requirements).unwrap();
+        let bins = ["componentize-py", "mypy"].map(|b| venv.join("bin").join(b));
+        install_unless_current(
+            &venv.join("installed-requirements.txt"),
+            &wanted,
+            &bins,
+            || {
+                run_tool(
+                    Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                    "python3 -m venv",
+                );
+                run_tool(
+                    Command::new(venv.join("bin/pip"))
+                        .args(["install", "--quiet", "-r"])
+                        .arg(&requirements),
+                    "pip install componentize-py mypy",
+                );
+            },
         );
-        run_tool(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "-r"])
-                .arg(&requirements),
-            "pip install componentize-py mypy",
-        );
-        std::fs::write(&stamp, &wanted).unwrap();
-    }
-    venv
+        venv
+    })
 }
 
 fn componentize_py() -> PathBuf {
@@ -222,12 +236,8 @@ pub fn js_tools() -> &'static Path {
         let src = root().join("components/js");
         let tools = root().join("target/tools/js");
         let lock = std::fs::read(src.join("package-lock.json")).unwrap();
-        // Written only after `npm ci` succeeded, so a failed install is
-        // tried again.
-        let stamp = tools.join("installed-lock.json");
-        let installed = std::fs::read(&stamp).ok();
         let bins = ["componentize-js", "tsc"].map(|b| tools.join("node_modules/.bin").join(b));
-        if installed.as_ref() != Some(&lock) || !bins.iter().all(|b| b.exists()) {
+        install_unless_current(&tools.join("installed-lock.json"), &lock, &bins, || {
             std::fs::create_dir_all(&tools).unwrap();
             for f in ["package.json", "package-lock.json"] {
                 std::fs::copy(src.join(f), tools.join(f)).unwrap();
@@ -238,8 +248,7 @@ pub fn js_tools() -> &'static Path {
                     .current_dir(&tools),
                 "npm ci (componentize-js, tsc)",
             );
-            std::fs::write(&stamp, &lock).unwrap();
-        }
+        });
         tools
     })
 }
