@@ -178,6 +178,14 @@ async fn a_drop_box_creates_but_never_reads_or_overwrites() {
         ("open B inbox.txt write,create,exclusive G", "ok"),
         ("write data inbox.txt secret", "ok"),
         ("fread G 6", "err:denied:read"),
+        // Nor its metadata: watching its size would tell what others write.
+        ("fstat G", "err:denied:read,list"),
+        // The same for a write-only handle, on a file that was there.
+        ("attenuate data write W", "ok"),
+        ("open W hello.txt write H", "ok"),
+        ("fstat H", "err:denied:read,list"),
+        ("open data hello.txt write H2", "ok"),
+        ("fstat H2", "ok:file:5"),
     ])
     .await;
     assert_eq!(tree.read("root/inbox.txt").as_deref(), Some("secret"));

@@ -861,11 +861,20 @@ impl DirHandle {
             // "Invalid argument".
             return Err(Error::Invalid("append and truncate cannot go together".into()).into());
         }
-        let (file, _) = self.open_with_flags(caller, "open-file", path, flags)?;
+        let (file, held) = self.open_with_flags(caller, "open-file", path, flags)?;
+        // What it was opened for, and `list` where the directory had it:
+        // its metadata is what a listing shows, so `stat` needs `list` or
+        // `read`, as it does by path (a drop box's file has neither).
+        let mut rights = held & Rights::LIST;
+        if flags.contains(OpenFlags::READ) {
+            rights |= Rights::READ;
+        }
+        if writes {
+            rights |= Rights::WRITE;
+        }
         Ok(FileHandle {
             file,
-            readable: flags.contains(OpenFlags::READ),
-            writable: writes,
+            rights,
             label: self.child_label(path).into(),
             lineage: self.lineage.clone(),
             holders: self.holders.clone(),
@@ -1003,11 +1012,11 @@ impl DirHandle {
     }
 }
 
-/// An open file and whether it may be read or written.
+/// An open file and its rights: `read` and `write` as it was opened,
+/// `list` (its metadata) where its directory had it.
 pub struct FileHandle {
     pub(crate) file: File,
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
+    pub(crate) rights: Rights,
     pub(crate) label: Arc<str>,
     pub(crate) lineage: Lineage,
     pub(crate) holders: Holders,

@@ -48,7 +48,7 @@ impl View<'_, FsCtx> {
         f: impl FnOnce(&mut FileHandle) -> Result<T, Error>,
     ) -> HostResult<T> {
         let file = self.table.get_mut(handle)?;
-        let held = rights_of_file(file);
+        let held = file.rights;
         if let Some(op) = op {
             let who = Subject {
                 label: &file.label,
@@ -97,16 +97,6 @@ impl View<'_, FsCtx> {
     }
 }
 
-fn rights_of_file(f: &FileHandle) -> Rights {
-    let mut r = Rights::empty();
-    if f.readable {
-        r |= Rights::READ;
-    }
-    if f.writable {
-        r |= Rights::WRITE;
-    }
-    r
-}
 
 impl Host for View<'_, FsCtx> {}
 
@@ -194,7 +184,7 @@ impl HostDir for View<'_, FsCtx> {
             d.open_file(c, &path, flags)
         })?;
         self.push_derived(&dir, "open-file", &path, file, |f| {
-            (f.label.to_string(), rights_of_file(f))
+            (f.label.to_string(), f.rights)
         })
     }
 
@@ -244,7 +234,7 @@ impl HostFile for View<'_, FsCtx> {
     }
 
     fn stat(&mut self, file: Resource<FileHandle>) -> HostResult<Stat> {
-        self.on_file(&file, "file.stat", Some(Op::Hold), |f| f.stat())
+        self.on_file(&file, "file.stat", Some(Op::Stat), |f| f.stat())
     }
 
     fn drop(&mut self, file: Resource<FileHandle>) -> wasmtime::Result<()> {
