@@ -97,7 +97,6 @@ impl View<'_, FsCtx> {
     }
 }
 
-
 impl Host for View<'_, FsCtx> {}
 
 impl HostDir for View<'_, FsCtx> {
